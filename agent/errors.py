@@ -1,0 +1,83 @@
+"""The one error tree of zone-agent.
+
+Errors are named by what happens next, so a caller can decide without reading text::
+
+    AgentError
+    ├── ConfigError              fix the file; nothing starts (file, field and reason)
+    ├── MessageRejected          a bad inbound message: reply "rejected", log once, carry on
+    ├── StoreError               the state directory is unusable: stop, systemd restarts us
+    │   └── OutboxFull           back-pressure: refuse new work until the OMS acknowledges
+    ├── LinkUnavailable          the broker cannot be reached: retry with backoff
+    └── DeviceError              anything a driver raises; vendor exceptions end here
+        ├── DeviceUnavailable    gone or unreachable (unplugged, refused): reopen with backoff
+        ├── DeviceFault          needs a person (paper out, head open, overload): raise an alarm
+        └── DeviceProtocolError  the device answered nonsense: count it, retry the request
+
+This module imports nothing from the project, so ``devices/`` may depend on it.
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Root of every error zone-agent raises on purpose."""
+
+
+class ConfigError(AgentError):
+    """A node file (or a setting) is invalid; nothing is started.
+
+    Args:
+        file: the file that holds the mistake ("<env>" for environment variables).
+        field: the dotted path of the field, e.g. ``devices[2].port``.
+        reason: what is wrong, in words an installer understands.
+    """
+
+    def __init__(self, file: str, field: str, reason: str) -> None:
+        super().__init__(f"{file}: {field}: {reason}")
+        self.file = file
+        self.field = field
+        self.reason = reason
+
+
+class MessageRejected(AgentError):
+    """An inbound message is invalid and is never acted on.
+
+    Args:
+        reason: a short machine-readable code (``too_large``, ``bad_msgpack``, ...).
+        detail: a human-readable explanation for the log and the rejected reply.
+        message_id: the message id, when it could be read, so the reply can name it.
+    """
+
+    def __init__(self, reason: str, detail: str = "", message_id: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.message_id = message_id
+
+
+class StoreError(AgentError):
+    """The SQLite store cannot be opened or written."""
+
+
+class OutboxFull(StoreError):
+    """The outbox holds as many unacknowledged events as it may; nothing new is accepted."""
+
+
+class LinkUnavailable(AgentError):
+    """No broker can be reached right now; the link retries with backoff."""
+
+
+class DeviceError(AgentError):
+    """Base of every error a device driver raises."""
+
+
+class DeviceUnavailable(DeviceError):
+    """The device is gone or unreachable; the driver reopens it with backoff."""
+
+
+class DeviceFault(DeviceError):
+    """The device reports a condition a person must clear (paper out, head open, overload)."""
+
+
+class DeviceProtocolError(DeviceError):
+    """The device answered something that is not its protocol; the request may be retried."""

@@ -1,0 +1,1 @@
+"""The hardware boundary: the only modules that import vendor libraries; each has a fake."""

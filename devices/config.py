@@ -1,0 +1,33 @@
+"""The config model every device kind extends.
+
+A device's settings live in the node file as one ``[[devices]]`` table; ``kind`` picks the
+module (see ``devices.registry``), whose ``CONFIG`` model validates the rest. Defaults live
+in the models, never in drivers.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DeviceConfig(BaseModel):
+    """Fields every device has.
+
+    Attributes:
+        name: unique within the node; used in logs, health and the simulation control API.
+        kind: the registry key of the driver.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    kind: str
+
+    def claims(self) -> list[str]:
+        """Resources this device holds exclusively (``gpio:17``, ``serial:/dev/ttyUSB0``,
+        ``tcp:10.0.0.5:9100``, ``spi:0.0``); two devices may not claim the same one."""
+        return []
+
+    def locations(self) -> list[str]:
+        """Shelf locations (slot ids) this device lights; a location belongs to one device."""
+        return []

@@ -1,0 +1,70 @@
+"""What input devices report, as small frozen values.
+
+These are in-process values, not wire messages: the workflows turn them into events for
+the OMS. Timestamps are ``time.monotonic()`` seconds unless a name says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """One barcode read, after framing, de-duplication and interpretation.
+
+    Attributes:
+        device: the scanner's configured name.
+        text: the data with prefix, suffix and symbology identifier stripped.
+        symbology: the AIM identifier (``]C1``) when the scanner sent one, else ``None``.
+        gtin: the GTIN normalised to 14 digits when the code carries one.
+        sscc: the 18-digit SSCC when the code is one (AI 00).
+        fields: GS1 element strings by AI (``{"10": "LOT42"}``), empty when not GS1.
+        error: why the code cannot be trusted (bad check digit, ...), else ``None``.
+        at: monotonic time the terminator arrived.
+    """
+
+    device: str
+    text: str
+    symbology: str | None = None
+    gtin: str | None = None
+    sscc: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    at: float = 0.0
+
+
+class Button(StrEnum):
+    """Which button of a pick-to-light slot was pressed."""
+
+    CONFIRM = "confirm"
+    PLUS = "plus"
+    MINUS = "minus"
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonPress:
+    """A debounced press of one button on one slot."""
+
+    device: str
+    slot: str
+    button: Button
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Weight:
+    """One weight reading normalised to grams.
+
+    Attributes:
+        grams: the (net) weight in grams; negative below zero.
+        stable: ``True`` only when the scale itself said the value is stable.
+        net: ``True`` when a tare is active.
+    """
+
+    device: str
+    grams: float
+    stable: bool
+    net: bool = False
+    at: float = 0.0
