@@ -30,13 +30,17 @@ class ConfigError(AgentError):
         file: the file that holds the mistake ("<env>" for environment variables).
         field: the dotted path of the field, e.g. ``devices[2].port``.
         reason: what is wrong, in words an installer understands.
+        problems: every ``(field, reason)`` found when more than one thing is wrong.
     """
 
-    def __init__(self, file: str, field: str, reason: str) -> None:
+    def __init__(
+        self, file: str, field: str, reason: str, problems: list[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__(f"{file}: {field}: {reason}")
         self.file = file
         self.field = field
         self.reason = reason
+        self.problems = problems or [(field, reason)]
 
 
 class MessageRejected(AgentError):

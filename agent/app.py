@@ -1,0 +1,94 @@
+"""The process: open the store and the devices, run the node, stop cleanly on a signal.
+
+A clean stop (SIGTERM from systemd, SIGINT from a terminal) turns every light off,
+publishes the offline state, closes the devices and checkpoints the store, in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from agent.config import NodeConfig
+from agent.floor import DeviceFloor
+from agent.node import Node
+from agent.store import AsyncStore
+from agent.systemd import feed_watchdog, notify, watchdog_interval
+from agent.workflows.base import Workflow
+from devices.context import DeviceContext
+
+log = logging.getLogger("agent")
+
+STATE_FILE = "state.sqlite3"
+
+
+def build_workflow(config: NodeConfig, locations: list[str]) -> Workflow:
+    """The state machine for the node's role."""
+    from agent.workflows.picking import PickingWorkflow
+
+    return PickingWorkflow(locations)
+
+
+def device_context(simulate: bool) -> DeviceContext:
+    """Drivers' injected dependencies: MockFactory pins when simulated."""
+    if simulate:
+        from devices.backends.gpio import mock_factory
+
+        return DeviceContext(pin_factory=mock_factory(), simulate=True)
+    return DeviceContext()
+
+
+async def run_node(config: NodeConfig, *, simulate: bool = False, stop: asyncio.Event | None = None,
+                   sim_dir: Path | None = None) -> None:
+    """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass  # not the main thread (tests): the caller sets ``stop``
+    store = await AsyncStore.open(
+        config.state_dir / STATE_FILE, outbox_hard_limit=config.outbox.limit + config.outbox.reserve
+    )
+    try:
+        async with DeviceFloor(config, device_context(simulate), simulate=simulate, sim_dir=sim_dir) as floor:
+            node = Node(config, store, build_workflow(config, floor.locations()), floor)
+            floor.on_health_change(lambda: loop.create_task(node.republish_birth()) and None)
+            await _serve(node, floor, stop)
+    finally:
+        await store.close()
+    log.info("stopped")
+
+
+async def _serve(node: Node, floor: DeviceFloor, stop: asyncio.Event) -> None:
+    runner = asyncio.create_task(node.run(), name="node")
+    watchdog = None
+    ready = asyncio.create_task(node.ready.wait())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({ready, stopping, runner}, return_when=asyncio.FIRST_COMPLETED)
+    if runner.done():
+        stopping.cancel()
+        runner.result()  # raises what made the node fail
+        return
+    if node.ready.is_set():
+        notify("READY=1")
+        interval = watchdog_interval()
+        if interval:
+            watchdog = asyncio.create_task(feed_watchdog(interval))
+    await asyncio.wait({stopping, runner}, return_when=asyncio.FIRST_COMPLETED)
+    notify("STOPPING=1")
+    log.info("stopping")
+    try:
+        await floor.all_off()
+        if node.online.is_set():
+            await node.say_offline()
+    finally:
+        for task in (runner, watchdog, ready, stopping):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    if runner.done() and not runner.cancelled() and runner.exception() is not None:
+        raise runner.exception()  # type: ignore[misc]

@@ -1,0 +1,234 @@
+"""Node files: one TOML file per node under firmware_config/, validated whole before start.
+
+A node file names the node, its role, where its state lives, how to reach the broker and
+which devices it drives::
+
+    site = "dc1"
+    node = "zone-a1"
+    role = "pick"                      # pick | put_wall | pack
+    state_dir = "/var/lib/zone-agent"
+
+    [broker]
+    urls = ["mqtts://broker-1.example:8883", "mqtts://broker-2.example:8883"]
+    username = "zone-a1"               # the password comes from ZONE_AGENT_BROKER_PASSWORD
+    ca_file = "/etc/zone-agent/ca.crt"
+
+    [[devices]]
+    name = "shelf"
+    kind = "gpio_slots"
+    ...
+
+Secrets never live in the file: ``ZONE_AGENT_BROKER_PASSWORD`` (and ``..._USERNAME``,
+``..._URLS`` as a comma-separated list, ``ZONE_AGENT_STATE_DIR``) override it. Every
+mistake is reported as ``file: field: reason`` and nothing opens until the whole file is valid:
+unknown keys, an unknown device kind, a pin or port claimed twice, a location on two devices.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from agent.errors import ConfigError
+from agent.link.topics import check_segment
+from devices import registry
+from devices.config import DeviceConfig
+
+ENV_PREFIX = "ZONE_AGENT_"
+
+
+class Strict(BaseModel):
+    """Base of config sections: unknown keys are typos, and typos are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BrokerConfig(Strict):
+    """How to reach the MQTT broker (or the brokers of a cluster, tried in turn)."""
+
+    urls: list[str] = Field(default_factory=lambda: ["mqtt://127.0.0.1:1883"], min_length=1)
+    client_id: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_insecure: bool = False
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    keepalive_s: int = Field(default=15, ge=5, le=600)
+    session_expiry_s: int = Field(default=86_400, ge=0)
+    backoff_initial_s: float = Field(default=0.5, gt=0, le=60)
+    backoff_max_s: float = Field(default=30.0, gt=0, le=3600)
+    max_inflight: int = Field(default=100, ge=1, le=1000)
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+                raise ValueError(f"{url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
+            try:
+                parts.port  # noqa: B018 - raises ValueError for a bad port
+            except ValueError as exc:
+                raise ValueError(f"{url!r}: {exc}") from None
+        return urls
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether any URL asks for TLS."""
+        return any(u.startswith("mqtts://") for u in self.urls)
+
+
+class OutboxConfig(Strict):
+    """Bounds of the outbox of unacknowledged events.
+
+    Above ``limit`` the node refuses new commands (rejected, reason ``outbox_full``) so the OMS
+    stops sending work to a node that cannot report; device events still go in up to
+    ``limit + reserve``; beyond that the node stops taking confirmations (the slot shows the
+    error pattern and the task stays open) rather than dropping one.
+    """
+
+    limit: int = Field(default=100_000, ge=10)
+    reserve: int = Field(default=10_000, ge=1)
+    resend_after_s: float = Field(default=15.0, gt=0)
+    batch_events: int = Field(default=250, ge=1, le=2000)
+
+
+class HttpConfig(Strict):
+    """The node's local web server: the screens and, when simulated, the control API."""
+
+    bind: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+
+
+class NodeConfig(Strict):
+    """A whole node file."""
+
+    site: str
+    node: str
+    role: Literal["pick", "put_wall", "pack"]
+    state_dir: Path = Path("/var/lib/zone-agent")
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    devices: list[DeviceConfig] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="role settings, validated by the role's workflow"
+    )
+
+    @field_validator("site", "node")
+    @classmethod
+    def _segment(cls, value: str) -> str:
+        return check_segment(value, "name")
+
+    @property
+    def client_id(self) -> str:
+        """The MQTT client id: configured, or ``{site}-{node}``."""
+        return self.broker.client_id or f"{self.site}-{self.node}"
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(file)"
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    broker = raw.setdefault("broker", {})
+    if not isinstance(broker, dict):
+        return
+    if f"{ENV_PREFIX}BROKER_PASSWORD" in env:
+        broker["password"] = env[f"{ENV_PREFIX}BROKER_PASSWORD"]
+    if f"{ENV_PREFIX}BROKER_USERNAME" in env:
+        broker["username"] = env[f"{ENV_PREFIX}BROKER_USERNAME"]
+    if f"{ENV_PREFIX}BROKER_URLS" in env:
+        broker["urls"] = [u.strip() for u in env[f"{ENV_PREFIX}BROKER_URLS"].split(",") if u]
+    if f"{ENV_PREFIX}STATE_DIR" in env:
+        raw["state_dir"] = env[f"{ENV_PREFIX}STATE_DIR"]
+
+
+def _devices(raw_devices: Any, problems: list[tuple[str, str]]) -> list[DeviceConfig]:
+    if not isinstance(raw_devices, list):
+        problems.append(("devices", "must be an array of [[devices]] tables"))
+        return []
+    out: list[DeviceConfig] = []
+    for i, item in enumerate(raw_devices):
+        where = f"devices[{i}]"
+        if not isinstance(item, dict):
+            problems.append((where, "must be a table"))
+            continue
+        kind = item.get("kind")
+        if kind not in registry.KINDS:
+            known = ", ".join(sorted(registry.KINDS))
+            problems.append((f"{where}.kind", f"unknown kind {kind!r}; known kinds: {known}"))
+            continue
+        model: type[DeviceConfig] = registry.module_for(kind).CONFIG
+        try:
+            out.append(model.model_validate(item))
+        except ValidationError as exc:
+            for err in exc.errors():
+                problems.append((f"{where}.{_field(err['loc'])}", err["msg"]))
+    return out
+
+
+def _cross_check(devices: list[DeviceConfig], problems: list[tuple[str, str]]) -> None:
+    names: dict[str, int] = {}
+    claims: dict[str, str] = {}
+    locations: dict[str, str] = {}
+    for i, dev in enumerate(devices):
+        if dev.name in names:
+            problems.append((f"devices[{i}].name", f"{dev.name!r} is already used"))
+        names[dev.name] = i
+        for claim in dev.claims():
+            if claim in claims and claims[claim] != dev.name:
+                problems.append(
+                    (f"devices[{i}]", f"{claim} is used by both {claims[claim]!r} and {dev.name!r}")
+                )
+            claims.setdefault(claim, dev.name)
+        for loc in dev.locations():
+            if loc in locations and locations[loc] != dev.name:
+                problems.append(
+                    (f"devices[{i}]", f"location {loc!r} is on both {locations[loc]!r} and {dev.name!r}")
+                )
+            locations.setdefault(loc, dev.name)
+
+
+def parse_config(raw: dict[str, Any], file: str, env: Mapping[str, str] | None = None) -> NodeConfig:
+    """Validate a decoded node file; raises ``ConfigError`` listing every problem."""
+    raw = dict(raw)
+    _apply_env(raw, os.environ if env is None else env)
+    problems: list[tuple[str, str]] = []
+    devices = _devices(raw.pop("devices", []), problems)
+    _cross_check(devices, problems)
+    config: NodeConfig | None = None
+    try:
+        config = NodeConfig.model_validate({**raw, "devices": []})
+    except ValidationError as exc:
+        for err in exc.errors():
+            problems.append((_field(err["loc"]), err["msg"]))
+    if problems or config is None:
+        field, reason = problems[0]
+        raise ConfigError(file, field, reason, problems)
+    return config.model_copy(update={"devices": devices})
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> NodeConfig:
+    """Read and validate a node file; raises ``ConfigError`` (file, field, reason)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", exc.strerror or str(exc)) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "(syntax)", str(exc)) from None
+    return parse_config(raw, str(path), env)

@@ -1,0 +1,153 @@
+"""The node's devices, built from the node file, as the node uses them.
+
+``DeviceFloor`` opens every device of the node file (under ``--simulate`` it first starts a
+simulator for each and points the driver at it: a pty, a local TCP port, MockFactory
+pins), merges their input into one stream, carries out the workflows' light and print
+actions, and reports health. Drivers are closed in reverse order on the way out, which
+turns every light off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from agent.config import NodeConfig
+from agent.link.messages import DeviceHealth
+from agent.workflows.base import Action, Light, Print
+from devices import registry
+from devices.base import Device, Health
+from devices.config import DeviceConfig
+from devices.context import DeviceContext
+from devices.sim import Simulator
+
+log = logging.getLogger("agent.floor")
+
+
+class DeviceFloor:
+    """Every device of one node.
+
+    Args:
+        config: the node file.
+        context: injected dependencies for drivers (pin factory).
+        simulate: start a simulator for each device and drive the simulator.
+        sim_dir: where simulators put their pty links.
+    """
+
+    def __init__(
+        self, config: NodeConfig, context: DeviceContext, *, simulate: bool = False, sim_dir: Path | None = None
+    ) -> None:
+        self.config = config
+        self.context = context
+        self.simulate = simulate
+        self.sim_dir = sim_dir or (config.state_dir / "sim")
+        self.devices: dict[str, Device] = {}
+        self.kinds: dict[str, str] = {}
+        self.simulators: dict[str, Simulator] = {}
+        self._by_location: dict[str, Any] = {}
+        self._stack = contextlib.AsyncExitStack()
+        self._inputs: asyncio.Queue[object] = asyncio.Queue()
+        self._pumps: list[asyncio.Task[None]] = []
+        self._health_listeners: list[Callable[[], None]] = []
+
+    async def __aenter__(self) -> Self:
+        try:
+            for dev_config in self.config.devices:
+                await self._add(dev_config)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _add(self, dev_config: DeviceConfig) -> None:
+        module = registry.module_for(dev_config.kind)
+        if self.simulate and hasattr(module, "SIMULATOR"):
+            sim: Simulator = module.SIMULATOR(dev_config, self.context)
+            if hasattr(sim, "link_dir"):
+                sim.link_dir = self.sim_dir
+            await sim.start()
+            self._stack.push_async_callback(sim.stop)
+            self.simulators[dev_config.name] = sim
+            dev_config = sim.patched_config()
+        driver: Device = module.DRIVER.from_config(dev_config, self.context)
+        driver.add_health_listener(self._health_changed)
+        log.info("device %s", driver.describe())
+        await driver.open()
+        self._stack.push_async_callback(driver.close)
+        self.devices[dev_config.name] = driver
+        self.kinds[dev_config.name] = dev_config.kind
+        for location in dev_config.locations():
+            self._by_location[location] = driver
+        if hasattr(driver, "events"):
+            self._pumps.append(asyncio.create_task(self._pump(driver)))
+
+    async def _pump(self, driver: Any) -> None:
+        async for event in driver.events():
+            self._inputs.put_nowait(event)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        await self._stack.aclose()
+
+    def locations(self) -> list[str]:
+        """Every location (slot) the node's lights cover."""
+        return list(self._by_location)
+
+    def on_health_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` whenever any device's health changes."""
+        self._health_listeners.append(listener)
+
+    def _health_changed(self, name: str, health: Health) -> None:
+        for listener in self._health_listeners:
+            listener()
+
+    def health(self) -> dict[str, DeviceHealth]:
+        """Every device's kind and health, for the birth."""
+        return {
+            name: DeviceHealth(kind=self.kinds[name], status=dev.health.status.value, detail=dev.health.detail)
+            for name, dev in self.devices.items()
+        }
+
+    async def perform(self, actions: list[Action]) -> None:
+        """Carry out light and print actions; a failing device is logged, not fatal."""
+        from devices.lights.palette import Colour, Indication, Pattern
+
+        for action in actions:
+            try:
+                if isinstance(action, Light):
+                    bar = self._by_location.get(action.location)
+                    if bar is None:
+                        continue
+                    if action.colour is None:
+                        await bar.off(action.location)
+                    else:
+                        await bar.show(
+                            action.location,
+                            Indication(Colour(action.colour), Pattern(action.pattern), action.qty, action.text),
+                        )
+                elif isinstance(action, Print):
+                    await self.devices[action.printer].submit(action.job_id, action.data)  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - one device must not stop the node
+                log.warning("%s failed: %s", type(action).__name__.lower(), exc)
+
+    async def all_off(self) -> None:
+        """Turn every light off (on a clean stop, before the offline state goes out)."""
+        for dev in self.devices.values():
+            clear = getattr(dev, "clear", None)
+            if clear is not None:
+                with contextlib.suppress(Exception):
+                    await clear()
+
+    async def inputs(self) -> AsyncIterator[object]:
+        """Input from every device, in arrival order."""
+        while True:
+            yield await self._inputs.get()

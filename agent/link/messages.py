@@ -1,0 +1,190 @@
+"""Every message on the wire, as frozen pydantic models (protocol 1.0).
+
+A message is a msgpack map, the *envelope*::
+
+    v     protocol major version (int)           always
+    id    unique message id (str, <= 64)         always
+    ts    milliseconds since the epoch (int)     always
+    boot  the node's boot counter (int)          node messages
+    seq   the node's event sequence (int)        node events
+    corr  id of the command a reply answers      replies
+    body  the message's own fields (map)         always
+
+The message type is the last topic level (``cmd/pick``, ``evt/reply``); ``BODIES`` maps each
+direction and name to its body model. Compatibility rule: a change that only adds an
+optional field or a new message type raises the *minor* version; anything else raises
+the *major*. A node rejects a major it does not speak, and because bodies forbid unknown
+fields the OMS must talk to each node at the minor that node's birth announces.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PROTOCOL_MAJOR = 1
+PROTOCOL_MINOR = 0
+PROTOCOL = f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"
+
+# Limits on everything that arrives; the codec enforces the raw ones before pydantic runs.
+MAX_PAYLOAD_BYTES = 512 * 1024
+MAX_TASKS_PER_COMMAND = 500
+MAX_IDS_PER_COMMAND = 1000
+MAX_BARCODES_PER_TASK = 16
+
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+Text = Annotated[str, Field(max_length=256)]
+Barcode = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Wire(BaseModel):
+    """Base of all wire models: immutable, and unknown fields are an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class Envelope(Wire):
+    """The fields every message carries around its body."""
+
+    v: int = Field(ge=1, le=255)
+    id: Id
+    ts: int = Field(ge=0)
+    boot: int | None = Field(default=None, ge=0)
+    seq: int | None = Field(default=None, ge=0)
+    corr: Id | None = None
+    body: dict[str, Any]
+
+
+# --- commands: OMS -> node -----------------------------------------------------------
+
+
+class PickTask(Wire):
+    """One line to pick: take ``qty`` of ``sku`` from ``location`` into ``container``."""
+
+    task: Id
+    order: Id
+    location: Id
+    sku: Id
+    qty: int = Field(ge=1, le=9999)
+    barcodes: list[Barcode] = Field(default_factory=list, max_length=MAX_BARCODES_PER_TASK)
+    wave: Id | None = None
+    container: Id | None = None
+    priority: int = Field(default=5, ge=0, le=9)
+    express: bool = False
+    deadline: int | None = Field(default=None, ge=0, description="ms since the epoch")
+    description: Text = ""
+
+
+class PickCommand(Wire):
+    """A batch of pick tasks; answered by one reply that lists any task refused."""
+
+    tasks: list[PickTask] = Field(min_length=1, max_length=MAX_TASKS_PER_COMMAND)
+
+    @model_validator(mode="after")
+    def _unique_tasks(self) -> PickCommand:
+        ids = [t.task for t in self.tasks]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a task id appears twice in one command")
+        return self
+
+
+class CancelCommand(Wire):
+    """Cancel tasks by id, or every task of a wave; the reply says what was still open."""
+
+    tasks: list[Id] = Field(default_factory=list, max_length=MAX_IDS_PER_COMMAND)
+    wave: Id | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> CancelCommand:
+        if not self.tasks and self.wave is None:
+            raise ValueError("name tasks or a wave")
+        return self
+
+
+class WaveCommand(Wire):
+    """Begin, release or cancel a wave (the action is the topic name)."""
+
+    wave: Id
+
+
+class Empty(Wire):
+    """A message whose body has no fields (ping, rebirth)."""
+
+
+# --- events: node -> OMS -----------------------------------------------------------
+
+
+class ItemResult(Wire):
+    """What became of one item (a task) named in a command."""
+
+    id: Id
+    status: Literal["accepted", "rejected", "cancelled", "done", "unknown"]
+    reason: Text | None = None
+
+
+class Reply(Wire):
+    """The answer to one command (``corr`` holds the command id)."""
+
+    cmd: Id
+    status: Literal["accepted", "rejected"]
+    reason: Text | None = None
+    detail: Text | None = None
+    items: list[ItemResult] = Field(default_factory=list)
+
+
+# --- node state and acknowledgement --------------------------------------------------
+
+
+class DeviceHealth(Wire):
+    """One device's health as published in the birth."""
+
+    kind: str
+    status: Literal["starting", "ok", "unavailable", "fault"]
+    detail: Text = ""
+
+
+class State(Wire):
+    """The retained ``state`` message: the birth (online) or the Will / clean stop (offline)."""
+
+    online: bool
+    role: str | None = None
+    sw: str | None = None
+    proto: str | None = None
+    store: str | None = None
+    locations: list[str] = Field(default_factory=list)
+    devices: dict[str, DeviceHealth] = Field(default_factory=dict)
+    last_seq: int | None = None
+    outbox: int | None = None
+
+
+class Ack(Wire):
+    """The OMS has every event of this node up to and including ``seq``."""
+
+    seq: int = Field(ge=0)
+
+
+COMMANDS: dict[str, type[Wire]] = {
+    "pick": PickCommand,
+    "cancel": CancelCommand,
+    "wave_begin": WaveCommand,
+    "wave_release": WaveCommand,
+    "wave_cancel": WaveCommand,
+    "ping": Empty,
+    "rebirth": Empty,
+}
+
+EVENTS: dict[str, type[Wire]] = {
+    "reply": Reply,
+}
+"""Node events by name; the workflows add theirs with ``register_event``."""
+
+
+def register_event(name: str, model: type[Wire]) -> None:
+    """Declare a node event type (each workflow module declares the events it emits)."""
+    EVENTS[name] = model
+
+
+def register_command(name: str, model: type[Wire]) -> None:
+    """Declare an OMS command type (each workflow module declares the commands it takes)."""
+    COMMANDS[name] = model

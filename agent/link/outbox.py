@@ -1,0 +1,168 @@
+"""Sends the outbox to the OMS, in order, until the OMS acknowledges each event.
+
+The rule: an event leaves the SQLite outbox only when the OMS acknowledges its seq
+(cumulatively: ``ack {seq: N}`` covers every seq up to N). Until then it is sent again
+after every reconnect, and again whenever ``resend_after_s`` passes without the
+acknowledgement moving while events are outstanding. The OMS de-duplicates by (node, seq).
+
+Fresh events are published from memory as soon as they are committed; a backlog (after an
+outage, or when the OMS was slow) is read back from the store and sent as ``batch``
+messages of up to ``batch_events`` events, with the transport keeping publishes in flight
+bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from agent.errors import LinkUnavailable
+from agent.link.codec import encode_batch, new_id
+from agent.link.topics import NodeTopics
+from agent.link.transport import MqttTransport
+from agent.store import AsyncStore, OutboxRow, now_ms
+
+log = logging.getLogger("agent.outbox")
+
+MEMORY_ROWS = 10_000
+
+
+class OutboxSender:
+    """Publishes committed events and replays the unacknowledged ones.
+
+    Args:
+        store: the node's store (for replay and for forgetting acknowledged events).
+        transport: the MQTT connection.
+        topics: this node's topics.
+        batch_events: most events in one ``batch`` message.
+        resend_after_s: resend from the last acknowledged seq when nothing moves this long.
+    """
+
+    def __init__(
+        self,
+        store: AsyncStore,
+        transport: MqttTransport,
+        topics: NodeTopics,
+        *,
+        batch_events: int = 250,
+        resend_after_s: float = 15.0,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.topics = topics
+        self.batch_events = batch_events
+        self.resend_after_s = resend_after_s
+        self.acked = store.store.acked_seq
+        self.sent = self.acked
+        self._fresh: deque[OutboxRow] = deque()
+        self._wake = asyncio.Event()
+        self._ack_wake = asyncio.Event()
+        self._last_progress = 0.0
+        self.resends = 0
+
+    # --- called by the node --------------------------------------------------------
+
+    def committed(self, rows: list[OutboxRow]) -> None:
+        """New events are on disk: send them."""
+        if len(self._fresh) + len(rows) > MEMORY_ROWS:
+            self._fresh.clear()  # the store has them; replay will read them back
+        else:
+            self._fresh.extend(rows)
+        self._wake.set()
+
+    def on_ack(self, seq: int) -> None:
+        """The OMS acknowledged every event up to ``seq``."""
+        if seq <= self.acked:
+            return
+        self.acked = min(seq, self.store.store.last_seq)
+        self.sent = max(self.sent, self.acked)
+        self._last_progress = asyncio.get_running_loop().time()
+        self._ack_wake.set()
+
+    async def on_connected(self) -> None:
+        """A new connection: everything not acknowledged goes again, in order."""
+        self.sent = self.acked
+        self._last_progress = asyncio.get_running_loop().time()
+        self._wake.set()
+
+    def on_disconnected(self) -> None:
+        """The connection is gone: forget what was sent on it."""
+        self.sent = self.acked
+
+    # --- tasks ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the sender, the acknowledgement writer and the resend timer."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._send_loop())
+            tg.create_task(self._ack_loop())
+            tg.create_task(self._resend_loop())
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._send_pending()
+            except LinkUnavailable:
+                continue  # on_connected wakes us again
+
+    async def _send_pending(self) -> None:
+        while self.transport.connected.is_set() and self.sent < self.store.store.last_seq:
+            rows = self._from_memory()
+            if not rows:
+                rows = await self.store.call(self.store.store.outbox_after, self.sent, self.batch_events)
+                if not rows:
+                    return
+            if self.sent == self.acked:
+                self._last_progress = asyncio.get_running_loop().time()
+            if len(rows) == 1:
+                await self.transport.publish(self.topics.evt(rows[0].name), rows[0].payload)
+            else:
+                payload = encode_batch(
+                    [(r.name, r.payload) for r in rows], msg_id=new_id(), ts=now_ms(), boot=self.store.store.boot
+                )
+                await self.transport.publish(self.topics.evt("batch"), payload)
+            self.sent = rows[-1].seq
+
+    def _from_memory(self) -> list[OutboxRow]:
+        fresh = self._fresh
+        while fresh and fresh[0].seq <= self.sent:
+            fresh.popleft()
+        if not fresh or fresh[0].seq != self.sent + 1:
+            return []
+        rows = []
+        while fresh and len(rows) < self.batch_events:
+            rows.append(fresh.popleft())
+        return rows
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await self._ack_wake.wait()
+            self._ack_wake.clear()
+            await self.store.call(self.store.store.ack, self.acked)
+
+    async def _resend_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = min(1.0, self.resend_after_s / 2)
+        while True:
+            await asyncio.sleep(interval)
+            if not self.transport.connected.is_set() or self.sent <= self.acked:
+                continue
+            if loop.time() - self._last_progress >= self.resend_after_s:
+                self.resends += 1
+                log.warning(
+                    "no acknowledgement beyond seq %d for %.0f s: resending %d events",
+                    self.acked,
+                    self.resend_after_s,
+                    self.sent - self.acked,
+                )
+                self.sent = self.acked
+                self._last_progress = loop.time()
+                self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Events not yet acknowledged."""
+        return self.store.store.last_seq - self.acked

@@ -1,0 +1,296 @@
+"""The node: commands in, workflow, one group commit, then replies, events and actions out.
+
+One task, ``_process``, owns the workflow. It takes whatever has arrived (commands from the
+broker, device input, clock ticks), runs it through the workflow into one ``Step``, commits
+that step to SQLite in one transaction (one fsync), and only then publishes the replies and
+events and performs the device actions. Every command id is checked against the ids already
+applied before anything is done, so the OMS may resend blindly; a resent command gets the
+reply the first one got, with the same seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+from agent import __version__
+from agent.config import NodeConfig
+from agent.errors import LinkUnavailable, MessageRejected, OutboxFull
+from agent.link import codec
+from agent.link.messages import (
+    PROTOCOL,
+    Ack,
+    DeviceHealth,
+    Empty,
+    Envelope,
+    Reply,
+    State,
+    Wire,
+)
+from agent.link.outbox import OutboxSender
+from agent.link.topics import NodeTopics, parse
+from agent.link.transport import MqttTransport, Presence, Subscription
+from agent.store import AsyncStore, OutboxRow, now_ms
+from agent.workflows.base import Action, Step, Verdict, Workflow
+
+log = logging.getLogger("agent.node")
+
+SEEN_IDS = 200_000
+BATCH_ITEMS = 512
+
+
+class Floor(Protocol):
+    """The node's devices as the node uses them (see ``agent.floor``)."""
+
+    def health(self) -> dict[str, DeviceHealth]:
+        """Every device's kind and health."""
+        ...
+
+    async def perform(self, actions: list[Action]) -> None:
+        """Carry out light and print actions."""
+        ...
+
+    def inputs(self) -> AsyncIterator[object]:
+        """Device input from every device, merged."""
+        ...
+
+
+class Node:
+    """One running node.
+
+    Args:
+        config: the validated node file.
+        store: the opened store.
+        workflow: the role's state machine.
+        floor: the devices.
+    """
+
+    def __init__(self, config: NodeConfig, store: AsyncStore, workflow: Workflow, floor: Floor) -> None:
+        self.config = config
+        self.store = store
+        self.workflow = workflow
+        self.floor = floor
+        self.topics = NodeTopics(config.site, config.node)
+        self.boot = store.store.boot
+        self.transport = MqttTransport(
+            config.broker,
+            client_id=config.client_id,
+            subscriptions=[Subscription(self.topics.cmd_filter), Subscription(self.topics.ack)],
+            on_message=self._on_message,
+            presence=Presence(self.topics.state, self._birth, self._state(online=False)),
+            on_connected=self._on_connected,
+            on_disconnected=self._on_disconnected,
+        )
+        self.sender = OutboxSender(
+            store,
+            self.transport,
+            self.topics,
+            batch_events=config.outbox.batch_events,
+            resend_after_s=config.outbox.resend_after_s,
+        )
+        self.commands: Mapping[str, type[Wire]] = {"ping": Empty, "rebirth": Empty, **workflow.commands}
+        self._work: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self.online = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.stats: dict[str, int] = {"commands": 0, "duplicates": 0, "rejected": 0, "inputs": 0}
+        self._outbox_full_logged = False
+
+    # --- presence --------------------------------------------------------------------
+
+    def _state(self, *, online: bool) -> bytes:
+        if online:
+            body = State(
+                online=True,
+                role=self.config.role,
+                sw=__version__,
+                proto=PROTOCOL,
+                store=self.store.store.store_id,
+                locations=self.workflow.locations(),
+                devices=self.floor.health(),
+                last_seq=self.store.store.last_seq,
+                outbox=self.sender.pending if hasattr(self, "sender") else 0,
+            )
+        else:
+            body = State(online=False)
+        return codec.encode(body, msg_id=codec.new_id(), ts=now_ms(), boot=self.boot)
+
+    def _birth(self) -> bytes:
+        return self._state(online=True)
+
+    async def _on_connected(self) -> None:
+        self.online.set()
+        await self.sender.on_connected()
+
+    def _on_disconnected(self) -> None:
+        self.online.clear()
+        self.sender.on_disconnected()
+
+    async def republish_birth(self) -> None:
+        """Publish the birth again (health changed, or the OMS asked with ``rebirth``)."""
+        try:
+            await self.transport.publish(self.topics.state, self._birth(), retain=True)
+        except LinkUnavailable:
+            pass  # the next connect publishes a fresh birth anyway
+
+    # --- input -------------------------------------------------------------------------
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        parsed = parse(topic)
+        if parsed is None or parsed.node != self.config.node or parsed.site != self.config.site:
+            log.warning("message on a topic that is not ours: %s", topic[:200])
+            return
+        if parsed.channel == "ack":
+            try:
+                _, ack = codec.decode(payload, "ack", {"ack": Ack})
+            except MessageRejected as exc:
+                log.warning("invalid ack ignored: %s", exc)
+                return
+            assert isinstance(ack, Ack)
+            self.sender.on_ack(ack.seq)
+            return
+        if parsed.channel == "cmd":
+            self._work.put_nowait(("cmd", (parsed.name, payload)))
+
+    def submit_input(self, event: object) -> None:
+        """Hand device input to the workflow (any thread: use the loop's thread)."""
+        self._work.put_nowait(("input", event))
+
+    # --- processing ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Restore, then serve until cancelled."""
+        await self.store.call(self.store.store.prune_inbox, SEEN_IDS)
+        for cid in reversed(await self.store.call(self.store.store.recent_command_ids, SEEN_IDS)):
+            self._seen[cid] = None
+        step = Step()
+        tasks = await self.store.call(self.store.store.tasks)
+        self.workflow.restore(tasks, step, now_ms())
+        await self._finish(step, [])
+        log.info("restored %d open tasks", len(tasks))
+        self.ready.set()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.transport.run())
+            tg.create_task(self.sender.run())
+            tg.create_task(self._process())
+            tg.create_task(self._pump_inputs())
+            tg.create_task(self._tick())
+
+    async def _pump_inputs(self) -> None:
+        async for event in self.floor.inputs():
+            self.submit_input(event)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._work.put_nowait(("tick", None))
+
+    async def _process(self) -> None:
+        while True:
+            items = [await self._work.get()]
+            while len(items) < BATCH_ITEMS and not self._work.empty():
+                items.append(self._work.get_nowait())
+            step = Step()
+            duplicates: list[str] = []
+            now = now_ms()
+            for kind, value in items:
+                if kind == "cmd":
+                    self._command(value[0], value[1], step, duplicates, now)
+                elif kind == "input":
+                    self._input(value, step, now)
+                else:
+                    self.workflow.on_tick(step, now)
+            await self._finish(step, duplicates)
+
+    def _command(self, name: str, payload: bytes, step: Step, duplicates: list[str], now: int) -> None:
+        self.stats["commands"] += 1
+        envelope: Envelope | None = None
+        try:
+            envelope = codec.envelope_from(codec.unpack(payload))
+            if envelope.id in self._seen:
+                self.stats["duplicates"] += 1
+                duplicates.append(envelope.id)
+                return
+            body = codec.body_from(envelope, name, self.commands)
+        except MessageRejected as exc:
+            self.stats["rejected"] += 1
+            log.warning("command %s rejected: %s", name[:64], exc)
+            msg_id = exc.message_id or (envelope.id if envelope else None)
+            if msg_id is not None and msg_id not in self._seen:
+                step.emit("reply", Reply(cmd=name[:64] or "?", status="rejected", reason=exc.reason,
+                                         detail=exc.detail[:256] or None), corr=msg_id)
+            return
+        verdict = self._apply(name, envelope, body, step, now)
+        if verdict.status == "rejected" and verdict.reason == "outbox_full":
+            # Not remembered: the OMS may send it again once the outbox drains.
+            step.emit("reply", self._reply(name, verdict), corr=envelope.id)
+            return
+        self._remember(envelope.id)
+        index = step.unit.emit("reply", self._reply(name, verdict), corr=envelope.id)
+        step.unit.inbox.append((envelope.id, name, index))
+
+    @staticmethod
+    def _reply(name: str, verdict: Verdict) -> Reply:
+        return Reply(cmd=name, status=verdict.status, reason=verdict.reason, detail=verdict.detail,
+                     items=list(verdict.items))
+
+    def _apply(self, name: str, envelope: Envelope, body: Wire, step: Step, now: int) -> Verdict:
+        if name == "ping":
+            return Verdict.accepted()
+        if name == "rebirth":
+            asyncio.get_running_loop().create_task(self.republish_birth())
+            return Verdict.accepted()
+        if self.sender.pending >= self.config.outbox.limit:
+            return Verdict.rejected("outbox_full", f"{self.sender.pending} events wait for acknowledgement")
+        return self.workflow.on_command(name, envelope, body, step, now)
+
+    def _remember(self, cid: str) -> None:
+        self._seen[cid] = None
+        if len(self._seen) > SEEN_IDS:
+            self._seen.popitem(last=False)
+
+    def _input(self, event: object, step: Step, now: int) -> None:
+        self.stats["inputs"] += 1
+        hard = self.config.outbox.limit + self.config.outbox.reserve
+        if self.sender.pending + len(step.unit.events) >= hard - 10:
+            if not self._outbox_full_logged:
+                log.error("outbox full (%d events): device input is not taken until the OMS "
+                          "acknowledges; open tasks stay open", self.sender.pending)
+                self._outbox_full_logged = True
+            return
+        self._outbox_full_logged = False
+        self.workflow.on_input(event, step, now)
+
+    async def _finish(self, step: Step, duplicates: list[str]) -> None:
+        rows: list[OutboxRow] = []
+        if step.unit:
+            try:
+                rows = await self.store.commit(step.unit)
+            except OutboxFull as exc:
+                log.error("not committed: %s", exc)
+                return
+        if rows:
+            self.sender.committed(rows)
+        if step.actions:
+            await self.floor.perform(step.actions)
+        for cid in duplicates:
+            await self._answer_again(cid)
+
+    async def _answer_again(self, cid: str) -> None:
+        row = await self.store.call(self.store.store.reply_for, cid)
+        if row is None:
+            return
+        try:
+            await self.transport.publish(self.topics.evt(row.name), row.payload)
+        except LinkUnavailable:
+            pass  # the OMS resends the command; we answer then
+
+    # --- stop ----------------------------------------------------------------------
+
+    async def say_offline(self) -> None:
+        """Publish the offline state ourselves: a clean DISCONNECT suppresses the Will."""
+        await self.transport.drain()
+        await self.transport.publish_and_wait(self.topics.state, self._state(online=False), retain=True)

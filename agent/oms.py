@@ -1,0 +1,299 @@
+"""A reference OMS client: what the OMS side of the wire must do, in ~300 lines.
+
+It is what the demo, the benchmarks and the end-to-end tests drive nodes with, exactly as a
+real OMS would, over the broker:
+
+* follows each node's retained ``state``: online with its boot counter, offline only when
+  the offline message carries the boot of the current birth (a late Will from an earlier
+  boot is ignored);
+* takes node events in seq order, exactly once: duplicates (same node and seq) are dropped,
+  early ones wait for the gap to fill, and a node whose store was replaced (new store id in
+  its birth) starts over;
+* acknowledges cumulatively, coalescing a burst into one ack per node;
+* sends commands with fresh ids and resends them, unchanged, until a reply arrives (every
+  ``resend_s`` seconds and whenever the node comes back online).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.config import BrokerConfig
+from agent.errors import LinkUnavailable, MessageRejected
+from agent.link import codec
+from agent.link.messages import (
+    COMMANDS,
+    EVENTS,
+    MAX_TASKS_PER_COMMAND,
+    Ack,
+    Envelope,
+    PickTask,
+    Reply,
+    State,
+    Wire,
+)
+from agent.link.topics import NodeTopics, oms_filters, parse
+from agent.link.transport import MqttTransport, Subscription
+from agent.store import now_ms
+
+log = logging.getLogger("agent.oms")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEvent:
+    """One event delivered by the OMS client, once and in seq order per node."""
+
+    node: str
+    name: str
+    envelope: Envelope
+    body: Wire | dict[str, Any]
+
+
+@dataclass(slots=True)
+class NodeView:
+    """What the OMS knows of one node."""
+
+    name: str
+    online: bool = False
+    boot: int | None = None
+    store: str | None = None
+    state: State | None = None
+    delivered: int = 0  # highest seq delivered in order
+    early: dict[int, tuple[str, Envelope]] = field(default_factory=dict)
+    acked: int = 0
+
+
+@dataclass(slots=True)
+class PendingCommand:
+    """A command waiting for its reply."""
+
+    node: str
+    name: str
+    msg_id: str
+    payload: bytes
+    reply: asyncio.Future[Reply]
+    sent_at: float = 0.0
+    sends: int = 0
+
+
+class OmsClient:
+    """The OMS side of one site.
+
+    Args:
+        broker: how to reach the broker.
+        site: the site whose nodes to follow.
+        client_id: MQTT client id of this OMS instance.
+        resend_s: resend an unanswered command after this many seconds.
+    """
+
+    def __init__(self, broker: BrokerConfig, site: str, *, client_id: str = "oms", resend_s: float = 3.0) -> None:
+        self.site = site
+        self.resend_s = resend_s
+        self.nodes: dict[str, NodeView] = {}
+        self.events: asyncio.Queue[NodeEvent] = asyncio.Queue()
+        self.state_changes: asyncio.Queue[tuple[str, State, int | None]] = asyncio.Queue()
+        self.pending: dict[str, PendingCommand] = {}
+        self.duplicates = 0
+        self.transport = MqttTransport(
+            broker,
+            client_id=client_id,
+            subscriptions=[Subscription(f) for f in oms_filters(site)],
+            on_message=self._on_message,
+            on_connected=self._on_connected,
+        )
+        self._dirty: set[str] = set()
+        self._ack_wake = asyncio.Event()
+        self._resend_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> OmsClient:
+        self._tasks = [
+            asyncio.create_task(self.transport.run()),
+            asyncio.create_task(self._ack_loop()),
+            asyncio.create_task(self._resend_loop()),
+        ]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.transport.drain(1.0)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        """Wait until connected to the broker."""
+        async with asyncio.timeout(timeout):
+            await self.transport.connected.wait()
+
+    async def _on_connected(self) -> None:
+        self._resend_wake.set()
+
+    # --- input -------------------------------------------------------------------------
+
+    def _view(self, node: str) -> NodeView:
+        view = self.nodes.get(node)
+        if view is None:
+            view = self.nodes[node] = NodeView(node)
+        return view
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        parsed = parse(topic)
+        if parsed is None or not payload:
+            return
+        try:
+            if parsed.channel == "state":
+                envelope, body = codec.decode(payload, "state", {"state": State})
+                assert isinstance(body, State)
+                self._on_state(parsed.node, envelope, body)
+            elif parsed.channel == "evt":
+                data = codec.unpack(payload)
+                if parsed.name == "batch":
+                    self._on_batch(parsed.node, data)
+                else:
+                    self._on_event(parsed.node, parsed.name, codec.envelope_from(data))
+        except MessageRejected as exc:
+            log.warning("from node %s: %s on %s", parsed.node, exc, topic)
+
+    def _on_state(self, node: str, envelope: Envelope, state: State) -> None:
+        view = self._view(node)
+        if state.online:
+            if view.store is not None and state.store != view.store:
+                log.info("node %s has a new store: its seq starts over", node)
+                view.delivered = view.acked = 0
+                view.early.clear()
+            view.store = state.store
+            view.boot = envelope.boot
+            view.online = True
+            view.state = state
+            self._resend_wake.set()
+        else:
+            if view.boot is not None and envelope.boot != view.boot:
+                return  # a Will from an earlier boot, arriving late: not news
+            view.online = False
+        self.state_changes.put_nowait((node, state, envelope.boot))
+
+    def _on_batch(self, node: str, data: dict[str, Any]) -> None:
+        events = data.get("body", {}).get("events")
+        if not isinstance(events, list):
+            raise MessageRejected("invalid_body", "batch without events")
+        for item in events:
+            if isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict):
+                self._on_event(node, str(item[0]), codec.envelope_from(item[1]))
+
+    def _on_event(self, node: str, name: str, envelope: Envelope) -> None:
+        if name == "reply":
+            self._on_reply(envelope)
+        view = self._view(node)
+        seq = envelope.seq
+        if seq is None:
+            return
+        if seq <= view.delivered or seq in view.early:
+            self.duplicates += 1
+            self._mark_dirty(node)  # the node may have missed our ack: say it again
+            return
+        view.early[seq] = (name, envelope)
+        while view.delivered + 1 in view.early:
+            ev_name, ev = view.early.pop(view.delivered + 1)
+            view.delivered += 1
+            self.events.put_nowait(NodeEvent(node, ev_name, ev, self._body(ev_name, ev)))
+        self._mark_dirty(node)
+
+    @staticmethod
+    def _body(name: str, envelope: Envelope) -> Wire | dict[str, Any]:
+        model = EVENTS.get(name)
+        if model is None:
+            return envelope.body
+        try:
+            return model.model_validate(envelope.body)
+        except ValueError:
+            return envelope.body
+
+    def _on_reply(self, envelope: Envelope) -> None:
+        pending = self.pending.pop(envelope.corr or "", None)
+        if pending is None or pending.reply.done():
+            return
+        try:
+            pending.reply.set_result(Reply.model_validate(envelope.body))
+        except ValueError as exc:
+            pending.reply.set_exception(MessageRejected("invalid_body", str(exc)[:200]))
+
+    def _mark_dirty(self, node: str) -> None:
+        self._dirty.add(node)
+        self._ack_wake.set()
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await self._ack_wake.wait()
+            self._ack_wake.clear()
+            await asyncio.sleep(0)  # let a burst of messages land first: one ack for all
+            dirty, self._dirty = self._dirty, set()
+            for node in dirty:
+                view = self.nodes[node]
+                payload = codec.encode(Ack(seq=view.delivered), msg_id=codec.new_id(), ts=now_ms())
+                try:
+                    await self.transport.publish(NodeTopics(self.site, node).ack, payload)
+                    view.acked = view.delivered
+                except LinkUnavailable:
+                    self._dirty.add(node)
+
+    # --- commands ------------------------------------------------------------------
+
+    def send(self, node: str, name: str, body: Wire | Mapping[str, Any]) -> asyncio.Future[Reply]:
+        """Send a command; the future resolves with the node's reply (resent until then)."""
+        if name not in COMMANDS:
+            raise ValueError(f"unknown command {name!r}")
+        msg_id = codec.new_id()
+        payload = codec.encode(body, msg_id=msg_id, ts=now_ms())
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        command = PendingCommand(node, name, msg_id, payload, future)
+        self.pending[msg_id] = command
+        asyncio.get_running_loop().create_task(self._send(command))
+        return future
+
+    async def _send(self, command: PendingCommand) -> None:
+        command.sent_at = asyncio.get_running_loop().time()
+        command.sends += 1
+        with contextlib.suppress(LinkUnavailable):
+            await self.transport.publish(NodeTopics(self.site, command.node).cmd(command.name), command.payload)
+
+    async def call(self, node: str, name: str, body: Wire | Mapping[str, Any], timeout: float = 30.0) -> Reply:
+        """Send a command and wait for its reply."""
+        async with asyncio.timeout(timeout):
+            return await self.send(node, name, body)
+
+    def send_tasks(self, node: str, tasks: Sequence[PickTask], batch: int = MAX_TASKS_PER_COMMAND) -> list[asyncio.Future[Reply]]:
+        """Send many pick tasks in commands of at most ``batch`` tasks each."""
+        return [
+            self.send(node, "pick", {"tasks": [t.model_dump(exclude_defaults=True) for t in tasks[i : i + batch]]})
+            for i in range(0, len(tasks), batch)
+        ]
+
+    async def _resend_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(1.0, self.resend_s)):
+                    await self._resend_wake.wait()
+            woken = self._resend_wake.is_set()
+            self._resend_wake.clear()
+            now = loop.time()
+            for command in list(self.pending.values()):
+                if command.reply.done():
+                    self.pending.pop(command.msg_id, None)
+                    continue
+                view = self.nodes.get(command.node)
+                due = now - command.sent_at >= self.resend_s
+                if due or (woken and view is not None and view.online):
+                    await self._send(command)
+
+    async def next_event(self, timeout: float = 10.0) -> NodeEvent:
+        """The next delivered event (waits up to ``timeout``)."""
+        async with asyncio.timeout(timeout):
+            return await self.events.get()

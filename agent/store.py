@@ -1,0 +1,331 @@
+"""The node's durable state: SQLite in WAL mode, written by one thread, in group commits.
+
+What it holds:
+
+* ``meta``: the store id (random, made once), the boot counter, the last event seq and the
+  highest seq the OMS acknowledged;
+* ``inbox``: ids of commands already applied, with the reply they got (de-duplication);
+* ``outbox``: every event not yet acknowledged by the OMS, as the exact bytes to publish;
+* ``tasks``: open tasks as the workflows left them (opaque msgpack state per task);
+* ``counters``: KPI counters.
+
+All writes of one ``Unit`` (the commands and device events handled together) go in one
+transaction with ``synchronous=FULL``: one fsync makes a whole batch durable, so a reply
+that says "accepted", and every event before it, is on disk before it is published.
+
+``Store`` is synchronous and owned by one thread; ``AsyncStore`` runs it on a dedicated
+thread so the event loop never waits on the SD card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agent.errors import OutboxFull, StoreError
+from agent.link.codec import encode, new_id, pack_local, unpack_local
+from agent.link.messages import Wire
+
+log = logging.getLogger("agent.store")
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, at_ms INTEGER NOT NULL,
+    reply_seq INTEGER, reply_name TEXT, reply BLOB);
+CREATE INDEX IF NOT EXISTS inbox_at ON inbox(at_ms);
+CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, name TEXT NOT NULL, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, wave TEXT, data BLOB NOT NULL, updated_ms INTEGER);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
+@dataclass(slots=True)
+class PendingEvent:
+    """An event to append to the outbox; seq and id are given at commit."""
+
+    name: str
+    body: Wire | dict[str, Any]
+    corr: str | None = None
+    ts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """An event as stored and published."""
+
+    seq: int
+    name: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTask:
+    """A task as a workflow saved it."""
+
+    id: str
+    kind: str
+    wave: str | None
+    data: Any
+
+
+@dataclass(slots=True)
+class Unit:
+    """Everything one group commit writes.
+
+    Attributes:
+        events: events to append, in order.
+        inbox: ``(command id, command name, index into events of its reply)``.
+        puts: tasks to insert or replace, by id.
+        drops: task ids to delete.
+        counters: increments by counter name.
+        device_events: how many events come from device input (they may use the reserve).
+    """
+
+    events: list[PendingEvent] = field(default_factory=list)
+    inbox: list[tuple[str, str, int]] = field(default_factory=list)
+    puts: dict[str, StoredTask] = field(default_factory=dict)
+    drops: set[str] = field(default_factory=set)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.inbox or self.puts or self.drops or self.counters)
+
+    def emit(self, name: str, body: Wire | dict[str, Any], *, corr: str | None = None, ts: int = 0) -> int:
+        """Queue an event; returns its index in ``events``."""
+        self.events.append(PendingEvent(name, body, corr, ts))
+        return len(self.events) - 1
+
+    def put_task(self, task: StoredTask) -> None:
+        """Insert or replace a task."""
+        self.drops.discard(task.id)
+        self.puts[task.id] = task
+
+    def drop_task(self, task_id: str) -> None:
+        """Delete a task."""
+        self.puts.pop(task_id, None)
+        self.drops.add(task_id)
+
+    def count(self, name: str, delta: int = 1) -> None:
+        """Add ``delta`` to a KPI counter."""
+        self.counters[name] = self.counters.get(name, 0) + delta
+
+
+def now_ms() -> int:
+    """Milliseconds since the epoch (wall clock: for timestamps on the wire)."""
+    return time.time_ns() // 1_000_000
+
+
+class Store:
+    """The SQLite store; use from one thread only (``AsyncStore`` does that for you).
+
+    Args:
+        path: the database file (its directory is created).
+        outbox_hard_limit: ``append`` raises ``OutboxFull`` past this many pending events.
+    """
+
+    def __init__(self, path: str | Path, *, outbox_hard_limit: int = 110_000) -> None:
+        self.path = Path(path)
+        self.outbox_hard_limit = outbox_hard_limit
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+            self._db.execute("BEGIN IMMEDIATE")
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            self.store_id: str = meta.get("store_id") or new_id()
+            self.boot: int = int(meta.get("boot", 0)) + 1
+            self.last_seq: int = int(meta.get("last_seq", 0))
+            self.acked_seq: int = int(meta.get("acked_seq", 0))
+            self._set_meta(store_id=self.store_id, boot=self.boot)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+        log.info(
+            "store %s: boot %d, last seq %d, acked %d", self.path, self.boot, self.last_seq, self.acked_seq
+        )
+
+    def _set_meta(self, **values: Any) -> None:
+        self._db.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            list(values.items()),
+        )
+
+    @property
+    def pending(self) -> int:
+        """Events in the outbox not yet acknowledged."""
+        return self.last_seq - self.acked_seq
+
+    def commit(self, unit: Unit, *, allow_reserve: bool = True) -> list[OutboxRow]:
+        """Write a unit in one transaction (one fsync); returns the new outbox rows."""
+        if self.pending + len(unit.events) > self.outbox_hard_limit:
+            raise OutboxFull(f"{self.pending} events wait for the OMS (limit {self.outbox_hard_limit})")
+        rows: list[OutboxRow] = []
+        seq = self.last_seq
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for ev in unit.events:
+                seq += 1
+                payload = encode(
+                    ev.body, msg_id=new_id(), ts=ev.ts or now_ms(), boot=self.boot, seq=seq, corr=ev.corr
+                )
+                rows.append(OutboxRow(seq, ev.name, payload))
+            if rows:
+                self._db.executemany(
+                    "INSERT INTO outbox(seq, name, payload) VALUES (?, ?, ?)",
+                    [(r.seq, r.name, r.payload) for r in rows],
+                )
+                self._set_meta(last_seq=seq)
+            if unit.inbox:
+                at = now_ms()
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO inbox(id, name, at_ms, reply_seq, reply_name, reply)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (cid, name, at, rows[i].seq, rows[i].name, rows[i].payload)
+                        if i >= 0
+                        else (cid, name, at, None, None, None)
+                        for cid, name, i in unit.inbox
+                    ],
+                )
+            if unit.drops:
+                self._db.executemany("DELETE FROM tasks WHERE id = ?", [(t,) for t in unit.drops])
+            if unit.puts:
+                at = now_ms()
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO tasks(id, kind, wave, data, updated_ms) VALUES (?, ?, ?, ?, ?)",
+                    [(t.id, t.kind, t.wave, pack_local(t.data), at) for t in unit.puts.values()],
+                )
+            if unit.counters:
+                self._db.executemany(
+                    "INSERT INTO counters(name, value) VALUES (?, ?)"
+                    " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    list(unit.counters.items()),
+                )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreError(f"{self.path}: {exc}") from exc
+        self.last_seq = seq
+        return rows
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # no transaction was open
+
+    def ack(self, seq: int) -> int:
+        """Forget events up to ``seq`` (the OMS has them); returns how many were removed."""
+        seq = min(seq, self.last_seq)
+        if seq <= self.acked_seq:
+            return 0
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            cur = self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
+            self._set_meta(acked_seq=seq)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreError(f"{self.path}: {exc}") from exc
+        self.acked_seq = seq
+        return cur.rowcount
+
+    def outbox_after(self, seq: int, limit: int) -> list[OutboxRow]:
+        """Events after ``seq`` in order, at most ``limit``."""
+        cur = self._db.execute(
+            "SELECT seq, name, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+        )
+        return [OutboxRow(s, n, p) for s, n, p in cur.fetchall()]
+
+    def reply_for(self, command_id: str) -> OutboxRow | None:
+        """The reply a command already got, for answering a resent command the same way."""
+        row = self._db.execute(
+            "SELECT reply_seq, reply_name, reply FROM inbox WHERE id = ?", (command_id,)
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return OutboxRow(row[0], row[1], row[2])
+
+    def recent_command_ids(self, limit: int) -> list[str]:
+        """Ids of the ``limit`` most recent commands, to seed the in-memory de-dup set."""
+        cur = self._db.execute("SELECT id FROM inbox ORDER BY at_ms DESC LIMIT ?", (limit,))
+        return [r[0] for r in cur.fetchall()]
+
+    def prune_inbox(self, keep: int) -> int:
+        """Keep the ``keep`` most recent command ids; returns how many were removed."""
+        try:
+            cur = self._db.execute(
+                "DELETE FROM inbox WHERE id NOT IN (SELECT id FROM inbox ORDER BY at_ms DESC LIMIT ?)",
+                (keep,),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+        return cur.rowcount
+
+    def tasks(self) -> list[StoredTask]:
+        """Every stored task."""
+        cur = self._db.execute("SELECT id, kind, wave, data FROM tasks ORDER BY rowid")
+        return [StoredTask(i, k, w, unpack_local(d)) for i, k, w, d in cur.fetchall()]
+
+    def counters(self) -> dict[str, int]:
+        """Every KPI counter."""
+        return dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+
+    def close(self) -> None:
+        """Checkpoint and close; safe to call twice."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.close()
+        except sqlite3.Error:
+            pass  # already closed
+
+
+class AsyncStore:
+    """Runs a ``Store`` on its own thread; every call is awaited, none blocks the loop."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+
+    @classmethod
+    async def open(cls, path: str | Path, *, outbox_hard_limit: int) -> AsyncStore:
+        """Open the store on its thread."""
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        loop = asyncio.get_running_loop()
+        store = await loop.run_in_executor(
+            pool, lambda: Store(path, outbox_hard_limit=outbox_hard_limit)
+        )
+        self = cls.__new__(cls)
+        self.store = store
+        self._pool = pool
+        return self
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the store thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def commit(self, unit: Unit) -> list[OutboxRow]:
+        """``Store.commit`` on the store thread."""
+        return await self.call(self.store.commit, unit)
+
+    async def close(self) -> None:
+        """Close the store and its thread."""
+        await self.call(self.store.close)
+        self._pool.shutdown(wait=True)
+
+
+def rows_items(rows: Iterable[OutboxRow]) -> list[tuple[str, bytes]]:
+    """``(name, payload)`` pairs of outbox rows, for ``codec.encode_batch``."""
+    return [(r.name, r.payload) for r in rows]

@@ -1,0 +1,1 @@
+"""Domain state machines: picking, put wall, packing. Events in, effects out; no I/O."""

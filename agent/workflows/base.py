@@ -1,0 +1,112 @@
+"""What a workflow sees and what it may ask for.
+
+A workflow is a plain state machine. The node feeds it commands, device input and clock
+ticks; it answers with a ``Step``: store writes (tasks, events for the OMS, counters) and
+device actions (lights, prints). The node commits the writes in one transaction, then
+performs the actions, so nothing the OMS hears about is lost if the power goes.
+
+Workflows never touch asyncio, the broker or hardware, so tests drive them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from agent.link.messages import Envelope, ItemResult, Wire
+from agent.store import StoredTask, Unit
+
+
+@dataclass(frozen=True, slots=True)
+class Light:
+    """Show something on the light of ``location``; ``colour=None`` turns it off.
+
+    ``colour`` and ``pattern`` are names from ``devices.lights.palette``.
+    """
+
+    location: str
+    colour: str | None
+    pattern: str = "steady"
+    qty: int | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Print:
+    """Print ``data`` on ``printer`` as job ``job_id`` (never printed twice)."""
+
+    printer: str
+    job_id: str
+    data: bytes
+
+
+Action = Light | Print
+
+
+@dataclass(slots=True)
+class Step:
+    """What one input made a workflow do."""
+
+    unit: Unit = field(default_factory=Unit)
+    actions: list[Action] = field(default_factory=list)
+
+    def emit(self, name: str, body: Wire | dict[str, Any], *, corr: str | None = None, ts: int = 0) -> None:
+        """Send an event to the OMS (through the outbox)."""
+        self.unit.emit(name, body, corr=corr, ts=ts)
+
+    def light(self, location: str, colour: str | None, pattern: str = "steady", qty: int | None = None,
+              text: str | None = None) -> None:
+        """Light ``location`` (or turn it off with ``colour=None``)."""
+        self.actions.append(Light(location, colour, pattern, qty, text))
+
+    def off(self, location: str) -> None:
+        """Turn the light of ``location`` off."""
+        self.actions.append(Light(location, None))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A workflow's answer to a command, turned into the ``reply`` event by the node."""
+
+    status: Literal["accepted", "rejected"]
+    reason: str | None = None
+    detail: str | None = None
+    items: Sequence[ItemResult] = ()
+
+    @classmethod
+    def accepted(cls, items: Sequence[ItemResult] = ()) -> Verdict:
+        """Accepted, with per-item results when some items were refused."""
+        return cls("accepted", items=items)
+
+    @classmethod
+    def rejected(cls, reason: str, detail: str | None = None) -> Verdict:
+        """Refused as a whole: nothing was applied."""
+        return cls("rejected", reason, detail)
+
+
+class Workflow(Protocol):
+    """The interface the node drives."""
+
+    commands: Mapping[str, type[Wire]]
+    """The commands this workflow handles, by name."""
+
+    def locations(self) -> list[str]:
+        """Locations this workflow shows (for the birth)."""
+        ...
+
+    def restore(self, tasks: list[StoredTask], step: Step, now: int) -> None:
+        """Rebuild state from the store after a start, and light what is open."""
+        ...
+
+    def on_command(self, name: str, envelope: Envelope, body: Wire, step: Step, now: int) -> Verdict:
+        """Apply a command (already de-duplicated and validated)."""
+        ...
+
+    def on_input(self, event: object, step: Step, now: int) -> None:
+        """React to device input (a ``devices.events`` value)."""
+        ...
+
+    def on_tick(self, step: Step, now: int) -> None:
+        """Called about once a second: deadlines, periodic counters."""
+        ...

@@ -1,0 +1,85 @@
+"""Node files: valid files load, every mistake names the file, the field and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.config import load_config, parse_config
+from agent.errors import ConfigError
+
+GOOD = """
+site = "dc1"
+node = "zone-a1"
+role = "pick"
+state_dir = "/tmp/zone-a1"
+
+[broker]
+urls = ["mqtt://127.0.0.1:1883", "mqtts://broker.example:8883"]
+username = "zone-a1"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_file_loads(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD), env={})
+    assert config.node == "zone-a1" and config.role == "pick"
+    assert config.broker.urls[1] == "mqtts://broker.example:8883" and config.broker.uses_tls
+    assert config.client_id == "dc1-zone-a1"
+
+
+def test_password_comes_from_the_environment_and_never_prints(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD), env={"ZONE_AGENT_BROKER_PASSWORD": "s3cret"})
+    assert config.broker.password is not None
+    assert config.broker.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(config) and "s3cret" not in str(config.broker)
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "reason"),
+    [
+        (GOOD.replace('role = "pick"', 'role = "picking"'), "role", "'pick', 'put_wall' or 'pack'"),
+        (GOOD + "\nkeepalive = 3\n", "broker.keepalive", "Extra inputs are not permitted"),
+        (GOOD.replace("mqtt://127.0.0.1:1883", "http://x"), "broker.urls", "expected mqtt://"),
+        (GOOD.replace("mqtt://127.0.0.1:1883", "mqtt://x:99999"), "broker.urls", "Port out of range"),
+        (GOOD.replace('node = "zone-a1"', 'node = "zone/a1"'), "node", "must be 1-64"),
+        (GOOD + '\n[[devices]]\nname = "x"\nkind = "laser"\n', "devices[0].kind", "unknown kind 'laser'"),
+        (GOOD.replace('site = "dc1"', "site = dc1"), "(syntax)", "Invalid value"),
+    ],
+)
+def test_mistakes_name_file_field_and_reason(tmp_path: Path, text: str, field: str, reason: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.file == str(path)
+    assert any(f == field and reason in r for f, r in info.value.problems), info.value.problems
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="No such file"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    raw = {"site": "dc1", "node": "n", "role": "x", "bogus": 1, "devices": [{"kind": "nope"}]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "f.toml", env={})
+    fields = [f for f, _ in info.value.problems]
+    assert fields == ["devices[0].kind", "role", "bogus"]
+
+
+def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write(tmp_path, GOOD)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(GOOD.replace('role = "pick"', 'role = "nap"'))
+    assert main(["check-config", str(good)]) == 0
+    assert main(["check-config", str(good), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: role: " in err
