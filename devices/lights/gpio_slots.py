@@ -8,6 +8,8 @@ optional zone lamp (LED or RGB) signals that the whole zone is done.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -163,10 +165,16 @@ class GpioSlots(LightBar):
     Args:
         config: the validated config.
         pin_factory: the injected gpiozero pin factory (``None``: the Pi's own).
+        clock: time source of the double-press guard.
     """
 
-    def __init__(self, config: GpioSlotsConfig, pin_factory: Any = None) -> None:
-        super().__init__(config.name, config.locations(), config, pin_factory)
+    def __init__(
+        self,
+        config: GpioSlotsConfig,
+        pin_factory: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(config.name, config.locations(), config, pin_factory, clock)
         self.config = config
         self._slot_config = {slot.id: slot for slot in config.slots}
         self._lamps: dict[str, Lamp] = {}
