@@ -223,7 +223,9 @@ class SerialScannerSimulator(Simulator):
     Args:
         config: the scanner's config.
         context: the node's device context.
-        link_dir: where the pty link is made (a fresh temporary directory by default).
+        link_dir: where the pty link ``<name>.tty`` is made (a fresh temporary directory by
+            default).
+        link: the exact link path instead (``zone-agent sim scanner --link``).
     """
 
     def __init__(
@@ -232,12 +234,14 @@ class SerialScannerSimulator(Simulator):
         context: DeviceContext,
         *,
         link_dir: str | Path | None = None,
+        link: str | Path | None = None,
     ) -> None:
         super().__init__(config, context)
         if not isinstance(config, SerialScannerConfig):
             raise TypeError(f"expected a SerialScannerConfig, got {type(config).__name__}")
         self.scanner_config = config
         self._link_dir = Path(link_dir) if link_dir is not None else None
+        self._link = Path(link) if link is not None else None
         self._endpoint: PtyEndpoint | None = None
         self.scans_sent = 0
         self.last: str | None = None
@@ -245,6 +249,8 @@ class SerialScannerSimulator(Simulator):
     @property
     def link(self) -> Path:
         """The path the driver opens."""
+        if self._link is not None:
+            return self._link
         if self._link_dir is None:
             self._link_dir = Path(tempfile.mkdtemp(prefix="zone-agent-scanner-"))
         return self._link_dir / f"{self.config.name}.tty"
