@@ -224,7 +224,7 @@ class SerialScannerSimulator(Simulator):
         config: the scanner's config.
         context: the node's device context.
         link_dir: where the pty link ``<name>.tty`` is made (a fresh temporary directory by
-            default).
+            default); also a public attribute the node may set before ``start()``.
         link: the exact link path instead (``zone-agent sim scanner --link``).
     """
 
@@ -240,7 +240,7 @@ class SerialScannerSimulator(Simulator):
         if not isinstance(config, SerialScannerConfig):
             raise TypeError(f"expected a SerialScannerConfig, got {type(config).__name__}")
         self.scanner_config = config
-        self._link_dir = Path(link_dir) if link_dir is not None else None
+        self.link_dir = Path(link_dir) if link_dir is not None else None
         self._link = Path(link) if link is not None else None
         self._endpoint: PtyEndpoint | None = None
         self.scans_sent = 0
@@ -251,9 +251,9 @@ class SerialScannerSimulator(Simulator):
         """The path the driver opens."""
         if self._link is not None:
             return self._link
-        if self._link_dir is None:
-            self._link_dir = Path(tempfile.mkdtemp(prefix="zone-agent-scanner-"))
-        return self._link_dir / f"{self.config.name}.tty"
+        if self.link_dir is None:
+            self.link_dir = Path(tempfile.mkdtemp(prefix="zone-agent-scanner-"))
+        return Path(self.link_dir) / f"{self.config.name}.tty"
 
     async def start(self) -> None:
         """Create the pty and its link."""
