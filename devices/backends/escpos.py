@@ -79,6 +79,7 @@ def render_blocks(blocks: Sequence[Block]) -> bytes:
     # python-escpos 3.1 print()s "Using hardware barcode renderer" to stdout; keep that out
     # of our output (a CLI's --json).
     with contextlib.redirect_stdout(io.StringIO()):
+        dummy.hw("INIT")  # ESC @: start from the printer's defaults, whatever came before
         for block in blocks:
             if isinstance(block, TextLine):
                 dummy.set(

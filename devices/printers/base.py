@@ -315,6 +315,7 @@ class Printer(Device):
         self._connection = 0  # counts connections, so a confirmation is tied to one
         self._worker: asyncio.Task[None] | None = None
         self._last = PrinterStatus(ready=False, offline=True, detail="not polled yet")
+        self._answered = False
         self.counters = _Counters()
 
     # ----- the public API -----
@@ -361,6 +362,11 @@ class Printer(Device):
     def last_status(self) -> PrinterStatus:
         """The status of the latest poll, without asking the printer."""
         return self._last
+
+    @property
+    def last_answered(self) -> bool:
+        """Whether the latest poll got a readable reply (not unreachable, silent, nonsense)."""
+        return self._answered
 
     @property
     def queued(self) -> list[str]:
@@ -451,6 +457,7 @@ class Printer(Device):
                 detail = f"unreadable status reply: {exc}"
                 poll = _Poll(PrinterStatus(ready=False, detail=detail), True, False)
         self._last = poll.status
+        self._answered = poll.answered
         if poll.status.ready:
             warning = "" if poll.status.detail == "ready" else poll.status.detail
             self._set_health(HealthStatus.OK, warning)
@@ -493,7 +500,8 @@ class Printer(Device):
                 await self._wakeup.wait()
 
     async def _run(self) -> None:
-        backoff = self.config.retry_initial_s
+        first_backoff = min(self.config.retry_initial_s, self.config.retry_max_s)
+        backoff = first_backoff
         while True:
             job = self._jobs[0] if self._jobs else None
             if job is not None and self._clock() - job.submitted > self.config.max_wait_s:
@@ -512,7 +520,7 @@ class Printer(Device):
                     poll = _Poll(poll.status, reachable=False)
                 if poll.status.ready and poll.reachable:
                     self._finish(job, True, None)
-                    backoff = self.config.retry_initial_s
+                    backoff = first_backoff
                     continue
                 if not poll.reachable:
                     self._finish(
@@ -537,7 +545,7 @@ class Printer(Device):
                 # found down before any byte): reconnect and try again.
                 continue
             if poll.status.ready:
-                backoff = self.config.retry_initial_s
+                backoff = first_backoff
                 await self._sleep(self.config.idle_poll_s)
             else:
                 await self._sleep(backoff)

@@ -9,7 +9,7 @@ import pytest
 from printer_helpers import FakeClock, next_result, run, wait_until, zpl_config
 
 from agent.errors import DeviceProtocolError
-from devices.base import HealthStatus
+from devices.base import Health, HealthStatus
 from devices.context import DeviceContext
 from devices.printers.base import NO_REPLY, PrinterStatus, PrintQueueFull
 from devices.printers.sim import ZplSimulator
@@ -147,14 +147,13 @@ def test_answered_fault_flags_reach_health() -> None:
             async with _printer(sim) as printer:
                 status = await printer.status()
                 assert (status.paper_out, status.ready) == (True, False)
-                assert printer.health.status is HealthStatus.FAULT
-                assert printer.health.detail == "paper out"
+                assert printer.health == Health(HealthStatus.FAULT, "paper out")
                 await sim.control("set", {"state": "paused"})
                 assert (await printer.status()).paused
-                assert printer.health.detail == "paused"
+                assert printer.health == Health(HealthStatus.FAULT, "paused")
                 await sim.control("set", {"state": "ready"})
                 assert (await printer.status()).ready
-                assert printer.health.status is HealthStatus.OK
+                assert printer.health == Health(HealthStatus.OK)
         finally:
             await sim.stop()
 
@@ -188,7 +187,7 @@ def test_paper_out_then_recovered_prints_held_jobs_once_in_order() -> None:
                     ("a", True),
                     ("b", True),
                 ]
-                assert printer.health.status is HealthStatus.OK
+                assert printer.health == Health(HealthStatus.OK)
             assert [job.encode() for job in sim.jobs] == [LABEL_A, LABEL_B]
         finally:
             await sim.stop()
