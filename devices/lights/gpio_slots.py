@@ -21,7 +21,6 @@ from devices.backends.gpio import (
     is_mock,
     lamp_on,
     pin_level,
-    press,
     resolve_pin_factory,
     tap_pins,
 )
@@ -29,8 +28,8 @@ from devices.context import DeviceContext
 from devices.events import Button
 from devices.lights.base import BcmPin, LightBar, LightBarConfig, SlotId
 from devices.lights.palette import Colour, Indication, Pattern, nearest_colour
+from devices.lights.sim import BUTTONS, LightSimulator
 from devices.lights.tm1637 import BusDecoder, DisplayState, Tm1637
-from devices.sim import Simulator
 
 
 class DisplayPins(BaseModel):
@@ -247,13 +246,10 @@ class GpioSlots(LightBar):
             await asyncio.to_thread(display.close)
 
 
-class GpioSlotsSimulator(Simulator):
+class GpioSlotsSimulator(LightSimulator):
     """Plays the shelf on gpiozero's ``MockFactory`` (``DeviceContext.pin_factory``).
 
-    Control actions:
-
-    * ``press`` ``{"slot": "A1", "button": "confirm" | "plus" | "minus"}``: drives the
-      button's mock pin low then high, as the contact would.
+    Control actions: ``press`` (see ``devices.lights.sim.LightSimulator``).
 
     ``state()`` reads the hardware: light on/colour from the mock pin levels (RGB duty
     cycles mapped to the nearest palette colour), the display from the CLK/DIO changes
@@ -283,22 +279,14 @@ class GpioSlotsSimulator(Simulator):
             if slot.display is not None:
                 self._taps[slot.id] = tap_pins(self.factory, [slot.display.clk, slot.display.dio])
 
-    async def control(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Run a control action (see the class docstring)."""
-        if action != "press":
-            raise ValueError(f"unknown action {action!r} (known: press)")
-        slots = {slot.id: slot for slot in self.config.slots}
-        slot = slots.get(str(args.get("slot")))
-        if slot is None:
-            raise ValueError(f"unknown slot {args.get('slot')!r} (slots: {', '.join(slots)})")
-        button = str(args.get("button", "confirm"))
-        if button not in ("confirm", "plus", "minus"):
-            raise ValueError(f"button must be confirm, plus or minus, not {button!r}")
-        pin = getattr(slot, button)
-        if pin is None:
-            raise ValueError(f"slot {slot.id} has no {button} button")
-        await asyncio.to_thread(press, self.factory, pin, pull_up=self.config.pull_up)
-        return {"slot": slot.id, "button": button}
+    def button_pins(self) -> dict[str, dict[str, int]]:
+        """Pins of each slot's fitted buttons."""
+        return {
+            slot.id: {
+                button: pin for button in BUTTONS if (pin := getattr(slot, button)) is not None
+            }
+            for slot in self.config.slots
+        }
 
     def _light_state(self, pins: LampPins) -> dict[str, Any]:
         levels = [pin_level(self.factory, pin) for pin in pins.light_pins()]

@@ -23,14 +23,14 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.errors import DeviceError
-from devices.backends.gpio import is_mock, press, resolve_pin_factory
+from devices.backends.gpio import is_mock, resolve_pin_factory
 from devices.backends.spi import FakeSpiBus, SpiBus, fake_bus, spi_bus
 from devices.base import HealthStatus
 from devices.context import DeviceContext
 from devices.events import Button
 from devices.lights.base import BcmPin, LightBar, LightBarConfig, SlotId
 from devices.lights.palette import Indication, Pattern, nearest_colour
-from devices.sim import Simulator
+from devices.lights.sim import LightSimulator
 
 log = logging.getLogger("devices")
 
@@ -312,12 +312,10 @@ class LedStrip(LightBar):
         await asyncio.to_thread(self._spi.close)
 
 
-class LedStripSimulator(Simulator):
+class LedStripSimulator(LightSimulator):
     """Plays the strip on the fake SPI bus and the buttons on gpiozero's ``MockFactory``.
 
-    Control actions:
-
-    * ``press`` ``{"slot": "B1", "button": "confirm" | "plus" | "minus"}``.
+    Control actions: ``press`` (see ``devices.lights.sim.LightSimulator``).
 
     ``state()`` decodes the SPI frames the driver wrote: ``on`` and ``colour`` from the
     latest frame, the ``pattern`` from when the slot's LEDs last changed (a blink is
@@ -338,21 +336,12 @@ class LedStripSimulator(Simulator):
         if has_buttons and not is_mock(self.context.pin_factory):
             raise ValueError("strip buttons need DeviceContext(pin_factory=MockFactory)")
 
-    async def control(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Run a control action (see the class docstring)."""
-        if action != "press":
-            raise ValueError(f"unknown action {action!r} (known: press)")
-        slots = {slot.id: slot for slot in self.config.slots}
-        slot = slots.get(str(args.get("slot")))
-        if slot is None:
-            raise ValueError(f"unknown slot {args.get('slot')!r} (slots: {', '.join(slots)})")
-        button = str(args.get("button", "confirm"))
-        pins = {b.value: pin for b, pin in slot.buttons()}
-        if button not in pins:
-            raise ValueError(f"slot {slot.id} has no {button!r} button")
-        pull_up = self.config.pull_up
-        await asyncio.to_thread(press, self.context.pin_factory, pins[button], pull_up=pull_up)
-        return {"slot": slot.id, "button": button}
+    def button_pins(self) -> dict[str, dict[str, int]]:
+        """Pins of each slot's fitted buttons."""
+        return {
+            slot.id: {button.value: pin for button, pin in slot.buttons()}
+            for slot in self.config.slots
+        }
 
     def _range_state(self, leds: LedRange, frames: list[tuple[float, list[Pixel]]]) -> Any:
         if not frames:

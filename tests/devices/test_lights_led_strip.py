@@ -133,7 +133,7 @@ def test_strip_buttons_and_simulator_press():
         await sim.control("press", {"slot": "B2", "button": "plus"})
         press = await asyncio.wait_for(anext(events), 2)
         assert (press.device, press.slot, press.button) == ("strip-b", "B2", Button.PLUS)
-        with pytest.raises(ValueError, match="no 'minus' button"):
+        with pytest.raises(ValueError, match="no minus button"):
             await sim.control("press", {"slot": "B1", "button": "minus"})
 
     run_strip(scenario)
