@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.config import NodeConfig
@@ -40,9 +41,18 @@ def device_context(simulate: bool) -> DeviceContext:
     return DeviceContext()
 
 
-async def run_node(config: NodeConfig, *, simulate: bool = False, stop: asyncio.Event | None = None,
-                   sim_dir: Path | None = None) -> None:
-    """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives."""
+async def run_node(
+    config: NodeConfig,
+    *,
+    simulate: bool = False,
+    stop: asyncio.Event | None = None,
+    sim_dir: Path | None = None,
+    started: Callable[[Node, DeviceFloor], None] | None = None,
+) -> None:
+    """Run a node until ``stop`` is set or SIGTERM/SIGINT arrives.
+
+    ``started(node, floor)`` is called once both exist (in-process tests and tools use it).
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -57,6 +67,8 @@ async def run_node(config: NodeConfig, *, simulate: bool = False, stop: asyncio.
         async with DeviceFloor(config, device_context(simulate), simulate=simulate, sim_dir=sim_dir) as floor:
             node = Node(config, store, build_workflow(config, floor.locations()), floor)
             floor.on_health_change(lambda: loop.create_task(node.republish_birth()) and None)
+            if started is not None:
+                started(node, floor)
             await _serve(node, floor, stop)
     finally:
         await store.close()

@@ -150,7 +150,7 @@ class Node:
                 log.warning("invalid ack ignored: %s", exc)
                 return
             assert isinstance(ack, Ack)
-            self.sender.on_ack(ack.seq)
+            self.sender.on_ack(ack.seq, resend=ack.resend)
             return
         if parsed.channel == "cmd":
             self._work.put_nowait(("cmd", (parsed.name, payload)))

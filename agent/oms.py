@@ -89,11 +89,21 @@ class OmsClient:
         site: the site whose nodes to follow.
         client_id: MQTT client id of this OMS instance.
         resend_s: resend an unanswered command after this many seconds.
+        auto_ack: acknowledge events as they are delivered (tests turn it off).
     """
 
-    def __init__(self, broker: BrokerConfig, site: str, *, client_id: str = "oms", resend_s: float = 3.0) -> None:
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        site: str,
+        *,
+        client_id: str = "oms",
+        resend_s: float = 3.0,
+        auto_ack: bool = True,
+    ) -> None:
         self.site = site
         self.resend_s = resend_s
+        self.auto_ack = auto_ack
         self.nodes: dict[str, NodeView] = {}
         self.events: asyncio.Queue[NodeEvent] = asyncio.Queue()
         self.state_changes: asyncio.Queue[tuple[str, State, int | None]] = asyncio.Queue()
@@ -107,6 +117,7 @@ class OmsClient:
             on_connected=self._on_connected,
         )
         self._dirty: set[str] = set()
+        self._resync: set[str] = set()
         self._ack_wake = asyncio.Event()
         self._resend_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -133,6 +144,10 @@ class OmsClient:
             await self.transport.connected.wait()
 
     async def _on_connected(self) -> None:
+        # Events the nodes published while we had no subscription are gone from the broker:
+        # ask every node we know for everything after what we have.
+        self._resync.update(self.nodes)
+        self._ack_wake.set()
         self._resend_wake.set()
 
     # --- input -------------------------------------------------------------------------
@@ -162,6 +177,9 @@ class OmsClient:
             log.warning("from node %s: %s on %s", parsed.node, exc, topic)
 
     def _on_state(self, node: str, envelope: Envelope, state: State) -> None:
+        if node not in self.nodes:
+            self._resync.add(node)  # first news of this node since we connected
+            self._ack_wake.set()
         view = self._view(node)
         if state.online:
             if view.store is not None and state.store != view.store:
@@ -226,6 +244,12 @@ class OmsClient:
 
     def _mark_dirty(self, node: str) -> None:
         self._dirty.add(node)
+        if self.auto_ack:
+            self._ack_wake.set()
+
+    def ack_now(self) -> None:
+        """Acknowledge everything delivered so far (when ``auto_ack`` is off)."""
+        self._dirty.update(self.nodes)
         self._ack_wake.set()
 
     async def _ack_loop(self) -> None:
@@ -234,14 +258,16 @@ class OmsClient:
             self._ack_wake.clear()
             await asyncio.sleep(0)  # let a burst of messages land first: one ack for all
             dirty, self._dirty = self._dirty, set()
-            for node in dirty:
+            resync, self._resync = self._resync, set()
+            for node in dirty | resync:
                 view = self.nodes[node]
-                payload = codec.encode(Ack(seq=view.delivered), msg_id=codec.new_id(), ts=now_ms())
+                ack = Ack(seq=view.delivered, resend=node in resync)
+                payload = codec.encode(ack, msg_id=codec.new_id(), ts=now_ms())
                 try:
                     await self.transport.publish(NodeTopics(self.site, node).ack, payload)
                     view.acked = view.delivered
                 except LinkUnavailable:
-                    self._dirty.add(node)
+                    (self._resync if node in resync else self._dirty).add(node)
 
     # --- commands ------------------------------------------------------------------
 

@@ -9,11 +9,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.app import run_node
 from agent.config import BrokerConfig, NodeConfig, load_config
+from agent.floor import DeviceFloor
 from agent.localbroker import LocalBroker
+from agent.node import Node
 from agent.oms import OmsClient
 
 SITE = "dc1"
@@ -52,14 +55,32 @@ def oms_for(broker: LocalBroker, **kw: object) -> OmsClient:
     return OmsClient(BrokerConfig(urls=[broker.url], backoff_initial_s=0.05, backoff_max_s=0.5), SITE, **kw)  # type: ignore[arg-type]
 
 
+@dataclass
+class Running:
+    """A node running in this event loop."""
+
+    config: NodeConfig
+    node: Node
+    floor: DeviceFloor
+
+
 @contextlib.asynccontextmanager
-async def node_in_process(path: Path, *, simulate: bool = True) -> AsyncIterator[NodeConfig]:
+async def node_in_process(path: Path, *, simulate: bool = True) -> AsyncIterator[Running]:
     """Run the node of ``path`` in this event loop until the block ends."""
     config = load_config(path, env={})
     stop = asyncio.Event()
-    task = asyncio.create_task(run_node(config, simulate=simulate, stop=stop))
+    made: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        run_node(config, simulate=simulate, stop=stop,
+                 started=lambda node, floor: made.set_result(Running(config, node, floor)))
+    )
     try:
-        yield config
+        done, _ = await asyncio.wait({made, task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()
+        running = made.result()
+        await asyncio.wait_for(running.node.ready.wait(), 10)
+        yield running
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

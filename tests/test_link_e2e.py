@@ -47,3 +47,147 @@ def test_birth_ping_pick_and_reply(tmp_path: Path, broker: LocalBroker) -> None:
             assert names == ["reply", "reply"]
 
     asyncio.run(scenario())
+
+
+def _tasks(n: int, slots: int = 4, prefix: str = "t") -> list[PickTask]:
+    return [
+        PickTask(task=f"{prefix}{i}", order=f"o{i // 3}", location=f"A{i % slots + 1}", sku=f"S{i}", qty=1)
+        for i in range(n)
+    ]
+
+
+async def _collect(oms: OmsClient, until: int, timeout: float = 60) -> list:
+    """Delivered events until the node's seq ``until`` arrived."""
+    got = []
+    async with asyncio.timeout(timeout):
+        while not got or got[-1].envelope.seq < until:
+            got.append(await oms.events.get())
+    return got
+
+
+def test_events_made_while_the_broker_is_down_arrive_in_order_once(tmp_path: Path, broker: LocalBroker) -> None:
+    """1,000 confirmations while the broker is down all reach the OMS after it is back."""
+    from devices.events import Button, ButtonPress
+
+    async def scenario() -> None:
+        async with oms_for(broker) as oms, node_in_process(node_file(tmp_path, broker)) as running:
+            node = running.node
+            await _wait_online(oms, "zone-a1")
+            for f in oms.send_tasks("zone-a1", _tasks(1000)):
+                assert (await asyncio.wait_for(f, 20)).status == "accepted"
+            start_seq = node.store.store.last_seq
+            await _collect(oms, start_seq)
+            broker.stop()
+            await asyncio.sleep(0.3)
+            for i in range(1000):
+                node.submit_input(ButtonPress("shelf", f"A{i % 4 + 1}", Button.CONFIRM))
+            async with asyncio.timeout(20):
+                while node.store.store.last_seq < start_seq + 1000:
+                    await asyncio.sleep(0.05)
+            assert not node.online.is_set()
+            broker.start()
+            got = await _collect(oms, start_seq + 1000)
+            assert [e.envelope.seq for e in got] == list(range(start_seq + 1, start_seq + 1001))
+            assert {e.name for e in got} == {"picked"}
+            assert len({e.body.task for e in got}) == 1000  # type: ignore[union-attr]
+            async with asyncio.timeout(10):
+                while node.store.store.acked_seq < start_seq + 1000:
+                    await asyncio.sleep(0.05)
+            assert await node.store.call(node.store.store.outbox_after, 0, 10) == []
+
+    asyncio.run(scenario())
+
+
+def _replies_by_command(events: list) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for e in events:
+        if e.name == "reply":
+            out.setdefault(e.envelope.corr, set()).add(e.envelope.seq)
+    return out
+
+
+def test_broker_restarted_five_times_during_2000_commands(tmp_path: Path, broker: LocalBroker) -> None:
+    """Each command is applied exactly once and answered."""
+
+    async def scenario() -> None:
+        async with oms_for(broker, resend_s=1.0) as oms, node_in_process(node_file(tmp_path, broker)) as running:
+            await _wait_online(oms, "zone-a1")
+            futures = {}
+            for i, task in enumerate(_tasks(2000)):
+                future = oms.send("zone-a1", "pick", {"tasks": [task.model_dump()]})
+                futures[next(reversed(oms.pending))] = future
+                if i % 400 == 200:
+                    await asyncio.to_thread(broker.restart)
+                await asyncio.sleep(0)
+            replies = await asyncio.wait_for(asyncio.gather(*futures.values()), 60)
+            assert {r.status for r in replies} == {"accepted"}
+            last = running.node.store.store.last_seq
+            events = await _collect(oms, last)
+            by_command = _replies_by_command(events)
+            assert set(by_command) == set(futures)
+            assert all(len(seqs) == 1 for seqs in by_command.values())  # applied once
+            tasks = await running.node.store.call(running.node.store.store.tasks)
+            assert len({t.id for t in tasks if t.kind == "pick"}) == 2000
+
+    asyncio.run(scenario())
+
+
+def test_invalid_commands_get_a_reason_and_the_node_keeps_running(tmp_path: Path, broker: LocalBroker) -> None:
+    import msgpack
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    async def scenario() -> None:
+        async with oms_for(broker) as oms, node_in_process(node_file(tmp_path, broker)) as running:
+            await _wait_online(oms, "zone-a1")
+            topic = "wh/v1/dc1/zone-a1/cmd/"
+            junk: list[tuple[str, bytes]] = [
+                (topic + "pick", b"\xc1\xff"),
+                (topic + "pick", msgpack.packb({"v": 1, "id": "bad-1", "ts": 1, "body": {"tasks": "all"}})),
+                (topic + "launch", msgpack.packb({"v": 1, "id": "bad-2", "ts": 1, "body": {}})),
+                (topic + "ping", msgpack.packb({"v": 9, "id": "bad-3", "ts": 1, "body": {}})),
+                (topic + "pick", b"\x00" * 600_000),
+            ]
+
+            @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck),
+                      database=None)
+            @given(st.sampled_from(["pick", "cancel", "ping", "wave_begin", "x" * 70]), st.binary(max_size=300))
+            def fuzz(name: str, payload: bytes) -> None:
+                junk.append((topic + name, payload))
+
+            fuzz()
+            for t, p in junk:
+                await oms.transport.publish(t, p)
+            got = {}
+            async with asyncio.timeout(10):
+                while len(got) < 3:
+                    ev = await oms.events.get()
+                    if ev.envelope.corr and ev.envelope.corr.startswith("bad-"):
+                        got[ev.envelope.corr] = ev.body
+            assert got["bad-1"].reason == "invalid_body" and got["bad-1"].detail.startswith("tasks")
+            assert got["bad-2"].reason == "unknown_type"
+            assert got["bad-3"].reason == "unsupported_version"
+            assert (await oms.call("zone-a1", "ping", {})).status == "accepted"
+            assert running.node.stats["rejected"] >= 5
+
+    asyncio.run(scenario())
+
+
+def test_outbox_limit_rejects_new_work_until_acknowledged(tmp_path: Path, broker: LocalBroker) -> None:
+    path = node_file(tmp_path, broker, extra="[outbox]\nlimit = 10\nreserve = 5\n")
+
+    async def scenario() -> None:
+        async with oms_for(broker, auto_ack=False) as oms, node_in_process(path):
+            await _wait_online(oms, "zone-a1")
+            statuses = []
+            for task in _tasks(14):
+                reply = await oms.call("zone-a1", "pick", {"tasks": [task.model_dump()]})
+                statuses.append((reply.status, reply.reason))
+            assert statuses[:10] == [("accepted", None)] * 10
+            assert statuses[10:] == [("rejected", "outbox_full")] * 4
+            oms.ack_now()
+            await asyncio.sleep(0.3)
+            reply = await oms.call("zone-a1", "pick", {"tasks": [_tasks(1, prefix="late")[0].model_dump()]})
+            assert reply.status == "accepted"
+
+    asyncio.run(scenario())

@@ -159,9 +159,15 @@ class State(Wire):
 
 
 class Ack(Wire):
-    """The OMS has every event of this node up to and including ``seq``."""
+    """The OMS has every event of this node up to and including ``seq``.
+
+    ``resend`` asks the node to send everything after ``seq`` again now, without waiting
+    for its resend timer: an OMS sets it when it (re)connects, since events published
+    while it had no subscription were dropped by the broker.
+    """
 
     seq: int = Field(ge=0)
+    resend: bool = False
 
 
 COMMANDS: dict[str, type[Wire]] = {

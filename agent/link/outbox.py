@@ -71,14 +71,16 @@ class OutboxSender:
             self._fresh.extend(rows)
         self._wake.set()
 
-    def on_ack(self, seq: int) -> None:
-        """The OMS acknowledged every event up to ``seq``."""
-        if seq <= self.acked:
-            return
-        self.acked = min(seq, self.store.store.last_seq)
-        self.sent = max(self.sent, self.acked)
-        self._last_progress = asyncio.get_running_loop().time()
-        self._ack_wake.set()
+    def on_ack(self, seq: int, *, resend: bool = False) -> None:
+        """The OMS acknowledged every event up to ``seq`` (and may ask for the rest again)."""
+        if seq > self.acked:
+            self.acked = min(seq, self.store.store.last_seq)
+            self.sent = max(self.sent, self.acked)
+            self._last_progress = asyncio.get_running_loop().time()
+            self._ack_wake.set()
+        if resend and self.sent > self.acked:
+            self.sent = self.acked
+            self._wake.set()
 
     async def on_connected(self) -> None:
         """A new connection: everything not acknowledged goes again, in order."""
