@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from pathlib import Path
 
 from agent.config import NodeConfig
@@ -64,15 +65,21 @@ async def run_node(
         config.state_dir / STATE_FILE, outbox_hard_limit=config.outbox.limit + config.outbox.reserve
     )
     try:
-        async with DeviceFloor(config, device_context(simulate), simulate=simulate, sim_dir=sim_dir) as floor:
+        async with DeviceFloor(
+            config, device_context(simulate), simulate=simulate, sim_dir=sim_dir
+        ) as floor:
             node = Node(config, store, build_workflow(config, floor.locations()), floor)
-            floor.on_health_change(lambda: loop.create_task(node.republish_birth()) and None)
+            floor.on_health_change(lambda: _spawn(loop, node.republish_birth()))
             if started is not None:
                 started(node, floor)
             await _serve(node, floor, stop)
     finally:
         await store.close()
     log.info("stopped")
+
+
+def _spawn(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
+    loop.create_task(coro)
 
 
 async def _serve(node: Node, floor: DeviceFloor, stop: asyncio.Event) -> None:

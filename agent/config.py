@@ -196,12 +196,17 @@ def _cross_check(devices: list[DeviceConfig], problems: list[tuple[str, str]]) -
         for loc in dev.locations():
             if loc in locations and locations[loc] != dev.name:
                 problems.append(
-                    (f"devices[{i}]", f"location {loc!r} is on both {locations[loc]!r} and {dev.name!r}")
+                    (
+                        f"devices[{i}]",
+                        f"location {loc!r} is on both {locations[loc]!r} and {dev.name!r}",
+                    )
                 )
             locations.setdefault(loc, dev.name)
 
 
-def parse_config(raw: dict[str, Any], file: str, env: Mapping[str, str] | None = None) -> NodeConfig:
+def parse_config(
+    raw: dict[str, Any], file: str, env: Mapping[str, str] | None = None
+) -> NodeConfig:
     """Validate a decoded node file; raises ``ConfigError`` listing every problem."""
     raw = dict(raw)
     _apply_env(raw, os.environ if env is None else env)

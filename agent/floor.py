@@ -40,7 +40,12 @@ class DeviceFloor:
     """
 
     def __init__(
-        self, config: NodeConfig, context: DeviceContext, *, simulate: bool = False, sim_dir: Path | None = None
+        self,
+        config: NodeConfig,
+        context: DeviceContext,
+        *,
+        simulate: bool = False,
+        sim_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.context = context
@@ -91,7 +96,10 @@ class DeviceFloor:
             self._inputs.put_nowait(event)
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         for pump in self._pumps:
             pump.cancel()
@@ -113,7 +121,9 @@ class DeviceFloor:
     def health(self) -> dict[str, DeviceHealth]:
         """Every device's kind and health, for the birth."""
         return {
-            name: DeviceHealth(kind=self.kinds[name], status=dev.health.status.value, detail=dev.health.detail)
+            name: DeviceHealth(
+                kind=self.kinds[name], status=dev.health.status.value, detail=dev.health.detail
+            )
             for name, dev in self.devices.items()
         }
 
@@ -132,7 +142,12 @@ class DeviceFloor:
                     else:
                         await bar.show(
                             action.location,
-                            Indication(Colour(action.colour), Pattern(action.pattern), action.qty, action.text),
+                            Indication(
+                                Colour(action.colour),
+                                Pattern(action.pattern),
+                                action.qty,
+                                action.text,
+                            ),
                         )
                 elif isinstance(action, Print):
                     await self.devices[action.printer].submit(action.job_id, action.data)  # type: ignore[attr-defined]

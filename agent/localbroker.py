@@ -68,14 +68,22 @@ class LocalBroker:
         )
         log = (self.workdir / "mosquitto.log").open("ab")
         self._proc = subprocess.Popen(
-            [find_mosquitto(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            [find_mosquitto(), "-c", str(conf)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise LinkUnavailable(f"mosquitto exited at start; see {self.workdir / 'mosquitto.log'}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+                raise LinkUnavailable(
+                    f"mosquitto exited at start; see {self.workdir / 'mosquitto.log'}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
                 return
             time.sleep(0.02)
         raise LinkUnavailable(f"mosquitto did not listen on {self.port} within {timeout} s")
@@ -106,5 +114,10 @@ class LocalBroker:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

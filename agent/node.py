@@ -68,7 +68,9 @@ class Node:
         floor: the devices.
     """
 
-    def __init__(self, config: NodeConfig, store: AsyncStore, workflow: Workflow, floor: Floor) -> None:
+    def __init__(
+        self, config: NodeConfig, store: AsyncStore, workflow: Workflow, floor: Floor
+    ) -> None:
         self.config = config
         self.store = store
         self.workflow = workflow
@@ -91,7 +93,11 @@ class Node:
             batch_events=config.outbox.batch_events,
             resend_after_s=config.outbox.resend_after_s,
         )
-        self.commands: Mapping[str, type[Wire]] = {"ping": Empty, "rebirth": Empty, **workflow.commands}
+        self.commands: Mapping[str, type[Wire]] = {
+            "ping": Empty,
+            "rebirth": Empty,
+            **workflow.commands,
+        }
         self._work: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.online = asyncio.Event()
@@ -205,7 +211,9 @@ class Node:
                     self.workflow.on_tick(step, now)
             await self._finish(step, duplicates)
 
-    def _command(self, name: str, payload: bytes, step: Step, duplicates: list[str], now: int) -> None:
+    def _command(
+        self, name: str, payload: bytes, step: Step, duplicates: list[str], now: int
+    ) -> None:
         self.stats["commands"] += 1
         envelope: Envelope | None = None
         try:
@@ -220,8 +228,16 @@ class Node:
             log.warning("command %s rejected: %s", name[:64], exc)
             msg_id = exc.message_id or (envelope.id if envelope else None)
             if msg_id is not None and msg_id not in self._seen:
-                step.emit("reply", Reply(cmd=name[:64] or "?", status="rejected", reason=exc.reason,
-                                         detail=exc.detail[:256] or None), corr=msg_id)
+                step.emit(
+                    "reply",
+                    Reply(
+                        cmd=name[:64] or "?",
+                        status="rejected",
+                        reason=exc.reason,
+                        detail=exc.detail[:256] or None,
+                    ),
+                    corr=msg_id,
+                )
             return
         verdict = self._apply(name, envelope, body, step, now)
         if verdict.status == "rejected" and verdict.reason == "outbox_full":
@@ -234,8 +250,13 @@ class Node:
 
     @staticmethod
     def _reply(name: str, verdict: Verdict) -> Reply:
-        return Reply(cmd=name, status=verdict.status, reason=verdict.reason, detail=verdict.detail,
-                     items=list(verdict.items))
+        return Reply(
+            cmd=name,
+            status=verdict.status,
+            reason=verdict.reason,
+            detail=verdict.detail,
+            items=list(verdict.items),
+        )
 
     def _apply(self, name: str, envelope: Envelope, body: Wire, step: Step, now: int) -> Verdict:
         if name == "ping":
@@ -244,7 +265,9 @@ class Node:
             asyncio.get_running_loop().create_task(self.republish_birth())
             return Verdict.accepted()
         if self.sender.pending >= self.config.outbox.limit:
-            return Verdict.rejected("outbox_full", f"{self.sender.pending} events wait for acknowledgement")
+            return Verdict.rejected(
+                "outbox_full", f"{self.sender.pending} events wait for acknowledgement"
+            )
         return self.workflow.on_command(name, envelope, body, step, now)
 
     def _remember(self, cid: str) -> None:
@@ -257,8 +280,11 @@ class Node:
         hard = self.config.outbox.limit + self.config.outbox.reserve
         if self.sender.pending + len(step.unit.events) >= hard - 10:
             if not self._outbox_full_logged:
-                log.error("outbox full (%d events): device input is not taken until the OMS "
-                          "acknowledges; open tasks stay open", self.sender.pending)
+                log.error(
+                    "outbox full (%d events): device input is not taken until the OMS "
+                    "acknowledges; open tasks stay open",
+                    self.sender.pending,
+                )
                 self._outbox_full_logged = True
             return
         self._outbox_full_logged = False
@@ -293,4 +319,6 @@ class Node:
     async def say_offline(self) -> None:
         """Publish the offline state ourselves: a clean DISCONNECT suppresses the Will."""
         await self.transport.drain()
-        await self.transport.publish_and_wait(self.topics.state, self._state(online=False), retain=True)
+        await self.transport.publish_and_wait(
+            self.topics.state, self._state(online=False), retain=True
+        )

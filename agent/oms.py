@@ -287,17 +287,27 @@ class OmsClient:
         command.sent_at = asyncio.get_running_loop().time()
         command.sends += 1
         with contextlib.suppress(LinkUnavailable):
-            await self.transport.publish(NodeTopics(self.site, command.node).cmd(command.name), command.payload)
+            await self.transport.publish(
+                NodeTopics(self.site, command.node).cmd(command.name), command.payload
+            )
 
-    async def call(self, node: str, name: str, body: Wire | Mapping[str, Any], timeout: float = 30.0) -> Reply:
+    async def call(
+        self, node: str, name: str, body: Wire | Mapping[str, Any], timeout: float = 30.0
+    ) -> Reply:
         """Send a command and wait for its reply."""
         async with asyncio.timeout(timeout):
             return await self.send(node, name, body)
 
-    def send_tasks(self, node: str, tasks: Sequence[PickTask], batch: int = MAX_TASKS_PER_COMMAND) -> list[asyncio.Future[Reply]]:
+    def send_tasks(
+        self, node: str, tasks: Sequence[PickTask], batch: int = MAX_TASKS_PER_COMMAND
+    ) -> list[asyncio.Future[Reply]]:
         """Send many pick tasks in commands of at most ``batch`` tasks each."""
         return [
-            self.send(node, "pick", {"tasks": [t.model_dump(exclude_defaults=True) for t in tasks[i : i + batch]]})
+            self.send(
+                node,
+                "pick",
+                {"tasks": [t.model_dump(exclude_defaults=True) for t in tasks[i : i + batch]]},
+            )
             for i in range(0, len(tasks), batch)
         ]
 

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, at_ms INTEGER NOT NULL,
     reply_seq INTEGER, reply_name TEXT, reply BLOB);
 CREATE INDEX IF NOT EXISTS inbox_at ON inbox(at_ms);
-CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, name TEXT NOT NULL, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY, name TEXT NOT NULL, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, wave TEXT, data BLOB NOT NULL, updated_ms INTEGER);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -100,7 +101,9 @@ class Unit:
     def __bool__(self) -> bool:
         return bool(self.events or self.inbox or self.puts or self.drops or self.counters)
 
-    def emit(self, name: str, body: Wire | dict[str, Any], *, corr: str | None = None, ts: int = 0) -> int:
+    def emit(
+        self, name: str, body: Wire | dict[str, Any], *, corr: str | None = None, ts: int = 0
+    ) -> int:
         """Queue an event; returns its index in ``events``."""
         self.events.append(PendingEvent(name, body, corr, ts))
         return len(self.events) - 1
@@ -153,12 +156,17 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
         log.info(
-            "store %s: boot %d, last seq %d, acked %d", self.path, self.boot, self.last_seq, self.acked_seq
+            "store %s: boot %d, last seq %d, acked %d",
+            self.path,
+            self.boot,
+            self.last_seq,
+            self.acked_seq,
         )
 
     def _set_meta(self, **values: Any) -> None:
         self._db.executemany(
-            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            "INSERT INTO meta(key, value) VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             list(values.items()),
         )
 
@@ -170,7 +178,9 @@ class Store:
     def commit(self, unit: Unit, *, allow_reserve: bool = True) -> list[OutboxRow]:
         """Write a unit in one transaction (one fsync); returns the new outbox rows."""
         if self.pending + len(unit.events) > self.outbox_hard_limit:
-            raise OutboxFull(f"{self.pending} events wait for the OMS (limit {self.outbox_hard_limit})")
+            raise OutboxFull(
+                f"{self.pending} events wait for the OMS (limit {self.outbox_hard_limit})"
+            )
         rows: list[OutboxRow] = []
         seq = self.last_seq
         try:
@@ -178,7 +188,12 @@ class Store:
             for ev in unit.events:
                 seq += 1
                 payload = encode(
-                    ev.body, msg_id=new_id(), ts=ev.ts or now_ms(), boot=self.boot, seq=seq, corr=ev.corr
+                    ev.body,
+                    msg_id=new_id(),
+                    ts=ev.ts or now_ms(),
+                    boot=self.boot,
+                    seq=seq,
+                    corr=ev.corr,
                 )
                 rows.append(OutboxRow(seq, ev.name, payload))
             if rows:
@@ -204,7 +219,8 @@ class Store:
             if unit.puts:
                 at = now_ms()
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO tasks(id, kind, wave, data, updated_ms) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO tasks(id, kind, wave, data, updated_ms)"
+                    " VALUES (?, ?, ?, ?, ?)",
                     [(t.id, t.kind, t.wave, pack_local(t.data), at) for t in unit.puts.values()],
                 )
             if unit.counters:
@@ -267,7 +283,8 @@ class Store:
         """Keep the ``keep`` most recent command ids; returns how many were removed."""
         try:
             cur = self._db.execute(
-                "DELETE FROM inbox WHERE id NOT IN (SELECT id FROM inbox ORDER BY at_ms DESC LIMIT ?)",
+                "DELETE FROM inbox WHERE id NOT IN"
+                " (SELECT id FROM inbox ORDER BY at_ms DESC LIMIT ?)",
                 (keep,),
             )
         except sqlite3.Error as exc:

@@ -24,8 +24,10 @@ class DeviceConfig(BaseModel):
     kind: str
 
     def claims(self) -> list[str]:
-        """Resources this device holds exclusively (``gpio:17``, ``serial:/dev/ttyUSB0``,
-        ``tcp:10.0.0.5:9100``, ``spi:0.0``); two devices may not claim the same one."""
+        """Resources this device holds exclusively; two devices may not claim the same one.
+
+        Examples: ``gpio:17``, ``serial:/dev/ttyUSB0``, ``tcp:10.0.0.5:9100``, ``spi:0.0``.
+        """
         return []
 
     def locations(self) -> list[str]:

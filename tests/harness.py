@@ -22,8 +22,9 @@ from agent.oms import OmsClient
 SITE = "dc1"
 
 
-def node_file(tmp_path: Path, broker: LocalBroker, *, node: str = "zone-a1", slots: int = 4,
-              extra: str = "") -> Path:
+def node_file(
+    tmp_path: Path, broker: LocalBroker, *, node: str = "zone-a1", slots: int = 4, extra: str = ""
+) -> Path:
     """A pick node with ``slots`` simulated GPIO slots named A1.. (4 pins per slot)."""
     lines = [
         f'site = "{SITE}"',
@@ -52,7 +53,9 @@ def node_file(tmp_path: Path, broker: LocalBroker, *, node: str = "zone-a1", slo
 
 def oms_for(broker: LocalBroker, **kw: object) -> OmsClient:
     """A reference OMS on the test broker."""
-    return OmsClient(BrokerConfig(urls=[broker.url], backoff_initial_s=0.05, backoff_max_s=0.5), SITE, **kw)  # type: ignore[arg-type]
+    return OmsClient(
+        BrokerConfig(urls=[broker.url], backoff_initial_s=0.05, backoff_max_s=0.5), SITE, **kw
+    )  # type: ignore[arg-type]
 
 
 @dataclass
@@ -71,8 +74,12 @@ async def node_in_process(path: Path, *, simulate: bool = True) -> AsyncIterator
     stop = asyncio.Event()
     made: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        run_node(config, simulate=simulate, stop=stop,
-                 started=lambda node, floor: made.set_result(Running(config, node, floor)))
+        run_node(
+            config,
+            simulate=simulate,
+            stop=stop,
+            started=lambda node, floor: made.set_result(Running(config, node, floor)),
+        )
     )
     try:
         done, _ = await asyncio.wait({made, task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
@@ -99,7 +106,10 @@ class NodeProcess:
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "run", str(self.path), "--simulate"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ},
         )
         out.close()
 

@@ -48,13 +48,23 @@ def test_password_comes_from_the_environment_and_never_prints(tmp_path: Path) ->
         (GOOD.replace('role = "pick"', 'role = "picking"'), "role", "'pick', 'put_wall' or 'pack'"),
         (GOOD + "\nkeepalive = 3\n", "broker.keepalive", "Extra inputs are not permitted"),
         (GOOD.replace("mqtt://127.0.0.1:1883", "http://x"), "broker.urls", "expected mqtt://"),
-        (GOOD.replace("mqtt://127.0.0.1:1883", "mqtt://x:99999"), "broker.urls", "Port out of range"),
+        (
+            GOOD.replace("mqtt://127.0.0.1:1883", "mqtt://x:99999"),
+            "broker.urls",
+            "Port out of range",
+        ),
         (GOOD.replace('node = "zone-a1"', 'node = "zone/a1"'), "node", "must be 1-64"),
-        (GOOD + '\n[[devices]]\nname = "x"\nkind = "laser"\n', "devices[0].kind", "unknown kind 'laser'"),
+        (
+            GOOD + '\n[[devices]]\nname = "x"\nkind = "laser"\n',
+            "devices[0].kind",
+            "unknown kind 'laser'",
+        ),
         (GOOD.replace('site = "dc1"', "site = dc1"), "(syntax)", "Invalid value"),
     ],
 )
-def test_mistakes_name_file_field_and_reason(tmp_path: Path, text: str, field: str, reason: str) -> None:
+def test_mistakes_name_file_field_and_reason(
+    tmp_path: Path, text: str, field: str, reason: str
+) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})

@@ -10,7 +10,7 @@ import pytest
 from agent.link.messages import PickTask, Reply
 from agent.localbroker import LocalBroker
 from agent.oms import OmsClient
-from tests.harness import node_in_process, node_file, oms_for
+from tests.harness import node_file, node_in_process, oms_for
 
 pytestmark = pytest.mark.broker
 
@@ -41,7 +41,9 @@ def test_birth_ping_pick_and_reply(tmp_path: Path, broker: LocalBroker) -> None:
             ]
             reply = await oms.call("zone-a1", "pick", {"tasks": [t.model_dump() for t in tasks]})
             assert reply.status == "accepted"
-            assert [(i.id, i.status, i.reason) for i in reply.items] == [("t2", "rejected", "unknown_location")]
+            assert [(i.id, i.status, i.reason) for i in reply.items] == [
+                ("t2", "rejected", "unknown_location")
+            ]
             # Every event reached the OMS in order and the outbox drained.
             names = [(await oms.next_event()).name for _ in range(2)]
             assert names == ["reply", "reply"]
@@ -51,7 +53,13 @@ def test_birth_ping_pick_and_reply(tmp_path: Path, broker: LocalBroker) -> None:
 
 def _tasks(n: int, slots: int = 4, prefix: str = "t") -> list[PickTask]:
     return [
-        PickTask(task=f"{prefix}{i}", order=f"o{i // 3}", location=f"A{i % slots + 1}", sku=f"S{i}", qty=1)
+        PickTask(
+            task=f"{prefix}{i}",
+            order=f"o{i // 3}",
+            location=f"A{i % slots + 1}",
+            sku=f"S{i}",
+            qty=1,
+        )
         for i in range(n)
     ]
 
@@ -65,7 +73,9 @@ async def _collect(oms: OmsClient, until: int, timeout: float = 60) -> list:
     return got
 
 
-def test_events_made_while_the_broker_is_down_arrive_in_order_once(tmp_path: Path, broker: LocalBroker) -> None:
+def test_events_made_while_the_broker_is_down_arrive_in_order_once(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
     """1,000 confirmations while the broker is down all reach the OMS after it is back."""
     from devices.events import Button, ButtonPress
 
@@ -106,11 +116,16 @@ def _replies_by_command(events: list) -> dict[str, set[int]]:
     return out
 
 
-def test_broker_restarted_five_times_during_2000_commands(tmp_path: Path, broker: LocalBroker) -> None:
+def test_broker_restarted_five_times_during_2000_commands(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
     """Each command is applied exactly once and answered."""
 
     async def scenario() -> None:
-        async with oms_for(broker, resend_s=1.0) as oms, node_in_process(node_file(tmp_path, broker)) as running:
+        async with (
+            oms_for(broker, resend_s=1.0) as oms,
+            node_in_process(node_file(tmp_path, broker)) as running,
+        ):
             await _wait_online(oms, "zone-a1")
             futures = {}
             for i, task in enumerate(_tasks(2000)):
@@ -132,7 +147,9 @@ def test_broker_restarted_five_times_during_2000_commands(tmp_path: Path, broker
     asyncio.run(scenario())
 
 
-def test_invalid_commands_get_a_reason_and_the_node_keeps_running(tmp_path: Path, broker: LocalBroker) -> None:
+def test_invalid_commands_get_a_reason_and_the_node_keeps_running(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
     import msgpack
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
@@ -143,15 +160,25 @@ def test_invalid_commands_get_a_reason_and_the_node_keeps_running(tmp_path: Path
             topic = "wh/v1/dc1/zone-a1/cmd/"
             junk: list[tuple[str, bytes]] = [
                 (topic + "pick", b"\xc1\xff"),
-                (topic + "pick", msgpack.packb({"v": 1, "id": "bad-1", "ts": 1, "body": {"tasks": "all"}})),
+                (
+                    topic + "pick",
+                    msgpack.packb({"v": 1, "id": "bad-1", "ts": 1, "body": {"tasks": "all"}}),
+                ),
                 (topic + "launch", msgpack.packb({"v": 1, "id": "bad-2", "ts": 1, "body": {}})),
                 (topic + "ping", msgpack.packb({"v": 9, "id": "bad-3", "ts": 1, "body": {}})),
                 (topic + "pick", b"\x00" * 600_000),
             ]
 
-            @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck),
-                      database=None)
-            @given(st.sampled_from(["pick", "cancel", "ping", "wave_begin", "x" * 70]), st.binary(max_size=300))
+            @settings(
+                max_examples=150,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+                database=None,
+            )
+            @given(
+                st.sampled_from(["pick", "cancel", "ping", "wave_begin", "x" * 70]),
+                st.binary(max_size=300),
+            )
             def fuzz(name: str, payload: bytes) -> None:
                 junk.append((topic + name, payload))
 
@@ -173,7 +200,9 @@ def test_invalid_commands_get_a_reason_and_the_node_keeps_running(tmp_path: Path
     asyncio.run(scenario())
 
 
-def test_outbox_limit_rejects_new_work_until_acknowledged(tmp_path: Path, broker: LocalBroker) -> None:
+def test_outbox_limit_rejects_new_work_until_acknowledged(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
     path = node_file(tmp_path, broker, extra="[outbox]\nlimit = 10\nreserve = 5\n")
 
     async def scenario() -> None:
@@ -187,7 +216,9 @@ def test_outbox_limit_rejects_new_work_until_acknowledged(tmp_path: Path, broker
             assert statuses[10:] == [("rejected", "outbox_full")] * 4
             oms.ack_now()
             await asyncio.sleep(0.3)
-            reply = await oms.call("zone-a1", "pick", {"tasks": [_tasks(1, prefix="late")[0].model_dump()]})
+            reply = await oms.call(
+                "zone-a1", "pick", {"tasks": [_tasks(1, prefix="late")[0].model_dump()]}
+            )
             assert reply.status == "accepted"
 
     asyncio.run(scenario())

@@ -23,7 +23,9 @@ async def _next_state(oms: OmsClient, node: str, timeout: float = 20) -> tuple[b
                 return state.online, boot
 
 
-def test_online_offline_with_the_same_boot_then_online_with_a_higher_one(tmp_path: Path, broker: LocalBroker) -> None:
+def test_online_offline_with_the_same_boot_then_online_with_a_higher_one(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
     node = NodeProcess(node_file(tmp_path, broker))
 
     async def scenario() -> None:
@@ -50,7 +52,9 @@ def test_online_offline_with_the_same_boot_then_online_with_a_higher_one(tmp_pat
         node.stop()
 
 
-def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(tmp_path: Path, broker: LocalBroker) -> None:
+def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
     node = NodeProcess(node_file(tmp_path, broker))
 
     async def scenario() -> None:

@@ -42,7 +42,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             _print_config_error(exc)
             status = EXIT_USAGE
             continue
-        print(f"{path}: ok ({config.role} node {config.site}/{config.node}, {len(config.devices)} devices)")
+        print(
+            f"{path}: ok ({config.role} node {config.site}/{config.node},"
+            f" {len(config.devices)} devices)"
+        )
     return status
 
 

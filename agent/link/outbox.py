@@ -114,7 +114,9 @@ class OutboxSender:
         while self.transport.connected.is_set() and self.sent < self.store.store.last_seq:
             rows = self._from_memory()
             if not rows:
-                rows = await self.store.call(self.store.store.outbox_after, self.sent, self.batch_events)
+                rows = await self.store.call(
+                    self.store.store.outbox_after, self.sent, self.batch_events
+                )
                 if not rows:
                     return
             if self.sent == self.acked:
@@ -123,7 +125,10 @@ class OutboxSender:
                 await self.transport.publish(self.topics.evt(rows[0].name), rows[0].payload)
             else:
                 payload = encode_batch(
-                    [(r.name, r.payload) for r in rows], msg_id=new_id(), ts=now_ms(), boot=self.store.store.boot
+                    [(r.name, r.payload) for r in rows],
+                    msg_id=new_id(),
+                    ts=now_ms(),
+                    boot=self.store.store.boot,
                 )
                 await self.transport.publish(self.topics.evt("batch"), payload)
             self.sent = rows[-1].seq
@@ -134,7 +139,7 @@ class OutboxSender:
             fresh.popleft()
         if not fresh or fresh[0].seq != self.sent + 1:
             return []
-        rows = []
+        rows: list[OutboxRow] = []
         while fresh and len(rows) < self.batch_events:
             rows.append(fresh.popleft())
         return rows

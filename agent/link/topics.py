@@ -1,4 +1,4 @@
-"""Topic names: ``wh/v1/{site}/{node}/cmd/{name}``, ``.../evt/{name}``, ``.../ack``, ``.../state``."""
+"""Topic names: ``wh/v1/{site}/{node}/`` + ``cmd/{name}``, ``evt/{name}``, ``ack``, ``state``."""
 
 from __future__ import annotations
 

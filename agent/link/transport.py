@@ -58,12 +58,14 @@ class Presence:
     will: bytes
 
 
-def backoff_delays(initial: float, cap: float, rng: random.Random | None = None) -> Callable[[int], float]:
+def backoff_delays(
+    initial: float, cap: float, rng: random.Random | None = None
+) -> Callable[[int], float]:
     """Delay before attempt ``n`` (from 0): exponential, capped, with jitter in [50 %, 100 %]."""
     rng = rng or random.Random()
 
     def delay(attempt: int) -> float:
-        base = min(cap, initial * (2 ** min(attempt, 30)))
+        base: float = min(cap, initial * (2.0 ** min(attempt, 30)))
         return base * (0.5 + rng.random() / 2)
 
     return delay
@@ -114,7 +116,9 @@ class MqttTransport:
         if tls:
             tls_context = ssl.create_default_context(cafile=str(b.ca_file) if b.ca_file else None)
             if b.cert_file:
-                tls_context.load_cert_chain(str(b.cert_file), str(b.key_file) if b.key_file else None)
+                tls_context.load_cert_chain(
+                    str(b.cert_file), str(b.key_file) if b.key_file else None
+                )
             if b.tls_insecure:
                 tls_context.check_hostname = False
                 tls_context.verify_mode = ssl.CERT_NONE
@@ -123,7 +127,7 @@ class MqttTransport:
         if v5:
             # paho rejects clean_session on MQTT 5; its default clean start (first connect
             # only) would drop the commands queued while the process was down.
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = b.session_expiry_s
             session = {"clean_start": False, "properties": properties}
         will = None
@@ -209,7 +213,9 @@ class MqttTransport:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _publish(self, client: aiomqtt.Client, topic: str, payload: bytes, retain: bool) -> None:
+    async def _publish(
+        self, client: aiomqtt.Client, topic: str, payload: bytes, retain: bool
+    ) -> None:
         try:
             await client.publish(topic, payload, qos=1, retain=retain)
         except aiomqtt.MqttError as exc:
@@ -218,7 +224,9 @@ class MqttTransport:
         finally:
             self._slots.release()
 
-    async def publish_and_wait(self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 2.0) -> bool:
+    async def publish_and_wait(
+        self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 2.0
+    ) -> bool:
         """Publish and wait for PUBACK (used for the offline state at a clean stop)."""
         client = self._client
         if client is None:

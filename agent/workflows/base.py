@@ -51,12 +51,20 @@ class Step:
     unit: Unit = field(default_factory=Unit)
     actions: list[Action] = field(default_factory=list)
 
-    def emit(self, name: str, body: Wire | dict[str, Any], *, corr: str | None = None, ts: int = 0) -> None:
+    def emit(
+        self, name: str, body: Wire | dict[str, Any], *, corr: str | None = None, ts: int = 0
+    ) -> None:
         """Send an event to the OMS (through the outbox)."""
         self.unit.emit(name, body, corr=corr, ts=ts)
 
-    def light(self, location: str, colour: str | None, pattern: str = "steady", qty: int | None = None,
-              text: str | None = None) -> None:
+    def light(
+        self,
+        location: str,
+        colour: str | None,
+        pattern: str = "steady",
+        qty: int | None = None,
+        text: str | None = None,
+    ) -> None:
         """Light ``location`` (or turn it off with ``colour=None``)."""
         self.actions.append(Light(location, colour, pattern, qty, text))
 
@@ -99,7 +107,9 @@ class Workflow(Protocol):
         """Rebuild state from the store after a start, and light what is open."""
         ...
 
-    def on_command(self, name: str, envelope: Envelope, body: Wire, step: Step, now: int) -> Verdict:
+    def on_command(
+        self, name: str, envelope: Envelope, body: Wire, step: Step, now: int
+    ) -> Verdict:
         """Apply a command (already de-duplicated and validated)."""
         ...
 

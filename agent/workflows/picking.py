@@ -60,15 +60,24 @@ class OpenTask:
 
     def stored(self) -> StoredTask:
         """The row the store keeps for this task."""
-        data = {"task": self.task.model_dump(exclude_defaults=True), "arrival": self.arrival,
-                "released": self.released, "lit_at": self.lit_at}
+        data = {
+            "task": self.task.model_dump(exclude_defaults=True),
+            "arrival": self.arrival,
+            "released": self.released,
+            "lit_at": self.lit_at,
+        }
         return StoredTask(self.task.task, TASK, self.task.wave, data)
 
     @classmethod
     def from_stored(cls, row: StoredTask) -> OpenTask:
         """Rebuild from a store row."""
         data: dict[str, Any] = row.data
-        return cls(PickTask.model_validate(data["task"]), data["arrival"], data["released"], data.get("lit_at"))
+        return cls(
+            PickTask.model_validate(data["task"]),
+            data["arrival"],
+            data["released"],
+            data.get("lit_at"),
+        )
 
 
 class PickingWorkflow:
@@ -116,7 +125,9 @@ class PickingWorkflow:
 
     # --- commands ------------------------------------------------------------------
 
-    def on_command(self, name: str, envelope: Envelope, body: Wire, step: Step, now: int) -> Verdict:
+    def on_command(
+        self, name: str, envelope: Envelope, body: Wire, step: Step, now: int
+    ) -> Verdict:
         """Apply a pick, cancel or wave command."""
         if isinstance(body, PickCommand):
             return self._pick(body, step, now)
@@ -170,7 +181,9 @@ class PickingWorkflow:
     def _cancel(self, task_ids: list[str], wave: str | None, step: Step, now: int) -> Verdict:
         targets = list(task_ids)
         if wave is not None:
-            targets += [t for t, held in self.tasks.items() if held.task.wave == wave and t not in targets]
+            targets += [
+                t for t, held in self.tasks.items() if held.task.wave == wave and t not in targets
+            ]
         items: list[ItemResult] = []
         touched: set[str] = set()
         for task_id in targets:
@@ -224,9 +237,22 @@ class PickingWorkflow:
         held = self.tasks.pop(task_id)
         del self.lit[event.slot]
         t = held.task
-        step.emit("picked", Picked(task=t.task, order=t.order, location=t.location, sku=t.sku, qty=t.qty,
-                                   picked=t.qty, wave=t.wave, container=t.container, lit_at=held.lit_at,
-                                   confirmed_at=now), ts=now)
+        step.emit(
+            "picked",
+            Picked(
+                task=t.task,
+                order=t.order,
+                location=t.location,
+                sku=t.sku,
+                qty=t.qty,
+                picked=t.qty,
+                wave=t.wave,
+                container=t.container,
+                lit_at=held.lit_at,
+                confirmed_at=now,
+            ),
+            ts=now,
+        )
         step.unit.drop_task(task_id)
         step.unit.count("lines_picked")
         step.unit.count("units_picked", t.qty)
