@@ -13,7 +13,9 @@ Control actions (``await sim.control(action, args)``):
 
 * ``set`` ``{"state": "ready"|"paper_out"|"head_open"|"paused"|"offline"}`` (ZPL also
   ``"ribbon_out"``, ESC/POS also ``"paper_near_end"``); ZPL takes ``"silent": false`` to
-  answer ``~HS`` with the fault flags instead of staying silent;
+  answer ``~HS`` with the fault flags instead of staying silent, and ZPL takes
+  ``"after_formats": n`` to switch only when the n-th next format arrives (media running
+  out mid-job: that format is held);
 * ``clear``: forget the jobs (and pending formats, received bytes);
 * ``unplug`` / ``replug``: stop / start listening on the same port; unplug drops every
   open connection, as pulling the cable and the printer rebooting would.
@@ -93,7 +95,7 @@ class _TcpPrinterSim(Simulator):
                 if not data:
                     break
                 buffer += data
-                reply = self._feed(buffer)
+                reply = self.feed(buffer)
                 if reply:
                     writer.write(reply)
                     await writer.drain()
@@ -103,8 +105,12 @@ class _TcpPrinterSim(Simulator):
             self._writers.discard(writer)
             writer.close()
 
-    def _feed(self, buffer: bytearray) -> bytes:
-        """Consume what can be consumed from ``buffer``; return the reply bytes."""
+    def feed(self, buffer: bytearray) -> bytes:
+        """Consume what can be consumed from ``buffer``; return the reply bytes.
+
+        The TCP server calls it per connection; a test can drive it over a pty to play a
+        printer on a serial port.
+        """
         raise NotImplementedError
 
     def _set_state(self, mode: str) -> None:
@@ -120,7 +126,13 @@ class _TcpPrinterSim(Simulator):
             if not isinstance(silent, bool):
                 raise ValueError("silent must be true or false")
             self.silent = silent
-            self._set_state(str(mode))
+            after = args.get("after_formats")
+            if after is not None and isinstance(self, ZplSimulator):
+                if not isinstance(after, int):
+                    raise ValueError("after_formats must be an integer")
+                self.arm(str(mode), after)
+            else:
+                self._set_state(str(mode))
         elif action == "clear":
             self._clear()
         elif action == "unplug":
@@ -159,6 +171,16 @@ class ZplSimulator(_TcpPrinterSim):
         self.pending: list[str] = []
         self.received_bytes = 0
         self.status_requests = 0
+        self._armed: tuple[str, int] | None = None
+
+    def arm(self, mode: str, after_formats: int) -> None:
+        """Switch to ``mode`` when the ``after_formats``-th next format arrives.
+
+        The media runs out while printing that format, so it is held as pending.
+        """
+        if mode not in self.states or after_formats < 1:
+            raise ValueError(f"cannot arm {mode!r} after {after_formats} formats")
+        self._armed = (mode, after_formats)
 
     def host_status(self) -> bytes:
         """The three ``~HS`` strings for the current state."""
@@ -175,7 +197,7 @@ class ZplSimulator(_TcpPrinterSim):
             + STX + b"1234,0" + ETX + b"\r\n"
         )  # fmt: skip
 
-    def _feed(self, buffer: bytearray) -> bytes:
+    def feed(self, buffer: bytearray) -> bytes:
         reply = b""
         while True:
             status_at = buffer.find(b"~HS")
@@ -202,6 +224,11 @@ class ZplSimulator(_TcpPrinterSim):
             label = bytes(buffer[start:end]).decode("utf-8", "replace")
             del buffer[:end]
             self.received_bytes += len(label.encode())
+            if self._armed is not None:
+                mode, left = self._armed
+                self._armed = (mode, left - 1) if left > 1 else None
+                if left == 1:
+                    self.mode = mode
             if self.mode == "ready":
                 self.jobs.append(label)
             else:
@@ -267,7 +294,7 @@ class EscposSimulator(_TcpPrinterSim):
             return {"paper_out": 0x72, "paper_near_end": 0x1E}.get(self.mode, 0x12)
         return 0x12
 
-    def _feed(self, buffer: bytearray) -> bytes:
+    def feed(self, buffer: bytearray) -> bytes:
         reply = bytearray()
         while True:
             at = buffer.find(DLE_EOT)

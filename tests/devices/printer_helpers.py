@@ -67,7 +67,10 @@ async def next_result(printer: Printer) -> PrintResult:
 async def wait_until(predicate: Callable[[], bool]) -> None:
     """Wait until ``predicate()`` holds, within the safety net."""
     async with asyncio.timeout(SAFETY_S):
-        while not predicate():  # noqa: ASYNC110 - the simulator has no event to wait on
+        # The simulators have no event to wait on, so look every few milliseconds.
+        while True:
+            if predicate():
+                return
             await asyncio.sleep(0.005)
 
 
@@ -102,3 +105,81 @@ def sim_in_thread(lang: str) -> Iterator[tuple[_TcpPrinterSim, Callable[..., Any
         loop.call_soon_threadsafe(loop.stop)
         thread.join(SAFETY_S)
         loop.close()
+
+
+HS_READY = (
+    b"\x02030,0,0,1218,000,0,0,0,000,0,0,0\x03\r\n"
+    b"\x02001,0,0,0,0,2,6,0,00000000,1,000\x03\r\n"
+    b"\x021234,0\x03\r\n"
+)
+
+
+class ScriptedLink:
+    """A fake ``PrinterLink`` for connection breaks a simulator cannot time exactly.
+
+    It answers every ``~HS`` with a ready printer. ``fail_write_of`` makes the write of
+    those bytes break the connection (a reset mid-write); ``drop_after_write_of`` lets
+    the write succeed and then breaks the connection before any reply (once).
+
+    Attributes:
+        writes: every ``write`` attempt, in order, including the one that failed.
+        opened: how many times the link was opened.
+    """
+
+    target = "fake"
+    can_read = True
+
+    def __init__(
+        self, fail_write_of: bytes | None = None, drop_after_write_of: bytes | None = None
+    ) -> None:
+        self.fail_write_of = fail_write_of
+        self.drop_after_write_of = drop_after_write_of
+        self.writes: list[bytes] = []
+        self.opened = 0
+        self._open = False
+        self._reply = bytearray()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    async def open(self) -> None:
+        self._open = True
+        self.opened += 1
+
+    async def close(self) -> None:
+        self._open = False
+
+    async def write(self, data: bytes) -> None:
+        from agent.errors import DeviceUnavailable
+
+        if not self._open:
+            raise DeviceUnavailable("fake: not connected")
+        self.writes.append(data)
+        if data == self.fail_write_of:
+            self._open = False
+            raise DeviceUnavailable("fake: connection reset by peer")
+        if data == b"~HS":
+            self._reply += HS_READY
+        elif data == self.drop_after_write_of:
+            self.drop_after_write_of = None  # once
+            self._open = False
+
+    def discard_input(self) -> None:
+        self._reply.clear()
+
+    async def read_until(self, terminator: bytes, within: float) -> bytes | None:
+        from agent.errors import DeviceUnavailable
+
+        if not self._open:
+            raise DeviceUnavailable("fake: connection closed")
+        end = self._reply.find(terminator)
+        if end < 0:
+            return None
+        end += len(terminator)
+        frame = bytes(self._reply[:end])
+        del self._reply[:end]
+        return frame
+
+    def pending_input(self) -> bytes:
+        return bytes(self._reply)

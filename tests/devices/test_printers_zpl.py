@@ -6,11 +6,19 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from printer_helpers import FakeClock, next_result, run, wait_until, zpl_config
+from printer_helpers import (
+    FakeClock,
+    ScriptedLink,
+    next_result,
+    run,
+    wait_until,
+    zpl_config,
+)
 
 from agent.errors import DeviceProtocolError
 from devices.base import Health, HealthStatus
 from devices.context import DeviceContext
+from devices.ptysim import PtyEndpoint
 from devices.printers.base import NO_REPLY, PrinterStatus, PrintQueueFull
 from devices.printers.sim import ZplSimulator
 from devices.printers.zpl import ZplPrinter, ZplPrinterConfig, parse_host_status, sample_label
@@ -372,3 +380,106 @@ def test_config_needs_exactly_one_connection() -> None:
     assert ZplPrinterConfig(name="p", device="/dev/usb/lp0").claims() == ["serial:/dev/usb/lp0"]
     assert ZplPrinterConfig(name="p", host="h").max_wait_s == 600
     assert ZplPrinterConfig(name="p", host="h").queue_limit == 50
+
+
+# ----- when a job counts as printed -----
+
+
+def test_media_out_during_a_job_holds_it_until_cleared_then_counts_it_once() -> None:
+    async def scenario() -> None:
+        sim = ZplSimulator(zpl_config())
+        await sim.start()
+        try:
+            async with _printer(sim, status_timeout_s=0.1) as printer:
+                # The printer runs out of labels on the next format: it holds it and goes
+                # silent, so the ~HS sent behind the job gets no answer.
+                await sim.control("set", {"state": "paper_out", "after_formats": 1})
+                await printer.submit("a", LABEL_A)
+                await printer.submit("b", LABEL_B)
+                await wait_until(lambda: sim.state()["pending"] == 1)
+                polls = sim.status_requests
+                await wait_until(lambda: sim.status_requests >= polls + 2)
+                assert printer.health == Health(HealthStatus.FAULT, NO_REPLY)
+                assert printer.queued == ["a", "b"]
+                assert sim.state()["jobs"] == []  # b was not sent behind the held job
+                await sim.control("set", {"state": "ready"})
+                first, second = await next_result(printer), await next_result(printer)
+                assert [(first.job_id, first.ok), (second.job_id, second.ok)] == [
+                    ("a", True),
+                    ("b", True),
+                ]
+            assert [job.encode() for job in sim.jobs] == [LABEL_A, LABEL_B]
+        finally:
+            await sim.stop()
+
+    run(scenario())
+
+
+def test_connection_lost_mid_write_fails_the_job_and_never_resends_it() -> None:
+    async def scenario() -> None:
+        link = ScriptedLink(fail_write_of=LABEL_A)
+        printer = ZplPrinter(zpl_config(), link, clock=FakeClock())
+        async with printer:
+            await printer.submit("a", LABEL_A)
+            await printer.submit("b", LABEL_B)
+            failed, printed = await next_result(printer), await next_result(printer)
+            assert (failed.job_id, failed.ok) == ("a", False)
+            assert failed.reason is not None
+            assert failed.reason.startswith("connection lost while sending (fake: connection")
+            assert "it may have printed in part or in full" in failed.reason
+            assert (printed.job_id, printed.ok) == ("b", True)
+            assert "a" not in printer.printed_ids()
+        assert [w for w in link.writes if w != b"~HS"] == [LABEL_A, LABEL_B]
+
+    run(scenario())
+
+
+def test_connection_lost_after_write_before_confirmation_fails_the_job() -> None:
+    async def scenario() -> None:
+        link = ScriptedLink(drop_after_write_of=LABEL_A)
+        printer = ZplPrinter(zpl_config(), link, clock=FakeClock())
+        async with printer:
+            await printer.submit("a", LABEL_A)
+            result = await next_result(printer)
+            assert (result.job_id, result.ok) == ("a", False)
+            assert result.reason == (
+                "connection lost after sending, before the printer confirmed it; it may "
+                "have printed: check the printer, resubmit if needed"
+            )
+            # A failed id is not remembered: a person may resubmit it and it prints.
+            await printer.submit("a", LABEL_A)
+            assert (await next_result(printer)).ok
+        assert [w for w in link.writes if w != b"~HS"] == [LABEL_A, LABEL_A]
+        assert link.opened == 2
+
+    run(scenario())
+
+
+def test_serial_port_reads_status_back(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        sim = ZplSimulator(zpl_config())
+        received = bytearray()
+
+        def on_data(data: bytes) -> None:
+            received.extend(data)
+            reply = sim.feed(received)
+            if reply:
+                endpoint.write(reply)
+
+        endpoint = PtyEndpoint(tmp_path / "ttyZebra", on_data)
+        path = endpoint.open()
+        try:
+            config = zpl_config(host=None, device=path, baudrate=9600, status_timeout_s=0.2)
+            async with ZplPrinter.from_config(config, DeviceContext()) as printer:
+                assert printer.health == Health(HealthStatus.OK)
+                await printer.submit("a", LABEL_A)
+                assert (await next_result(printer)).ok
+                sim._set_state("paused")
+                assert (await printer.status()).detail == "paused"
+                sim._set_state("head_open")
+                assert (await printer.status()).detail == NO_REPLY
+            assert [job.encode() for job in sim.jobs] == [LABEL_A]
+        finally:
+            endpoint.close()
+
+    run(scenario())
