@@ -198,6 +198,7 @@ class ZplSimulator(_TcpPrinterSim):
         )  # fmt: skip
 
     def feed(self, buffer: bytearray) -> bytes:
+        """Take whole ``^XA``…``^XZ`` formats and ``~HS`` requests; return the replies."""
         reply = b""
         while True:
             status_at = buffer.find(b"~HS")
@@ -295,6 +296,7 @@ class EscposSimulator(_TcpPrinterSim):
         return 0x12
 
     def feed(self, buffer: bytearray) -> bytes:
+        """Answer ``DLE EOT n`` requests and keep every other byte; return the replies."""
         reply = bytearray()
         while True:
             at = buffer.find(DLE_EOT)

@@ -18,10 +18,10 @@ from printer_helpers import (
 from agent.errors import DeviceProtocolError
 from devices.base import Health, HealthStatus
 from devices.context import DeviceContext
-from devices.ptysim import PtyEndpoint
 from devices.printers.base import NO_REPLY, PrinterStatus, PrintQueueFull
 from devices.printers.sim import ZplSimulator
 from devices.printers.zpl import ZplPrinter, ZplPrinterConfig, parse_host_status, sample_label
+from devices.ptysim import PtyEndpoint
 
 LABEL_A = b"^XA^FO20,20^A0N,30,30^FDOrder 4711^FS^XZ"
 LABEL_B = b"^XA\n^CI28\n^FO20,20^A0N,30,30^FD\xc3\x9cbergr\xc3\xb6\xc3\x9fe^FS\n^XZ"
