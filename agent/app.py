@@ -7,7 +7,9 @@ publishes the offline state, closes the devices and checkpoints the store, in th
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -18,6 +20,7 @@ from agent.floor import DeviceFloor
 from agent.node import Node
 from agent.store import AsyncStore
 from agent.systemd import feed_watchdog, notify, watchdog_interval
+from agent.web import WebServer
 from agent.workflows.base import Workflow
 from devices.context import DeviceContext
 
@@ -26,11 +29,19 @@ log = logging.getLogger("agent")
 STATE_FILE = "state.sqlite3"
 
 
-def build_workflow(config: NodeConfig, locations: list[str]) -> Workflow:
-    """The state machine for the node's role."""
+def build_workflow(config: NodeConfig, floor: DeviceFloor) -> Workflow:
+    """The state machine for the node's role (imported only for that role)."""
+    if config.role == "pack":
+        from agent.workflows.packing import PackingWorkflow
+
+        return PackingWorkflow.from_config(config, floor)
+    if config.role == "put_wall":
+        from agent.workflows.putwall import PutWallWorkflow
+
+        return PutWallWorkflow.from_config(config, floor)
     from agent.workflows.picking import PickingWorkflow
 
-    return PickingWorkflow(locations)
+    return PickingWorkflow.from_config(config, floor)
 
 
 def device_context(simulate: bool) -> DeviceContext:
@@ -68,14 +79,59 @@ async def run_node(
         async with DeviceFloor(
             config, device_context(simulate), simulate=simulate, sim_dir=sim_dir
         ) as floor:
-            node = Node(config, store, build_workflow(config, floor.locations()), floor)
+            node = Node(config, store, build_workflow(config, floor), floor)
             floor.on_health_change(lambda: _spawn(loop, node.republish_birth()))
             if started is not None:
                 started(node, floor)
-            await _serve(node, floor, stop)
+            web = await start_web(config, node, floor)
+            try:
+                await _serve(node, floor, stop)
+            finally:
+                await web.close()
     finally:
         await store.close()
     log.info("stopped")
+
+
+def node_state(node: Node, floor: DeviceFloor) -> dict[str, Any]:
+    """What the node's screen and ``GET /api/state`` show."""
+    workflow_state = getattr(node.workflow, "snapshot", None)
+    return {
+        "site": node.config.site,
+        "node": node.config.node,
+        "role": node.config.role,
+        "online": node.online.is_set(),
+        "boot": node.boot,
+        "last_seq": node.store.store.last_seq,
+        "outbox": node.sender.pending,
+        "devices": {k: v.model_dump() for k, v in floor.health().items()},
+        "lights": floor.lights(),
+        "workflow": workflow_state() if workflow_state is not None else {},
+    }
+
+
+async def start_web(config: NodeConfig, node: Node, floor: DeviceFloor) -> WebServer:
+    """Start the screen/API server and write its URL to ``state_dir/control.json``."""
+
+    async def control(device: str, action: str, args: dict[str, Any]) -> dict[str, Any]:
+        return await floor.simulators[device].control(action, args)
+
+    def sim_state(device: str | None) -> dict[str, Any]:
+        if device is None:
+            return {name: sim.state() for name, sim in floor.simulators.items()}
+        return floor.simulators[device].state()
+
+    web = WebServer(
+        lambda: node_state(node, floor),
+        page="pack.html" if config.role == "pack" else "zone.html",
+        control=control if floor.simulate else None,
+        sim_state=sim_state if floor.simulate else None,
+    )
+    port = await web.start(config.http.bind, config.http.port)
+    url = f"http://{config.http.bind}:{port}"
+    (config.state_dir / "control.json").write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    log.info("screen and API on %s", url)
+    return web
 
 
 def _spawn(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:

@@ -154,6 +154,19 @@ class DeviceFloor:
             except Exception as exc:  # noqa: BLE001 - one device must not stop the node
                 log.warning("%s failed: %s", type(action).__name__.lower(), exc)
 
+    def lights(self) -> dict[str, Any]:
+        """What every light shows now, by location (for the screens)."""
+        shown: dict[str, Any] = {}
+        for location, bar in self._by_location.items():
+            indication = bar.lit().get(location)
+            shown[location] = None if indication is None else {
+                "colour": indication.colour.value,
+                "pattern": indication.pattern.value,
+                "qty": indication.qty,
+                "text": indication.text,
+            }
+        return shown
+
     async def all_off(self) -> None:
         """Turn every light off (on a clean stop, before the offline state goes out)."""
         for dev in self.devices.values():

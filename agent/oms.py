@@ -40,6 +40,7 @@ from agent.link.messages import (
 from agent.link.topics import NodeTopics, oms_filters, parse
 from agent.link.transport import MqttTransport, Subscription
 from agent.store import now_ms
+from agent.workflows import register_all
 
 log = logging.getLogger("agent.oms")
 
@@ -101,6 +102,7 @@ class OmsClient:
         resend_s: float = 3.0,
         auto_ack: bool = True,
     ) -> None:
+        register_all()
         self.site = site
         self.resend_s = resend_s
         self.auto_ack = auto_ack

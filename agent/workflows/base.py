@@ -93,6 +93,17 @@ class Verdict:
         return cls("rejected", reason, detail)
 
 
+class FloorInfo(Protocol):
+    """What a workflow may know about the node's devices when it is built."""
+
+    kinds: dict[str, str]
+    """Device name to kind (``"label" -> "zpl_printer"``)."""
+
+    def locations(self) -> list[str]:
+        """Locations (slots) the node's lights cover."""
+        ...
+
+
 class Workflow(Protocol):
     """The interface the node drives."""
 

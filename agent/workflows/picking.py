@@ -23,8 +23,9 @@ from agent.link.messages import (
     Wire,
     register_event,
 )
+from agent.config import NodeConfig
 from agent.store import StoredTask
-from agent.workflows.base import Step, Verdict
+from agent.workflows.base import FloorInfo, Step, Verdict
 from devices.events import Button, ButtonPress
 
 TASK = "pick"
@@ -94,6 +95,11 @@ class PickingWorkflow:
         "wave_release": WaveCommand,
         "wave_cancel": WaveCommand,
     }
+
+    @classmethod
+    def from_config(cls, config: NodeConfig, floor: FloorInfo) -> PickingWorkflow:
+        """The workflow of a pick node, over the slots its light devices cover."""
+        return cls(floor.locations())
 
     def __init__(self, locations: list[str]) -> None:
         self._locations = list(locations)

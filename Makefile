@@ -1,0 +1,53 @@
+# zone-agent: `make demo` runs a simulated warehouse zone; `make test` runs every check.
+# Both set up what they need on a fresh Debian / Raspberry Pi OS machine, and are safe to
+# run again: a venv in .venv, the package installed editable, Mosquitto through apt-get.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+APT_PACKAGES := mosquitto mosquitto-clients python3-venv
+
+.PHONY: setup system-packages test lint typecheck pytest demo bench clean
+
+setup: $(STAMP) system-packages
+
+system-packages:
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
+	$(PYTHON) -c "import ensurepip, venv" >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(PY): | system-packages
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+lint: setup
+	$(PY) -m ruff check agent devices tests bench
+	$(PY) -m ruff format --check agent devices tests bench
+
+typecheck: setup
+	$(PY) -m mypy agent devices
+
+pytest: setup
+	$(PY) -m pytest
+
+test: lint typecheck pytest
+
+demo: setup
+	$(PY) -m agent.demo
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
