@@ -96,3 +96,33 @@ def _drain(oms: OmsClient) -> list:
     seqs = [e.envelope.seq for e in out]
     assert seqs == list(range(1, len(seqs) + 1))
     return out
+
+
+def test_systemd_notify_ready_watchdog_and_stopping(tmp_path: Path, broker: LocalBroker) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    path = node_file(tmp_path, broker)
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(15)
+        env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "run", str(path), "--simulate"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            seen = [sock.recv(256).decode() for _ in range(3)]
+            assert seen[0] == "READY=1"
+            assert seen[1:] == ["WATCHDOG=1", "WATCHDOG=1"]
+            proc.terminate()
+            rest = []
+            while "STOPPING=1" not in rest:
+                rest.append(sock.recv(256).decode())
+            assert proc.wait(15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
