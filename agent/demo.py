@@ -104,7 +104,8 @@ async def run(orders: int, seed: int, keep_running: bool) -> int:
             path = node_file(workdir, broker)
             node = subprocess.Popen(
                 [sys.executable, "-m", "agent.cli", "run", str(path), "--simulate"],
-                stdout=(workdir / "node.log").open("wb"), stderr=subprocess.STDOUT,
+                stdout=(workdir / "node.log").open("wb"),
+                stderr=subprocess.STDOUT,
             )
             code = 1
             try:
@@ -114,12 +115,20 @@ async def run(orders: int, seed: int, keep_running: bool) -> int:
                     node.send_signal(signal.SIGTERM)
                     node.wait(10)
                 if code != 0:
-                    console.print(f"[red]node log:[/]\n{(workdir / 'node.log').read_text()[-3000:]}")
+                    console.print(
+                        f"[red]node log:[/]\n{(workdir / 'node.log').read_text()[-3000:]}"
+                    )
             return code
 
 
-async def _scenario(workdir: Path, broker: LocalBroker, node: subprocess.Popen[bytes],
-                    rng: random.Random, orders: int, keep_running: bool) -> int:
+async def _scenario(
+    workdir: Path,
+    broker: LocalBroker,
+    node: subprocess.Popen[bytes],
+    rng: random.Random,
+    orders: int,
+    keep_running: bool,
+) -> int:
     oms = OmsClient(BrokerConfig(urls=[broker.url]), SITE)
     async with oms:
         started = time.monotonic()
@@ -130,9 +139,15 @@ async def _scenario(workdir: Path, broker: LocalBroker, node: subprocess.Popen[b
             f"slots {', '.join(state.locations)} in {time.monotonic() - started:.2f} s"
         )
         tasks = [
-            PickTask(task=f"T{n:03d}", order=f"ORD-{n // 2 + 1:04d}", location=rng.choice(SLOTS),
-                     sku=f"SKU-{rng.randint(100, 999)}", qty=rng.randint(1, 5), wave="W1",
-                     express=rng.random() < 0.2)
+            PickTask(
+                task=f"T{n:03d}",
+                order=f"ORD-{n // 2 + 1:04d}",
+                location=rng.choice(SLOTS),
+                sku=f"SKU-{rng.randint(100, 999)}",
+                qty=rng.randint(1, 5),
+                wave="W1",
+                express=rng.random() < 0.2,
+            )
             for n in range(orders * 2)
         ]
         begin = await oms.call(NODE, "wave_begin", {"wave": "W1"})
@@ -152,7 +167,9 @@ async def _scenario(workdir: Path, broker: LocalBroker, node: subprocess.Popen[b
                 await asyncio.sleep(0.1)
                 continue
             slot = rng.choice(lit)
-            await asyncio.to_thread(http, f"{url}/sim/shelf/press", {"slot": slot, "button": "confirm"})
+            await asyncio.to_thread(
+                http, f"{url}/sim/shelf/press", {"slot": slot, "button": "confirm"}
+            )
             event = await oms.next_event(10)
             while event.name != "picked":
                 event = await oms.next_event(10)
@@ -171,13 +188,17 @@ async def _scenario(workdir: Path, broker: LocalBroker, node: subprocess.Popen[b
         node.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(node.wait, 10)
         name, state, end_boot = await asyncio.wait_for(oms.state_changes.get(), 10)
-        console.print(f"node stopped (exit {code}); OMS sees {name} online={state.online} boot {end_boot}")
+        console.print(
+            f"node stopped (exit {code}); OMS sees {name} online={state.online} boot {end_boot}"
+        )
         return 0 if code == 0 and not state.online else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse options and run the demo."""
-    parser = argparse.ArgumentParser(prog="python -m agent.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m agent.demo", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--orders", type=int, default=4, help="orders to pick (two lines each)")
     parser.add_argument("--seed", type=int, default=int(os.environ.get("DEMO_SEED", "7")))
     parser.add_argument("--keep-running", action="store_true", help="leave it up to look around")

@@ -159,12 +159,16 @@ class DeviceFloor:
         shown: dict[str, Any] = {}
         for location, bar in self._by_location.items():
             indication = bar.lit().get(location)
-            shown[location] = None if indication is None else {
-                "colour": indication.colour.value,
-                "pattern": indication.pattern.value,
-                "qty": indication.qty,
-                "text": indication.text,
-            }
+            shown[location] = (
+                None
+                if indication is None
+                else {
+                    "colour": indication.colour.value,
+                    "pattern": indication.pattern.value,
+                    "qty": indication.qty,
+                    "text": indication.text,
+                }
+            )
         return shown
 
     async def all_off(self) -> None:

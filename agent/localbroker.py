@@ -8,6 +8,7 @@ but this machine can reach it.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import shutil
 import socket
 import subprocess
@@ -64,6 +65,9 @@ class LocalBroker:
             "allow_anonymous true\n"
             "set_tcp_nodelay true\n"
             "persistence false\n"
+            # Started as root, mosquitto drops to the 'mosquitto' user, which cannot read
+            # certificates in a private directory: a private broker runs as its starter.
+            f"user {getpass.getuser()}\n"
             f"{self.extra_config}\n"
         )
         log = (self.workdir / "mosquitto.log").open("ab")

@@ -39,6 +39,7 @@ from agent.workflows.base import Action, Step, Verdict, Workflow
 log = logging.getLogger("agent.node")
 
 SEEN_IDS = 200_000
+PRUNE_EVERY_TICKS = 3600
 BATCH_ITEMS = 512
 
 
@@ -118,7 +119,7 @@ class Node:
                 locations=self.workflow.locations(),
                 devices=self.floor.health(),
                 last_seq=self.store.store.last_seq,
-                outbox=self.sender.pending if hasattr(self, "sender") else 0,
+                outbox=self.sender.pending,
             )
         else:
             body = State(online=False)
@@ -190,9 +191,14 @@ class Node:
             self.submit_input(event)
 
     async def _tick(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(1.0)
             self._work.put_nowait(("tick", None))
+            ticks += 1
+            if ticks % PRUNE_EVERY_TICKS == 0:
+                # The de-dup memory is bounded on disk as in memory.
+                await self.store.call(self.store.store.prune_inbox, SEEN_IDS)
 
     async def _process(self) -> None:
         while True:

@@ -55,8 +55,14 @@ StateFn = Callable[[], dict[str, Any]]
 ControlFn = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 SimStateFn = Callable[[str | None], dict[str, Any]]
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Payload Too Large", 500: "Internal Server Error"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+}
 
 
 class WebServer:

@@ -68,9 +68,14 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def node_in_process(path: Path, *, simulate: bool = True) -> AsyncIterator[Running]:
-    """Run the node of ``path`` in this event loop until the block ends."""
-    config = load_config(path, env={})
+async def node_in_process(
+    path: Path, *, simulate: bool = True, env: dict[str, str] | None = None
+) -> AsyncIterator[Running]:
+    """Run the node of ``path`` in this event loop until the block ends.
+
+    ``env`` stands in for the environment (empty by default, so tests are isolated).
+    """
+    config = load_config(path, env=env or {})
     stop = asyncio.Event()
     made: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
