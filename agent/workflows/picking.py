@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agent.config import NodeConfig
 from agent.link.messages import (
     CancelCommand,
     Envelope,
@@ -23,7 +24,6 @@ from agent.link.messages import (
     Wire,
     register_event,
 )
-from agent.config import NodeConfig
 from agent.store import StoredTask
 from agent.workflows.base import FloorInfo, Step, Verdict
 from devices.events import Button, ButtonPress
@@ -241,7 +241,6 @@ class PickingWorkflow:
         if task_id is None:
             return
         held = self.tasks.pop(task_id)
-        del self.lit[event.slot]
         t = held.task
         step.emit(
             "picked",
