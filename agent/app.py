@@ -12,8 +12,8 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Coroutine
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from agent.config import NodeConfig
 from agent.floor import DeviceFloor

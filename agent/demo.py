@@ -78,7 +78,7 @@ async def control_url(state_dir: Path, timeout: float = 10.0) -> str:
     """The node's control API URL, once it has written it."""
     path = state_dir / "control.json"
     async with asyncio.timeout(timeout):
-        while not path.exists():
+        while not path.exists():  # noqa: ASYNC110 - another process writes it; nothing to await
             await asyncio.sleep(0.05)
     url: str = json.loads(path.read_text())["url"]
     return url
@@ -102,18 +102,25 @@ async def run(orders: int, seed: int, keep_running: bool) -> int:
         with LocalBroker(workdir / "broker") as broker:
             console.print(f"[bold]broker[/] mosquitto on {broker.url}")
             path = node_file(workdir, broker)
-            node = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "run", str(path), "--simulate"],
-                stdout=(workdir / "node.log").open("wb"),
-                stderr=subprocess.STDOUT,
-            )
+            with (workdir / "node.log").open("wb") as log:
+                node = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "agent.cli",
+                    "run",
+                    str(path),
+                    "--simulate",
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
             code = 1
             try:
                 code = await _scenario(workdir, broker, node, rng, orders, keep_running)
             finally:
-                if node.poll() is None:
+                if node.returncode is None:
                     node.send_signal(signal.SIGTERM)
-                    node.wait(10)
+                    await asyncio.wait_for(node.wait(), 10)
                 if code != 0:
                     console.print(
                         f"[red]node log:[/]\n{(workdir / 'node.log').read_text()[-3000:]}"
@@ -124,7 +131,7 @@ async def run(orders: int, seed: int, keep_running: bool) -> int:
 async def _scenario(
     workdir: Path,
     broker: LocalBroker,
-    node: subprocess.Popen[bytes],
+    node: asyncio.subprocess.Process,
     rng: random.Random,
     orders: int,
     keep_running: bool,
@@ -186,7 +193,7 @@ async def _scenario(
             console.print(f"node screen and API: {url}  (Ctrl-C to stop)")
             await asyncio.Event().wait()
         node.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(node.wait, 10)
+        code = await asyncio.wait_for(node.wait(), 10)
         name, state, end_boot = await asyncio.wait_for(oms.state_changes.get(), 10)
         console.print(
             f"node stopped (exit {code}); OMS sees {name} online={state.online} boot {end_boot}"

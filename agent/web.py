@@ -1,7 +1,7 @@
-"""The node's small local web server: screens, a JSON state API and, when simulated, the
-control API that drives the simulated devices from outside the process.
+"""The node's small local web server: screens, state API and simulation control API.
 
-It is a minimal HTTP/1.1 server on asyncio streams (GET/POST, JSON, server-sent events,
+When the node is simulated, the control API drives the simulated devices from outside
+the process. It is a minimal HTTP/1.1 server on asyncio streams (GET/POST, JSON, server-sent events,
 static files) rather than a framework: a pick node must stay under 45 MB, and aiohttp
 alone costs more than 10 MB. It binds to 127.0.0.1 unless the node file says otherwise.
 
@@ -169,7 +169,7 @@ class WebServer:
             if method == "GET" and (path == "/" or path.startswith("/static/")):
                 return self._static(self.page if path == "/" else path.removeprefix("/static/"))
             return Response.error(404, f"no route {method} {path}")
-        except Exception as exc:  # noqa: BLE001 - one bad request must not stop the server
+        except Exception as exc:  # one bad request must not stop the server
             log.exception("request %s %s failed", method, path)
             return Response.error(500, str(exc))
 
