@@ -30,7 +30,9 @@ def py_files(folder: str) -> list[Path]:
 
 def test_devices_import_nothing_from_agent_but_errors() -> None:
     bad = {
-        str(p.relative_to(ROOT)): sorted(m for m in imports(p) if top(m) == "agent" and m != "agent.errors")
+        str(p.relative_to(ROOT)): sorted(
+            m for m in imports(p) if top(m) == "agent" and m != "agent.errors"
+        )
         for p in py_files("devices")
     }
     assert {k: v for k, v in bad.items() if v} == {}
@@ -51,19 +53,36 @@ def test_only_backends_import_vendor_libraries() -> None:
 
 
 def test_only_the_codec_imports_msgpack_and_only_the_transport_aiomqtt() -> None:
-    msgpack_users = {str(p.relative_to(ROOT)) for p in py_files("agent") + py_files("devices")
-                     if "msgpack" in {top(m) for m in imports(p)}}
+    msgpack_users = {
+        str(p.relative_to(ROOT))
+        for p in py_files("agent") + py_files("devices")
+        if "msgpack" in {top(m) for m in imports(p)}
+    }
     assert msgpack_users == {"agent/link/codec.py"}
-    mqtt_users = {str(p.relative_to(ROOT)) for p in py_files("agent") + py_files("devices")
-                  if {"aiomqtt", "paho"} & {top(m) for m in imports(p)}}
+    mqtt_users = {
+        str(p.relative_to(ROOT))
+        for p in py_files("agent") + py_files("devices")
+        if {"aiomqtt", "paho"} & {top(m) for m in imports(p)}
+    }
     assert mqtt_users == {"agent/link/transport.py"}
 
 
 def test_workflows_do_no_io() -> None:
-    forbidden = {"asyncio", "socket", "sqlite3", "aiomqtt", "agent.node", "agent.floor", "agent.app",
-                 "agent.link.transport", "agent.web"}
+    forbidden = {
+        "asyncio",
+        "socket",
+        "sqlite3",
+        "aiomqtt",
+        "agent.node",
+        "agent.floor",
+        "agent.app",
+        "agent.link.transport",
+        "agent.web",
+    }
     bad = {
-        str(p.relative_to(ROOT)): sorted(m for m in imports(p) if m in forbidden or top(m) in VENDOR)
+        str(p.relative_to(ROOT)): sorted(
+            m for m in imports(p) if m in forbidden or top(m) in VENDOR
+        )
         for p in py_files("agent/workflows")
     }
     assert {k: v for k, v in bad.items() if v} == {}

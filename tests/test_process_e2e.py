@@ -112,7 +112,9 @@ def test_systemd_notify_ready_watchdog_and_stopping(tmp_path: Path, broker: Loca
         env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "run", str(path), "--simulate"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             seen = [sock.recv(256).decode() for _ in range(3)]

@@ -27,16 +27,23 @@ def _installed_copy(tmp_path: Path) -> Path:
 
 def test_unit_verifies(tmp_path: Path) -> None:
     result = subprocess.run(
-        [str(ANALYZE), "verify", str(_installed_copy(tmp_path))], capture_output=True, text=True, check=False
+        [str(ANALYZE), "verify", str(_installed_copy(tmp_path))],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    problems = [line for line in (result.stdout + result.stderr).splitlines() if "zone-agent@" in line]
+    problems = [
+        line for line in (result.stdout + result.stderr).splitlines() if "zone-agent@" in line
+    ]
     assert result.returncode == 0 and problems == [], problems
 
 
 def test_security_exposure_is_at_most_2_5(tmp_path: Path) -> None:
     result = subprocess.run(
         [str(ANALYZE), "security", "--offline=yes", str(_installed_copy(tmp_path))],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match is not None, result.stdout[-2000:] + result.stderr
@@ -47,7 +54,9 @@ def test_security_exposure_is_at_most_2_5(tmp_path: Path) -> None:
 
 def test_unit_is_notify_with_watchdog_and_clean_stop() -> None:
     settings = dict(
-        line.split("=", 1) for line in UNIT.read_text().splitlines() if "=" in line and not line.startswith("#")
+        line.split("=", 1)
+        for line in UNIT.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
     )
     assert settings["Type"] == "notify"
     assert int(settings["WatchdogSec"]) > 0
