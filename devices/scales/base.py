@@ -366,11 +366,11 @@ class Scale(Device):
                 if rejected:
                     raise DeviceProtocolError(
                         f"{self.config.port}: {rejected} unrecognised frame(s) and no {what} "
-                        f"reply within {wait_s:g} s (expected {self._expected()}; check the "
+                        f"reply within {wait_s:.3g} s (expected {self._expected()}; check the "
                         "protocol, baud rate and parity)"
                     )
                 raise ScaleNoReply(
-                    f"{self.config.port}: no reply to the {what} request within {wait_s:g} s "
+                    f"{self.config.port}: no reply to the {what} request within {wait_s:.3g} s "
                     f"(expected {self._expected()}; check cable, baud rate and parity)"
                 )
             result = parse(frame)
@@ -405,7 +405,7 @@ class Scale(Device):
 
     # -- public API -------------------------------------------------------------------------
 
-    async def read(self, timeout: float = 1.0) -> Weight:  # noqa: ASYNC109 (per-call timeout: the API)
+    async def read(self, timeout: float = 1.0) -> Weight:
         """Ask for one reading, stable or not.
 
         Raises:
@@ -420,7 +420,7 @@ class Scale(Device):
         )
         return self._to_weight(reading)
 
-    async def read_stable(self, timeout: float = 5.0) -> Weight:  # noqa: ASYNC109 (per-call timeout: the API)
+    async def read_stable(self, timeout: float = 5.0) -> Weight:
         """Keep asking until the scale itself reports a stable weight.
 
         Raises:
@@ -455,13 +455,13 @@ class Scale(Device):
         if last_unstable is not None or not_stable is not None:
             shown = f" (last {last_unstable.grams:g} g)" if last_unstable else ""
             raise ScaleNotStable(
-                f"{self.name}: no stable weight within {timeout:g} s{shown}", last=last_unstable
+                f"{self.name}: no stable weight within {timeout:.3g} s{shown}", last=last_unstable
             )
         if nonsense is not None:
             raise nonsense
         if silence is not None:
             raise silence
-        raise ScaleNoReply(f"{self.config.port}: no reply within {timeout:g} s")
+        raise ScaleNoReply(f"{self.config.port}: no reply within {timeout:.3g} s")
 
     async def tare(self) -> None:
         """Tare the current load (the scale then reports net weights).

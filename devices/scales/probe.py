@@ -110,7 +110,7 @@ async def _try(port: str, attempt: _Attempt, wait_s: float) -> tuple[bool, bytes
         await serial_port.close()
 
 
-async def probe_port(port: str, timeout: float = 0.5) -> ProbeResult:  # noqa: ASYNC109 (per-call timeout: the API)
+async def probe_port(port: str, timeout: float = 0.5) -> ProbeResult:
     """Try every protocol on ``port``, each with its own settings.
 
     Args:
@@ -136,7 +136,7 @@ async def probe_port(port: str, timeout: float = 0.5) -> ProbeResult:  # noqa: A
     return ProbeResult(port, None, hint=hint, heard=heard[:64])
 
 
-async def identify(port: str, timeout: float = 0.5) -> str | None:  # noqa: ASYNC109 (per-call timeout: the API)
+async def identify(port: str, timeout: float = 0.5) -> str | None:
     """The protocol of the scale on ``port`` (``mt_sics``, ``toledo_8217``, ``nci``) or ``None``.
 
     Logs a warning with a wrong-baud/parity hint when bytes arrive but none match.
