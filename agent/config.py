@@ -91,8 +91,8 @@ class OutboxConfig(Strict):
 
     Above ``limit`` the node refuses new commands (rejected, reason ``outbox_full``) so the OMS
     stops sending work to a node that cannot report; device events still go in up to
-    ``limit + reserve``; beyond that the node stops taking confirmations (the slot shows the
-    error pattern and the task stays open) rather than dropping one.
+    ``limit + reserve``; beyond that the node stops taking device input (the task stays
+    open and lit, and the journal says why) rather than dropping a confirmation.
     """
 
     limit: int = Field(default=100_000, ge=10)
