@@ -129,6 +129,11 @@ async def open_port(port: SerialPort) -> None:
         ) from exc
 
 
+def next_backoff(delay: float, ceiling: float) -> float:
+    """The wait after ``delay`` failed: doubled, at most ``ceiling`` (0.5, 1, 2, ... 10)."""
+    return min(delay * 2, ceiling)
+
+
 def describe_settings(settings: SerialSettings) -> str:
     """Line settings the way installers write them: ``9600 7E1``."""
     return f"{settings.baudrate} {settings.bytesize}{settings.parity}{settings.stopbits}"
@@ -294,7 +299,7 @@ class Scale(Device):
                     await self._open_port()
             except DeviceUnavailable as exc:
                 self._set_health(HealthStatus.UNAVAILABLE, str(exc))
-                delay = min(delay * 2, cfg.reconnect_max_s)
+                delay = next_backoff(delay, cfg.reconnect_max_s)
                 continue
             log.info("device %s: %s reopened", self.name, self.config.port)
             self._set_health(HealthStatus.OK)
@@ -486,14 +491,13 @@ class Scale(Device):
 
         Yields a reading only when it differs from the last one yielded (grams, stable, net),
         or when it is the first after a failed poll. Failed polls (in motion without a number,
-        overload, port gone, garbage) yield nothing: health and the log tell why.
-
-        Raises:
-            DeviceError: polling is disabled (``poll_interval = 0``).
+        overload, port gone, garbage) yield nothing: health and the log tell why. With
+        ``poll_interval = 0`` the iterator ends at once (the node's event pump then idles).
         """
         interval = self.config.poll_interval
         if interval <= 0:
-            raise DeviceError(f"{self.name}: live weight is off (poll_interval = 0)")
+            log.info("device %s: live weight is off (poll_interval = 0)", self.name)
+            return
         last: tuple[float, bool, bool] | None = None
         while True:
             try:

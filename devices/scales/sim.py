@@ -28,6 +28,7 @@ import os
 import random
 import tempfile
 import termios
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -60,8 +61,8 @@ class ScaleSimulator(Simulator):
     units: ClassVar[tuple[str, ...]] = ("g", "kg", "lb", "oz")
     default_unit: ClassVar[str] = "g"
     frame_end: ClassVar[bytes] = b"\r\n"
-    #: Default directory of links when neither ``link`` nor ``link_dir`` is given.
-    link_dir: ClassVar[Path] = Path(tempfile.gettempdir()) / "zone-agent-sim"
+    #: Directory of links when neither ``link`` nor ``link_dir`` is given.
+    default_link_dir: ClassVar[Path] = Path(tempfile.gettempdir()) / "zone-agent-sim"
     #: Zero is accepted within this many grams of the current zero.
     zero_range_g: ClassVar[float] = 100.0
 
@@ -75,8 +76,10 @@ class ScaleSimulator(Simulator):
         seed: int = 0,
     ) -> None:
         super().__init__(config, context)
-        base = Path(link_dir) if link_dir is not None else type(self).link_dir
-        self.link = Path(link) if link is not None else base / f"{config.name}.tty"
+        # The node sets ``link_dir`` after construction (its --simulate directory), so the
+        # default link is resolved when the simulator starts.
+        self.link_dir = Path(link_dir) if link_dir is not None else self.default_link_dir
+        self._link = Path(link) if link is not None else None
         self.grams = 0.0
         self.mode = "stable"
         self.tare_g = 0.0
@@ -87,15 +90,23 @@ class ScaleSimulator(Simulator):
         self._inbox = bytearray()
         self._inject: list[tuple[bytes, bool]] = []
         self._random = random.Random(seed)
-        self._pty = PtyEndpoint(self.link, self._on_data)
+        self._pty: PtyEndpoint | None = None
         self._out: asyncio.Queue[bytes] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._slave_path = ""
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    @property
+    def link(self) -> Path:
+        """The path the driver opens: ``link``, else ``<link_dir>/<name>.tty``."""
+        return self._link if self._link is not None else self.link_dir / f"{self.config.name}.tty"
+
     async def start(self) -> None:
         """Create the pty behind ``link`` and start answering."""
-        self._pty.open()
+        self._link = self.link  # fixed from now on, whatever happens to link_dir
+        self._pty = PtyEndpoint(self._link, self._on_data)
+        self._plug(self._pty.open)
         self._writer = asyncio.create_task(self._write_loop(), name=f"sim-{self.config.name}")
 
     async def stop(self) -> None:
@@ -105,7 +116,8 @@ class ScaleSimulator(Simulator):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
-        self._pty.close()
+        if self._pty is not None:
+            self._pty.close()
 
     def patched_config(self) -> DeviceConfig:
         """The config with ``port`` set to the link."""
@@ -130,11 +142,11 @@ class ScaleSimulator(Simulator):
             case "unplug":
                 self._only(args, set())
                 self._drop_output()
-                self._pty.unplug()
+                self._started().unplug()
             case "replug":
                 self._only(args, set())
                 self._drop_output()
-                self._pty.replug()
+                self._plug(self._started().replug)
             case _:
                 raise ValueError(f"unknown action {action!r}")
         return self.state()
@@ -169,7 +181,7 @@ class ScaleSimulator(Simulator):
             "grams": self.grams,
             "mode": self.mode,
             "tare_g": self.tare_g,
-            "plugged": self._pty.plugged,
+            "plugged": self._pty is not None and self._pty.plugged,
         }
 
     # -- bytes in and out -------------------------------------------------------------------
@@ -186,6 +198,16 @@ class ScaleSimulator(Simulator):
         self._inbox += data
         self._handle_input()
 
+    def _started(self) -> PtyEndpoint:
+        if self._pty is None:
+            raise ValueError("the simulator is not started")
+        return self._pty
+
+    def _plug(self, connect: Callable[[], str]) -> None:
+        connect()
+        # Remember the pty itself: the link may be renamed or removed by the test or udev.
+        self._slave_path = os.path.realpath(self.link)
+
     def _unpin_line_settings(self) -> None:
         """Put the pty's speed back to 38400 baud, so the next open changes something.
 
@@ -195,7 +217,7 @@ class ScaleSimulator(Simulator):
         Resetting the (ignored) speed after the driver spoke keeps every reopen valid.
         """
         with contextlib.suppress(OSError, termios.error):
-            fd = os.open(self.link, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+            fd = os.open(self._slave_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
             try:
                 attrs = termios.tcgetattr(fd)
                 if attrs[4] != termios.B38400:
@@ -221,11 +243,11 @@ class ScaleSimulator(Simulator):
             data = await self._out.get()
             if self.split_s > 0 and len(data) > 1:
                 half = len(data) // 2
-                self._pty.write(data[:half])
+                self._started().write(data[:half])
                 await asyncio.sleep(self.split_s)
-                self._pty.write(data[half:])
+                self._started().write(data[half:])
             else:
-                self._pty.write(data)
+                self._started().write(data)
 
     def _drop_output(self) -> None:
         self._inbox.clear()

@@ -101,7 +101,7 @@ def test_never_settles_raises_not_stable_with_last_reading(tmp_path):
         async with rig("mt_sics", tmp_path) as (sim, scale):
             await sim.control("set", {"grams": 42.0, "mode": "moving"})
             with pytest.raises(ScaleNotStable) as caught:
-                await scale.read_stable(timeout=0.3)
+                await scale.read_stable(timeout=0.15)
             return caught.value
 
     error = run(scenario())
@@ -138,7 +138,7 @@ def test_garbage_is_counted_and_the_driver_carries_on(tmp_path):
         async with rig("mt_sics", tmp_path) as (sim, scale):
             await sim.control("set", {"mode": "garbage", "grams": 7.0})
             with pytest.raises(DeviceProtocolError):
-                await scale.read(timeout=0.3)
+                await scale.read(timeout=0.15)
             bad = scale.bad_frames
             await sim.control("set", {"mode": "stable"})
             return bad, await scale.read()
@@ -203,7 +203,7 @@ def test_partial_frame_only_is_a_protocol_error(tmp_path):
         async with rig("mt_sics", tmp_path) as (sim, scale):
             await sim.control("inject", {"data": "S S    12"})
             with pytest.raises(DeviceProtocolError, match="unrecognised"):
-                await scale.read(timeout=0.3)
+                await scale.read(timeout=0.15)
             return scale.bad_frames
 
     assert run(scenario()) == 1
@@ -214,10 +214,10 @@ def test_silent_scale_is_no_reply_and_unavailable(tmp_path):
         async with rig("mt_sics", tmp_path) as (sim, scale):
             await sim.control("set", {"mode": "silent"})
             with pytest.raises(ScaleNoReply, match="9600 8N1"):
-                await scale.read(timeout=0.2)
+                await scale.read(timeout=0.1)
             health = scale.health.status
             with pytest.raises(DeviceUnavailable):
-                await scale.read_stable(timeout=0.3)
+                await scale.read_stable(timeout=0.15)
             await sim.control("set", {"mode": "stable"})
             await scale.read()
             return health, scale.health.status

@@ -146,7 +146,7 @@ def test_question_mark_reply_and_garbage(tmp_path):
                 await scale.read()
             await sim.control("set", {"mode": "garbage"})
             with pytest.raises(DeviceProtocolError):
-                await scale.read(timeout=0.3)
+                await scale.read(timeout=0.15)
             bad = scale.bad_frames
             await sim.control("set", {"mode": "stable", "grams": 50.0})
             await sim.control("inject", {"data": "\xfe\xfe\x03", "keep_reply": True})
@@ -173,7 +173,7 @@ def test_silent(tmp_path):
         async with rig("nci", tmp_path) as (sim, scale):
             await sim.control("set", {"mode": "silent"})
             with pytest.raises(ScaleNoReply):
-                await scale.read_stable(timeout=0.3)
+                await scale.read_stable(timeout=0.15)
             return scale.health.status
 
     assert run(scenario()) is HealthStatus.UNAVAILABLE

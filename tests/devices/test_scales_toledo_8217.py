@@ -110,7 +110,7 @@ def test_never_settles(tmp_path):
         async with rig("toledo_8217", tmp_path) as (sim, scale):
             await sim.control("set", {"grams": 800.0, "mode": "moving"})
             with pytest.raises(ScaleNotStable) as caught:
-                await scale.read_stable(timeout=0.3)
+                await scale.read_stable(timeout=0.15)
             return caught.value.last
 
     assert run(scenario()) is None  # the 8217 sends no number while moving
@@ -149,7 +149,7 @@ def test_garbage_and_noise_before_stx(tmp_path):
         async with rig("toledo_8217", tmp_path) as (sim, scale):
             await sim.control("set", {"grams": 2000.0, "mode": "garbage"})
             with pytest.raises(DeviceProtocolError):
-                await scale.read(timeout=0.3)
+                await scale.read(timeout=0.15)
             bad = scale.bad_frames
             await sim.control("set", {"mode": "stable"})
             await sim.control("inject", {"data": "junk\r", "keep_reply": True})
@@ -176,7 +176,7 @@ def test_silent(tmp_path):
         async with rig("toledo_8217", tmp_path) as (sim, scale):
             await sim.control("set", {"mode": "silent"})
             with pytest.raises(ScaleNoReply, match="9600 7E1"):
-                await scale.read(timeout=0.2)
+                await scale.read(timeout=0.1)
             return scale.health.status
 
     assert run(scenario()) is HealthStatus.UNAVAILABLE
