@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import termios
 from dataclasses import dataclass
 from typing import Literal
 
@@ -82,6 +83,14 @@ class SerialPort:
                 write_timeout=1.0,
                 exclusive=True,
             )
+        except termios.error as exc:
+            # Not an OSError: a port refusing the line settings (a pseudo-terminal asked
+            # for 7E1) raises it from pyserial's configure step.
+            detail = exc.args[-1] if exc.args else exc
+            raise DeviceUnavailable(
+                f"{self.port}: cannot apply line settings {s.baudrate} "
+                f"{s.bytesize}{s.parity}{s.stopbits} ({detail})"
+            ) from exc
         except (serial.SerialException, OSError, ValueError) as exc:
             raise _translate(self.port, exc) from exc
         self._fd = self._serial.fileno()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import termios
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -111,22 +110,6 @@ class ScaleConfig(DeviceConfig):
             parity=self.parity,
             stopbits=self.stopbits,
         )
-
-
-async def open_port(port: SerialPort) -> None:
-    """Open ``port``; every failure ends as ``DeviceUnavailable``.
-
-    pyserial lets ``termios.error`` (not an ``OSError``) through when the line settings
-    cannot be applied, e.g. 7E1 on a pseudo-terminal; the serial backend does not catch it.
-    """
-    try:
-        await port.open()
-    except termios.error as exc:
-        await port.close()
-        raise DeviceUnavailable(
-            f"{port.port}: cannot apply line settings {describe_settings(port.settings)} "
-            f"({exc.args[-1] if exc.args else exc})"
-        ) from exc
 
 
 def next_backoff(delay: float, ceiling: float) -> float:
@@ -257,7 +240,7 @@ class Scale(Device):
     # -- lifecycle --------------------------------------------------------------------------
 
     async def _open_port(self) -> None:
-        await open_port(self.port)
+        await self.port.open()
 
     async def _open(self) -> None:
         try:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from devices.backends.serial import SerialPort, SerialSettings
-from devices.scales.base import describe_settings, open_port
+from devices.scales.base import describe_settings
 from devices.scales.mt_sics import MtSicsScale, split_reply
 from devices.scales.nci import FRAME, NciScale, parse_status
 from devices.scales.toledo_8217 import ECHO_PROBE, ECHO_REPLY, Toledo8217Scale
@@ -90,7 +90,7 @@ ATTEMPTS: tuple[_Attempt, ...] = (
 
 async def _try(port: str, attempt: _Attempt, wait_s: float) -> tuple[bool, bytes]:
     serial_port = SerialPort(port, attempt.settings)
-    await open_port(serial_port)
+    await serial_port.open()
     try:
         serial_port.reset_input()
         await serial_port.write(attempt.request)
