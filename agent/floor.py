@@ -128,31 +128,34 @@ class DeviceFloor:
         }
 
     async def perform(self, actions: list[Action]) -> None:
-        """Carry out light and print actions; a failing device is logged, not fatal."""
+        """Carry out light and print actions; a failing device is logged, not fatal.
+
+        Light changes are grouped per device, so a strip shows a whole wave in one frame.
+        """
         from devices.lights.palette import Colour, Indication, Pattern
 
+        changes: dict[Any, list[tuple[str, Indication | None]]] = {}
         for action in actions:
-            try:
-                if isinstance(action, Light):
-                    bar = self._by_location.get(action.location)
-                    if bar is None:
-                        continue
-                    if action.colour is None:
-                        await bar.off(action.location)
-                    else:
-                        await bar.show(
-                            action.location,
-                            Indication(
-                                Colour(action.colour),
-                                Pattern(action.pattern),
-                                action.qty,
-                                action.text,
-                            ),
-                        )
-                elif isinstance(action, Print):
+            if isinstance(action, Light):
+                bar = self._by_location.get(action.location)
+                if bar is None:
+                    continue
+                shown = None
+                if action.colour is not None:
+                    shown = Indication(
+                        Colour(action.colour), Pattern(action.pattern), action.qty, action.text
+                    )
+                changes.setdefault(bar, []).append((action.location, shown))
+            elif isinstance(action, Print):
+                try:
                     await self.devices[action.printer].submit(action.job_id, action.data)  # type: ignore[attr-defined]
+                except Exception as exc:  # noqa: BLE001 - one device must not stop the node
+                    log.warning("print %s on %s failed: %s", action.job_id, action.printer, exc)
+        for bar, bar_changes in changes.items():
+            try:
+                await bar.apply(bar_changes)
             except Exception as exc:  # noqa: BLE001 - one device must not stop the node
-                log.warning("%s failed: %s", type(action).__name__.lower(), exc)
+                log.warning("lights on %s failed: %s", bar.name, exc)
 
     def lights(self) -> dict[str, Any]:
         """What every light shows now, by location (for the screens)."""

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -149,11 +149,29 @@ class LightBar(Device):
         await self._render(slot, None)
         self._lit.pop(slot, None)
 
+    async def apply(self, changes: Sequence[tuple[str, Indication | None]]) -> None:
+        """Show (or, for ``None``, turn off) several slots in one go.
+
+        A strip writes one frame for all of them instead of one per slot; GPIO slots
+        change one after another. A wave lights hundreds of slots through this.
+
+        Raises:
+            UnknownSlot: a slot is not one of ``slots()`` (nothing is changed).
+            DeviceUnavailable: the device is not open.
+        """
+        for slot, _ in changes:
+            self._check(slot)
+        await self._render_many(changes)
+        for slot, indication in changes:
+            if indication is None:
+                self._lit.pop(slot, None)
+            else:
+                self._lit[slot] = indication
+
     async def clear(self) -> None:
         """Turn every slot off (the zone lamp too)."""
         self._check_open()
-        for slot in self._slot_ids:
-            await self._render(slot, None)
+        await self._render_many([(slot, None) for slot in self._slot_ids])
         self._lit.clear()
         if self.has_zone_lamp():
             await self.show_zone(None)
@@ -217,8 +235,7 @@ class LightBar(Device):
         await self._close_hardware()
 
     async def _all_off(self) -> None:
-        for slot in self._slot_ids:
-            await self._render(slot, None)
+        await self._render_many([(slot, None) for slot in self._slot_ids])
         if self.has_zone_lamp():
             await self._render(self.ZONE, None)
 
@@ -269,6 +286,11 @@ class LightBar(Device):
     async def _render(self, slot: str, indication: Indication | None) -> None:
         """Make the hardware of ``slot`` (or ``ZONE``) show ``indication``; ``None`` = off."""
         raise NotImplementedError
+
+    async def _render_many(self, changes: Sequence[tuple[str, Indication | None]]) -> None:
+        """Render several slots; devices that can batch (one strip frame) override this."""
+        for slot, indication in changes:
+            await self._render(slot, indication)
 
     async def _close_hardware(self) -> None:
         """Release lights and displays; must work after a partial open."""

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -302,6 +302,15 @@ class LedStrip(LightBar):
             self._shown.pop(slot, None)
         else:
             self._shown[slot] = (indication, time.monotonic())
+        await self._flush()
+
+    async def _render_many(self, changes: Sequence[tuple[str, Indication | None]]) -> None:
+        now = time.monotonic()
+        for slot, indication in changes:
+            if indication is None:
+                self._shown.pop(slot, None)
+            else:
+                self._shown[slot] = (indication, now)
         await self._flush()
 
     async def _close_hardware(self) -> None:

@@ -150,3 +150,21 @@ def test_spi_failure_at_open_is_unavailable():
 
     asyncio.run(main())
     assert strip.health.status.value == "unavailable"
+
+
+def test_apply_writes_one_frame_for_many_slots():
+    """A wave lighting several slots at once costs one SPI frame, not one per slot."""
+
+    async def scenario(strip, sim):
+        before = len(sim.bus.frames)
+        await strip.apply([("B1", Indication(Colour.BLUE)), ("B2", Indication(Colour.ORANGE))])
+        assert len(sim.bus.frames) == before + 1
+        assert last_pixels(sim) == [(0, 114, 178)] * 3 + [(230, 159, 0)] * 4 + [OFF] * 3
+        assert sorted(strip.lit()) == ["B1", "B2"]
+        await strip.apply([("B1", None)])
+        assert sorted(strip.lit()) == ["B2"]
+        with pytest.raises(UnknownSlot):
+            await strip.apply([("B2", None), ("nope", None)])
+        assert sorted(strip.lit()) == ["B2"]  # nothing changed
+
+    run_strip(scenario)
