@@ -1,0 +1,140 @@
+"""A node run in-process (``agent.app.run_node``) in its own process, steered over stdin.
+
+``python -m bench.nodehost FILE`` starts the node simulated, then answers one JSON line
+on stdout for each JSON line on stdin, so the OMS side of a benchmark runs in another
+process (its own CPU) while input can still be injected with ``node.submit_input``. Times
+are ``time.monotonic_ns()``, which is CLOCK_MONOTONIC and so comparable across processes.
+
+Operations:
+
+* ``{"op": "press", "slot": S}``: one confirm press; answers ``{"t": ns}`` taken just
+  before the press enters the node.
+* ``{"op": "press_many", "slots": [...], "count": N, "until_seq": Q}``: N presses, round
+  robin over the slots, in one go; answers when the store's last seq reaches Q (every
+  press committed), with the start and end times.
+* ``{"op": "wait_lit", "count": N, "timeout": s}``: answers ``{"armed": true}`` at once, then
+  ``{"t": ns, "lit": n}`` when N slots are lit (or the timeout passes).
+* ``{"op": "status"}``: pid, open tasks, last seq, outbox, RSS.
+* ``{"op": "stop"}``: clean stop.
+
+With ``BENCH_PROFILE=FILE`` in the environment the whole run is profiled with cProfile
+(the event loop's thread only; the store's thread is not seen) and the stats written there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from agent.app import run_node
+from agent.config import load_config
+from agent.floor import DeviceFloor
+from agent.node import Node
+from bench.common import proc_status
+from devices.events import Button, ButtonPress
+
+
+def _say(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _lit(floor: DeviceFloor) -> int:
+    count = 0
+    for dev in floor.devices.values():
+        lit = getattr(dev, "lit", None)
+        if lit is not None:
+            count += len(lit())
+    return count
+
+
+async def _wait_lit(floor: DeviceFloor, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    lit = _lit(floor)
+    while lit < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+        lit = _lit(floor)
+    _say({"t": time.monotonic_ns(), "lit": lit})
+
+
+async def _press_many(node: Node, slots: list[str], count: int, until_seq: int) -> None:
+    device = "strip" if slots[0].startswith("S") else "shelf"
+    t0 = time.monotonic_ns()
+    for i in range(count):
+        node.submit_input(ButtonPress(device, slots[i % len(slots)], Button.CONFIRM))
+    # polled: the store offers no event for "seq reached"
+    while node.store.store.last_seq < until_seq:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    _say({"t0": t0, "t1": time.monotonic_ns(), "last_seq": node.store.store.last_seq})
+
+
+async def main(path: str) -> None:
+    """Run the node and serve stdin until ``stop`` or end of input."""
+    logging.basicConfig(level=logging.WARNING, format="nodehost %(levelname)s %(message)s")
+    config = load_config(path, env={})
+    stop = asyncio.Event()
+    made: asyncio.Future[tuple[Node, DeviceFloor]] = asyncio.get_running_loop().create_future()
+    runner = asyncio.create_task(
+        run_node(config, simulate=True, stop=stop, started=lambda n, f: made.set_result((n, f)))
+    )
+    node, floor = await asyncio.wait_for(made, 10)
+    await asyncio.wait_for(node.ready.wait(), 10)
+    _say({"ready": True, "pid": os.getpid()})
+    background: set[asyncio.Task[None]] = set()
+    while True:
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if not line:
+            break
+        req = json.loads(line)
+        op = req["op"]
+        if op == "press":
+            device = "strip" if req["slot"].startswith("S") else "shelf"
+            t = time.monotonic_ns()
+            node.submit_input(ButtonPress(device, req["slot"], Button.CONFIRM))
+            _say({"t": t})
+        elif op == "press_many":
+            task = asyncio.create_task(
+                _press_many(node, req["slots"], req["count"], req["until_seq"])
+            )
+            background.add(task)
+        elif op == "wait_lit":
+            _say({"armed": True})
+            task = asyncio.create_task(_wait_lit(floor, req["count"], req["timeout"]))
+            background.add(task)
+        elif op == "status":
+            _say(
+                {
+                    "pid": os.getpid(),
+                    "open": len(getattr(node.workflow, "tasks", {})),
+                    "last_seq": node.store.store.last_seq,
+                    "outbox": node.sender.pending,
+                    "online": node.online.is_set(),
+                    **proc_status(os.getpid()),
+                }
+            )
+        elif op == "stop":
+            break
+    stop.set()
+    await asyncio.wait_for(runner, 15)
+    _say({"stopped": True})
+
+
+if __name__ == "__main__":
+    profile_to = os.environ.get("BENCH_PROFILE")
+    if profile_to:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            asyncio.run(main(sys.argv[1]))
+        finally:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
+    else:
+        asyncio.run(main(sys.argv[1]))
