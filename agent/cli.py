@@ -25,30 +25,43 @@ EXIT_DEVICE = 3
 
 COMMAND_MODULES = (
     "agent.commands.node",
-    "agent.commands.oms",
     "agent.commands.scanners",
     "agent.commands.scales",
     "agent.commands.lights",
     "agent.commands.printers",
 )
 
+# Which module registers each top-level command. ``zone-agent run`` imports only the node
+# commands: the device families' commissioning tools pull in drivers and libraries (biip
+# alone is ~20 MB) that a running pick node does not need. tests/test_cli.py keeps this
+# table true to what the modules register.
+OWNER = {
+    "run": "agent.commands.node",
+    "check-config": "agent.commands.node",
+    "scanner": "agent.commands.scanners",
+    "scale": "agent.commands.scales",
+    "probe": "agent.commands.scales",
+    "light": "agent.commands.lights",
+    "printer": "agent.commands.printers",
+}
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every family's subcommands registered."""
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``command``, only the module that owns it is loaded."""
     parser = argparse.ArgumentParser(prog="zone-agent", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sim_parser = commands.add_parser("sim", help="run a device simulator on its own")
     sim = sim_parser.add_subparsers(dest="device", required=True, metavar="DEVICE")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # pragma: no cover - while families are being built
-            if exc.name != name:
-                raise
-            continue
-        module.register(commands, sim)
+    owner = OWNER.get(command or "")
+    for name in (owner,) if owner else COMMAND_MODULES:
+        importlib.import_module(name).register(commands, sim)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The first argument that is not an option (the command), if any."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def setup_logging(verbose: bool) -> None:
@@ -63,7 +76,8 @@ def setup_logging(verbose: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     func = args.func
