@@ -1,19 +1,58 @@
-"""Zone picking: every open task's slot lights with its quantity; a confirm press picks it.
+"""Zone picking: every open task's slot lights with its quantity; the picker confirms it.
 
-State per task: ``waiting`` (its wave has begun but is not released) or ``open``. A slot
-shows one task at a time: the most urgent (priority 0 first), then the earliest received;
-when it is confirmed the next task of that slot lights. Waves: ``wave_begin`` holds the
-wave's tasks dark, ``wave_release`` lights them, ``wave_cancel`` cancels them; a task whose
-wave was never begun is released at once.
+A task (a *line*) is ``waiting`` while its wave has begun but is not released, then
+``open``. A slot shows one line at a time: the most urgent (priority 0 first), then the
+earliest released, then the earliest received; when it is confirmed the next line of that
+slot lights. ``wave_begin`` holds a wave's lines dark, ``wave_release`` lights them,
+``wave_cancel`` cancels them; a line whose wave was never begun is released at once.
+
+What confirms a line is a node setting (``PickSettings.confirm``):
+
+* ``button``: the slot's confirm button;
+* ``scan``: a scan of the item (any of the line's barcodes; GS1 codes compare by GTIN);
+* ``location_then_item``: a scan of the location's barcode, then of the item.
+
+In the scan modes the confirm button still confirms a line whose quantity the picker has
+lowered (a short pick of nothing cannot be scanned). A wrong scan flashes the error
+pattern on the slot it concerns, sends ``misscan`` and leaves the line open; the slot shows
+its line again on the next correct action.
+
+Short picks: plus/minus on the slot (or the ``short_barcode`` scan, see ``PickSettings``)
+change the quantity actually picked, shown on the slot's display; a reason barcode picks the
+reason (default ``empty``). Confirming then sends ``short`` instead of ``picked``.
+
+Pickers log in and out by scanning their badge; each gets a colour no other logged-in
+picker has. Lines are assigned **by order**: when a line is released, its order goes to the
+picker who already has it, else to the logged-in picker with the fewest open orders (ties:
+who logged in first). A picker who logs out hands their orders on the same way; with
+nobody logged in lines stay unassigned (blue, or reddish purple for express) and
+confirmations carry no picker. Lines are shown in their picker's colour, express ones
+blinking slowly; with ``colour_by = "order"`` (batch picking: one picker, several orders)
+each open order gets its own colour instead, and after a pick the put-to-light position of
+the line's tote on the cart (``tote_slots``, or the slot named like the container) shows
+the colour and how many to put there; its confirm button turns it off.
+
+When the last line of an order's tote (``container``) in this zone is confirmed, the zone
+lamp shows ``DONE`` and ``zone_done`` lets the OMS send the tote on. The lamp is reached
+through a ``Light`` action on the location ``ZONE_LAMP``.
+
+Lines past their deadline go dark and are reported ``expired``. Every confirmation carries
+``lit_at`` and ``confirmed_at`` (ms); the node counts lines, units, shorts, scans and
+mis-scans and publishes them every ``counters_every_s`` in a ``counters`` event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.config import NodeConfig
+from agent.errors import ConfigError
 from agent.link.messages import (
     CancelCommand,
     Envelope,
@@ -26,14 +65,85 @@ from agent.link.messages import (
 )
 from agent.store import StoredTask
 from agent.workflows.base import FloorInfo, Step, Verdict
-from devices.events import Button, ButtonPress
+from devices.events import Button, ButtonPress, Scan
+from devices.lights.palette import DONE, ERROR, PICKER_ORDER, Colour, express
 
 TASK = "pick"
 WAVE = "wave"
+PICKER = "picker"
+ZONE_LAMP = "@zone"
+"""The location name of the zone-complete lamp in ``Light`` actions (never a slot id)."""
+
+DEFAULT = Colour.BLUE.value
+"""Colour of a line nobody is assigned to."""
+
+Reason = Literal["empty", "damaged", "not_found"]
+
+
+# --- settings ----------------------------------------------------------------------------
+
+
+def _default_picker_colours() -> list[Colour]:
+    return [c for c in PICKER_ORDER if c not in (Colour.VERMILLION, Colour.BLUISH_GREEN)]
+
+
+class PickSettings(BaseModel):
+    """The ``[settings]`` table of a pick node.
+
+    Attributes:
+        confirm: what confirms a line: ``button``, ``scan`` (the item) or
+            ``location_then_item``.
+        badge_prefix: a scan starting with this logs the picker named by the rest in or out.
+        location_prefix: a location's barcode is this followed by the location id.
+        short_barcode: scanning it takes one unit off the focused line; scanning it followed
+            by ``-N`` sets the quantity picked to N (``None``: no short barcode).
+        reason_prefix: scanning this followed by a reason sets the short reason
+            (``None``: no reason barcodes).
+        default_reason: the reason of a short nobody gave a reason for.
+        colour_by: ``picker`` (each picker's colour) or ``order`` (batch picking).
+        tote_slots: container id to the cart slot that is its put-to-light position.
+        picker_colours: the colours pickers (or orders) get, in turn; ERROR's vermillion
+            and DONE's bluish green are left out so a picker's light never reads as either.
+        counters_every_s: how often the ``counters`` event goes out (0: never).
+        done_memory: how many finished line ids are remembered, so a cancel can say "done".
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    confirm: Literal["button", "scan", "location_then_item"] = "button"
+    badge_prefix: str = Field(default="BADGE-", min_length=1, max_length=32)
+    location_prefix: str = Field(default="", max_length=32)
+    short_barcode: str | None = Field(default="SHORT", min_length=1, max_length=32)
+    reason_prefix: str | None = Field(default="REASON-", min_length=1, max_length=32)
+    default_reason: Reason = "empty"
+    colour_by: Literal["picker", "order"] = "picker"
+    tote_slots: dict[str, str] = Field(default_factory=dict)
+    picker_colours: list[Colour] = Field(default_factory=_default_picker_colours, min_length=1)
+    counters_every_s: int = Field(default=60, ge=0, le=86_400)
+    done_memory: int = Field(default=1000, ge=0, le=100_000)
+
+
+def settings_from(model: type[BaseModel], raw: Mapping[str, Any]) -> Any:
+    """Validate a node file's ``[settings]`` with ``model``.
+
+    Raises:
+        ConfigError: file ``(node file)``, field ``settings.<name>`` and the reason.
+    """
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as exc:
+        problems = [
+            ("settings." + ".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()
+        ]
+        field, reason = problems[0]
+        raise ConfigError("(node file)", field, reason, problems) from None
+
+
+# --- events ------------------------------------------------------------------------------
 
 
 class Picked(Wire):
-    """A pick line confirmed by the picker."""
+    """A pick line confirmed by the picker with its full quantity."""
 
     task: str
     order: str
@@ -45,40 +155,265 @@ class Picked(Wire):
     container: str | None = None
     lit_at: int | None = None
     confirmed_at: int
+    picker: str | None = None
+    express: bool = False
+
+
+class Short(Wire):
+    """A pick line confirmed with less than asked for (``picked < qty``)."""
+
+    task: str
+    order: str
+    location: str
+    sku: str
+    qty: int
+    picked: int
+    reason: str
+    wave: str | None = None
+    container: str | None = None
+    lit_at: int | None = None
+    confirmed_at: int
+    picker: str | None = None
+    express: bool = False
+
+
+class Misscan(Wire):
+    """A scan that was not what the node expected; nothing was confirmed.
+
+    ``reason``: ``wrong_item`` (not one of the line's barcodes), ``wrong_location`` (no
+    line lit there), ``location_first`` (scan the location before the item),
+    ``unknown_code`` (no line expects it), ``unreadable`` (the scanner flagged the read),
+    ``no_line`` (a short or reason code with no line to apply it to).
+    """
+
+    code: str
+    reason: str
+    expected: list[str] = Field(default_factory=list)
+    location: str | None = None
+    task: str | None = None
+    picker: str | None = None
+    at: int
+
+
+class PickerChange(Wire):
+    """A picker logged in (``login``) or out (``logout``) by scanning their badge.
+
+    A refused login has ``colour`` None and ``reason`` ``no_free_colour``.
+    """
+
+    picker: str
+    colour: str | None = None
+    orders: int = 0
+    reason: str | None = None
+    at: int
+
+
+class ZoneDone(Wire):
+    """This zone's part of an order's tote is complete: the tote may move on."""
+
+    order: str
+    container: str | None = None
+    lines: int
+    short: int
+    picker: str | None = None
+    at: int
+
+
+class Expired(Wire):
+    """A line's deadline passed before it was confirmed; it is dropped and dark."""
+
+    task: str
+    order: str
+    location: str
+    deadline: int
+    lit_at: int | None = None
+    at: int
+
+
+class Counters(Wire):
+    """The node's counters since ``since`` (its start), published periodically."""
+
+    since: int
+    at: int
+    counts: dict[str, int]
+    open_lines: int
+    pickers: int
 
 
 register_event("picked", Picked)
+register_event("short", Short)
+register_event("misscan", Misscan)
+register_event("login", PickerChange)
+register_event("logout", PickerChange)
+register_event("zone_done", ZoneDone)
+register_event("expired", Expired)
+register_event("counters", Counters)
+
+
+# --- state -------------------------------------------------------------------------------
+
+_TASK_FIELDS = (
+    "order",
+    "location",
+    "sku",
+    "qty",
+    "barcodes",
+    "wave",
+    "container",
+    "priority",
+    "express",
+    "deadline",
+    "description",
+)
 
 
 @dataclass(slots=True)
-class OpenTask:
-    """A task the node holds."""
+class Line:
+    """One open pick line, kept small: a pick node holds ten thousand of them.
 
-    task: PickTask
+    ``release`` is the release order (-1 while its wave waits); ``picked`` the quantity the
+    picker set with plus/minus (``None``: untouched, i.e. ``qty``).
+    """
+
+    task: str
+    order: str
+    location: str
+    sku: str
+    qty: int
+    barcodes: tuple[str, ...]
+    wave: str | None
+    container: str | None
+    priority: int
+    express: bool
+    deadline: int | None
+    description: str
     arrival: int
-    released: bool
+    release: int
     lit_at: int | None = None
+    picked: int | None = None
+    reason: str | None = None
+    picker: str | None = None
+    colour: int | None = None  # order colour index (colour_by = "order")
 
-    def stored(self) -> StoredTask:
-        """The row the store keeps for this task."""
-        data = {
-            "task": self.task.model_dump(exclude_defaults=True),
-            "arrival": self.arrival,
-            "released": self.released,
-            "lit_at": self.lit_at,
-        }
-        return StoredTask(self.task.task, TASK, self.task.wave, data)
+    @property
+    def released(self) -> bool:
+        """Whether the line may light."""
+        return self.release >= 0
+
+    @property
+    def to_pick(self) -> int:
+        """The quantity the picker will confirm."""
+        return self.qty if self.picked is None else self.picked
+
+    @property
+    def group(self) -> tuple[str, str | None]:
+        """The order's tote this line goes into."""
+        return (self.order, self.container)
 
     @classmethod
-    def from_stored(cls, row: StoredTask) -> OpenTask:
-        """Rebuild from a store row."""
-        data: dict[str, Any] = row.data
+    def of(cls, t: PickTask, arrival: int, release: int) -> Line:
+        """A new line from a task the OMS sent."""
         return cls(
-            PickTask.model_validate(data["task"]),
-            data["arrival"],
-            data["released"],
-            data.get("lit_at"),
+            t.task,
+            t.order,
+            t.location,
+            t.sku,
+            t.qty,
+            tuple(t.barcodes),
+            t.wave,
+            t.container,
+            t.priority,
+            t.express,
+            t.deadline,
+            t.description,
+            arrival,
+            release,
         )
+
+    def stored(self) -> StoredTask:
+        """The row the store keeps for this line."""
+        task: dict[str, Any] = {"task": self.task}
+        for name in _TASK_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value != "" and value != () and value is not False:
+                task[name] = list(value) if isinstance(value, tuple) else value
+        data = {
+            "task": task,
+            "arrival": self.arrival,
+            "release": self.release,
+            "lit_at": self.lit_at,
+            "picked": self.picked,
+            "reason": self.reason,
+            "picker": self.picker,
+            "colour": self.colour,
+        }
+        return StoredTask(self.task, TASK, self.wave, data)
+
+    @classmethod
+    def from_stored(cls, row: StoredTask) -> Line:
+        """Rebuild from a store row (also the older ``released: bool`` rows)."""
+        data: dict[str, Any] = row.data
+        t = data["task"]
+        release = data.get("release")
+        if release is None:
+            release = data["arrival"] if data.get("released") else -1
+        return cls(
+            t["task"],
+            t["order"],
+            t["location"],
+            t["sku"],
+            t["qty"],
+            tuple(t.get("barcodes", ())),
+            t.get("wave"),
+            t.get("container"),
+            t.get("priority", 5),
+            t.get("express", False),
+            t.get("deadline"),
+            t.get("description", ""),
+            data["arrival"],
+            release,
+            data.get("lit_at"),
+            data.get("picked"),
+            data.get("reason"),
+            data.get("picker"),
+            data.get("colour"),
+        )
+
+
+@dataclass(slots=True)
+class Picker:
+    """A logged-in picker: their colour and when they logged in."""
+
+    colour: Colour
+    since: int
+    seq: int
+
+
+_GTIN_IN_TEXT = re.compile(r"^\(?01\)?(\d{14})")
+
+
+def gtin14(code: str) -> str | None:
+    """``code`` as a 14-digit GTIN when it is one (EAN-8/UPC-A/EAN-13/GTIN-14, or AI 01)."""
+    if code.isdigit() and len(code) in (8, 12, 13, 14):
+        return code.zfill(14)
+    match = _GTIN_IN_TEXT.match(code)
+    if match is not None and not code.isdigit():
+        return match.group(1)
+    return None
+
+
+def scan_matches(scan: Scan, barcodes: Iterable[str]) -> bool:
+    """Whether ``scan`` is one of ``barcodes``: same text, or the same GTIN-14."""
+    gtin = scan.gtin or gtin14(scan.text)
+    for barcode in barcodes:
+        if scan.text == barcode:
+            return True
+        if gtin is not None and gtin14(barcode) == gtin:
+            return True
+    return False
+
+
+# --- the workflow ------------------------------------------------------------------------
 
 
 class PickingWorkflow:
@@ -86,6 +421,7 @@ class PickingWorkflow:
 
     Args:
         locations: the slots this node lights (from its light devices).
+        settings: the node's pick settings (defaults: confirm by button).
     """
 
     commands: Mapping[str, type[Wire]] = {
@@ -98,16 +434,40 @@ class PickingWorkflow:
 
     @classmethod
     def from_config(cls, config: NodeConfig, floor: FloorInfo) -> PickingWorkflow:
-        """The workflow of a pick node, over the slots its light devices cover."""
-        return cls(floor.locations())
+        """The workflow of a pick node, over the slots its light devices cover.
 
-    def __init__(self, locations: list[str]) -> None:
+        Raises:
+            ConfigError: a ``[settings]`` value is invalid.
+        """
+        settings: PickSettings = settings_from(PickSettings, config.settings)
+        return cls(floor.locations(), settings)
+
+    def __init__(self, locations: list[str], settings: PickSettings | None = None) -> None:
+        self.settings = settings or PickSettings()
         self._locations = list(locations)
         self._known = set(locations)
-        self.tasks: dict[str, OpenTask] = {}
+        self.tasks: dict[str, Line] = {}
+        self._at: dict[str, dict[str, Line]] = {loc: {} for loc in locations}
         self.waves: dict[str, str] = {}  # wave -> "begun" | "released"
         self.lit: dict[str, str] = {}  # location -> task id shown there
+        self.pickers: dict[str, Picker] = {}
+        self.orders: dict[str, str] = {}  # order -> picker it is assigned to
+        self._open_orders: dict[str, int] = {}  # order -> open lines
+        self._groups: dict[tuple[str, str | None], list[int]] = {}  # [open, done, short]
+        self._order_colour: dict[str, int] = {}
+        self._errors: set[str] = set()  # locations showing ERROR
+        self._totes: dict[str, tuple[str, int]] = {}  # tote slot -> (colour, qty to put)
+        self._armed: str | None = None  # location scanned, waiting for its item
+        self._focus: str | None = None  # the line short codes apply to
+        self._done: OrderedDict[str, str | None] = OrderedDict()  # finished id -> wave
+        self._deadlines: set[str] = set()
+        self._zone_lit = False
         self._arrivals = 0
+        self._releases = 0
+        self._logins = 0
+        self.counts: dict[str, int] = {}
+        self._since: int | None = None
+        self._counters_at: int | None = None
 
     def locations(self) -> list[str]:
         """Slots of this node."""
@@ -116,18 +476,76 @@ class PickingWorkflow:
     # --- restore -------------------------------------------------------------------
 
     def restore(self, tasks: list[StoredTask], step: Step, now: int) -> None:
-        """Reload tasks and waves; clear every light, then light the open tasks."""
+        """Reload lines, waves and pickers; clear every light, then light what is open."""
+        self._since = now
+        pickers: list[tuple[str, dict[str, Any]]] = []
         for row in tasks:
             if row.kind == WAVE:
                 self.waves[row.id.removeprefix("wave:")] = row.data["state"]
+            elif row.kind == PICKER:
+                pickers.append((row.id.removeprefix("picker:"), row.data))
             elif row.kind == TASK:
-                task = OpenTask.from_stored(row)
-                self.tasks[task.task.task] = task
-                self._arrivals = max(self._arrivals, task.arrival + 1)
+                line = Line.from_stored(row)
+                if line.location not in self._known:
+                    continue  # the node file lost the slot: the line cannot be shown
+                self._hold(line)
+                self._arrivals = max(self._arrivals, line.arrival + 1)
+                self._releases = max(self._releases, line.release + 1)
+        for seq, (picker_id, data) in enumerate(sorted(pickers, key=lambda p: p[1]["seq"])):
+            self.pickers[picker_id] = Picker(Colour(data["colour"]), data["since"], data["seq"])
+            self._logins = max(self._logins, seq, data["seq"]) + 1
+        for line in self.tasks.values():
+            if line.picker is not None and line.picker in self.pickers:
+                self.orders[line.order] = line.picker
+            if line.colour is not None:
+                self._order_colour[line.order] = line.colour
         for location in self._locations:
             step.off(location)
-        for location in {t.task.location for t in self.tasks.values()}:
+        step.off(ZONE_LAMP)
+        for location in {line.location for line in self.tasks.values()}:
             self._relight(location, step, now)
+
+    def _hold(self, line: Line) -> None:
+        self.tasks[line.task] = line
+        self._at[line.location][line.task] = line
+        self._open_orders[line.order] = self._open_orders.get(line.order, 0) + 1
+        self._groups.setdefault(line.group, [0, 0, 0])[0] += 1
+        if line.deadline is not None:
+            self._deadlines.add(line.task)
+
+    def _release_line(self, line: Line, step: Step) -> Line:
+        """Forget ``line``: it was confirmed, cancelled or expired."""
+        del self.tasks[line.task]
+        del self._at[line.location][line.task]
+        self._deadlines.discard(line.task)
+        left = self._open_orders[line.order] - 1
+        if left:
+            self._open_orders[line.order] = left
+        else:
+            del self._open_orders[line.order]
+            self.orders.pop(line.order, None)
+            self._order_colour.pop(line.order, None)
+        self._groups[line.group][0] -= 1
+        if self._focus == line.location:
+            self._focus = None
+        if self._armed == line.location:
+            self._armed = None
+        step.unit.drop_task(line.task)
+        if self.settings.done_memory:
+            self._done[line.task] = line.wave
+            while len(self._done) > self.settings.done_memory:
+                self._done.popitem(last=False)
+        return line
+
+    def _forget_group(self, line: Line) -> None:
+        """A tote with nothing open left after a cancel or expiry: no ``zone_done``."""
+        group = self._groups.get(line.group)
+        if group is not None and group[0] == 0:
+            del self._groups[line.group]
+
+    def _count(self, step: Step, name: str, delta: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + delta
+        step.unit.count(name, delta)
 
     # --- commands ------------------------------------------------------------------
 
@@ -147,12 +565,19 @@ class PickingWorkflow:
             return Verdict.accepted()
         if name == "wave_release":
             self._set_wave(body.wave, "released", step)
+            waiting = sorted(
+                (t for t in self.tasks.values() if t.wave == body.wave and not t.released),
+                key=lambda t: t.arrival,
+            )
             touched = set()
-            for task in self.tasks.values():
-                if task.task.wave == body.wave and not task.released:
-                    task.released = True
-                    step.unit.put_task(task.stored())
-                    touched.add(task.task.location)
+            for line in waiting:
+                line.release = self._releases
+                self._releases += 1
+                self._assign(line)
+                step.unit.put_task(line.stored())
+                touched.add(line.location)
+            if touched:
+                self._zone_off(step)
             for location in touched:
                 self._relight(location, step, now)
             return Verdict.accepted()
@@ -174,94 +599,554 @@ class PickingWorkflow:
                 continue
             if task.task in self.tasks:
                 continue  # the same task sent again by another command: already held
+            if task.deadline is not None and task.deadline <= now:
+                items.append(ItemResult(id=task.task, status="rejected", reason="expired"))
+                continue
             released = task.wave is None or self.waves.get(task.wave, "released") == "released"
-            held = OpenTask(task, self._arrivals, released)
+            line = Line.of(task, self._arrivals, self._releases if released else -1)
             self._arrivals += 1
-            self.tasks[task.task] = held
-            step.unit.put_task(held.stored())
+            if released:
+                self._releases += 1
+            self._hold(line)
+            if released:
+                self._assign(line)
+            step.unit.put_task(line.stored())
             touched.add(task.location)
+        if touched:
+            self._zone_off(step)
         for location in touched:
             self._relight(location, step, now)
         return Verdict.accepted(items)
 
     def _cancel(self, task_ids: list[str], wave: str | None, step: Step, now: int) -> Verdict:
-        targets = list(task_ids)
+        targets = list(dict.fromkeys(task_ids))
         if wave is not None:
+            chosen = set(targets)
             targets += [
-                t for t, held in self.tasks.items() if held.task.wave == wave and t not in targets
+                t for t, line in self.tasks.items() if line.wave == wave and t not in chosen
             ]
+            chosen.update(targets)
+            targets += [t for t, w in self._done.items() if w == wave and t not in chosen]
         items: list[ItemResult] = []
         touched: set[str] = set()
         for task_id in targets:
-            held = self.tasks.pop(task_id, None)
-            if held is None:
-                items.append(ItemResult(id=task_id, status="unknown"))
+            line = self.tasks.get(task_id)
+            if line is None:
+                status: Literal["done", "unknown"] = "done" if task_id in self._done else "unknown"
+                items.append(ItemResult(id=task_id, status=status))
                 continue
+            self._release_line(line, step)
+            self._forget_group(line)
+            self._done.pop(task_id, None)  # cancelled, not done
+            self._count(step, "lines_cancelled")
             items.append(ItemResult(id=task_id, status="cancelled"))
-            step.unit.drop_task(task_id)
-            touched.add(held.task.location)
+            touched.add(line.location)
         for location in touched:
             self._relight(location, step, now)
         return Verdict.accepted(items)
 
+    # --- pickers and colours ---------------------------------------------------------
+
+    def _assign(self, line: Line) -> None:
+        """Give a released line's order a picker (and, in batch mode, a colour)."""
+        if self.settings.colour_by == "order" and line.colour is None:
+            index = self._order_colour.get(line.order)
+            if index is None:
+                used = set(self._order_colour.values())
+                index = next(i for i in range(len(used) + 1) if i not in used)
+                self._order_colour[line.order] = index
+            line.colour = index
+        if not self.pickers:
+            line.picker = None
+            return
+        owner = self.orders.get(line.order)
+        if owner is None:
+            owner = self._least_loaded()
+            self.orders[line.order] = owner
+        line.picker = owner
+
+    def _least_loaded(self) -> str:
+        load = dict.fromkeys(self.pickers, 0)
+        for picker in self.orders.values():
+            if picker in load:
+                load[picker] += 1
+        return min(load, key=lambda p: (load[p], self.pickers[p].seq))
+
+    def _colour_of(self, line: Line) -> str:
+        if self.settings.colour_by == "order" and line.colour is not None:
+            colours = self.settings.picker_colours
+            return colours[line.colour % len(colours)].value
+        if line.picker is not None and line.picker in self.pickers:
+            return self.pickers[line.picker].colour.value
+        return DEFAULT
+
+    def _login(self, picker_id: str, step: Step, now: int) -> None:
+        if picker_id in self.pickers:
+            self._logout(picker_id, step, now)
+            return
+        taken = {p.colour for p in self.pickers.values()}
+        free = [c for c in self.settings.picker_colours if c not in taken]
+        if not free:
+            step.emit(
+                "login",
+                PickerChange(picker=picker_id, reason="no_free_colour", at=now),
+                ts=now,
+            )
+            return
+        picker = Picker(free[0], now, self._logins)
+        self._logins += 1
+        self.pickers[picker_id] = picker
+        step.unit.put_task(
+            StoredTask(
+                f"picker:{picker_id}",
+                PICKER,
+                None,
+                {"colour": picker.colour.value, "since": now, "seq": picker.seq},
+            )
+        )
+        self._count(step, "logins")
+        self._reassign(step, now)
+        orders = sum(1 for p in self.orders.values() if p == picker_id)
+        step.emit(
+            "login",
+            PickerChange(picker=picker_id, colour=picker.colour.value, orders=orders, at=now),
+            ts=now,
+        )
+
+    def _logout(self, picker_id: str, step: Step, now: int) -> None:
+        picker = self.pickers.pop(picker_id)
+        step.unit.drop_task(f"picker:{picker_id}")
+        for order in [o for o, p in self.orders.items() if p == picker_id]:
+            del self.orders[order]
+        self._count(step, "logouts")
+        self._reassign(step, now)
+        step.emit(
+            "logout", PickerChange(picker=picker_id, colour=picker.colour.value, at=now), ts=now
+        )
+
+    def _reassign(self, step: Step, now: int) -> None:
+        """Give every released line without a logged-in picker one, and relight changes."""
+        touched: set[str] = set()
+        for line in sorted(self.tasks.values(), key=lambda t: t.release):
+            if not line.released:
+                continue
+            if line.picker is not None and line.picker in self.pickers:
+                continue
+            before = line.picker
+            self._assign(line)
+            if line.picker != before:
+                step.unit.put_task(line.stored())
+                touched.add(line.location)
+        for location in touched:
+            self.lit.pop(location, None)  # force the new colour out
+            self._relight(location, step, now)
+
     # --- lights ----------------------------------------------------------------------
 
-    def _next_for(self, location: str) -> OpenTask | None:
-        candidates = [t for t in self.tasks.values() if t.task.location == location and t.released]
-        if not candidates:
-            return None
-        return min(candidates, key=lambda t: (t.task.priority, t.arrival))
+    def _next_for(self, location: str) -> Line | None:
+        best: Line | None = None
+        for line in self._at[location].values():
+            if line.release < 0:
+                continue
+            if best is None or (line.priority, line.release, line.arrival) < (
+                best.priority,
+                best.release,
+                best.arrival,
+            ):
+                best = line
+        return best
 
-    def _relight(self, location: str, step: Step, now: int) -> None:
-        task = self._next_for(location)
+    def _show(self, line: Line, step: Step) -> None:
+        colour = self._colour_of(line)
+        if line.express:
+            if colour == DEFAULT:
+                shown = express(line.to_pick)
+                step.light(line.location, shown.colour.value, shown.pattern.value, line.to_pick)
+            else:
+                step.light(line.location, colour, "slow_blink", line.to_pick)
+        else:
+            step.light(line.location, colour, "steady", line.to_pick)
+
+    def _relight(self, location: str, step: Step, now: int, *, force: bool = False) -> None:
+        if location in self._totes:
+            return  # the tote's put light wins until it is confirmed
+        line = self._next_for(location)
         shown = self.lit.get(location)
-        if task is None:
-            if shown is not None:
-                del self.lit[location]
+        if line is None:
+            if shown is not None or force:
+                self.lit.pop(location, None)
                 step.off(location)
             return
-        if shown == task.task.task:
+        if shown == line.task and not force:
             return
-        self.lit[location] = task.task.task
-        if task.lit_at is None:
-            task.lit_at = now
-            step.unit.put_task(task.stored())
-        if task.task.express:
-            step.light(location, "reddish_purple", "slow_blink", task.task.qty)
-        else:
-            step.light(location, "blue", "steady", task.task.qty)
+        self.lit[location] = line.task
+        if line.lit_at is None:
+            line.lit_at = now
+            step.unit.put_task(line.stored())
+        self._show(line, step)
+
+    def _error(self, location: str | None, step: Step) -> None:
+        if location is None:
+            return
+        self._errors.add(location)
+        step.light(location, ERROR.colour.value, ERROR.pattern.value, text=ERROR.text)
+
+    def _clear_errors(self, step: Step, now: int) -> None:
+        errors, self._errors = self._errors, set()
+        for location in errors:
+            self._relight(location, step, now, force=True)
+
+    def _zone_off(self, step: Step) -> None:
+        if self._zone_lit:
+            self._zone_lit = False
+            step.off(ZONE_LAMP)
 
     # --- input -------------------------------------------------------------------------
 
     def on_input(self, event: object, step: Step, now: int) -> None:
-        """A confirm press picks the task shown on that slot."""
-        if not isinstance(event, ButtonPress) or event.button is not Button.CONFIRM:
+        """Buttons confirm and adjust lines; scans confirm, log pickers in, or set shorts."""
+        if isinstance(event, ButtonPress):
+            self._press(event, step, now)
+        elif isinstance(event, Scan):
+            self._scan(event, step, now)
+
+    def _press(self, event: ButtonPress, step: Step, now: int) -> None:
+        slot = event.slot
+        if event.button is Button.CONFIRM and slot in self._totes:
+            del self._totes[slot]
+            self._clear_errors(step, now)
+            self.lit.pop(slot, None)
+            self._relight(slot, step, now, force=True)
             return
-        task_id = self.lit.get(event.slot)
+        task_id = self.lit.get(slot)
         if task_id is None:
             return
-        held = self.tasks.pop(task_id)
-        t = held.task
+        line = self.tasks[task_id]
+        self._clear_errors(step, now)
+        if event.button is Button.CONFIRM:
+            if self.settings.confirm != "button" and line.picked is None:
+                return  # scan modes: the button only confirms a short pick
+            self._confirm(line, step, now)
+            return
+        self._focus = slot
+        delta = 1 if event.button is Button.PLUS else -1
+        self._adjust(line, line.to_pick + delta, step)
+
+    def _adjust(self, line: Line, picked: int, step: Step) -> None:
+        picked = max(0, min(line.qty, picked))
+        line.picked = None if picked == line.qty else picked
+        if line.picked is not None and line.reason is None:
+            line.reason = self.settings.default_reason
+        step.unit.put_task(line.stored())
+        self._show(line, step)
+
+    def _confirm(self, line: Line, step: Step, now: int) -> None:
+        self._release_line(line, step)
+        picked = line.to_pick
+        common = {
+            "task": line.task,
+            "order": line.order,
+            "location": line.location,
+            "sku": line.sku,
+            "qty": line.qty,
+            "picked": picked,
+            "wave": line.wave,
+            "container": line.container,
+            "lit_at": line.lit_at,
+            "confirmed_at": now,
+            "picker": line.picker,
+            "express": line.express,
+        }
+        group = self._groups[line.group]
+        self._count(step, "lines_confirmed")
+        self._count(step, "units_requested", line.qty)
+        self._count(step, "units_picked", picked)
+        if line.lit_at is not None:
+            self._count(step, "line_ms", max(0, now - line.lit_at))
+        if picked < line.qty:
+            reason = line.reason or self.settings.default_reason
+            step.emit("short", Short(**common, reason=reason), ts=now)
+            self._count(step, "lines_short")
+            group[2] += 1
+        else:
+            step.emit("picked", Picked(**common), ts=now)
+            self._count(step, "lines_picked")
+        group[1] += 1
+        if group[0]:
+            self._zone_off(step)
+        self._relight(line.location, step, now)
+        if picked > 0:
+            self._to_tote(line, picked, step)
+        if group[0] == 0:
+            del self._groups[line.group]
+            if line.container is None:
+                return  # no tote to pass on
+            self._zone_lit = True
+            step.light(ZONE_LAMP, DONE.colour.value, DONE.pattern.value, text=DONE.text)
+            step.emit(
+                "zone_done",
+                ZoneDone(
+                    order=line.order,
+                    container=line.container,
+                    lines=group[1],
+                    short=group[2],
+                    picker=line.picker,
+                    at=now,
+                ),
+                ts=now,
+            )
+            self._count(step, "zone_done")
+
+    def _to_tote(self, line: Line, picked: int, step: Step) -> None:
+        if line.container is None:
+            return
+        slot = self.settings.tote_slots.get(line.container)
+        if slot is None and line.container in self._known:
+            slot = line.container
+        if slot is None or slot not in self._known:
+            return
+        colour = self._colour_of(line)
+        _, before = self._totes.get(slot, (colour, 0))
+        self._totes[slot] = (colour, before + picked)
+        self.lit.pop(slot, None)
+        step.light(slot, colour, "steady", min(before + picked, 9999))
+
+    # --- scans -------------------------------------------------------------------------
+
+    def _scan(self, scan: Scan, step: Step, now: int) -> None:
+        s = self.settings
+        text = scan.text
+        self._count(step, "scans")
+        if scan.error is not None:
+            self._misscan(text, "unreadable", [], None, None, step, now)
+            return
+        if text.startswith(s.badge_prefix) and len(text) > len(s.badge_prefix):
+            self._clear_errors(step, now)
+            self._login(text[len(s.badge_prefix) :][:64], step, now)
+            return
+        if s.short_barcode is not None and (
+            text == s.short_barcode or text.startswith(s.short_barcode + "-")
+        ):
+            self._short_code(text[len(s.short_barcode) + 1 :], text, step, now)
+            return
+        if s.reason_prefix is not None and text.startswith(s.reason_prefix):
+            self._reason_code(text[len(s.reason_prefix) :], text, step, now)
+            return
+        if s.confirm == "location_then_item":
+            location = text[len(s.location_prefix) :] if text.startswith(s.location_prefix) else ""
+            if location in self._known:
+                if location in self.lit:
+                    self._clear_errors(step, now)
+                    self._armed = self._focus = location
+                else:
+                    self._misscan(text, "wrong_location", [], location, None, step, now)
+                return
+            if self._armed is None:
+                self._misscan(text, "location_first", [], None, None, step, now)
+                return
+            armed = self.lit.get(self._armed)
+            if armed is None:
+                self._armed = None
+                self._misscan(text, "location_first", [], None, None, step, now)
+                return
+            line = self.tasks[armed]
+            if scan_matches(scan, line.barcodes):
+                self._clear_errors(step, now)
+                self._confirm(line, step, now)
+            else:
+                self._misscan(text, "wrong_item", list(line.barcodes), line, None, step, now)
+            return
+        candidates = [
+            self.tasks[task_id]
+            for task_id in self.lit.values()
+            if scan_matches(scan, self.tasks[task_id].barcodes)
+        ]
+        if s.confirm == "button":
+            if not candidates:
+                self._misscan(text, "unknown_code", [], None, None, step, now)
+            return  # a check scan of a lit item needs no answer
+        if candidates:
+            line = min(
+                candidates,
+                key=lambda t: (t.location != self._focus, t.priority, t.release, t.arrival),
+            )
+            self._clear_errors(step, now)
+            self._confirm(line, step, now)
+            return
+        focus = self._focused()
+        if focus is not None:
+            self._misscan(text, "wrong_item", list(focus.barcodes), focus, None, step, now)
+        else:
+            self._misscan(text, "unknown_code", [], None, None, step, now)
+
+    def _focused(self) -> Line | None:
+        """The line short and reason codes apply to: focused, else the only one lit."""
+        location = self._armed or self._focus
+        if location is None and len(self.lit) == 1:
+            location = next(iter(self.lit))
+        task_id = self.lit.get(location) if location is not None else None
+        return self.tasks[task_id] if task_id is not None else None
+
+    def _short_code(self, arg: str, text: str, step: Step, now: int) -> None:
+        line = self._focused()
+        if line is None or (arg and not arg.isdigit()):
+            self._misscan(text, "no_line", [], None, None, step, now)
+            return
+        self._clear_errors(step, now)
+        self._focus = line.location
+        self._adjust(line, int(arg) if arg else line.to_pick - 1, step)
+
+    def _reason_code(self, reason: str, text: str, step: Step, now: int) -> None:
+        line = self._focused()
+        if line is None or reason not in ("empty", "damaged", "not_found"):
+            self._misscan(text, "no_line", [], None, None, step, now)
+            return
+        self._clear_errors(step, now)
+        line.reason = reason
+        step.unit.put_task(line.stored())
+
+    def _misscan(
+        self,
+        code: str,
+        reason: str,
+        expected: list[str],
+        at: Line | str | None,
+        picker: str | None,
+        step: Step,
+        now: int,
+    ) -> None:
+        line = at if isinstance(at, Line) else None
+        location = line.location if line is not None else at if isinstance(at, str) else None
+        if line is not None:
+            picker = line.picker
+        elif picker is None and len(self.pickers) == 1:
+            picker = next(iter(self.pickers))
         step.emit(
-            "picked",
-            Picked(
-                task=t.task,
-                order=t.order,
-                location=t.location,
-                sku=t.sku,
-                qty=t.qty,
-                picked=t.qty,
-                wave=t.wave,
-                container=t.container,
-                lit_at=held.lit_at,
-                confirmed_at=now,
+            "misscan",
+            Misscan(
+                code=code[:128],
+                reason=reason,
+                expected=expected,
+                location=location,
+                task=line.task if line is not None else None,
+                picker=picker,
+                at=now,
             ),
             ts=now,
         )
-        step.unit.drop_task(task_id)
-        step.unit.count("lines_picked")
-        step.unit.count("units_picked", t.qty)
-        self._relight(event.slot, step, now)
+        self._count(step, "misscans")
+        if location in self._known:
+            self._error(location, step)
+
+    # --- clock ---------------------------------------------------------------------
 
     def on_tick(self, step: Step, now: int) -> None:
-        """Nothing periodic yet."""
+        """Expire lines past their deadline; publish the counters when due."""
+        if self._since is None:
+            self._since = now
+        expired = [
+            self.tasks[t]
+            for t in self._deadlines
+            if (d := self.tasks[t].deadline) is not None and d <= now
+        ]
+        touched: set[str] = set()
+        for line in sorted(expired, key=lambda t: t.arrival):
+            self._release_line(line, step)
+            self._forget_group(line)
+            self._done.pop(line.task, None)
+            assert line.deadline is not None
+            step.emit(
+                "expired",
+                Expired(
+                    task=line.task,
+                    order=line.order,
+                    location=line.location,
+                    deadline=line.deadline,
+                    lit_at=line.lit_at,
+                    at=now,
+                ),
+                ts=now,
+            )
+            self._count(step, "lines_expired")
+            touched.add(line.location)
+        for location in touched:
+            self._relight(location, step, now)
+        every = self.settings.counters_every_s * 1000
+        if not every:
+            return
+        if self._counters_at is None:
+            self._counters_at = now
+        elif now - self._counters_at >= every:
+            self._counters_at = now
+            step.emit(
+                "counters",
+                Counters(
+                    since=self._since,
+                    at=now,
+                    counts=dict(self.counts),
+                    open_lines=len(self.tasks),
+                    pickers=len(self.pickers),
+                ),
+                ts=now,
+            )
+
+    # --- screen --------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Open lines per location (the one shown, and how many wait), pickers and waves."""
+        locations: dict[str, Any] = {}
+        for location in self._locations:
+            lines = self._at[location]
+            if not lines and location not in self._totes:
+                continue
+            task_id = self.lit.get(location)
+            shown = self.tasks.get(task_id) if task_id is not None else None
+            locations[location] = {
+                "open": len(lines),
+                "shown": None
+                if shown is None
+                else {
+                    "task": shown.task,
+                    "order": shown.order,
+                    "sku": shown.sku,
+                    "qty": shown.qty,
+                    "picked": shown.to_pick,
+                    "picker": shown.picker,
+                    "express": shown.express,
+                    "lit_at": shown.lit_at,
+                },
+                "tote": None
+                if location not in self._totes
+                else {"colour": self._totes[location][0], "qty": self._totes[location][1]},
+                "error": location in self._errors,
+            }
+        return {
+            "open_lines": len(self.tasks),
+            "locations": locations,
+            "pickers": {
+                name: {"colour": p.colour.value, "since": p.since}
+                for name, p in self.pickers.items()
+            },
+            "orders": dict(self.orders),
+            "waves": dict(self.waves),
+            "zone_done": self._zone_lit,
+            "counts": dict(self.counts),
+        }
+
+
+__all__ = [
+    "ZONE_LAMP",
+    "Counters",
+    "Expired",
+    "Line",
+    "Misscan",
+    "PickSettings",
+    "Picked",
+    "PickerChange",
+    "PickingWorkflow",
+    "Short",
+    "ZoneDone",
+    "gtin14",
+    "scan_matches",
+    "settings_from",
+]
