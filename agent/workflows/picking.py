@@ -502,7 +502,7 @@ class PickingWorkflow:
         for location in self._locations:
             step.off(location)
         step.off(ZONE_LAMP)
-        for location in {line.location for line in self.tasks.values()}:
+        for location in sorted({line.location for line in self.tasks.values()}):
             self._relight(location, step, now)
 
     def _hold(self, line: Line) -> None:
@@ -578,7 +578,7 @@ class PickingWorkflow:
                 touched.add(line.location)
             if touched:
                 self._zone_off(step)
-            for location in touched:
+            for location in sorted(touched):
                 self._relight(location, step, now)
             return Verdict.accepted()
         verdict = self._cancel([], body.wave, step, now)
@@ -614,7 +614,7 @@ class PickingWorkflow:
             touched.add(task.location)
         if touched:
             self._zone_off(step)
-        for location in touched:
+        for location in sorted(touched):
             self._relight(location, step, now)
         return Verdict.accepted(items)
 
@@ -641,7 +641,7 @@ class PickingWorkflow:
             self._count(step, "lines_cancelled")
             items.append(ItemResult(id=task_id, status="cancelled"))
             touched.add(line.location)
-        for location in touched:
+        for location in sorted(touched):
             self._relight(location, step, now)
         return Verdict.accepted(items)
 
@@ -737,7 +737,7 @@ class PickingWorkflow:
             if line.picker != before:
                 step.unit.put_task(line.stored())
                 touched.add(line.location)
-        for location in touched:
+        for location in sorted(touched):
             self.lit.pop(location, None)  # force the new colour out
             self._relight(location, step, now)
 
@@ -1069,7 +1069,7 @@ class PickingWorkflow:
             )
             self._count(step, "lines_expired")
             touched.add(line.location)
-        for location in touched:
+        for location in sorted(touched):
             self._relight(location, step, now)
         every = self.settings.counters_every_s * 1000
         if not every:
