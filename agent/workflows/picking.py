@@ -14,8 +14,9 @@ What confirms a line is a node setting (``PickSettings.confirm``):
 
 In the scan modes the confirm button still confirms a line whose quantity the picker has
 lowered (a short pick of nothing cannot be scanned). A wrong scan flashes the error
-pattern on the slot it concerns, sends ``misscan`` and leaves the line open; the slot shows
-its line again on the next correct action.
+pattern on the slot it concerns (the *focus*: the slot whose location was scanned or whose
+button was pressed last, else the only lit slot), sends ``misscan`` and leaves the line
+open; the slot shows its line again on the next correct action.
 
 Short picks: plus/minus on the slot (or the ``short_barcode`` scan, see ``PickSettings``)
 change the quantity actually picked, shown on the slot's display; a reason barcode picks the
@@ -823,12 +824,12 @@ class PickingWorkflow:
             return
         line = self.tasks[task_id]
         self._clear_errors(step, now)
+        self._focus = slot  # a press says where the picker stands: misscans show there
         if event.button is Button.CONFIRM:
             if self.settings.confirm != "button" and line.picked is None:
                 return  # scan modes: the button only confirms a short pick
             self._confirm(line, step, now)
             return
-        self._focus = slot
         delta = 1 if event.button is Button.PLUS else -1
         self._adjust(line, line.to_pick + delta, step)
 
