@@ -19,7 +19,7 @@ from typing import Any, Self
 
 from agent.config import NodeConfig
 from agent.link.messages import DeviceHealth
-from agent.workflows.base import Action, Light, Print
+from agent.workflows.base import ZONE_LAMP, Action, Light, Print
 from devices import registry
 from devices.base import Device, Health
 from devices.config import DeviceConfig
@@ -135,16 +135,20 @@ class DeviceFloor:
         from devices.lights.palette import Colour, Indication, Pattern
 
         changes: dict[Any, list[tuple[str, Indication | None]]] = {}
+        zone: list[Indication | None] = []
         for action in actions:
             if isinstance(action, Light):
-                bar = self._by_location.get(action.location)
-                if bar is None:
-                    continue
                 shown = None
                 if action.colour is not None:
                     shown = Indication(
                         Colour(action.colour), Pattern(action.pattern), action.qty, action.text
                     )
+                if action.location == ZONE_LAMP:
+                    zone.append(shown)
+                    continue
+                bar = self._by_location.get(action.location)
+                if bar is None:
+                    continue
                 changes.setdefault(bar, []).append((action.location, shown))
             elif isinstance(action, Print):
                 try:
@@ -156,12 +160,27 @@ class DeviceFloor:
                 await bar.apply(bar_changes)
             except Exception as exc:  # noqa: BLE001 - one device must not stop the node
                 log.warning("lights on %s failed: %s", bar.name, exc)
+        if zone:
+            await self._show_zone(zone[-1])  # a step may turn the lamp off, then on
+
+    def _zone_lamps(self) -> list[Any]:
+        return [d for d in self.devices.values() if getattr(d, "has_zone_lamp", lambda: False)()]
+
+    async def _show_zone(self, shown: Any) -> None:
+        for bar in self._zone_lamps():
+            try:
+                await bar.show_zone(shown)
+            except Exception as exc:  # noqa: BLE001 - one device must not stop the node
+                log.warning("zone lamp on %s failed: %s", bar.name, exc)
 
     def lights(self) -> dict[str, Any]:
-        """What every light shows now, by location (for the screens)."""
+        """What every light shows now, by location, and the zone lamp as ``@zone``."""
         shown: dict[str, Any] = {}
-        for location, bar in self._by_location.items():
-            indication = bar.lit().get(location)
+        lit = [(location, bar.lit().get(location)) for location, bar in self._by_location.items()]
+        lamps = self._zone_lamps()
+        if lamps:
+            lit.append((ZONE_LAMP, lamps[0].zone()))
+        for location, indication in lit:
             shown[location] = (
                 None
                 if indication is None

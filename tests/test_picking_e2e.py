@@ -261,16 +261,14 @@ def test_button_picking_login_short_zone_done_and_cancel(
             ]
             await control.wait_slot("A3", DARK)
             state = await control.get("/api/state")
-            assert state["lights"] == {"A1": None, "A2": None, "A3": None}
+            done_lamp = {"colour": "bluish_green", "pattern": "steady", "qty": None, "text": "donE"}
+            assert state["lights"] == {"A1": None, "A2": None, "A3": None, "@zone": done_lamp}
             assert state["workflow"]["pickers"]["ann"]["colour"] == "orange"
             assert state["workflow"]["open_lines"] == 0
 
     run(node, scenario)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs agent/floor.py to route Light('@zone') to LightBar.show_zone"
-)
 def test_zone_done_lights_the_zone_lamp(tmp_path: Path, broker: LocalBroker) -> None:
     node = NodeProcess(pick_node_file(tmp_path, broker))
     control = Control(tmp_path / NODE)

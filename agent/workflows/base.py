@@ -17,6 +17,9 @@ from typing import Any, Literal, Protocol
 from agent.link.messages import Envelope, ItemResult, Wire
 from agent.store import StoredTask, Unit
 
+ZONE_LAMP = "@zone"
+"""The location name of the zone-complete lamp (never a valid slot id)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Light:

@@ -65,15 +65,13 @@ from agent.link.messages import (
     register_event,
 )
 from agent.store import StoredTask
-from agent.workflows.base import FloorInfo, Step, Verdict
+from agent.workflows.base import ZONE_LAMP, FloorInfo, Step, Verdict
 from devices.events import Button, ButtonPress, Scan
 from devices.lights.palette import DONE, ERROR, PICKER_ORDER, Colour, express
 
 TASK = "pick"
 WAVE = "wave"
 PICKER = "picker"
-ZONE_LAMP = "@zone"
-"""The location name of the zone-complete lamp in ``Light`` actions (never a slot id)."""
 
 DEFAULT = Colour.BLUE.value
 """Colour of a line nobody is assigned to."""
