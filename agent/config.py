@@ -26,6 +26,7 @@ unknown keys, an unknown device kind, a pin or port claimed twice, a location on
 
 from __future__ import annotations
 
+import importlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -204,6 +205,26 @@ def _cross_check(devices: list[DeviceConfig], problems: list[tuple[str, str]]) -
             locations.setdefault(loc, dev.name)
 
 
+ROLE_SETTINGS = {
+    "pick": "agent.workflows.picking:PickSettings",
+    "put_wall": "agent.workflows.putwall:PutWallSettings",
+}
+"""The model of each role's ``[settings]`` table, imported only for that role."""
+
+
+def _check_settings(role: Any, settings: Any, problems: list[tuple[str, str]]) -> None:
+    target = ROLE_SETTINGS.get(role) if isinstance(role, str) else None
+    if target is None or not isinstance(settings, dict):
+        return
+    module, _, name = target.partition(":")
+    model: type[BaseModel] = getattr(importlib.import_module(module), name)
+    try:
+        model.model_validate(settings)
+    except ValidationError as exc:
+        for err in exc.errors():
+            problems.append((f"settings.{_field(err['loc'])}", err["msg"]))
+
+
 def parse_config(
     raw: dict[str, Any], file: str, env: Mapping[str, str] | None = None
 ) -> NodeConfig:
@@ -213,6 +234,7 @@ def parse_config(
     problems: list[tuple[str, str]] = []
     devices = _devices(raw.pop("devices", []), problems)
     _cross_check(devices, problems)
+    _check_settings(raw.get("role"), raw.get("settings", {}), problems)
     config: NodeConfig | None = None
     try:
         config = NodeConfig.model_validate({**raw, "devices": []})

@@ -93,3 +93,12 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["check-config", str(good), str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}: role: " in err
+
+
+def test_role_settings_are_checked_at_load_with_the_file_name(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + '\n[settings]\nconfirm = "telepathy"\ncounters_every_s = -1\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.file == str(path)
+    fields = [f for f, _ in info.value.problems]
+    assert fields == ["settings.confirm", "settings.counters_every_s"]
