@@ -466,7 +466,8 @@ class Bench:
 
             consumer = asyncio.create_task(consume())
             try:
-                tasks = [task(i, slots[i % GPIO_SLOTS]) for i in range(REPLAY_EVENTS)]
+                # one event per press: the outbox holds exactly REPLAY_EVENTS "picked"
+                tasks = [task(i, slots[i % GPIO_SLOTS], tote=False) for i in range(REPLAY_EVENTS)]
                 replies = await asyncio.wait_for(
                     asyncio.gather(*oms.send_tasks("zone-replay", tasks)), 60
                 )
@@ -501,7 +502,9 @@ class Bench:
                 picked: set[str] = set()
                 last = t_up
                 async with asyncio.timeout(120):
-                    while len(seqs) < REPLAY_EVENTS:
+                    # Every event up to the node's last seq: the presses' "picked" and what
+                    # else they cause ("zone_done" when a tote's lines are all picked).
+                    while not seqs or seqs[-1] < target:
                         t, event = await received.get()
                         if event.node != "zone-replay":
                             continue

@@ -72,8 +72,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def task(i: int, location: str, *, wave: str | None = None) -> PickTask:
-    """A realistic pick line (~100 bytes of msgpack)."""
+def task(i: int, location: str, *, wave: str | None = None, tote: bool = True) -> PickTask:
+    """A realistic pick line (~100 bytes of msgpack).
+
+    With ``tote=False`` the line has no container, so confirming it makes exactly one event
+    (no ``zone_done`` when a tote's lines are all picked).
+    """
     return PickTask(
         task=f"T{i:08d}",
         order=f"ORD-{i // 7:07d}",
@@ -82,7 +86,7 @@ def task(i: int, location: str, *, wave: str | None = None) -> PickTask:
         qty=1 + i % 5,
         barcodes=[f"0{4000000000000 + i:013d}"],
         wave=wave,
-        container=f"TOTE-{i % 300:04d}",
+        container=f"TOTE-{i % 300:04d}" if tote else None,
         description="Widget, blue, 12-pack",
     )
 
