@@ -186,7 +186,7 @@ class Node:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.transport.run())
             tg.create_task(self.sender.run())
-            tg.create_task(self._process())
+            tg.create_task(self._process(tg))
             tg.create_task(self._pump_inputs())
             tg.create_task(self._tick())
 
@@ -204,7 +204,11 @@ class Node:
                 # The de-dup memory is bounded on disk as in memory.
                 await self.store.call(self.store.store.prune_inbox, SEEN_IDS)
 
-    async def _process(self) -> None:
+    async def _process(self, tg: asyncio.TaskGroup) -> None:
+        # Pipelined: the next batch goes through the workflow while the previous one is
+        # being committed; commits, and what is published after them, stay in order. A
+        # failed commit fails the task group, and so the node.
+        committing: asyncio.Task[None] | None = None
         while True:
             items = [await self._work.get()]
             size = _size(items[0])
@@ -221,7 +225,9 @@ class Node:
                     self._input(value, step, now)
                 else:
                     self.workflow.on_tick(step, now)
-            await self._finish(step, duplicates)
+            if committing is not None:
+                await committing
+            committing = tg.create_task(self._finish(step, duplicates))
 
     def _command(
         self, name: str, payload: bytes, step: Step, duplicates: list[str], now: int
