@@ -25,6 +25,7 @@ EXIT_DEVICE = 3
 
 COMMAND_MODULES = (
     "agent.commands.node",
+    "agent.commands.oms",
     "agent.commands.scanners",
     "agent.commands.scales",
     "agent.commands.lights",
@@ -38,6 +39,7 @@ COMMAND_MODULES = (
 OWNER = {
     "run": "agent.commands.node",
     "check-config": "agent.commands.node",
+    "oms": "agent.commands.oms",
     "scanner": "agent.commands.scanners",
     "scale": "agent.commands.scales",
     "probe": "agent.commands.scales",

@@ -1,0 +1,145 @@
+"""KPIs computed from node events, as the OMS receives them (definitions in docs/kpi.md).
+
+``Kpis`` takes events one at a time (``add``), each once and in order per node, as the
+reference OMS client delivers them, and answers ``table()``. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _get(body: Any, name: str) -> Any:
+    return body.get(name) if isinstance(body, Mapping) else getattr(body, name, None)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+@dataclass
+class Kpis:
+    """Counts and times gathered from events."""
+
+    lines: int = 0
+    units: int = 0
+    short_lines: int = 0
+    misscans: int = 0
+    scans: int = 0
+    weighed: int = 0
+    weigh_failures: int = 0
+    first_ms: int | None = None
+    last_ms: int | None = None
+    misscanned_tasks: set[str] = field(default_factory=set)
+    order_lines: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)
+    order_start: dict[str, int] = field(default_factory=dict)
+    order_end: dict[str, int] = field(default_factory=dict)
+    packed_orders: set[str] = field(default_factory=set)
+    node_scans: dict[str, int] = field(default_factory=dict)
+
+    def _span(self, start: int | None, end: int | None) -> None:
+        if start is not None:
+            self.first_ms = start if self.first_ms is None else min(self.first_ms, start)
+        if end is not None:
+            self.last_ms = end if self.last_ms is None else max(self.last_ms, end)
+
+    def add(self, node: str, name: str, body: Any) -> None:
+        """Take one event (name and body as delivered)."""
+        if name in ("picked", "short"):
+            task, order = str(_get(body, "task")), str(_get(body, "order"))
+            lit, done = _get(body, "lit_at"), _get(body, "confirmed_at")
+            self.lines += 1
+            self.units += int(_get(body, "picked") or 0)
+            short = name == "short"
+            self.short_lines += short
+            self.order_lines.setdefault(order, []).append((task, short))
+            self._span(lit, done)
+            if lit is not None:
+                self.order_start[order] = min(self.order_start.get(order, lit), lit)
+            if done is not None and order not in self.packed_orders:
+                self.order_end[order] = max(self.order_end.get(order, done), done)
+        elif name == "misscan":
+            self.misscans += 1
+            task = _get(body, "task")
+            if task:
+                self.misscanned_tasks.add(str(task))
+        elif name == "counters":
+            counts = _get(body, "counts") or {}
+            self.node_scans[node] = int(counts.get("scans", 0))
+        elif name == "weighed":
+            self.weighed += 1
+            self.weigh_failures += _get(body, "verdict") == "fail"
+        elif name == "packed":
+            order = str(_get(body, "order"))
+            self.packed_orders.add(order)
+            end = _get(body, "labelled_at") or _get(body, "at")
+            if end is not None:
+                self.order_end[order] = end
+
+    def table(self) -> list[tuple[str, str, str]]:
+        """``(kpi, value, definition)`` rows; ``-`` where nothing was measured."""
+
+        def pct(part: int, whole: int) -> str:
+            return f"{100 * part / whole:.2f} %" if whole else "-"
+
+        hours = 0.0
+        if self.first_ms is not None and self.last_ms is not None:
+            hours = (self.last_ms - self.first_ms) / 3_600_000
+        right_lines = sum(
+            1
+            for lines in self.order_lines.values()
+            for task, short in lines
+            if not short and task not in self.misscanned_tasks
+        )
+        right_orders = sum(
+            1
+            for lines in self.order_lines.values()
+            if all(not short and task not in self.misscanned_tasks for task, short in lines)
+        )
+        scans = max(sum(self.node_scans.values()), self.misscans)
+        lead = [
+            (self.order_end[o] - s) / 1000
+            for o, s in self.order_start.items()
+            if o in self.order_end
+        ]
+        return [
+            ("lines picked", str(self.lines), "picked + short confirmations"),
+            (
+                "picks per hour",
+                f"{self.lines / hours:.0f}" if hours else "-",
+                "lines / hours from the first line lit to the last confirmed",
+            ),
+            (
+                "line pick accuracy",
+                pct(right_lines, self.lines),
+                "lines confirmed in full with no mis-scan / lines confirmed",
+            ),
+            (
+                "order pick accuracy",
+                pct(right_orders, len(self.order_lines)),
+                "orders whose every line was right / orders picked",
+            ),
+            ("short-pick rate", pct(self.short_lines, self.lines), "short lines / lines confirmed"),
+            ("mis-scan rate", pct(self.misscans, scans), "mis-scans / scans (node counters)"),
+            (
+                "check-weigh failure rate",
+                pct(self.weigh_failures, self.weighed),
+                "parcels failing check-weigh / parcels weighed",
+            ),
+            (
+                "order lead time median",
+                f"{statistics.median(lead):.1f} s" if lead else "-",
+                "first line lit to label printed (or last line picked)",
+            ),
+            (
+                "order lead time p95",
+                f"{percentile(lead, 0.95):.1f} s" if lead else "-",
+                "as above, 95th percentile",
+            ),
+        ]

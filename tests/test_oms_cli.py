@@ -1,0 +1,113 @@
+"""``zone-agent oms``: dispatch an order file, record events, compute KPIs; the KPI maths."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.kpi import Kpis, percentile
+from agent.localbroker import LocalBroker
+from devices.events import Button, ButtonPress
+from tests.harness import node_file, node_in_process
+
+ORDERS = Path(__file__).resolve().parent.parent / "examples" / "orders.csv"
+
+
+def _picked(
+    task: str, order: str, lit: int, done: int, name: str = "picked", picked: int = 1
+) -> tuple:
+    body = {
+        "task": task,
+        "order": order,
+        "qty": 1,
+        "picked": picked,
+        "lit_at": lit,
+        "confirmed_at": done,
+    }
+    return ("z", name, body)
+
+
+def test_kpi_definitions() -> None:
+    kpis = Kpis()
+    for event in [
+        _picked("t1", "o1", 0, 1000),
+        _picked("t2", "o1", 0, 2000),
+        ("z", "misscan", {"task": "t3", "code": "X"}),
+        _picked("t3", "o2", 1000, 3000),
+        _picked("t4", "o3", 2000, 3_600_000, name="short", picked=0),
+        ("z", "counters", {"counts": {"scans": 10}}),
+        ("p", "weighed", {"verdict": "pass"}),
+        ("p", "weighed", {"verdict": "fail"}),
+    ]:
+        kpis.add(*event)
+    rows = {name: value for name, value, _ in kpis.table()}
+    assert rows["lines picked"] == "4"
+    assert rows["picks per hour"] == "4"  # 4 lines over exactly one hour
+    assert rows["line pick accuracy"] == "50.00 %"  # t3 mis-scanned, t4 short
+    assert rows["order pick accuracy"] == "33.33 %"  # only o1 all right
+    assert rows["short-pick rate"] == "25.00 %"
+    assert rows["mis-scan rate"] == "10.00 %"
+    assert rows["check-weigh failure rate"] == "50.00 %"
+    assert rows["order lead time median"] == "2.0 s"
+    assert percentile([1, 2, 3, 4, 100], 0.95) == 100
+
+
+@pytest.mark.broker
+def test_dispatch_record_and_kpi_end_to_end(tmp_path: Path, broker: LocalBroker) -> None:
+    record = tmp_path / "events.jsonl"
+
+    async def scenario() -> None:
+        async with node_in_process(node_file(tmp_path, broker)) as running:
+            await asyncio.wait_for(running.node.online.wait(), 10)
+            cli = [sys.executable, "-m", "agent.cli", "oms"]
+            watch = await asyncio.create_subprocess_exec(
+                *cli,
+                "watch",
+                "--broker",
+                broker.url,
+                "--site",
+                "dc1",
+                "--seconds",
+                "6",
+                "--record",
+                str(record),
+                stdout=subprocess.DEVNULL,
+            )
+            done = await asyncio.create_subprocess_exec(
+                *cli,
+                "dispatch",
+                str(ORDERS),
+                "--broker",
+                broker.url,
+                "--site",
+                "dc1",
+                "--wait",
+                "1",
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            out, err = await done.communicate()
+            assert done.returncode == 1  # one line's location belongs to no node
+            assert b"zone-a1: 4 lines in wave W1, 0 refused" in out
+            assert b"no online node owns EBY-3001/SKU-999@Z9" in err
+            for slot in ("A1", "A2", "A3", "A1"):
+                running.node.submit_input(ButtonPress("shelf", slot, Button.CONFIRM))
+                await asyncio.sleep(0.1)
+            await watch.wait()
+
+    asyncio.run(scenario())
+    names = [json.loads(line)["name"] for line in record.read_text().splitlines()]
+    assert names.count("picked") == 4
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "oms", "kpi", str(record), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    kpis = json.loads(out.stdout)
+    assert kpis["lines picked"] == "4" and kpis["short-pick rate"] == "0.00 %"

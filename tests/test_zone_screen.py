@@ -1,0 +1,54 @@
+"""The zone screen in a real headless browser: slots, lights and pickers, live from the node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from agent.link.messages import PickTask
+from agent.localbroker import LocalBroker
+from tests.browser import dump_dom, needs_chromium
+from tests.harness import node_file, node_in_process, oms_for
+
+pytestmark = pytest.mark.broker
+
+
+def test_state_api_and_page_are_served_on_localhost(tmp_path: Path, broker: LocalBroker) -> None:
+    async def scenario() -> None:
+        async with node_in_process(node_file(tmp_path, broker)) as running:
+            url = json.loads((running.config.state_dir / "control.json").read_text())["url"]
+            assert url.startswith("http://127.0.0.1:")
+            page = await asyncio.to_thread(lambda: urllib.request.urlopen(url + "/").read())
+            assert b'id="slots"' in page
+            state = json.loads(
+                await asyncio.to_thread(lambda: urllib.request.urlopen(url + "/api/state").read())
+            )
+            assert state["node"] == "zone-a1" and set(state["lights"]) == {"A1", "A2", "A3", "A4"}
+
+    asyncio.run(scenario())
+
+
+@needs_chromium
+def test_zone_screen_shows_lit_slots_and_pickers(tmp_path: Path, broker: LocalBroker) -> None:
+    async def scenario() -> None:
+        async with oms_for(broker) as oms, node_in_process(node_file(tmp_path, broker)) as running:
+            await asyncio.wait_for(running.node.online.wait(), 10)
+            url = json.loads((running.config.state_dir / "control.json").read_text())["url"]
+            tasks = [PickTask(task="t1", order="ORD-9", location="A2", sku="SKU-77", qty=7)]
+            await oms.call("zone-a1", "pick", {"tasks": [t.model_dump() for t in tasks]})
+            dom = await asyncio.to_thread(dump_dom, url + "/")
+            slot = re.search(
+                r'<div class="slot steady" data-slot="A2"[^>]*>(.*?)</div></div>', dom, re.S
+            )
+            assert slot is not None, dom[-3000:]
+            assert '<div class="qty">7</div>' in slot.group(0)
+            assert "SKU-77 · ORD-9" in slot.group(0)
+            assert "var(--blue)" in slot.group(0)
+            assert 'data-slot="A1"' in dom and "zone-a1" in dom and "online" in dom
+
+    asyncio.run(scenario())
