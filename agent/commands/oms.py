@@ -155,6 +155,7 @@ def read_orders(path: Path) -> list[dict[str, Any]]:
                         "order": row["order"],
                         "channel": row.get("channel", ""),
                         "express": row.get("express", "").lower() in ("1", "true", "yes"),
+                        "tote": row.get("tote") or None,
                         "lines": [],
                     },
                 )
