@@ -91,6 +91,7 @@ class WebServer:
         self.sim_state = sim_state
         self.stream_interval_s = stream_interval_s
         self._server: asyncio.Server | None = None
+        self._clients: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}
         self.port = 0
 
     async def start(self, bind: str, port: int) -> int:
@@ -100,14 +101,20 @@ class WebServer:
         return self.port
 
     async def close(self) -> None:
-        """Stop listening and drop open connections."""
+        """Stop listening, close open connections (event streams too) and wait for them."""
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(Exception):
-                self._server.close_clients()  # type: ignore[attr-defined]
             self._server = None
+        clients = list(self._clients.items())
+        for writer, _ in clients:
+            writer.close()
+        if clients:
+            await asyncio.wait([task for _, task in clients], timeout=2)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients[writer] = task
         try:
             while True:
                 request = await self._read_request(reader)
@@ -123,6 +130,7 @@ class WebServer:
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass  # the browser went away
         finally:
+            self._clients.pop(writer, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -166,8 +174,10 @@ class WebServer:
                 return Response.json(self.state())
             if path.startswith("/sim"):
                 return await self._sim(method, path, body)
-            if method == "GET" and (path == "/" or path.startswith("/static/")):
-                return self._static(self.page if path == "/" else path.removeprefix("/static/"))
+            if method == "GET" and path == "/":
+                return self._page()
+            if method == "GET" and path.startswith("/static/"):
+                return self._static(path.removeprefix("/static/"))
             return Response.error(404, f"no route {method} {path}")
         except Exception as exc:  # one bad request must not stop the server
             log.exception("request %s %s failed", method, path)
@@ -196,6 +206,15 @@ class WebServer:
             return Response.error(404, f"no simulated device {exc}")
         except (ValueError, TypeError) as exc:
             return Response.error(400, str(exc))
+
+    def _page(self) -> Response:
+        """The screen, with the current state embedded so the first paint needs no request."""
+        page = self._static(self.page)
+        if page.status != 200:
+            return page
+        state = json.dumps(self.state(), separators=(",", ":"), default=str).replace("</", "<\\/")
+        tag = f'<script id="state" type="application/json">{state}</script>'.encode()
+        return Response(200, page.body.replace(b"<!--STATE-->", tag), page.content_type)
 
     def _static(self, name: str) -> Response:
         if "/" in name or name.startswith("."):

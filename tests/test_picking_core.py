@@ -28,8 +28,10 @@ def test_confirm_turns_the_light_off_when_the_slot_has_nothing_left() -> None:
 def test_confirm_lights_the_next_task_of_the_slot() -> None:
     wf = PickingWorkflow(["A1"])
     step = Step()
-    tasks = [PickTask(task="t1", order="o", location="A1", sku="s", qty=1),
-             PickTask(task="t2", order="o", location="A1", sku="s", qty=4, priority=0)]
+    tasks = [
+        PickTask(task="t1", order="o", location="A1", sku="s", qty=1),
+        PickTask(task="t2", order="o", location="A1", sku="s", qty=4, priority=0),
+    ]
     wf.on_command("pick", ENV, PickCommand(tasks=tasks), step, now=1)
     assert step.actions == [Light("A1", "blue", "steady", 4)]  # priority 0 first
     step = Step()

@@ -52,3 +52,34 @@ def test_zone_screen_shows_lit_slots_and_pickers(tmp_path: Path, broker: LocalBr
             assert 'data-slot="A1"' in dom and "zone-a1" in dom and "online" in dom
 
     asyncio.run(scenario())
+
+
+def test_stream_sends_each_change(tmp_path: Path, broker: LocalBroker) -> None:
+    """The screen updates live: /api/stream sends the state again when it changes."""
+
+    async def scenario() -> None:
+        async with oms_for(broker) as oms, node_in_process(node_file(tmp_path, broker)) as running:
+            await asyncio.wait_for(running.node.online.wait(), 10)
+            url = json.loads((running.config.state_dir / "control.json").read_text())["url"]
+            host, port = url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+
+            async def next_state() -> dict:
+                while True:
+                    line = await asyncio.wait_for(reader.readline(), 5)
+                    if line.startswith(b"data: "):
+                        return json.loads(line[6:])
+
+            first = await next_state()
+            assert first["lights"]["A3"] is None
+            tasks = [PickTask(task="t9", order="o9", location="A3", sku="S", qty=4)]
+            await oms.call("zone-a1", "pick", {"tasks": [t.model_dump() for t in tasks]})
+            update = await next_state()
+            while update["lights"]["A3"] is None:
+                update = await next_state()
+            lit = {"colour": "blue", "pattern": "steady", "qty": 4, "text": None}
+            assert update["lights"]["A3"] == lit
+            writer.close()
+
+    asyncio.run(scenario())
