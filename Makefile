@@ -7,9 +7,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-APT_PACKAGES := mosquitto mosquitto-clients python3-venv
 
-.PHONY: setup system-packages test lint typecheck pytest demo bench clean
+.PHONY: setup system-packages browser test lint typecheck pytest demo bench clean
 
 setup: $(STAMP) system-packages
 
@@ -18,6 +17,7 @@ system-packages:
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
 	$(PYTHON) -c "import ensurepip, venv" >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
@@ -38,7 +38,13 @@ lint: setup
 typecheck: setup
 	$(PY) -m mypy agent devices
 
-pytest: setup
+# The screens are tested in a real headless browser: Debian's chromium.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing: chromium"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+pytest: setup browser
 	$(PY) -m pytest
 
 test: lint typecheck pytest
