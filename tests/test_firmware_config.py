@@ -26,7 +26,10 @@ def test_node_file_is_valid(path: Path) -> None:
 
 def test_a_pin_used_twice_across_devices_is_caught(tmp_path: Path) -> None:
     text = (FILES[0].parent / "zone-gpio.toml").read_text()
-    text += '\n[[devices]]\nname = "lamp2"\nkind = "gpio_slots"\n[[devices.slots]]\nid = "X"\nled = 17\nconfirm = 4\n'
+    text += (
+        '\n[[devices]]\nname = "lamp2"\nkind = "gpio_slots"\n'
+        '[[devices.slots]]\nid = "X"\nled = 17\nconfirm = 4\n'
+    )
     path = tmp_path / "clash.toml"
     path.write_text(text)
     with pytest.raises(ConfigError) as info:

@@ -49,7 +49,7 @@ async def next_scan(events: AsyncIterator[Scan]) -> Scan:
 async def wait_until(condition: Callable[[], bool]) -> None:
     """Poll until ``condition()`` holds (the safety timeout fails the test otherwise)."""
     async with asyncio.timeout(SAFETY_S):
-        while not condition():  # noqa: ASYNC110 - polls driver state, no event to wait on
+        while not condition():  # polls driver state: there is no event to wait on
             await asyncio.sleep(0.005)
 
 
