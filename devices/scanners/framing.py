@@ -18,8 +18,9 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
+from agent.errors import DeviceUnavailable
 from devices._bridge import EventQueue
 from devices.base import Device, HealthStatus
 from devices.events import Scan
@@ -187,11 +188,31 @@ class Deduplicator:
         return True
 
 
-class ScannerDevice(Device):
-    """What serial and HID scanners share: de-duplication, interpretation, the event queue.
+class ScannerSource(Protocol):
+    """Where a scanner's input comes from (a serial port, an input device)."""
 
-    Subclasses read their hardware in a task started by ``_start_reader`` and hand each
-    unwrapped read to ``_deliver``.
+    @property
+    def is_open(self) -> bool:
+        """Whether the source is open and has not failed."""
+        ...
+
+    async def open(self) -> None:
+        """Open; raises ``DeviceUnavailable``."""
+        ...
+
+    async def close(self) -> None:
+        """Close; safe to call twice."""
+        ...
+
+
+class ScannerDevice(Device):
+    """What serial and HID scanners share: lifecycle, de-duplication, interpretation.
+
+    The source is opened at start (a missing one only makes health unavailable) and
+    reopened with capped exponential backoff whenever it goes away; an unfinished read from
+    before is dropped, never glued to the next. Subclasses set ``_source`` and
+    ``_reopen_s`` and implement ``_read_once`` (read, then hand each unwrapped read to
+    ``_deliver``) and ``_reset_framing``.
 
     Args:
         name: the device name.
@@ -216,6 +237,7 @@ class ScannerDevice(Device):
         self._task: asyncio.Task[None] | None = None
         self.scans = 0
         self.bad_reads = 0
+        self.partial_dropped = 0
 
     def events(self) -> AsyncIterator[Scan]:
         """The scans, in order, as an endless async iterator."""
@@ -241,6 +263,65 @@ class ScannerDevice(Device):
             log.warning("device %s: bad read %r: %s", self.name, scan.text, scan.error)
         self._queue.put(scan)
         return scan
+
+    _source: ScannerSource
+    _reopen_s: tuple[float, float]
+    _unit = "bytes"
+
+    async def _read_once(self) -> None:
+        """Read what the source has and deliver it; raises ``DeviceUnavailable``."""
+        raise NotImplementedError
+
+    def _reset_framing(self) -> int:
+        """Forget a partial read; returns how much (bytes or characters) was dropped."""
+        raise NotImplementedError
+
+    async def _open(self) -> None:
+        try:
+            await self._source.open()
+        except DeviceUnavailable as exc:
+            self._set_health(HealthStatus.UNAVAILABLE, str(exc))
+        else:
+            self._opened()
+        self._start_reader(self._run())
+
+    async def _close(self) -> None:
+        await self._stop_reader()
+        await self._source.close()
+
+    def _opened(self) -> None:
+        self._reset_framing()
+        self._set_health(HealthStatus.OK)
+
+    async def _run(self) -> None:
+        delays = backoff(*self._reopen_s)
+        while True:
+            if not self._source.is_open:
+                await asyncio.sleep(next(delays))
+                try:
+                    await self._source.close()
+                    await self._source.open()
+                except DeviceUnavailable as exc:
+                    self._set_health(HealthStatus.UNAVAILABLE, str(exc))
+                    continue
+                self._opened()
+                delays = backoff(*self._reopen_s)
+            try:
+                await self._read_once()
+            except DeviceUnavailable as exc:
+                self._lost(exc)
+
+    def _lost(self, exc: DeviceUnavailable) -> None:
+        dropped = self._reset_framing()
+        if dropped:
+            self.partial_dropped += 1
+            log.warning(
+                "device %s: dropped %d %s of an unfinished read when it went away",
+                self.name,
+                dropped,
+                self._unit,
+            )
+        self._set_health(HealthStatus.UNAVAILABLE, str(exc))
 
     def _start_reader(self, reader: Coroutine[Any, Any, None]) -> None:
         self._queue.bind(asyncio.get_running_loop())

@@ -8,7 +8,6 @@ keyboard cannot type GS (see ``HidScanner``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -17,7 +16,6 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator
 
-from agent.errors import DeviceUnavailable
 from devices.backends.evdev import (
     FAKE_SCHEME,
     FakeKeyboard,
@@ -25,10 +23,9 @@ from devices.backends.evdev import (
     KeyEvent,
     open_keyboard,
 )
-from devices.base import HealthStatus
 from devices.config import DeviceConfig
 from devices.context import DeviceContext
-from devices.scanners.framing import ScannerDevice, backoff, check_gs_substitute, unwrap
+from devices.scanners.framing import ScannerDevice, check_gs_substitute, unwrap
 from devices.scanners.interpret import GS, MAX_TEXT_LENGTH
 from devices.sim import Simulator
 
@@ -303,9 +300,11 @@ class HidScanner(ScannerDevice):
         )
         self.config = config
         self._keyboard = keyboard
+        self._source = keyboard
+        self._reopen_s = (config.reopen_min_s, config.reopen_max_s)
+        self._unit = "characters"
         keys = (KEY_ENTER, KEY_KPENTER) if config.terminator == "enter" else (KEY_TAB,)
         self._lines = KeyLineAssembler(config.name, LAYOUTS[config.layout], keys, config.max_length)
-        self.partial_dropped = 0
 
     @classmethod
     def from_config(cls, config: HidScannerConfig, context: DeviceContext) -> Self:
@@ -323,55 +322,14 @@ class HidScanner(ScannerDevice):
         """How many over-long lines were discarded."""
         return self._lines.discarded
 
-    async def _open(self) -> None:
-        try:
-            await self._keyboard.open()
-        except DeviceUnavailable as exc:
-            self._set_health(HealthStatus.UNAVAILABLE, str(exc))
-        else:
-            self._opened()
-        self._start_reader(self._run())
+    async def _read_once(self) -> None:
+        events = await self._keyboard.read()
+        at = self._clock()
+        for line in self._lines.feed(events):
+            self._line(line, at)
 
-    async def _close(self) -> None:
-        await self._stop_reader()
-        await self._keyboard.close()
-
-    def _opened(self) -> None:
-        self._lines.reset()
-        self._set_health(HealthStatus.OK)
-
-    async def _run(self) -> None:
-        delays = backoff(self.config.reopen_min_s, self.config.reopen_max_s)
-        while True:
-            if not self._keyboard.is_open:
-                await asyncio.sleep(next(delays))
-                try:
-                    await self._keyboard.close()
-                    await self._keyboard.open()
-                except DeviceUnavailable as exc:
-                    self._set_health(HealthStatus.UNAVAILABLE, str(exc))
-                    continue
-                self._opened()
-                delays = backoff(self.config.reopen_min_s, self.config.reopen_max_s)
-            try:
-                events = await self._keyboard.read()
-            except DeviceUnavailable as exc:
-                self._lost(exc)
-                continue
-            at = self._clock()
-            for line in self._lines.feed(events):
-                self._line(line, at)
-
-    def _lost(self, exc: DeviceUnavailable) -> None:
-        dropped = self._lines.reset()
-        if dropped:
-            self.partial_dropped += 1
-            log.warning(
-                "device %s: dropped %d characters of an unfinished read when it went away",
-                self.name,
-                dropped,
-            )
-        self._set_health(HealthStatus.UNAVAILABLE, str(exc))
+    def _reset_framing(self) -> int:
+        return self._lines.reset()
 
     def _line(self, line: KeyLine, at: float) -> None:
         c = self.config

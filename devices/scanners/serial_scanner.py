@@ -6,7 +6,6 @@ Serial mode is the one to choose for GS1 codes: bytes arrive verbatim, including
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import tempfile
 import time
@@ -16,9 +15,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator
 
-from agent.errors import DeviceUnavailable
 from devices.backends.serial import SerialPort, SerialSettings
-from devices.base import HealthStatus
 from devices.config import DeviceConfig
 from devices.context import DeviceContext
 from devices.ptysim import PtyEndpoint
@@ -26,7 +23,6 @@ from devices.scanners.framing import (
     TERMINATORS,
     LineFramer,
     ScannerDevice,
-    backoff,
     check_gs_substitute,
     decode,
     unwrap,
@@ -129,8 +125,9 @@ class SerialScanner(ScannerDevice):
         )
         self.config = config
         self._port = port
+        self._source = port
+        self._reopen_s = (config.reopen_min_s, config.reopen_max_s)
         self._framer = LineFramer(config.name, config.terminator.encode("ascii"), config.max_length)
-        self.partial_dropped = 0
 
     @classmethod
     def from_config(cls, config: SerialScannerConfig, context: DeviceContext) -> Self:
@@ -151,56 +148,15 @@ class SerialScanner(ScannerDevice):
         """How many over-long lines were discarded."""
         return self._framer.discarded
 
-    async def _open(self) -> None:
-        try:
-            await self._port.open()
-        except DeviceUnavailable as exc:
-            self._set_health(HealthStatus.UNAVAILABLE, str(exc))
-        else:
-            self._opened()
-        self._start_reader(self._run())
+    async def _read_once(self) -> None:
+        chunk = await self._port.read_available(_READ_SAFETY_TIMEOUT_S)
+        if chunk:
+            at = self._clock()
+            for frame in self._framer.feed(chunk):
+                self._frame(frame, at)
 
-    async def _close(self) -> None:
-        await self._stop_reader()
-        await self._port.close()
-
-    def _opened(self) -> None:
-        self._framer.reset()
-        self._set_health(HealthStatus.OK)
-
-    async def _run(self) -> None:
-        delays = backoff(self.config.reopen_min_s, self.config.reopen_max_s)
-        while True:
-            if not self._port.is_open:
-                await asyncio.sleep(next(delays))
-                try:
-                    await self._port.close()
-                    await self._port.open()
-                except DeviceUnavailable as exc:
-                    self._set_health(HealthStatus.UNAVAILABLE, str(exc))
-                    continue
-                self._opened()
-                delays = backoff(self.config.reopen_min_s, self.config.reopen_max_s)
-            try:
-                chunk = await self._port.read_available(_READ_SAFETY_TIMEOUT_S)
-            except DeviceUnavailable as exc:
-                self._lost(exc)
-                continue
-            if chunk:
-                at = self._clock()
-                for frame in self._framer.feed(chunk):
-                    self._frame(frame, at)
-
-    def _lost(self, exc: DeviceUnavailable) -> None:
-        partial = self._framer.reset()
-        if partial:
-            self.partial_dropped += 1
-            log.warning(
-                "device %s: dropped %d bytes of an unfinished read when the port went away",
-                self.name,
-                len(partial),
-            )
-        self._set_health(HealthStatus.UNAVAILABLE, str(exc))
+    def _reset_framing(self) -> int:
+        return len(self._framer.reset())
 
     def _frame(self, frame: bytes, at: float) -> None:
         c = self.config
