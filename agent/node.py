@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
@@ -38,6 +39,7 @@ from agent.workflows.base import Action, Step, Verdict, Workflow
 
 log = logging.getLogger("agent.node")
 
+_VALID_NAME = re.compile(r"[\x21-\x7e]{1,64}")
 SEEN_IDS = 200_000
 PRUNE_EVERY_TICKS = 3600
 BATCH_ITEMS = 512
@@ -107,7 +109,13 @@ class Node:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.online = asyncio.Event()
         self.ready = asyncio.Event()
-        self.stats: dict[str, int] = {"commands": 0, "duplicates": 0, "rejected": 0, "inputs": 0}
+        self.stats: dict[str, int] = {
+            "commands": 0,
+            "duplicates": 0,
+            "rejected": 0,
+            "inputs": 0,
+            "failed": 0,
+        }
         self._outbox_full_logged = False
 
     # --- presence --------------------------------------------------------------------
@@ -161,6 +169,13 @@ class Node:
                 log.warning("invalid ack ignored: %s", exc)
                 return
             assert isinstance(ack, Ack)
+            if ack.store is not None and ack.store != self.store.store.store_id:
+                log.warning(
+                    "ack for store %s ignored: this node's store is %s",
+                    ack.store,
+                    self.store.store.store_id,
+                )
+                return
             self.sender.on_ack(ack.seq, resend=ack.resend)
             return
         if parsed.channel == "cmd":
@@ -219,12 +234,23 @@ class Node:
             duplicates: list[str] = []
             now = now_ms()
             for kind, value in items:
-                if kind == "cmd":
-                    self._command(value[0], value[1], step, duplicates, now)
-                elif kind == "input":
-                    self._input(value, step, now)
-                else:
-                    self.workflow.on_tick(step, now)
+                # Each item works on its own step, merged when it went through: a bug
+                # triggered by one message is logged and that message's writes dropped,
+                # instead of stopping the node (and a restart would meet it again).
+                one = Step()
+                try:
+                    if kind == "cmd":
+                        self._command(value[0], value[1], one, duplicates, now)
+                    elif kind == "input":
+                        self._input(value, one, now)
+                    else:
+                        self.workflow.on_tick(one, now)
+                except Exception:
+                    self.stats["failed"] += 1
+                    log.exception("could not handle %s %s; it was dropped", kind, _describe(value))
+                    continue
+                step.unit.merge(one.unit)
+                step.actions.extend(one.actions)
             if committing is not None:
                 await committing
             committing = tg.create_task(self._finish(step, duplicates))
@@ -249,7 +275,7 @@ class Node:
                 step.emit(
                     "reply",
                     Reply(
-                        cmd=name[:64] or "?",
+                        cmd=name if _VALID_NAME.fullmatch(name) else "?",
                         status="rejected",
                         reason=exc.reason,
                         detail=exc.detail[:256] or None,
@@ -346,3 +372,10 @@ def _size(item: tuple[str, Any]) -> int:
     """Payload bytes of a work item (commands; device input counts as small)."""
     kind, value = item
     return len(value[1]) if kind == "cmd" else 64
+
+
+def _describe(value: Any) -> str:
+    """A short, log-safe description of a work item."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], bytes):
+        return f"{value[0]!r} ({len(value[1])} bytes)"
+    return repr(value)[:200]

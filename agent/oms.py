@@ -263,7 +263,7 @@ class OmsClient:
             resync, self._resync = self._resync, set()
             for node in dirty | resync:
                 view = self.nodes[node]
-                ack = Ack(seq=view.delivered, resend=node in resync)
+                ack = Ack(seq=view.delivered, resend=node in resync, store=view.store)
                 payload = codec.encode(ack, msg_id=codec.new_id(), ts=now_ms())
                 try:
                     await self.transport.publish(NodeTopics(self.site, node).ack, payload)

@@ -108,6 +108,18 @@ class Unit:
         self.events.append(PendingEvent(name, body, corr, ts))
         return len(self.events) - 1
 
+    def merge(self, other: Unit) -> None:
+        """Append ``other``'s writes after this unit's (for one item of a batch)."""
+        offset = len(self.events)
+        self.events.extend(other.events)
+        self.inbox.extend((cid, name, i + offset if i >= 0 else i) for cid, name, i in other.inbox)
+        for task_id in other.drops:
+            self.drop_task(task_id)
+        for task in other.puts.values():
+            self.put_task(task)
+        for name, delta in other.counters.items():
+            self.count(name, delta)
+
     def put_task(self, task: StoredTask) -> None:
         """Insert or replace a task."""
         self.drops.discard(task.id)

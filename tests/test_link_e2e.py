@@ -167,6 +167,7 @@ def test_invalid_commands_get_a_reason_and_the_node_keeps_running(
                 (topic + "launch", msgpack.packb({"v": 1, "id": "bad-2", "ts": 1, "body": {}})),
                 (topic + "ping", msgpack.packb({"v": 9, "id": "bad-3", "ts": 1, "body": {}})),
                 (topic + "pick", b"\x00" * 600_000),
+                (topic + "bad name é", msgpack.packb({"v": 1, "id": "bad-4", "ts": 1, "body": {}})),
             ]
 
             @settings(
@@ -187,13 +188,14 @@ def test_invalid_commands_get_a_reason_and_the_node_keeps_running(
                 await oms.transport.publish(t, p)
             got = {}
             async with asyncio.timeout(10):
-                while len(got) < 3:
+                while len(got) < 4:
                     ev = await oms.events.get()
                     if ev.envelope.corr and ev.envelope.corr.startswith("bad-"):
                         got[ev.envelope.corr] = ev.body
             assert got["bad-1"].reason == "invalid_body" and got["bad-1"].detail.startswith("tasks")
             assert got["bad-2"].reason == "unknown_type"
             assert got["bad-3"].reason == "unsupported_version"
+            assert (got["bad-4"].cmd, got["bad-4"].reason) == ("?", "unknown_type")
             assert (await oms.call("zone-a1", "ping", {})).status == "accepted"
             assert running.node.stats["rejected"] >= 5
 
@@ -220,5 +222,31 @@ def test_outbox_limit_rejects_new_work_until_acknowledged(
                 "zone-a1", "pick", {"tasks": [_tasks(1, prefix="late")[0].model_dump()]}
             )
             assert reply.status == "accepted"
+
+    asyncio.run(scenario())
+
+
+def test_an_ack_for_another_store_deletes_nothing(tmp_path: Path, broker: LocalBroker) -> None:
+    """An ack meant for a replaced store (queued at the broker, or from a stale OMS) is ignored."""
+    from agent.link import codec
+    from agent.link.messages import Ack
+
+    async def scenario() -> None:
+        async with (
+            oms_for(broker, auto_ack=False) as oms,
+            node_in_process(node_file(tmp_path, broker)) as running,
+        ):
+            await _wait_online(oms, "zone-a1")
+            await oms.call("zone-a1", "ping", {})
+            store = running.node.store.store
+            stale = codec.encode(Ack(seq=1, store="0123456789abcdef"), msg_id="a1", ts=1)
+            await oms.transport.publish("wh/v1/dc1/zone-a1/ack", stale)
+            await asyncio.sleep(0.3)
+            assert store.acked_seq == 0
+            good = codec.encode(Ack(seq=1, store=store.store_id), msg_id="a2", ts=2)
+            await oms.transport.publish("wh/v1/dc1/zone-a1/ack", good)
+            async with asyncio.timeout(5):
+                while store.acked_seq != 1:
+                    await asyncio.sleep(0.02)
 
     asyncio.run(scenario())

@@ -168,6 +168,9 @@ class Ack(Wire):
 
     seq: int = Field(ge=0)
     resend: bool = False
+    store: Id | None = None
+    """The store id of the birth the OMS acknowledges against; a node whose store is
+    another (replaced SD card) ignores the ack instead of deleting events never sent."""
 
 
 COMMANDS: dict[str, type[Wire]] = {
