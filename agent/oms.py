@@ -327,8 +327,11 @@ class OmsClient:
                     self.pending.pop(command.msg_id, None)
                     continue
                 view = self.nodes.get(command.node)
+                online = view is None or view.online  # unknown yet: its birth may be on the way
                 due = now - command.sent_at >= self.resend_s
-                if due or (woken and view is not None and view.online):
+                # An offline node gets it when its birth wakes us: resending on the timer
+                # would only pile copies into its queue at the broker.
+                if online and (due or woken):
                     await self._send(command)
 
     async def next_event(self, timeout: float = 10.0) -> NodeEvent:
