@@ -7,6 +7,7 @@ publishes the offline state, closes the devices and checkpoints the store, in th
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import NodeConfig
+from agent.errors import ConfigError
 from agent.floor import DeviceFloor
 from agent.node import Node
 from agent.store import AsyncStore
@@ -29,19 +31,31 @@ log = logging.getLogger("agent")
 STATE_FILE = "state.sqlite3"
 
 
+ROLE_WORKFLOWS = {
+    "pick": "agent.workflows.picking:PickingWorkflow",
+    "put_wall": "agent.workflows.putwall:PutWallWorkflow",
+    "pack": "agent.workflows.packing:PackingWorkflow",
+}
+"""The state machine of each role, imported only for that role."""
+
+
 def build_workflow(config: NodeConfig, floor: DeviceFloor) -> Workflow:
-    """The state machine for the node's role (imported only for that role)."""
-    if config.role == "pack":
-        from agent.workflows.packing import PackingWorkflow
+    """The state machine for the node's role.
 
-        return PackingWorkflow.from_config(config, floor)
-    if config.role == "put_wall":
-        from agent.workflows.putwall import PutWallWorkflow
-
-        return PutWallWorkflow.from_config(config, floor)
-    from agent.workflows.picking import PickingWorkflow
-
-    return PickingWorkflow.from_config(config, floor)
+    Raises:
+        ConfigError: the role has no workflow in this build.
+    """
+    module_name, _, class_name = ROLE_WORKFLOWS[config.role].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise ConfigError(
+            "(node file)", "role", f"no {config.role!r} workflow in this build"
+        ) from None
+    workflow: Workflow = getattr(module, class_name).from_config(config, floor)
+    return workflow
 
 
 def device_context(simulate: bool) -> DeviceContext:

@@ -62,6 +62,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"state_dir": args.state_dir})
     try:
         await run_node(config, simulate=args.simulate)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_USAGE
     except AgentError as exc:
         log.error("%s", exc)
         return EXIT_FAILURE
