@@ -158,22 +158,10 @@ class Picked(Wire):
     express: bool = False
 
 
-class Short(Wire):
-    """A pick line confirmed with less than asked for (``picked < qty``)."""
+class Short(Picked):
+    """A pick line confirmed with less than asked for (``picked < qty``), and why."""
 
-    task: str
-    order: str
-    location: str
-    sku: str
-    qty: int
-    picked: int
     reason: str
-    wave: str | None = None
-    container: str | None = None
-    lit_at: int | None = None
-    confirmed_at: int
-    picker: str | None = None
-    express: bool = False
 
 
 class Misscan(Wire):
