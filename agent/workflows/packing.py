@@ -1,0 +1,1593 @@
+"""Pack station (role ``pack``): verify by scan, choose the box, check-weigh, print the label.
+
+The OMS queues orders at the station with ``pack`` (one order per command: its lines with
+barcodes, unit weights, dimensions and fragility; express; gift note and bonus item; the
+carrier's label as raw ZPL, or the fields for the station's own label; whether a packing
+slip is wanted). ``pack_cancel`` removes orders not packed yet.
+
+At the bench, one order at a time:
+
+1. **Start**: the packer scans the order's (or its tote's) barcode. The screen lists the
+   lines and suggests a box and a packaging material (``agent.workflows.cartons``).
+2. **Verify**: every unit is scanned. A code of no line (``wrong_item``: a product code,
+   ``unknown_code``: anything else), a unit more than the line asks for (``surplus``) and a
+   read the scanner flagged (``unreadable``, e.g. a bad check digit, with the reason) are
+   refused: the screen says why in words and a ``pack_refused`` event goes out. GS1 codes
+   (GS1-128, DataMatrix) match a line by their GTIN (AI 01) against the line's barcodes
+   normalised to GTIN-14. When the last unit is in, ``verified`` goes out and the packing
+   slip is printed (when wanted and the station has an ESC/POS printer).
+3. **Box**: the packer accepts the suggestion (the ``confirm_barcode`` or the suggested
+   box's barcode) or overrides it by scanning another box's barcode, at any time from the
+   start until the parcel passes the check-weigh.
+4. **Check-weigh**: the parcel's weight comes from the scale's live readings; only a
+   reading the scale calls stable counts, and only after the previous parcel has left the
+   scale (a reading under ``min_weight_g``). Expected = items + empty box + estimated
+   packaging. It fails when the difference exceeds *both* ``tolerance_pct`` of the expected
+   weight and ``tolerance_g`` (defaults 5 % and 50 g, see ``PackSettings``). Each verdict
+   is a ``weighed`` event. A failure blocks the label until a new stable reading passes
+   (re-weigh) or a supervisor scans their badge and then a reason barcode (recorded in a
+   ``weighed`` event with verdict ``override``, the supervisor's name and the reason).
+5. **Label**: the carrier's ZPL byte for byte, else the station's own 4x6 ZPL label with the
+   SSCC (``agent.workflows.labels``), as job ``{order}-label`` on the label printer. When
+   the printer confirms it, ``label_printed`` and ``packed`` go out (box, weight, timings)
+   and the order is done.
+
+Printing never prints twice. The job id is stable per order and persisted as *submitted*
+before the print action runs. A failed job (``PrintResult`` not ok: it may have printed in
+part) and a job whose result was lost in a restart are **not** printed again by
+themselves: the screen asks the packer, who either scans the order barcode again (a reprint
+as ``{order}-label-2``, ``-3``...) or the confirm barcode (it did print). A job the printer
+holds (paper out, head open) prints when the fault is cleared; if no result came within
+``label_timeout_s``, or the printer reports a fault (``HealthChange`` input), the packer
+and the OMS (``print_delayed``) are told once.
+
+Everything about an order (lines, scans, box, verdicts, label job) is a store task, so a
+restart in the middle of an order carries on where it was.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agent.config import NodeConfig
+from agent.errors import ConfigError
+from agent.link.messages import (
+    MAX_BARCODES_PER_TASK,
+    Barcode,
+    Envelope,
+    Id,
+    ItemResult,
+    Text,
+    Wire,
+    register_command,
+    register_event,
+)
+from agent.store import StoredTask
+from agent.workflows.base import FloorInfo, Print, Step, Verdict
+from agent.workflows.cartons import (
+    DEFAULT_BOXES,
+    MATERIALS,
+    BoxSize,
+    Item,
+    Material,
+    Suggestion,
+    expected_weight_g,
+    suggest_box,
+)
+from agent.workflows.labels import LabelData, build_sscc, shipping_label, sscc_error
+from agent.workflows.picking import gtin14, scan_matches, settings_from
+from devices.events import Scan, Weight
+from devices.printers.base import PrintResult
+
+ORDER = "pack_order"
+MAX_LINES = 100
+MAX_ZPL_BYTES = 60_000
+SCALE_KINDS = frozenset({"mt_sics", "toledo_8217", "nci"})
+MAX_REFUSALS_SHOWN = 5
+
+Phase = Literal[
+    "queued",
+    "verify",
+    "carton",
+    "weigh",
+    "weigh_failed",
+    "override_reason",
+    "label",
+    "label_failed",
+    "label_unknown",
+]
+
+
+# --- commands ----------------------------------------------------------------------------
+
+Dim = Annotated[int, Field(ge=1, le=5000)]
+
+
+class PackLine(Wire):
+    """One order line to verify at the bench.
+
+    Attributes:
+        sku: the SKU.
+        qty: units to scan.
+        barcodes: codes that count as this SKU (EAN/UPC/GTIN compare as GTIN-14).
+        unit_weight_g: one unit's weight, for the check-weigh.
+        dims_mm: one unit's length, width and height in millimetres, for the box choice.
+        fragile: needs protective packaging.
+        description: what the packer reads.
+    """
+
+    sku: Id
+    qty: int = Field(ge=1, le=9999)
+    barcodes: list[Barcode] = Field(min_length=1, max_length=MAX_BARCODES_PER_TASK)
+    unit_weight_g: float = Field(ge=0, le=100_000)
+    dims_mm: tuple[Dim, Dim, Dim] | None = None
+    fragile: bool = False
+    description: Text = ""
+
+
+class ShipTo(Wire):
+    """The addressee of the station's own label."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    address: list[Annotated[str, Field(max_length=128)]] = Field(default_factory=list, max_length=4)
+    postcode: Annotated[str, Field(max_length=16)] = ""
+    city: Annotated[str, Field(max_length=64)] = ""
+    country: Annotated[str, Field(max_length=64)] = ""
+
+
+class OwnLabel(Wire):
+    """The fields of the station's own label: ship-to, carrier, service and the SSCC.
+
+    Give ``sscc`` (18 digits, check digit verified) or the data to build one:
+    ``serial_reference`` with ``extension`` and ``company_prefix`` (else the node's
+    ``gs1_company_prefix`` setting).
+    """
+
+    ship_to: ShipTo
+    carrier: Annotated[str, Field(min_length=1, max_length=64)]
+    service: Annotated[str, Field(max_length=64)] = ""
+    sscc: Annotated[str, Field(pattern=r"^[0-9]{18}$")] | None = None
+    extension: int = Field(default=0, ge=0, le=9)
+    company_prefix: Annotated[str, Field(pattern=r"^[0-9]{7,10}$")] | None = None
+    serial_reference: Annotated[str, Field(pattern=r"^[0-9]{1,9}$")] | None = None
+
+    @model_validator(mode="after")
+    def _sscc(self) -> OwnLabel:
+        if (self.sscc is None) == (self.serial_reference is None):
+            raise ValueError("give sscc or serial_reference (to build one), not both")
+        if self.sscc is not None and (error := sscc_error(self.sscc)) is not None:
+            raise ValueError(error)
+        if self.serial_reference is not None and self.company_prefix is not None:
+            build_sscc(self.extension, self.company_prefix, self.serial_reference)
+        return self
+
+
+class PackCommand(Wire):
+    """Queue one order at the pack station.
+
+    Exactly one of ``carrier_zpl`` (the carrier's label, printed byte for byte) and
+    ``label`` (fields for the station's own label).
+    """
+
+    order: Id
+    tote: Id | None = None
+    lines: list[PackLine] = Field(min_length=1, max_length=MAX_LINES)
+    express: bool = False
+    gift_note: Annotated[str, Field(max_length=500)] = ""
+    bonus_item: Text = ""
+    carrier_zpl: bytes | None = Field(default=None, max_length=MAX_ZPL_BYTES)
+    label: OwnLabel | None = None
+    packing_slip: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> PackCommand:
+        skus = [line.sku for line in self.lines]
+        if len(set(skus)) != len(skus):
+            raise ValueError("a sku appears twice in one order: give one line per sku")
+        if (self.carrier_zpl is None) == (self.label is None):
+            raise ValueError("give carrier_zpl or label, exactly one")
+        if self.carrier_zpl is not None and not (
+            b"^XA" in self.carrier_zpl and b"^XZ" in self.carrier_zpl
+        ):
+            raise ValueError("carrier_zpl is not a ZPL label (no ^XA ... ^XZ)")
+        return self
+
+
+class PackCancel(Wire):
+    """Remove orders not packed yet; the reply says ``cancelled``, ``done`` or ``unknown``."""
+
+    orders: list[Id] = Field(min_length=1, max_length=100)
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+class PackRefused(Wire):
+    """A scan the station refused; nothing changed.
+
+    ``reason``: ``unreadable`` (the scanner flagged the read; ``detail`` says why),
+    ``no_order`` (scan the order first), ``unknown_code``, ``wrong_item`` (a product of no
+    line of this order), ``surplus`` (the line is complete), ``order_in_progress`` (another
+    order is open), ``not_now`` (a box, badge, reason or confirm code with nothing to
+    apply it to), ``unknown_reason`` (not one of the reason codes).
+    """
+
+    order: str | None = None
+    code: str
+    reason: str
+    detail: str = ""
+    sku: str | None = None
+    at: int
+
+
+class Verified(Wire):
+    """Every unit of the order was scanned."""
+
+    order: str
+    tote: str | None = None
+    lines: int
+    units: int
+    started_at: int
+    verified_at: int
+
+
+class Weighed(Wire):
+    """One check-weigh verdict: ``pass``, ``over``, ``under`` or ``override``.
+
+    ``override``: a supervisor released a failed parcel; ``supervisor`` (the name, never the
+    badge code) and ``reason`` say who and why.
+    """
+
+    order: str
+    attempt: int
+    actual_g: float
+    expected_g: float
+    diff_g: float
+    allowed_g: float
+    verdict: Literal["pass", "over", "under", "override"]
+    box: str
+    material: str
+    supervisor: str | None = None
+    reason: str | None = None
+    at: int
+
+
+class LabelPrinted(Wire):
+    """The shipping label is printed.
+
+    ``confirmed_by``: the printer, or the packer (after a failure or a restart left the
+    result unknown, the packer scanned the confirm barcode: it did print).
+    """
+
+    order: str
+    job_id: str
+    printer: str
+    source: Literal["carrier", "own"]
+    sscc: str | None = None
+    attempt: int
+    confirmed_by: Literal["printer", "packer"] = "printer"
+    at: int
+
+
+class PrintProblem(Wire):
+    """A label or slip did not print (``print_failed``) or is late (``print_delayed``)."""
+
+    order: str
+    job_id: str
+    printer: str
+    document: Literal["label", "slip"]
+    reason: str
+    at: int
+
+
+class Packed(Wire):
+    """The order is packed and labelled: ready to ship.
+
+    Timings (ms since the epoch): ``received_at`` (the command), ``started_at`` (order
+    scanned), ``verified_at`` (last unit), ``weighed_at`` (passed or released),
+    ``labelled_at`` (label confirmed).
+    """
+
+    order: str
+    tote: str | None = None
+    box: str
+    box_suggested: str
+    material: str
+    units: int
+    weight_g: float
+    expected_g: float
+    check: Literal["pass", "override"]
+    express: bool
+    received_at: int
+    started_at: int
+    verified_at: int
+    weighed_at: int
+    labelled_at: int
+
+
+class PackCounters(Wire):
+    """The station's counters since ``since`` (its start), published periodically."""
+
+    since: int
+    at: int
+    counts: dict[str, int]
+    queued: int
+
+
+register_command("pack", PackCommand)
+register_command("pack_cancel", PackCancel)
+register_event("pack_refused", PackRefused)
+register_event("verified", Verified)
+register_event("weighed", Weighed)
+register_event("label_printed", LabelPrinted)
+register_event("print_failed", PrintProblem)
+register_event("print_delayed", PrintProblem)
+register_event("packed", Packed)
+register_event("pack_counters", PackCounters)
+
+
+# --- inputs and actions the floor does not have yet ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HealthChange:
+    """A device's health changed (input; see the module docstring).
+
+    Attributes:
+        device: the device name.
+        status: ``ok``, ``starting``, ``unavailable`` or ``fault``.
+        detail: why, in the driver's words.
+    """
+
+    device: str
+    status: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Slip:
+    """A packing slip's content.
+
+    The same fields as ``devices.printers.escpos.PackingSlip``, so the floor renders it with
+    ``render_slip(PackingSlip(**asdict(slip)))`` and no workflow imports the ESC/POS module.
+    """
+
+    title: str
+    order_id: str
+    lines: tuple[tuple[int, str, str], ...]
+    barcode: str
+    qr: str = ""
+    footer: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PrintSlip:
+    """Print ``slip`` on the ESC/POS ``printer`` as job ``job_id`` (never twice)."""
+
+    printer: str
+    job_id: str
+    slip: Slip
+
+
+# --- settings ----------------------------------------------------------------------------
+
+
+def _default_boxes() -> list[BoxSize]:
+    return list(DEFAULT_BOXES)
+
+
+class PackSettings(BaseModel):
+    """The ``[settings]`` table of a pack node.
+
+    Attributes:
+        boxes: the station's standard boxes (3 to 5 recommended; 1 to 8 allowed).
+        confirm_barcode: accepts the suggested box; also says "the label did print".
+        fragile_material: packaging for orders with a fragile line (``cartons.MATERIALS``).
+        standard_material: packaging for the other orders.
+        packaging_g_per_litre: calibrated material densities, overriding the estimates.
+        fragile_padding_mm: room around a fragile item on every side.
+        standard_padding_mm: room around any other item.
+        fill_ratio: the share of a box's volume the padded items may take.
+        tolerance_pct: check-weigh fails only when the difference exceeds this share of the
+            expected weight...
+        tolerance_g: ...and this many grams. 5 % alone fails light parcels on noise (a
+            300 g parcel would allow 15 g), an absolute limit alone misses a missing unit in
+            a heavy one; so both, as in domain notes §2.2 (ShipHero: > 5 % and >= 1 oz
+            below 1 lb; Doran: 5 lb +/- 0.25 lb = 5 %). 50 g catches a missing unit of
+            about 50 g or more in a light parcel; for parcels over 1 kg 5 % governs.
+        min_weight_g: readings below this mean an empty scale.
+        supervisors: badge code to supervisor name; only these can release a failed parcel.
+            Events carry the name, never the badge code.
+        reason_prefix: a reason barcode is this followed by one of ``override_reasons``.
+        override_reasons: the reasons a supervisor may give.
+        label_printer: the ZPL printer's device name (default: the node's first).
+        slip_printer: the ESC/POS printer's device name (default: the node's first, if any).
+        scale: the scale's device name (default: the node's first).
+        dpi: the label printer's resolution (203: 812 x 1218 dots, 300: 1200 x 1800).
+        gs1_company_prefix: builds SSCCs from a command's ``serial_reference``.
+        ship_from: the sender's lines on the station's own label.
+        slip_title: the heading of packing slips.
+        label_timeout_s: a label without a result this long is reported late.
+        counters_every_s: how often ``pack_counters`` goes out (0: never).
+        done_memory: how many packed order ids are remembered for replies.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    boxes: list[BoxSize] = Field(default_factory=_default_boxes, min_length=1, max_length=8)
+    confirm_barcode: str = Field(default="CONFIRM", min_length=1, max_length=64)
+    fragile_material: str = "air_pillow"
+    standard_material: str = "crunched_paper"
+    packaging_g_per_litre: dict[str, float] = Field(default_factory=dict)
+    fragile_padding_mm: int = Field(default=25, ge=0, le=200)
+    standard_padding_mm: int = Field(default=5, ge=0, le=200)
+    fill_ratio: float = Field(default=0.8, gt=0, le=1)
+    tolerance_pct: float = Field(default=5.0, ge=0, le=100)
+    tolerance_g: float = Field(default=50.0, ge=0, le=100_000)
+    min_weight_g: float = Field(default=20.0, ge=0)
+    supervisors: dict[str, str] = Field(default_factory=dict)
+    reason_prefix: str = Field(default="REASON-", min_length=1, max_length=32)
+    override_reasons: list[str] = Field(
+        default_factory=lambda: [
+            "item_weight_wrong",
+            "extra_packaging",
+            "scale_check",
+            "customer_request",
+        ],
+        min_length=1,
+    )
+    label_printer: str | None = None
+    slip_printer: str | None = None
+    scale: str | None = None
+    dpi: Literal[203, 300] = 203
+    gs1_company_prefix: str | None = Field(default=None, pattern=r"^[0-9]{7,10}$")
+    ship_from: list[str] = Field(default_factory=list, max_length=3)
+    slip_title: str = Field(default="Packing slip", max_length=32)
+    label_timeout_s: float = Field(default=20.0, gt=0)
+    counters_every_s: int = Field(default=60, ge=0, le=86_400)
+    done_memory: int = Field(default=1000, ge=0, le=100_000)
+
+    @model_validator(mode="after")
+    def _check(self) -> PackSettings:
+        for name in (self.fragile_material, self.standard_material, *self.packaging_g_per_litre):
+            if name not in MATERIALS:
+                raise ValueError(f"unknown material {name!r}; known: {', '.join(MATERIALS)}")
+        codes = [b.barcode for b in self.boxes] + [self.confirm_barcode]
+        if len(set(codes)) != len(codes):
+            raise ValueError("box barcodes and the confirm barcode must all differ")
+        if len({b.name for b in self.boxes}) != len(self.boxes):
+            raise ValueError("two boxes have the same name")
+        return self
+
+
+# --- state -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Line:
+    """An order line and how many of it were scanned."""
+
+    sku: str
+    qty: int
+    barcodes: tuple[str, ...]
+    unit_weight_g: float
+    dims_mm: tuple[int, int, int] | None
+    fragile: bool
+    description: str
+    scanned: int = 0
+
+    def item(self) -> Item:
+        """The line as the carton choice sees it."""
+        return Item(self.sku, self.qty, self.unit_weight_g, self.dims_mm, self.fragile)
+
+
+@dataclass(slots=True)
+class PackOrder:
+    """An order at the station and everything done to it so far (one store task)."""
+
+    order: str
+    tote: str | None
+    lines: list[Line]
+    express: bool
+    gift_note: str
+    bonus_item: str
+    carrier_zpl: bytes | None
+    label: dict[str, Any] | None
+    slip: bool
+    arrival: int
+    received_at: int
+    phase: Phase = "queued"
+    started_at: int | None = None
+    verified_at: int | None = None
+    box: str | None = None
+    attempts: int = 0
+    actual_g: float | None = None
+    expected_g: float | None = None
+    verdict: str | None = None
+    weighed_at: int | None = None
+    supervisor: str | None = None
+    label_attempt: int = 0
+    label_job: str | None = None
+    label_submitted_at: int | None = None
+    label_reason: str | None = None
+    label_late: bool = False
+    slip_job: str | None = None
+    slip_state: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def units(self) -> int:
+        """Units in the order."""
+        return sum(line.qty for line in self.lines)
+
+    @property
+    def scanned(self) -> int:
+        """Units scanned so far."""
+        return sum(line.scanned for line in self.lines)
+
+    def items(self) -> list[Item]:
+        """The lines as the carton choice sees them."""
+        return [line.item() for line in self.lines]
+
+    def stored(self) -> StoredTask:
+        """The store row of this order."""
+        data: dict[str, Any] = {
+            name: getattr(self, name) for name in self.__slots__ if name != "lines"
+        }
+        data["lines"] = [
+            [
+                ln.sku,
+                ln.qty,
+                list(ln.barcodes),
+                ln.unit_weight_g,
+                None if ln.dims_mm is None else list(ln.dims_mm),
+                ln.fragile,
+                ln.description,
+                ln.scanned,
+            ]
+            for ln in self.lines
+        ]
+        return StoredTask(f"pack:{self.order}", ORDER, None, data)
+
+    @classmethod
+    def from_stored(cls, row: StoredTask) -> PackOrder:
+        """Rebuild from a store row."""
+        data = dict(row.data)
+        lines = [
+            Line(sku, qty, tuple(codes), w, None if dims is None else tuple(dims), frag, desc, n)
+            for sku, qty, codes, w, dims, frag, desc, n in data.pop("lines")
+        ]
+        return cls(lines=lines, **data)
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """What the screen says now: ``level`` is ``info``, ``ok`` or ``error``."""
+
+    level: Literal["info", "ok", "error"]
+    text: str
+    at: int
+    reason: str | None = None
+
+
+def check_weight(
+    actual_g: float, expected_g: float, tolerance_pct: float, tolerance_g: float
+) -> tuple[Literal["pass", "over", "under"], float]:
+    """The check-weigh verdict and the allowed difference.
+
+    It fails only when the difference exceeds both ``tolerance_pct`` of the expected
+    weight and ``tolerance_g``, that is when it exceeds the larger of the two.
+    """
+    allowed = round(max(expected_g * tolerance_pct / 100, tolerance_g), 1)
+    diff = actual_g - expected_g
+    if abs(diff) <= allowed:
+        return "pass", allowed
+    return ("over" if diff > 0 else "under"), allowed
+
+
+def _grams(value: float) -> str:
+    return f"{value:,.0f} g"
+
+
+class PackingWorkflow:
+    """The pack station's state machine (see the module docstring).
+
+    Args:
+        settings: the node's pack settings.
+        label_printer: the ZPL printer's device name.
+        scale: the scale's device name (weights from other devices are ignored).
+        slip_printer: the ESC/POS printer's device name, or ``None``.
+    """
+
+    commands: Mapping[str, type[Wire]] = {"pack": PackCommand, "pack_cancel": PackCancel}
+
+    @classmethod
+    def from_config(cls, config: NodeConfig, floor: FloorInfo) -> PackingWorkflow:
+        """The workflow of a pack node, over its printers and scale.
+
+        Raises:
+            ConfigError: a ``[settings]`` value is invalid, or a device is missing.
+        """
+        settings: PackSettings = settings_from(PackSettings, config.settings)
+
+        def pick(setting: str, name: str | None, kinds: set[str] | frozenset[str]) -> str | None:
+            if name is not None:
+                if floor.kinds.get(name) not in kinds:
+                    raise ConfigError(
+                        "(node file)",
+                        f"settings.{setting}",
+                        f"no device {name!r} of kind {' or '.join(sorted(kinds))}",
+                    )
+                return name
+            return next((n for n, k in floor.kinds.items() if k in kinds), None)
+
+        label = pick("label_printer", settings.label_printer, {"zpl_printer"})
+        scale = pick("scale", settings.scale, SCALE_KINDS)
+        slip = pick("slip_printer", settings.slip_printer, {"escpos_printer"})
+        if label is None:
+            raise ConfigError("(node file)", "devices", "a pack node needs a zpl_printer")
+        if scale is None:
+            raise ConfigError("(node file)", "devices", "a pack node needs a scale")
+        return cls(settings, label_printer=label, scale=scale, slip_printer=slip)
+
+    def __init__(
+        self,
+        settings: PackSettings | None = None,
+        *,
+        label_printer: str = "label",
+        scale: str = "scale",
+        slip_printer: str | None = None,
+    ) -> None:
+        self.settings = settings or PackSettings()
+        self.label_printer = label_printer
+        self.slip_printer = slip_printer
+        self.scale = scale
+        self._boxes = {b.name: b for b in self.settings.boxes}
+        self._box_codes = {b.barcode: b for b in self.settings.boxes}
+        self._reasons = {self.settings.reason_prefix + r: r for r in self.settings.override_reasons}
+        self.orders: dict[str, PackOrder] = {}
+        self.current: str | None = None
+        self.weight: Weight | None = None
+        self.weight_at: int | None = None
+        self._evaluated: Weight | None = None
+        self._scale_clear = True
+        self.health: dict[str, tuple[str, str]] = {}
+        self.notice = Notice("info", "Scan an order or tote barcode to start", 0)
+        self.refusals: list[Notice] = []
+        self._done: OrderedDict[str, None] = OrderedDict()
+        self._arrivals = 0
+        self.counts: dict[str, int] = {}
+        self._since: int | None = None
+        self._counters_at: int | None = None
+
+    def locations(self) -> list[str]:
+        """A pack station lights no slots."""
+        return []
+
+    # --- helpers -------------------------------------------------------------------
+
+    def _count(self, step: Step, name: str, delta: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + delta
+        step.unit.count(name, delta)
+
+    def _say(self, level: Literal["info", "ok", "error"], text: str, now: int) -> None:
+        self.notice = Notice(level, text, now)
+
+    def _save(self, order: PackOrder, step: Step) -> None:
+        step.unit.put_task(order.stored())
+
+    def _suggestion(self, order: PackOrder) -> Suggestion:
+        s = self.settings
+        return suggest_box(
+            order.items(),
+            s.boxes,
+            fragile_material=s.fragile_material,
+            standard_material=s.standard_material,
+            fragile_padding_mm=s.fragile_padding_mm,
+            standard_padding_mm=s.standard_padding_mm,
+            fill_ratio=s.fill_ratio,
+        )
+
+    def _material(self, order: PackOrder) -> Material:
+        return self._suggestion(order).material
+
+    def _expected(self, order: PackOrder, box: BoxSize) -> float:
+        material = self._material(order)
+        density = self.settings.packaging_g_per_litre.get(material.name)
+        return expected_weight_g(box, order.items(), material, density)
+
+    def _refuse(
+        self,
+        step: Step,
+        now: int,
+        scan: Scan,
+        reason: str,
+        text: str,
+        *,
+        detail: str = "",
+        sku: str | None = None,
+    ) -> None:
+        notice = Notice("error", text, now, reason)
+        self.notice = notice
+        self.refusals = [notice, *self.refusals][:MAX_REFUSALS_SHOWN]
+        step.emit(
+            "pack_refused",
+            PackRefused(
+                order=self.current,
+                code=scan.text[:128],
+                reason=reason,
+                detail=detail[:256],
+                sku=sku,
+                at=now,
+            ),
+            ts=now,
+        )
+        self._count(step, "pack_refusals")
+
+    # --- restore and commands ------------------------------------------------------
+
+    def restore(self, tasks: list[StoredTask], step: Step, now: int) -> None:
+        """Reload the queue; a label whose result the restart lost waits for the packer."""
+        self._since = now
+        started: list[PackOrder] = []
+        for row in tasks:
+            if row.kind != ORDER:
+                continue
+            order = PackOrder.from_stored(row)
+            self.orders[order.order] = order
+            self._arrivals = max(self._arrivals, order.arrival + 1)
+            if order.phase == "override_reason":
+                order.phase = "weigh_failed"  # the supervisor scans their badge again
+                order.supervisor = None
+            if order.phase == "label":
+                order.phase = "label_unknown"
+                self._save(order, step)
+            if order.slip_state == "submitted":
+                order.slip_state = "unknown"
+                self._save(order, step)
+            if order.phase != "queued":
+                started.append(order)
+        if started:
+            current = max(started, key=lambda o: o.started_at or 0)
+            self.current = current.order
+            if current.phase == "label_unknown":
+                self._say(
+                    "error",
+                    f"The node restarted while label {current.label_job} was printing. "
+                    "Did it print? If yes scan CONFIRM; if not, scan the order barcode "
+                    "to print it again.",
+                    now,
+                )
+            else:
+                self._say("info", f"Carry on with order {current.order}", now)
+
+    def on_command(
+        self, name: str, envelope: Envelope, body: Wire, step: Step, now: int
+    ) -> Verdict:
+        """Queue an order (``pack``) or remove orders (``pack_cancel``)."""
+        if isinstance(body, PackCancel):
+            return self._cancel(body.orders, step, now)
+        assert isinstance(body, PackCommand)
+        if body.order in self._done:
+            return Verdict.rejected("already_packed", f"order {body.order} is packed")
+        if body.label is not None and body.label.sscc is None:
+            prefix = body.label.company_prefix or self.settings.gs1_company_prefix
+            if prefix is None:
+                return Verdict.rejected(
+                    "invalid_body",
+                    "label: no sscc, and no company_prefix here or in the node's settings",
+                )
+            try:
+                build_sscc(body.label.extension, prefix, body.label.serial_reference or "")
+            except ValueError as exc:
+                return Verdict.rejected("invalid_body", f"label: {exc}")
+        existing = self.orders.get(body.order)
+        order = self._new_order(body, now)
+        if existing is not None:
+            same = existing.stored().data | {"arrival": 0, "received_at": 0, "lines": 0}
+            fresh = order.stored().data | {"arrival": 0, "received_at": 0, "lines": 0}
+            same_lines = [(ln.sku, ln.qty, ln.barcodes) for ln in existing.lines]
+            fresh_lines = [(ln.sku, ln.qty, ln.barcodes) for ln in order.lines]
+            if existing.phase == "queued":
+                if same == fresh and same_lines == fresh_lines:
+                    return Verdict.accepted()
+                order.arrival = existing.arrival  # an update keeps its place in the queue
+            elif same_lines == fresh_lines and existing.carrier_zpl == order.carrier_zpl:
+                return Verdict.accepted()  # sent again while being packed
+            else:
+                return Verdict.rejected("in_progress", f"order {body.order} is being packed")
+        self.orders[order.order] = order
+        self._save(order, step)
+        self._count(step, "orders_received")
+        return Verdict.accepted()
+
+    def _new_order(self, body: PackCommand, now: int) -> PackOrder:
+        arrival = self._arrivals
+        self._arrivals += 1
+        return PackOrder(
+            order=body.order,
+            tote=body.tote,
+            lines=[
+                Line(
+                    ln.sku,
+                    ln.qty,
+                    tuple(ln.barcodes),
+                    ln.unit_weight_g,
+                    ln.dims_mm,
+                    ln.fragile,
+                    ln.description,
+                )
+                for ln in body.lines
+            ],
+            express=body.express,
+            gift_note=body.gift_note,
+            bonus_item=body.bonus_item,
+            carrier_zpl=body.carrier_zpl,
+            label=None if body.label is None else body.label.model_dump(),
+            slip=body.packing_slip,
+            arrival=arrival,
+            received_at=now,
+        )
+
+    def _cancel(self, order_ids: list[str], step: Step, now: int) -> Verdict:
+        items: list[ItemResult] = []
+        for order_id in order_ids:
+            order = self.orders.pop(order_id, None)
+            if order is None:
+                status: Literal["done", "unknown"] = "done" if order_id in self._done else "unknown"
+                items.append(ItemResult(id=order_id, status=status))
+                continue
+            step.unit.drop_task(f"pack:{order_id}")
+            if self.current == order_id:
+                self.current = None
+                self._evaluated = None
+                self._say(
+                    "error",
+                    f"Order {order_id} was cancelled by the office: put its items aside.",
+                    now,
+                )
+            items.append(ItemResult(id=order_id, status="cancelled"))
+            self._count(step, "orders_cancelled")
+        return Verdict.accepted(items)
+
+    # --- input ---------------------------------------------------------------------
+
+    def on_input(self, event: object, step: Step, now: int) -> None:
+        """Scans, weights, print results and (when the floor sends them) health changes."""
+        if isinstance(event, Scan):
+            self._scan(event, step, now)
+        elif isinstance(event, Weight):
+            self._weight(event, step, now)
+        elif isinstance(event, HealthChange):
+            self._health(event, step, now)
+        elif isinstance(event, PrintResult):
+            self._print_result(event.job_id, event.ok, event.reason, step, now)
+
+    def _scan(self, scan: Scan, step: Step, now: int) -> None:
+        self._count(step, "pack_scans")
+        text = scan.text
+        order = self.orders.get(self.current) if self.current else None
+        if scan.error is not None:
+            self._refuse(
+                step,
+                now,
+                scan,
+                "unreadable",
+                f"That barcode cannot be trusted: {scan.error}. Scan it again or type it in "
+                "the office.",
+                detail=scan.error,
+            )
+            return
+        if text in self.settings.supervisors:
+            self._supervisor(scan, self.settings.supervisors[text], order, step, now)
+            return
+        if text in self._reasons:
+            self._reason(scan, self._reasons[text], order, step, now)
+            return
+        if (
+            text.startswith(self.settings.reason_prefix)
+            and order is not None
+            and order.phase == "override_reason"
+        ):
+            self._refuse(
+                step,
+                now,
+                scan,
+                "unknown_reason",
+                f"{text} is not a reason code. Scan one of: "
+                + ", ".join(self.settings.override_reasons),
+            )
+            return
+        if text == self.settings.confirm_barcode:
+            self._confirm(scan, order, step, now)
+            return
+        started = self._order_for(text)
+        if started is not None:
+            self._order_scan(scan, started, order, step, now)
+            return
+        box = self._box_codes.get(text)
+        if box is not None:
+            self._box(scan, box, order, step, now)
+            return
+        self._item(scan, order, step, now)
+
+    def _order_for(self, text: str) -> PackOrder | None:
+        order = self.orders.get(text)
+        if order is not None:
+            return order
+        return next((o for o in self.orders.values() if o.tote == text), None)
+
+    def _order_scan(
+        self, scan: Scan, target: PackOrder, order: PackOrder | None, step: Step, now: int
+    ) -> None:
+        if order is not None and order is not target:
+            self._refuse(
+                step,
+                now,
+                scan,
+                "order_in_progress",
+                f"Finish order {order.order} first (or ask the office to cancel it).",
+            )
+            return
+        if order is target:
+            if target.phase in ("label_failed", "label_unknown"):
+                self._print_label(target, step, now, reprint=True)
+                return
+            self._say("info", f"Order {target.order} is already open: {self._prompt(target)}", now)
+            return
+        target.phase = "verify"
+        target.started_at = now
+        self.current = target.order
+        self._evaluated = None
+        self._count(step, "orders_started")
+        self._save(target, step)
+        self._say("info", f"Order {target.order}: scan every item", now)
+
+    def _item(self, scan: Scan, order: PackOrder | None, step: Step, now: int) -> None:
+        product = scan.gtin is not None or gtin14(scan.text) is not None
+        if order is None:
+            if product or any(
+                scan_matches(scan, ln.barcodes) for o in self.orders.values() for ln in o.lines
+            ):
+                self._refuse(step, now, scan, "no_order", "Scan the order or tote barcode first.")
+            else:
+                self._refuse(
+                    step, now, scan, "unknown_code", f"Barcode {scan.text[:40]} is not known here."
+                )
+            return
+        matches = [ln for ln in order.lines if scan_matches(scan, ln.barcodes)]
+        if not matches:
+            if product:
+                self._refuse(
+                    step,
+                    now,
+                    scan,
+                    "wrong_item",
+                    f"{scan.text[:40]} is not in order {order.order}. Put it aside.",
+                )
+            else:
+                self._refuse(
+                    step, now, scan, "unknown_code", f"Barcode {scan.text[:40]} is not known here."
+                )
+            return
+        line = next((ln for ln in matches if ln.scanned < ln.qty), None)
+        if line is None or order.phase not in ("verify",):
+            done = matches[0]
+            self._refuse(
+                step,
+                now,
+                scan,
+                "surplus",
+                f"{done.sku}: all {done.qty} already scanned. This one is extra: put it aside.",
+                sku=done.sku,
+            )
+            return
+        line.scanned += 1
+        self._count(step, "units_verified")
+        if order.scanned < order.units:
+            self._save(order, step)
+            self._say("ok", f"{line.sku}: {line.scanned} of {line.qty}", now)
+            return
+        order.verified_at = now
+        assert order.started_at is not None
+        step.emit(
+            "verified",
+            Verified(
+                order=order.order,
+                tote=order.tote,
+                lines=len(order.lines),
+                units=order.units,
+                started_at=order.started_at,
+                verified_at=now,
+            ),
+            ts=now,
+        )
+        self._count(step, "orders_verified")
+        self._print_slip(order, step)
+        if order.box is None:
+            order.phase = "carton"
+            self._save(order, step)
+            box = self._suggestion(order).box
+            self._say(
+                "ok",
+                f"All items scanned. Pack them in box {box.name}: scan {box.barcode} or "
+                f"{self.settings.confirm_barcode}, or scan another box.",
+                now,
+            )
+            return
+        self._to_weigh(order, step, now)
+
+    def _box(self, scan: Scan, box: BoxSize, order: PackOrder | None, step: Step, now: int) -> None:
+        if order is None or order.phase not in ("verify", "carton", "weigh", "weigh_failed"):
+            self._refuse(
+                step,
+                now,
+                scan,
+                "not_now",
+                "Scan the box after starting an order, before its label."
+                if order is None
+                else f"Order {order.order} is past the box choice.",
+            )
+            return
+        suggested = self._suggestion(order).box
+        order.box = box.name
+        if box.name != suggested.name:
+            self._count(step, "box_overrides")
+        if order.phase == "verify":
+            self._save(order, step)
+            self._say("ok", f"Box {box.name}. Now scan every item.", now)
+            return
+        if order.phase == "weigh_failed":
+            self._evaluated = None  # the same reading is judged again against the new box
+        self._to_weigh(order, step, now)
+
+    def _confirm(self, scan: Scan, order: PackOrder | None, step: Step, now: int) -> None:
+        if order is not None and order.phase in ("verify", "carton"):
+            box = self._suggestion(order).box
+            self._box(scan, box, order, step, now)
+            return
+        if order is not None and order.phase in ("label_failed", "label_unknown"):
+            self._label_done(order, step, now, confirmed_by="packer")
+            return
+        self._refuse(step, now, scan, "not_now", "Nothing to confirm now.")
+
+    def _supervisor(
+        self, scan: Scan, name: str, order: PackOrder | None, step: Step, now: int
+    ) -> None:
+        if order is None or order.phase not in ("weigh_failed", "override_reason"):
+            self._refuse(
+                step,
+                now,
+                scan,
+                "not_now",
+                "No supervisor release is needed now.",
+                detail=f"supervisor {name}",
+            )
+            return
+        order.phase = "override_reason"
+        order.supervisor = name
+        self._save(order, step)
+        self._say(
+            "info",
+            f"Supervisor {name}: scan the reason for releasing order {order.order} ("
+            + ", ".join(self.settings.override_reasons)
+            + ").",
+            now,
+        )
+
+    def _reason(
+        self, scan: Scan, reason: str, order: PackOrder | None, step: Step, now: int
+    ) -> None:
+        if order is None or order.phase != "override_reason" or order.supervisor is None:
+            self._refuse(
+                step,
+                now,
+                scan,
+                "not_now",
+                "A reason code needs a supervisor's badge first.",
+            )
+            return
+        assert order.box is not None and order.actual_g is not None
+        assert order.expected_g is not None
+        _, allowed = check_weight(
+            order.actual_g, order.expected_g, self.settings.tolerance_pct, self.settings.tolerance_g
+        )
+        step.emit(
+            "weighed",
+            Weighed(
+                order=order.order,
+                attempt=order.attempts,
+                actual_g=order.actual_g,
+                expected_g=order.expected_g,
+                diff_g=round(order.actual_g - order.expected_g, 1),
+                allowed_g=allowed,
+                verdict="override",
+                box=order.box,
+                material=self._material(order).name,
+                supervisor=order.supervisor,
+                reason=reason,
+                at=now,
+            ),
+            ts=now,
+        )
+        self._count(step, "checkweigh_overrides")
+        order.verdict = "override"
+        order.extra["override_reason"] = reason
+        order.weighed_at = now
+        self._print_label(order, step, now)
+
+    # --- weighing ------------------------------------------------------------------
+
+    def _weight(self, weight: Weight, step: Step, now: int) -> None:
+        if weight.device != self.scale:
+            return
+        self.weight = weight
+        self.weight_at = now
+        if weight.grams < self.settings.min_weight_g:
+            self._scale_clear = True
+        order = self.orders.get(self.current) if self.current else None
+        if order is not None and order.phase in ("weigh", "weigh_failed"):
+            self._try_weigh(order, step, now)
+
+    def _to_weigh(self, order: PackOrder, step: Step, now: int) -> None:
+        order.phase = "weigh" if order.phase != "weigh_failed" else "weigh_failed"
+        self._save(order, step)
+        if not self._try_weigh(order, step, now) and order.phase == "weigh":
+            assert order.box is not None
+            self._say(
+                "info",
+                f"Close box {order.box} and put the parcel on the scale.",
+                now,
+            )
+
+    def _try_weigh(self, order: PackOrder, step: Step, now: int) -> bool:
+        weight = self.weight
+        if weight is None or not weight.stable or weight is self._evaluated:
+            return False
+        if weight.grams < self.settings.min_weight_g:
+            return False
+        if not self._scale_clear:
+            self._say("error", "Take the previous parcel off the scale.", now)
+            return False
+        assert order.box is not None
+        self._evaluated = weight
+        box = self._boxes[order.box]
+        expected = self._expected(order, box)
+        verdict, allowed = check_weight(
+            weight.grams, expected, self.settings.tolerance_pct, self.settings.tolerance_g
+        )
+        order.attempts += 1
+        order.actual_g = weight.grams
+        order.expected_g = expected
+        order.verdict = verdict
+        diff = round(weight.grams - expected, 1)
+        step.emit(
+            "weighed",
+            Weighed(
+                order=order.order,
+                attempt=order.attempts,
+                actual_g=weight.grams,
+                expected_g=expected,
+                diff_g=diff,
+                allowed_g=allowed,
+                verdict=verdict,
+                box=box.name,
+                material=self._material(order).name,
+                at=now,
+            ),
+            ts=now,
+        )
+        if verdict == "pass":
+            self._count(step, "checkweigh_pass")
+            order.weighed_at = now
+            self._print_label(order, step, now)
+            return True
+        self._count(step, "checkweigh_fail")
+        order.phase = "weigh_failed"
+        self._save(order, step)
+        word = "heavy" if verdict == "over" else "light"
+        self._say(
+            "error",
+            f"Too {word} by {_grams(abs(diff))}: expected {_grams(expected)} "
+            f"(± {_grams(allowed)}), the scale says {_grams(weight.grams)}. Check the items "
+            "and weigh again, or call a supervisor.",
+            now,
+        )
+        return True
+
+    # --- printing ------------------------------------------------------------------
+
+    def _label_bytes(self, order: PackOrder) -> tuple[bytes, str | None]:
+        if order.carrier_zpl is not None:
+            return order.carrier_zpl, None
+        assert order.label is not None
+        fields = OwnLabel.model_validate(order.label)
+        sscc = fields.sscc
+        if sscc is None:
+            prefix = fields.company_prefix or self.settings.gs1_company_prefix or ""
+            sscc = build_sscc(fields.extension, prefix, fields.serial_reference or "")
+        data = LabelData(
+            order=order.order,
+            name=fields.ship_to.name,
+            address=fields.ship_to.address,
+            postcode=fields.ship_to.postcode,
+            city=fields.ship_to.city,
+            country=fields.ship_to.country,
+            carrier=fields.carrier,
+            service=fields.service,
+            sscc=sscc,
+            express=order.express,
+            ship_from=self.settings.ship_from,
+        )
+        return shipping_label(data, self.settings.dpi), sscc
+
+    def _print_label(
+        self, order: PackOrder, step: Step, now: int, *, reprint: bool = False
+    ) -> None:
+        data, sscc = self._label_bytes(order)
+        order.label_attempt += 1
+        suffix = "" if order.label_attempt == 1 else f"-{order.label_attempt}"
+        order.label_job = f"{order.order}-label{suffix}"
+        order.label_submitted_at = now
+        order.label_reason = None
+        order.label_late = False
+        order.phase = "label"
+        order.extra["sscc"] = sscc
+        self._save(order, step)
+        step.actions.append(Print(self.label_printer, order.label_job, data))
+        if reprint:
+            self._count(step, "label_reprints")
+        self._say("info", f"Printing the label for order {order.order}…", now)
+
+    def _print_slip(self, order: PackOrder, step: Step) -> None:
+        if not order.slip:
+            return
+        if self.slip_printer is None:
+            order.slip_state = "no_printer"
+            return
+        order.slip_job = f"{order.order}-slip"
+        order.slip_state = "submitted"
+        lines = tuple((ln.qty, ln.sku, ln.description) for ln in order.lines)
+        footer = order.gift_note[:120]
+        slip = Slip(self.settings.slip_title, order.order, lines, order.order, footer=footer)
+        # Not an ``Action`` the floor knows yet: it renders slips itself (see PrintSlip).
+        actions: list[Any] = step.actions
+        actions.append(PrintSlip(self.slip_printer, order.slip_job, slip))
+
+    def _find_job(self, job_id: str) -> tuple[PackOrder, str] | None:
+        for order in self.orders.values():
+            if order.label_job == job_id:
+                return order, "label"
+            if order.slip_job == job_id:
+                return order, "slip"
+        return None
+
+    def _print_result(
+        self, job_id: str, ok: bool, reason: str | None, step: Step, now: int
+    ) -> None:
+        found = self._find_job(job_id)
+        if found is None:
+            return
+        order, document = found
+        if document == "slip":
+            order.slip_state = "printed" if ok else "failed"
+            self._save(order, step)
+            if not ok:
+                self._problem(step, "print_failed", order, job_id, "slip", reason or "", now)
+                self._say(
+                    "error",
+                    f"The packing slip did not print ({reason}). The parcel can go without it; "
+                    "tell the office.",
+                    now,
+                )
+            return
+        if order.phase != "label":
+            return  # a late result for a job the packer already decided about
+        if ok:
+            self._label_done(order, step, now, confirmed_by="printer")
+            return
+        order.phase = "label_failed"
+        order.label_reason = reason
+        self._save(order, step)
+        self._count(step, "label_failures")
+        self._problem(step, "print_failed", order, job_id, "label", reason or "", now)
+        self._say(
+            "error",
+            f"The label did not print: {reason}. Fix the printer; if no label came out, scan "
+            "the order barcode to print it again; if it did, scan "
+            f"{self.settings.confirm_barcode}.",
+            now,
+        )
+
+    def _problem(
+        self,
+        step: Step,
+        name: str,
+        order: PackOrder,
+        job_id: str,
+        document: Literal["label", "slip"],
+        reason: str,
+        now: int,
+    ) -> None:
+        printer = self.label_printer if document == "label" else (self.slip_printer or "")
+        step.emit(
+            name,
+            PrintProblem(
+                order=order.order,
+                job_id=job_id,
+                printer=printer,
+                document=document,
+                reason=reason[:256],
+                at=now,
+            ),
+            ts=now,
+        )
+
+    def _label_done(
+        self, order: PackOrder, step: Step, now: int, *, confirmed_by: Literal["printer", "packer"]
+    ) -> None:
+        assert order.label_job is not None
+        step.emit(
+            "label_printed",
+            LabelPrinted(
+                order=order.order,
+                job_id=order.label_job,
+                printer=self.label_printer,
+                source="carrier" if order.carrier_zpl is not None else "own",
+                sscc=order.extra.get("sscc"),
+                attempt=order.label_attempt,
+                confirmed_by=confirmed_by,
+                at=now,
+            ),
+            ts=now,
+        )
+        self._count(step, "labels_printed")
+        assert order.box is not None and order.started_at is not None
+        assert order.verified_at is not None and order.weighed_at is not None
+        step.emit(
+            "packed",
+            Packed(
+                order=order.order,
+                tote=order.tote,
+                box=order.box,
+                box_suggested=self._suggestion(order).box.name,
+                material=self._material(order).name,
+                units=order.units,
+                weight_g=order.actual_g or 0.0,
+                expected_g=order.expected_g or 0.0,
+                check="override" if order.verdict == "override" else "pass",
+                express=order.express,
+                received_at=order.received_at,
+                started_at=order.started_at,
+                verified_at=order.verified_at,
+                weighed_at=order.weighed_at,
+                labelled_at=now,
+            ),
+            ts=now,
+        )
+        self._count(step, "orders_packed")
+        self._count(step, "units_packed", order.units)
+        del self.orders[order.order]
+        step.unit.drop_task(f"pack:{order.order}")
+        if self.settings.done_memory:
+            self._done[order.order] = None
+            while len(self._done) > self.settings.done_memory:
+                self._done.popitem(last=False)
+        self.current = None
+        self._scale_clear = False
+        self._evaluated = None
+        self._say(
+            "ok",
+            f"Order {order.order} packed: stick the label on and send it. "
+            "Next: scan an order or tote.",
+            now,
+        )
+
+    def _health(self, event: HealthChange, step: Step, now: int) -> None:
+        self.health[event.device] = (event.status, event.detail)
+        if event.device != self.label_printer or event.status not in ("fault", "unavailable"):
+            return
+        order = self.orders.get(self.current) if self.current else None
+        if order is not None and order.phase == "label" and not order.label_late:
+            self._late(order, step, now, f"printer {event.status}: {event.detail}")
+
+    def _late(self, order: PackOrder, step: Step, now: int, reason: str) -> None:
+        assert order.label_job is not None
+        order.label_late = True
+        self._save(order, step)
+        self._count(step, "labels_late")
+        self._problem(step, "print_delayed", order, order.label_job, "label", reason, now)
+        self._say(
+            "error",
+            f"The label has not printed ({reason}). Check the printer: paper, print head, "
+            "power. It prints by itself once fixed; do not print it again.",
+            now,
+        )
+
+    # --- clock ---------------------------------------------------------------------
+
+    def on_tick(self, step: Step, now: int) -> None:
+        """Report a late label; publish the counters when due."""
+        if self._since is None:
+            self._since = now
+        order = self.orders.get(self.current) if self.current else None
+        if (
+            order is not None
+            and order.phase == "label"
+            and not order.label_late
+            and order.label_submitted_at is not None
+            and now - order.label_submitted_at >= self.settings.label_timeout_s * 1000
+        ):
+            waited = (now - order.label_submitted_at) / 1000
+            self._late(order, step, now, f"no result from the printer after {waited:.0f} s")
+        every = self.settings.counters_every_s * 1000
+        if not every:
+            return
+        if self._counters_at is None:
+            self._counters_at = now
+        elif now - self._counters_at >= every:
+            self._counters_at = now
+            step.emit(
+                "pack_counters",
+                PackCounters(
+                    since=self._since,
+                    at=now,
+                    counts=dict(self.counts),
+                    queued=sum(1 for o in self.orders.values() if o.phase == "queued"),
+                ),
+                ts=now,
+            )
+
+    # --- screen --------------------------------------------------------------------
+
+    def _prompt(self, order: PackOrder | None) -> str:
+        if order is None:
+            return "Scan an order or tote barcode to start."
+        match order.phase:
+            case "verify":
+                return "Scan every item."
+            case "carton":
+                box = self._suggestion(order).box
+                return f"Scan box {box.barcode} or {self.settings.confirm_barcode}, or another box."
+            case "weigh":
+                if self.weight is not None and not self.weight.stable:
+                    return "Waiting for a stable weight…"
+                if not self._scale_clear:
+                    return "Take the previous parcel off the scale."
+                return "Put the closed parcel on the scale."
+            case "weigh_failed":
+                return "Check the items and weigh again, or call a supervisor to release it."
+            case "override_reason":
+                return "Supervisor: scan the reason code."
+            case "label":
+                return "Printing the label…"
+            case "label_failed" | "label_unknown":
+                return (
+                    "If no label came out, scan the order barcode to print it again; if it did, "
+                    f"scan {self.settings.confirm_barcode}."
+                )
+        return ""
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the packer's screen shows (see docs/simulation.md, "Pack station")."""
+        order = self.orders.get(self.current) if self.current else None
+        current: dict[str, Any] | None = None
+        if order is not None:
+            suggestion = self._suggestion(order)
+            box = self._boxes.get(order.box or "", suggestion.box)
+            current = {
+                "order": order.order,
+                "tote": order.tote,
+                "phase": order.phase,
+                "express": order.express,
+                "gift_note": order.gift_note,
+                "bonus_item": order.bonus_item,
+                "units": order.units,
+                "scanned": order.scanned,
+                "lines": [
+                    {
+                        "sku": ln.sku,
+                        "description": ln.description,
+                        "qty": ln.qty,
+                        "scanned": ln.scanned,
+                        "fragile": ln.fragile,
+                    }
+                    for ln in order.lines
+                ],
+                "box": {
+                    "suggested": suggestion.box.name,
+                    "suggested_barcode": suggestion.box.barcode,
+                    "fits": suggestion.fits,
+                    "note": suggestion.note,
+                    "chosen": order.box,
+                    "inner_mm": list(box.inner_mm),
+                },
+                "material": {
+                    "name": suggestion.material.name,
+                    "label": suggestion.material.label,
+                    "protection": suggestion.material.protection,
+                },
+                "check": None
+                if order.verdict is None
+                else {
+                    "attempts": order.attempts,
+                    "actual_g": order.actual_g,
+                    "expected_g": order.expected_g,
+                    "verdict": order.verdict,
+                    "allowed_g": None
+                    if order.actual_g is None or order.expected_g is None
+                    else check_weight(
+                        order.actual_g,
+                        order.expected_g,
+                        self.settings.tolerance_pct,
+                        self.settings.tolerance_g,
+                    )[1],
+                    "supervisor": order.supervisor,
+                },
+                "label": None
+                if order.label_job is None
+                else {
+                    "job_id": order.label_job,
+                    "attempt": order.label_attempt,
+                    "reason": order.label_reason,
+                    "late": order.label_late,
+                },
+                "slip": order.slip_state,
+            }
+        queue = sorted(
+            (o for o in self.orders.values() if o.phase == "queued"),
+            key=lambda o: (not o.express, o.arrival),
+        )
+        return {
+            "phase": "idle" if order is None else order.phase,
+            "prompt": self._prompt(order),
+            "notice": {
+                "level": self.notice.level,
+                "text": self.notice.text,
+                "at": self.notice.at,
+                "reason": self.notice.reason,
+            },
+            "refusals": [{"text": n.text, "reason": n.reason, "at": n.at} for n in self.refusals],
+            "order": current,
+            "queue": [
+                {"order": o.order, "tote": o.tote, "express": o.express, "units": o.units}
+                for o in queue
+            ],
+            "weight": None
+            if self.weight is None
+            else {"grams": self.weight.grams, "stable": self.weight.stable, "at": self.weight_at},
+            "devices": {
+                "label_printer": self.label_printer,
+                "slip_printer": self.slip_printer,
+                "scale": self.scale,
+            },
+            "tolerance": {"pct": self.settings.tolerance_pct, "g": self.settings.tolerance_g},
+            "counts": dict(self.counts),
+        }
+
+
+__all__ = [
+    "HealthChange",
+    "LabelPrinted",
+    "OwnLabel",
+    "PackCancel",
+    "PackCommand",
+    "PackCounters",
+    "PackLine",
+    "PackRefused",
+    "PackSettings",
+    "Packed",
+    "PackingWorkflow",
+    "PrintProblem",
+    "PrintSlip",
+    "ShipTo",
+    "Slip",
+    "Verified",
+    "Weighed",
+    "check_weight",
+]
