@@ -32,8 +32,8 @@ class Kpis:
     short_lines: int = 0
     misscans: int = 0
     scans: int = 0
-    weighed: int = 0
-    weigh_failures: int = 0
+    weighed_orders: set[str] = field(default_factory=set)
+    failed_orders: set[str] = field(default_factory=set)
     first_ms: int | None = None
     last_ms: int | None = None
     misscanned_tasks: set[str] = field(default_factory=set)
@@ -73,8 +73,11 @@ class Kpis:
             counts = _get(body, "counts") or {}
             self.node_scans[node] = int(counts.get("scans", 0))
         elif name == "weighed":
-            self.weighed += 1
-            self.weigh_failures += _get(body, "verdict") == "fail"
+            # A parcel that failed and then passed a re-weigh (or was released) still failed.
+            order = str(_get(body, "order"))
+            self.weighed_orders.add(order)
+            if _get(body, "verdict") in ("over", "under"):
+                self.failed_orders.add(order)
         elif name == "packed":
             order = str(_get(body, "order"))
             self.packed_orders.add(order)
@@ -129,9 +132,10 @@ class Kpis:
             ("mis-scan rate", pct(self.misscans, scans), "mis-scans / scans (node counters)"),
             (
                 "check-weigh failure rate",
-                pct(self.weigh_failures, self.weighed),
-                "parcels failing check-weigh / parcels weighed",
+                pct(len(self.failed_orders), len(self.weighed_orders)),
+                "parcels that failed a check-weigh (over or under) / parcels weighed",
             ),
+            ("orders packed", str(len(self.packed_orders)), "orders with a packed event"),
             (
                 "order lead time median",
                 f"{statistics.median(lead):.1f} s" if lead else "-",

@@ -3,15 +3,15 @@
 * ``oms watch``: a live table of the site's nodes (online, boot, role, devices, outbox);
   ``--record FILE`` also writes every event, once and in order, as JSON lines.
 * ``oms kpi FILE``: the KPI table from a recording (definitions in docs/kpi.md).
-* ``oms dispatch FILE``: sends the pick lines of an order file (JSON or CSV, see
-  docs/orders.md) as one wave to the nodes that own their locations.
+* ``oms dispatch FILE``: routes an order file (JSON or CSV, see docs/orders.md) through the
+  site with ``agent.fulfilment``: pick waves to the nodes owning the locations, then (unless
+  ``--no-follow``) each order to a put wall and a pack station as its picks come in.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import sys
 from collections import defaultdict
@@ -34,11 +34,25 @@ def register(commands: Any, sim: Any) -> None:
     kpi.add_argument("file", type=Path)
     kpi.add_argument("--json", action="store_true")
     kpi.set_defaults(func=cmd_kpi)
-    dispatch = sub.add_parser("dispatch", help="send an order file's pick lines as a wave")
+    dispatch = sub.add_parser(
+        "dispatch", help="route an order file: pick waves, put walls, pack stations"
+    )
     _broker_args(dispatch)
     dispatch.add_argument("file", type=Path, help="orders, .json or .csv (docs/orders.md)")
     dispatch.add_argument("--wave", default="W1")
     dispatch.add_argument("--wait", type=float, default=5.0, help="seconds to wait for births")
+    dispatch.add_argument(
+        "--no-follow",
+        dest="follow",
+        action="store_false",
+        help="send the pick waves and exit (default: follow orders to the wall and packing)",
+    )
+    dispatch.add_argument("--timeout", type=float, default=3600.0, help="stop following after")
+    dispatch.add_argument("--record", type=Path, help="append every event to this JSON-lines file")
+    dispatch.add_argument(
+        "--sscc-start", type=int, default=1, help="first SSCC serial reference for own labels"
+    )
+    dispatch.add_argument("--company-prefix", help="GS1 company prefix (default: the station's)")
     dispatch.set_defaults(func=cmd_dispatch)
 
 
@@ -143,82 +157,69 @@ def cmd_kpi(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def read_orders(path: Path) -> list[dict[str, Any]]:
-    """Orders from JSON (``{"orders": [...]}``) or CSV (one line per row); see docs/orders.md."""
-    if path.suffix == ".csv":
-        orders: dict[str, dict[str, Any]] = {}
-        with path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                order = orders.setdefault(
-                    row["order"],
-                    {
-                        "order": row["order"],
-                        "channel": row.get("channel", ""),
-                        "express": row.get("express", "").lower() in ("1", "true", "yes"),
-                        "tote": row.get("tote") or None,
-                        "lines": [],
-                    },
-                )
-                order["lines"].append(
-                    {
-                        "sku": row["sku"],
-                        "qty": int(row["qty"]),
-                        "location": row["location"],
-                        "barcodes": [b for b in row.get("barcode", "").split("|") if b],
-                    }
-                )
-        return list(orders.values())
-    data = json.loads(path.read_text())
-    return list(data["orders"])
-
-
 async def cmd_dispatch(args: argparse.Namespace) -> int:
-    """Route the order file's lines to the nodes owning their locations, as one wave."""
-    from agent.link.messages import PickTask
+    """Route an order file through the site: pick waves, put walls, pack stations."""
+    from agent.errors import ConfigError
+    from agent.fulfilment import Fulfilment, drive, read_order_file
+    from agent.link.messages import Wire
 
     try:
-        orders = read_orders(args.file)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"{args.file}: cannot read orders: {exc}", file=sys.stderr)
+        orders = read_order_file(args.file)
+    except ConfigError as exc:
+        for field_, reason in exc.problems:
+            print(f"{exc.file}: {field_}: {reason}", file=sys.stderr)
         return EXIT_USAGE
-    async with _client(args) as oms:
-        await asyncio.sleep(args.wait)  # retained births arrive right after subscribing
-        owner = {
-            loc: name
-            for name, view in oms.nodes.items()
-            if view.online and view.state
-            for loc in view.state.locations
-        }
-        per_node: dict[str, list[PickTask]] = defaultdict(list)
-        unrouted = []
-        for order in orders:
-            for n, line in enumerate(order["lines"]):
-                node = owner.get(line["location"])
-                if node is None:
-                    unrouted.append(f"{order['order']}/{line['sku']}@{line['location']}")
-                    continue
-                per_node[node].append(
-                    PickTask(
-                        task=f"{order['order']}-{n + 1}",
-                        order=order["order"],
-                        location=line["location"],
-                        sku=line["sku"],
-                        qty=line["qty"],
-                        barcodes=line.get("barcodes", []),
-                        wave=args.wave,
-                        express=bool(order.get("express")),
-                        container=order.get("tote"),
+    fulfilment = Fulfilment(
+        orders, wave=args.wave, serial_start=args.sscc_start, company_prefix=args.company_prefix
+    )
+    out = args.record.open("a") if args.record else None
+    per_node: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+
+    def on_send(send: Any, reply: Any) -> None:
+        if send.command == "pick":
+            refused = sum(1 for i in reply.items if i.status == "rejected")
+            if reply.status == "rejected":
+                refused = len(send.body.tasks)
+            per_node[send.node][0] += len(send.body.tasks) - refused
+            per_node[send.node][1] += refused
+        elif send.command == "wave_release":
+            accepted, refused = per_node[send.node]
+            print(f"{send.node}: {accepted} lines in wave {args.wave}, {refused} refused")
+        elif send.command in ("put", "pack"):
+            print(f"{send.order}: {send.command} at {send.node}: {reply.status}", flush=True)
+
+    def on_event(event: Any) -> None:
+        if out is not None:
+            body = event.body.model_dump() if isinstance(event.body, Wire) else event.body
+            record = {
+                "node": event.node,
+                "name": event.name,
+                "seq": event.envelope.seq,
+                "ts": event.envelope.ts,
+                "body": body,
+            }
+            out.write(json.dumps(record, default=str) + "\n")
+            out.flush()
+
+    try:
+        async with _client(args) as oms:
+            await asyncio.sleep(args.wait)  # retained births arrive right after subscribing
+            try:
+                async with asyncio.timeout(args.timeout):
+                    await drive(
+                        oms, fulfilment, follow=args.follow, on_event=on_event, on_send=on_send
                     )
-                )
-        status = EXIT_OK
-        for node, tasks in sorted(per_node.items()):
-            await oms.call(node, "wave_begin", {"wave": args.wave})
-            replies = await asyncio.gather(*oms.send_tasks(node, tasks))
-            refused = [i for r in replies for i in r.items if i.status == "rejected"]
-            await oms.call(node, "wave_release", {"wave": args.wave})
-            accepted = len(tasks) - len(refused)
-            print(f"{node}: {accepted} lines in wave {args.wave}, {len(refused)} refused")
-            status = status or (EXIT_FAILURE if refused else EXIT_OK)
-        for line in unrouted:
-            print(f"no online node owns {line}", file=sys.stderr)
-        return status if not unrouted else EXIT_FAILURE
+            except TimeoutError:
+                print(f"gave up after {args.timeout:.0f} s", file=sys.stderr)
+    finally:
+        if out is not None:
+            out.close()
+    status = EXIT_OK
+    for order_id, progress in fulfilment.orders.items():
+        if progress.status in ("unrouted", "refused"):
+            print(f"order {order_id} not sent: {progress.detail}", file=sys.stderr)
+            status = EXIT_FAILURE
+        elif args.follow:
+            print(f"{order_id}: {progress.status} {progress.detail}".rstrip())
+            status = status if progress.status in ("packed", "picked") else EXIT_FAILURE
+    return status

@@ -1,0 +1,596 @@
+"""The OMS side of an order's way through a site: pick, consolidate at a put wall, pack.
+
+``Fulfilment`` is a plain state machine like the node workflows: the births it is given
+and the events it is fed go in, the commands to send come out. ``zone-agent oms dispatch``
+and the demo drive it over the broker (``drive``); tests drive it directly.
+
+An order's way:
+
+1. **Pick.** Every line becomes a pick task (id ``{order}-{n}``) on the pick node whose
+   birth lists the line's location, all in one wave per node (``wave_begin``, ``pick``,
+   ``wave_release``). An order with a line no online node owns is not sent at all
+   (``unrouted``): half an order on the floor helps nobody.
+2. **Consolidate.** When every line of a multi-line order is confirmed (``picked`` or
+   ``short``; ``expired`` counts as nothing picked), the order is assigned to a free cubby
+   of a put wall (``put``) with what was actually picked. When every cubby is taken it
+   waits, express orders first; ``order_complete`` frees the cubby. Single-line orders,
+   and every order on a site without a put wall, skip this step.
+3. **Pack.** The order then goes to the pack station with the fewest orders open
+   (``pack``), with the picked quantities, its express flag, gift note, bonus item, packing
+   slip wish and either the carrier's ZPL or the fields of the station's own label (with an
+   SSCC serial reference from a counter). ``packed`` ends it. A site without a pack
+   station ends at step 1 or 2 (status ``picked``).
+
+An order of which nothing was picked is ``unfulfilled`` (out of stock: a real OMS would
+back-order it or tell the customer) and goes no further. A command a node refuses puts the
+order in ``refused`` with the node's reason.
+
+Order files (JSON with a catalogue, or CSV) are described in docs/orders.md;
+``read_order_file`` checks one whole and names the file, the field and the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import functools
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agent.errors import ConfigError
+from agent.link.messages import (
+    MAX_BARCODES_PER_TASK,
+    MAX_TASKS_PER_COMMAND,
+    Barcode,
+    Id,
+    PickCommand,
+    PickTask,
+    Reply,
+    State,
+    WaveCommand,
+    Wire,
+)
+from agent.workflows.packing import OwnLabel, PackCommand, PackLine, ShipTo
+from agent.workflows.putwall import PutCommand, PutItem, PutOrder
+
+if TYPE_CHECKING:
+    from agent.oms import NodeEvent, OmsClient
+
+Dim = Annotated[int, Field(ge=1, le=5000)]
+Status = Literal[
+    "picking",
+    "waiting_for_cubby",
+    "at_wall",
+    "packing",
+    "packed",
+    "picked",
+    "unfulfilled",
+    "unrouted",
+    "refused",
+]
+FINAL: frozenset[str] = frozenset({"packed", "picked", "unfulfilled", "unrouted", "refused"})
+
+
+# --- the order file ----------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CatalogueItem(_Model):
+    """What the site knows of one SKU.
+
+    Attributes:
+        location: the slot it is picked from.
+        barcodes: codes that identify it (EAN/UPC/GTIN; GS1 scans match by GTIN).
+        description: what pickers and packers read.
+        unit_weight_g: one unit's weight, for the check-weigh.
+        dims_mm: one unit's length, width and height, for the box choice.
+        fragile: needs protective packaging.
+        on_shelf: **simulation only**: how many are really in the slot (``None``: plenty).
+            The OMS never reads it; the demo's pickers pick short when the slot runs out.
+    """
+
+    location: Id
+    barcodes: list[Barcode] = Field(min_length=1, max_length=MAX_BARCODES_PER_TASK)
+    description: str = Field(default="", max_length=200)
+    unit_weight_g: float = Field(default=0, ge=0, le=100_000)
+    dims_mm: tuple[Dim, Dim, Dim] | None = None
+    fragile: bool = False
+    on_shelf: int | None = Field(default=None, ge=0)
+
+
+class OrderLine(_Model):
+    """One line of an order: ``qty`` of ``sku``.
+
+    ``location`` and ``barcodes`` are only needed when the SKU is not in the catalogue
+    (CSV files carry them on every row).
+    """
+
+    sku: Id
+    qty: int = Field(ge=1, le=9999)
+    location: Id | None = None
+    barcodes: list[Barcode] = Field(default_factory=list, max_length=MAX_BARCODES_PER_TASK)
+
+
+class Order(_Model):
+    """One customer order as the OMS received it from a sales channel.
+
+    Attributes:
+        order: the order id (also the barcode a packer scans to start it).
+        channel: the sales channel (web, amazon, ebay, store...): informational.
+        express: picked and packed first.
+        tote: the container it is picked into (optional).
+        gift_note: printed on the packing slip, shown to the packer.
+        bonus_item: something the packer adds (a flyer, a sample).
+        packing_slip: print a packing slip at the pack station.
+        ship_to: the addressee, for the station's own label.
+        carrier: the carrier and ``service`` on the station's own label.
+        carrier_zpl: the carrier's own label as ZPL, printed byte for byte instead.
+        lines: what to pick.
+    """
+
+    order: Id
+    channel: str = Field(default="", max_length=32)
+    express: bool = False
+    tote: Id | None = None
+    gift_note: str = Field(default="", max_length=500)
+    bonus_item: str = Field(default="", max_length=200)
+    packing_slip: bool = False
+    ship_to: ShipTo | None = None
+    carrier: str = Field(default="", max_length=64)
+    service: str = Field(default="", max_length=64)
+    carrier_zpl: str | None = Field(default=None, max_length=60_000)
+    lines: list[OrderLine] = Field(min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _one_line_per_sku(self) -> Order:
+        skus = [line.sku for line in self.lines]
+        if len(set(skus)) != len(skus):
+            raise ValueError("a sku appears on two lines: give one line per sku")
+        if self.carrier_zpl is not None and not (
+            "^XA" in self.carrier_zpl and "^XZ" in self.carrier_zpl
+        ):
+            raise ValueError("carrier_zpl is not a ZPL label (no ^XA ... ^XZ)")
+        return self
+
+
+class OrderFile(_Model):
+    """A whole order file: the catalogue and the orders."""
+
+    catalogue: dict[Id, CatalogueItem] = Field(default_factory=dict)
+    orders: list[Order] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _lines_resolve(self) -> OrderFile:
+        seen: set[str] = set()
+        for n, order in enumerate(self.orders):
+            if order.order in seen:
+                raise ValueError(f"orders[{n}].order: {order.order!r} appears twice")
+            seen.add(order.order)
+            for m, line in enumerate(order.lines):
+                if line.sku not in self.catalogue and line.location is None:
+                    raise ValueError(
+                        f"orders[{n}].lines[{m}].sku: {line.sku!r} is not in the catalogue "
+                        "and the line has no location"
+                    )
+        return self
+
+    def item(self, line: OrderLine) -> CatalogueItem:
+        """The catalogue entry of ``line`` (built from the line when the SKU has none)."""
+        known = self.catalogue.get(line.sku)
+        if known is not None:
+            return known
+        assert line.location is not None  # the validator guarantees it
+        return CatalogueItem(location=line.location, barcodes=line.barcodes or [line.sku])
+
+    def first(self, count: int) -> OrderFile:
+        """The first ``count`` orders (more than the file has: repeated with new ids)."""
+        orders = list(self.orders[:count])
+        round_ = 1
+        while len(orders) < count:
+            round_ += 1
+            for order in self.orders[: count - len(orders)]:
+                tote = None if order.tote is None else f"{order.tote}-{round_}"
+                orders.append(
+                    order.model_copy(update={"order": f"{order.order}-{round_}", "tote": tote})
+                )
+        return self.model_copy(update={"orders": orders})
+
+
+def _truthy(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "y")
+
+
+def _csv_orders(path: Path) -> dict[str, Any]:
+    orders: dict[str, dict[str, Any]] = {}
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            order = orders.setdefault(
+                row.get("order") or "",
+                {
+                    "order": row.get("order") or "",
+                    "channel": row.get("channel") or "",
+                    "express": _truthy(row.get("express") or ""),
+                    "tote": row.get("tote") or None,
+                    "lines": [],
+                },
+            )
+            order["lines"].append(
+                {
+                    "sku": row.get("sku") or "",
+                    "qty": row.get("qty") or "",
+                    "location": row.get("location") or "",
+                    "barcodes": [b for b in (row.get("barcode") or "").split("|") if b],
+                }
+            )
+    return {"orders": list(orders.values())}
+
+
+def read_order_file(path: Path) -> OrderFile:
+    """Read and check a whole order file (``.json`` or ``.csv``, docs/orders.md).
+
+    Raises:
+        ConfigError: with the file, the field (``orders[3].lines[0].qty``) and the reason.
+    """
+    try:
+        raw = _csv_orders(path) if path.suffix.lower() == ".csv" else json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", exc.strerror or str(exc)) from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), "(file)", f"not valid JSON: {exc}") from exc
+    try:
+        return OrderFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(
+                "."
+            )
+            message = str(err["msg"]).removeprefix("Value error, ")
+            if not where and ": " in message:
+                where, message = message.split(": ", 1)
+            problems.append((where or "(file)", message))
+        field_, reason = problems[0]
+        raise ConfigError(str(path), field_, reason, problems) from exc
+
+
+# --- the state machine -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A command for the driver to send to ``node``; ``order`` is what it is about."""
+
+    node: str
+    command: str
+    body: Wire
+    order: str | None = None
+
+
+@dataclass(slots=True)
+class OrderProgress:
+    """Where one order is."""
+
+    order: Order
+    status: Status = "picking"
+    open_tasks: set[str] = field(default_factory=set)
+    picked: Counter[str] = field(default_factory=Counter)
+    wall: str | None = None
+    slot: str | None = None
+    station: str | None = None
+    detail: str = ""
+
+    def units(self) -> int:
+        """Units actually picked."""
+        return sum(self.picked.values())
+
+
+class Fulfilment:
+    """Route an order file's orders through the site (see the module docstring).
+
+    Args:
+        orders: the order file.
+        wave: the wave id for the pick tasks.
+        serial_start: the first SSCC serial reference for the stations' own labels.
+        company_prefix: the GS1 company prefix for SSCCs (``None``: the station's setting).
+    """
+
+    def __init__(
+        self,
+        orders: OrderFile,
+        *,
+        wave: str = "W1",
+        serial_start: int = 1,
+        company_prefix: str | None = None,
+    ) -> None:
+        self.file = orders
+        self.wave = wave
+        self.company_prefix = company_prefix
+        self._serial = serial_start
+        self.orders: dict[str, OrderProgress] = {o.order: OrderProgress(o) for o in orders.orders}
+        self._task_order: dict[str, tuple[str, str]] = {}  # task id -> (order, sku)
+        self._walls: dict[str, list[str]] = {}  # wall node -> its cubbies, in order
+        self._taken: dict[tuple[str, str], str] = {}  # (wall, slot) -> order
+        self._waiting: list[str] = []  # orders waiting for a cubby
+        self._stations: list[str] = []
+
+    # --- planning --------------------------------------------------------------------
+
+    def plan(self, nodes: Mapping[str, State]) -> list[Send]:
+        """The pick waves for the online nodes of ``nodes`` (their births)."""
+        owner: dict[str, str] = {}
+        for name, state in sorted(nodes.items()):
+            if not state.online:
+                continue
+            if state.role == "pick":
+                for location in state.locations:
+                    owner.setdefault(location, name)
+            elif state.role == "put_wall":
+                self._walls[name] = list(state.locations)
+            elif state.role == "pack":
+                self._stations.append(name)
+        per_node: dict[str, list[PickTask]] = {}
+        for progress in self.orders.values():
+            order = progress.order
+            items = [self.file.item(line) for line in order.lines]
+            missing = [
+                f"{line.sku}@{item.location}"
+                for line, item in zip(order.lines, items, strict=True)
+                if item.location not in owner
+            ]
+            if missing:
+                progress.status = "unrouted"
+                progress.detail = "no online pick node owns " + ", ".join(missing)
+                continue
+            for n, (line, item) in enumerate(zip(order.lines, items, strict=True), 1):
+                task = PickTask(
+                    task=f"{order.order}-{n}",
+                    order=order.order,
+                    location=item.location,
+                    sku=line.sku,
+                    qty=line.qty,
+                    barcodes=item.barcodes,
+                    wave=self.wave,
+                    container=order.tote,
+                    priority=2 if order.express else 5,
+                    express=order.express,
+                    description=item.description[:200],
+                )
+                per_node.setdefault(owner[item.location], []).append(task)
+                progress.open_tasks.add(task.task)
+                self._task_order[task.task] = (order.order, line.sku)
+        sends: list[Send] = []
+        for node, tasks in sorted(per_node.items()):
+            sends.append(Send(node, "wave_begin", WaveCommand(wave=self.wave)))
+            for i in range(0, len(tasks), MAX_TASKS_PER_COMMAND):
+                sends.append(
+                    Send(node, "pick", PickCommand(tasks=tasks[i : i + MAX_TASKS_PER_COMMAND]))
+                )
+            sends.append(Send(node, "wave_release", WaveCommand(wave=self.wave)))
+        return sends
+
+    # --- input -----------------------------------------------------------------------
+
+    def on_reply(self, send: Send, reply: Reply) -> list[Send]:
+        """A node answered ``send``: refused tasks or orders end their order ``refused``."""
+        refused: dict[str, str] = {}
+        if reply.status == "rejected":
+            why = f"{send.node} refused {send.command}: {reply.reason} {reply.detail or ''}"
+            if isinstance(send.body, PickCommand):
+                for task in send.body.tasks:
+                    refused[task.order] = why.strip()
+            elif send.order is not None:
+                refused[send.order] = why.strip()
+        for item in reply.items:
+            if item.status != "rejected":
+                continue
+            why = f"{send.node} refused {item.id}: {item.reason}"
+            order = self._task_order.get(item.id, (item.id, ""))[0]
+            refused[order] = why
+        out: list[Send] = []
+        for order_id, why in refused.items():
+            progress = self.orders.get(order_id)
+            if progress is None or progress.status in FINAL:
+                continue
+            progress.status = "refused"
+            progress.detail = why
+            out += self._free(progress)
+        return out
+
+    def on_event(self, node: str, name: str, body: Any) -> list[Send]:
+        """Take one node event (as the OMS client delivers them); the commands it leads to."""
+        if name in ("picked", "short", "expired"):
+            task = str(_get(body, "task"))
+            order_sku = self._task_order.get(task)
+            if order_sku is None:
+                return []
+            progress = self.orders[order_sku[0]]
+            if task not in progress.open_tasks:
+                return []  # a duplicate confirmation cannot count twice
+            progress.open_tasks.discard(task)
+            if name != "expired":
+                progress.picked[order_sku[1]] += int(_get(body, "picked") or 0)
+            if progress.open_tasks or progress.status != "picking":
+                return []
+            return self._picked(progress)
+        found = self.orders.get(str(_get(body, "order")))
+        if name == "order_complete" and found is not None and found.status == "at_wall":
+            return self._free(found) + self._pack(found)
+        if name == "packed" and found is not None and found.status == "packing":
+            found.status = "packed"
+        return []
+
+    def _picked(self, progress: OrderProgress) -> list[Send]:
+        if progress.units() == 0:
+            progress.status = "unfulfilled"
+            progress.detail = "nothing picked: out of stock"
+            return []
+        if len(progress.order.lines) > 1 and self._walls:
+            progress.status = "waiting_for_cubby"
+            self._waiting.append(progress.order.order)
+            return self._assign_cubbies()
+        return self._pack(progress)
+
+    def _assign_cubbies(self) -> list[Send]:
+        out: list[Send] = []
+        self._waiting.sort(key=lambda o: not self.orders[o].order.express)  # stable
+        for wall, slots in sorted(self._walls.items()):
+            for slot in slots:
+                if not self._waiting:
+                    return out
+                if (wall, slot) in self._taken:
+                    continue
+                progress = self.orders[self._waiting.pop(0)]
+                progress.status = "at_wall"
+                progress.wall, progress.slot = wall, slot
+                self._taken[(wall, slot)] = progress.order.order
+                items = [
+                    PutItem(sku=sku, qty=qty, barcodes=self.file.item(line).barcodes)
+                    for line in progress.order.lines
+                    if (qty := progress.picked[(sku := line.sku)]) > 0
+                ]
+                order = PutOrder(order=progress.order.order, slot=slot, items=items)
+                out.append(Send(wall, "put", PutCommand(orders=[order]), progress.order.order))
+        return out
+
+    def _free(self, progress: OrderProgress) -> list[Send]:
+        if progress.wall is None or progress.slot is None:
+            return []
+        self._taken.pop((progress.wall, progress.slot), None)
+        progress.slot = None
+        return self._assign_cubbies()
+
+    def _pack(self, progress: OrderProgress) -> list[Send]:
+        if not self._stations:
+            progress.status = "picked"
+            return []
+        load = Counter(
+            p.station for p in self.orders.values() if p.status == "packing" and p.station
+        )
+        station = min(self._stations, key=lambda s: (load[s], s))
+        progress.status = "packing"
+        progress.station = station
+        return [Send(station, "pack", self.pack_command(progress), progress.order.order)]
+
+    def pack_command(self, progress: OrderProgress) -> PackCommand:
+        """The ``pack`` command of an order, with the quantities actually picked."""
+        order = progress.order
+        lines = []
+        for line in order.lines:
+            qty = progress.picked[line.sku]
+            if qty <= 0:
+                continue
+            item = self.file.item(line)
+            lines.append(
+                PackLine(
+                    sku=line.sku,
+                    qty=qty,
+                    barcodes=item.barcodes,
+                    unit_weight_g=item.unit_weight_g,
+                    dims_mm=item.dims_mm,
+                    fragile=item.fragile,
+                    description=item.description[:200],
+                )
+            )
+        label = None
+        carrier_zpl = None
+        if order.carrier_zpl is not None:
+            carrier_zpl = order.carrier_zpl.encode()
+        else:
+            label = OwnLabel(
+                ship_to=order.ship_to or ShipTo(name=f"Order {order.order}"),
+                carrier=order.carrier or "Standard",
+                service=order.service,
+                company_prefix=self.company_prefix,
+                serial_reference=str(self._serial % 1_000_000_000),
+            )
+            self._serial += 1
+        return PackCommand(
+            order=order.order,
+            tote=order.tote,
+            lines=lines,
+            express=order.express,
+            gift_note=order.gift_note,
+            bonus_item=order.bonus_item,
+            packing_slip=order.packing_slip,
+            carrier_zpl=carrier_zpl,
+            label=label,
+        )
+
+    # --- where things are --------------------------------------------------------------
+
+    def done(self) -> bool:
+        """Whether every order reached a final status."""
+        return all(p.status in FINAL for p in self.orders.values())
+
+    def counts(self) -> Counter[str]:
+        """Orders by status."""
+        return Counter(p.status for p in self.orders.values())
+
+    def lines(self) -> tuple[int, int]:
+        """``(confirmed, sent)`` pick lines."""
+        sent = len(self._task_order)
+        open_ = sum(len(p.open_tasks) for p in self.orders.values())
+        return sent - open_, sent
+
+
+def _get(body: Any, name: str) -> Any:
+    return body.get(name) if isinstance(body, Mapping) else getattr(body, name, None)
+
+
+async def drive(
+    oms: OmsClient,
+    fulfilment: Fulfilment,
+    *,
+    follow: bool = True,
+    on_event: Callable[[NodeEvent], None] | None = None,
+    on_send: Callable[[Send, Reply], None] | None = None,
+) -> None:
+    """Send the plan for the nodes online now, then (``follow``) route orders until done.
+
+    ``on_event`` sees every event the OMS receives (recording, KPIs, progress); ``on_send``
+    every command with its reply.
+    """
+    nodes = {name: view.state for name, view in oms.nodes.items() if view.state is not None}
+    replies: asyncio.Queue[tuple[Send, Reply]] = asyncio.Queue()
+
+    def sent(send: Send, future: asyncio.Future[Reply]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            replies.put_nowait((send, future.result()))
+
+    def send_all(sends: Iterable[Send]) -> None:
+        for send in sends:
+            future = oms.send(send.node, send.command, send.body)
+            future.add_done_callback(functools.partial(sent, send))
+
+    # Waves go out in order per node: begin, every pick batch, then release.
+    for send in fulfilment.plan(nodes):
+        reply = await oms.call(send.node, send.command, send.body)
+        if on_send is not None:
+            on_send(send, reply)
+        send_all(fulfilment.on_reply(send, reply))
+    while follow and not fulfilment.done():
+        events = asyncio.ensure_future(oms.events.get())
+        answered = asyncio.ensure_future(replies.get())
+        finished, _ = await asyncio.wait({events, answered}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (events, answered):
+            if task not in finished:
+                task.cancel()
+        if events in finished:
+            event = events.result()
+            if on_event is not None:
+                on_event(event)
+            send_all(fulfilment.on_event(event.node, event.name, event.body))
+        if answered in finished:
+            send, reply = answered.result()
+            if on_send is not None:
+                on_send(send, reply)
+            send_all(fulfilment.on_reply(send, reply))
