@@ -1,0 +1,323 @@
+"""The demo's simulated people: two pickers, a put-wall operator and a packer.
+
+They work only through what a person at the node has: what its lights and screen show
+(``/api/state``) and its simulated devices (``/sim/...``: the scanner, the buttons, the
+scale, the printers). They never talk to the broker or read the OMS's mind.
+
+Some things go wrong on purpose, so the KPIs have something to count:
+
+* each picker's first line starts with a mis-scan (an item from the other zone), and
+  after that about one line in 25;
+* the catalogue's ``on_shelf`` says how many units really are in a slot: a picker who
+  finds fewer lowers the quantity with the minus button and confirms a short pick;
+* the packer's first order gets a scan of an item that is not in it (refused);
+* the second parcel weighs too much at first (a spare roll of tape left in the box): the
+  check-weigh fails, the packer takes it out and weighs again;
+* the label printer runs out of paper before the third parcel's label; the packer waits
+  until the station says the label is late, then loads paper and the held label prints.
+
+A parcel weighs what the station's own model predicts (items + box + packaging,
+``agent.workflows.cartons``) give or take 1 %: the simulation has no other physics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.demo.site import Control
+from agent.fulfilment import CatalogueItem
+from agent.workflows.cartons import DEFAULT_BOXES, MATERIALS, Item, expected_weight_g
+
+Say = Callable[[str], None]
+WAIT_S = 15.0
+
+
+@dataclass
+class Pace:
+    """Human pace: ``await pace(seconds)`` sleeps about ``seconds / speed``."""
+
+    speed: float
+    rng: random.Random
+
+    async def __call__(self, seconds: float) -> None:
+        """Sleep a jittered ``seconds`` at the demo's speed."""
+        await asyncio.sleep(max(0.0, seconds * self.rng.uniform(0.7, 1.3) / self.speed))
+
+
+@dataclass
+class Incidents:
+    """What the simulated people did wrong or ran into (for the summary and the tests)."""
+
+    misscans: int = 0
+    shorts: int = 0
+    wrong_pack_scans: int = 0
+    weigh_failures: int = 0
+    paper_outs: int = 0
+    stuck: list[str] = field(default_factory=list)
+
+
+async def wait_for(
+    control: Control,
+    done: Callable[[dict[str, Any]], bool],
+    what: str,
+    incidents: Incidents,
+    timeout: float = WAIT_S,
+) -> dict[str, Any]:
+    """Poll the node's screen until ``done(workflow)``; note it when it never comes."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        workflow = await control.workflow()
+        if done(workflow) or loop.time() > end:
+            if not done(workflow):
+                incidents.stuck.append(what)
+            return workflow
+        await asyncio.sleep(0.05)
+
+
+class Catalogue:
+    """The catalogue as the people on the floor know it: what is where, and its codes."""
+
+    def __init__(self, items: dict[str, CatalogueItem]) -> None:
+        self.items = items
+        self.at = {item.location: sku for sku, item in items.items()}
+        self.on_shelf = {item.location: item.on_shelf for item in items.values()}
+
+    def barcode(self, sku: str) -> str:
+        """The code printed on the item."""
+        return self.items[sku].barcodes[0]
+
+    def elsewhere(self, locations: list[str], rng: random.Random) -> str:
+        """The barcode of an item kept in none of ``locations`` (a wrong grab)."""
+        others = sorted(s for s, i in self.items.items() if i.location not in locations)
+        return self.barcode(rng.choice(others or sorted(self.items)))
+
+
+async def picker(
+    name: str,
+    control: Control,
+    device: str,
+    locations: list[str],
+    confirm_by_scan: bool,
+    catalogue: Catalogue,
+    pace: Pace,
+    incidents: Incidents,
+    say: Say,
+) -> None:
+    """Log in, then pick whatever the zone shows, express lines first, until cancelled."""
+    rng = pace.rng
+    await control.scan(f"BADGE-{name}")
+    first = True
+    while True:
+        workflow = await control.workflow()
+        shown = [
+            (location, info["shown"])
+            for location, info in sorted(workflow.get("locations", {}).items())
+            if info.get("shown")
+        ]
+        if not shown:
+            await asyncio.sleep(0.1)
+            continue
+        express = [s for s in shown if s[1].get("express")]
+        location, line = rng.choice(express or shown)
+        task, sku, qty = line["task"], line["sku"], int(line["qty"])
+        await pace(2.0)  # walk to the slot, read the display
+        if first or rng.random() < 0.04:
+            await control.scan(catalogue.elsewhere(locations, rng))
+            incidents.misscans += 1
+            say(f"{name} scanned the wrong item at {location} (mis-scan)")
+            await pace(1.0)
+        first = False
+        available = catalogue.on_shelf.get(location)
+        take = qty if available is None else min(qty, available)
+        if take < qty:
+            for _ in range(qty - take):
+                await control.press(device, location, "minus")
+                await asyncio.sleep(0.08)  # over the shelf's double-press guard
+            await control.press(device, location, "confirm")
+            incidents.shorts += 1
+            say(f"{name} found {take} of {qty} {sku} at {location}: short pick")
+        elif confirm_by_scan:
+            await control.scan(catalogue.barcode(sku))
+        else:
+            await control.press(device, location, "confirm")
+        if available is not None:
+            catalogue.on_shelf[location] = available - take
+        await wait_for(
+            control,
+            functools.partial(_moved_on, location, task),
+            f"{name}: line {task} not confirmed",
+            incidents,
+        )
+
+
+def _moved_on(location: str, task: str, workflow: dict[str, Any]) -> bool:
+    """Whether ``location`` no longer shows ``task`` (it was confirmed)."""
+    shown = (workflow.get("locations", {}).get(location) or {}).get("shown") or {}
+    return bool(shown.get("task") != task)
+
+
+async def put_wall_operator(
+    control: Control, catalogue: Catalogue, pace: Pace, incidents: Incidents, say: Say
+) -> None:
+    """Put every item into its lit cubby; empty cubbies whose order is complete."""
+    while True:
+        workflow = await control.workflow()
+        done_slots = workflow.get("done_slots") or []
+        if done_slots:
+            await pace(1.0)
+            await control.press("shelf", done_slots[0])  # taken out the back to packing
+            await asyncio.sleep(0.1)
+            continue
+        todo = [
+            sku
+            for info in workflow.get("orders", {}).values()
+            for sku, item in info["items"].items()
+            if item["put"] < item["qty"]
+        ]
+        if not todo:
+            await asyncio.sleep(0.1)
+            continue
+        await pace(1.5)  # take it from the tote
+        await control.scan(catalogue.barcode(todo[0]))
+        workflow = await wait_for(
+            control,
+            lambda w: w.get("pending") is not None,
+            f"put wall: no cubby lit for {todo[0]}",
+            incidents,
+        )
+        pending = workflow.get("pending")
+        if pending is None:
+            continue
+        slot = workflow["orders"][pending["order"]]["slot"]
+        await pace(1.0)
+        await control.press("shelf", slot)
+        await wait_for(
+            control,
+            lambda w: w.get("pending") is None,
+            f"put wall: put into {slot} not taken",
+            incidents,
+        )
+
+
+def parcel_weight(order: dict[str, Any], catalogue: Catalogue, rng: random.Random) -> float:
+    """What the closed parcel weighs: the station's own model, give or take 1 %."""
+    boxes = {box.name: box for box in DEFAULT_BOXES}
+    box = boxes[order["box"]["chosen"] or order["box"]["suggested"]]
+    items = []
+    for line in order["lines"]:
+        known = catalogue.items[line["sku"]]
+        items.append(
+            Item(line["sku"], line["qty"], known.unit_weight_g, known.dims_mm, known.fragile)
+        )
+    expected = expected_weight_g(box, items, MATERIALS[order["material"]["name"]])
+    return round(expected * rng.uniform(0.99, 1.01), 1)
+
+
+class Packer:
+    """The packer at ``pack-1``: scans, boxes, weighs and labels each queued order."""
+
+    def __init__(
+        self,
+        control: Control,
+        catalogue: Catalogue,
+        pace: Pace,
+        incidents: Incidents,
+        say: Say,
+    ) -> None:
+        self.control = control
+        self.catalogue = catalogue
+        self.pace = pace
+        self.incidents = incidents
+        self.say = say
+        self.parcels = 0
+
+    async def _wait(self, done: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        return await wait_for(self.control, done, what, self.incidents)
+
+    async def _weigh(self, grams: float) -> None:
+        scale = "/sim/scale/set"
+        await self.control.post(scale, {"grams": round(grams * 1.3, 1), "mode": "moving"})
+        await self.pace(0.6)
+        await self.control.post(scale, {"grams": grams, "mode": "stable"})
+
+    async def run(self) -> None:
+        """Pack until cancelled."""
+        await self.control.post("/sim/scale/set", {"grams": 0, "mode": "stable"})
+        while True:
+            workflow = await self.control.workflow()
+            queue = workflow.get("queue") or []
+            if workflow.get("order") is None and queue:
+                await self.pack(queue[0])
+            else:
+                await asyncio.sleep(0.1)
+
+    async def pack(self, entry: dict[str, Any]) -> None:
+        """One order, from its tote on the bench to the labelled parcel off the scale."""
+        self.parcels += 1
+        order_id = entry["order"]
+        control, pace, say = self.control, self.pace, self.say
+        await pace(2.0)
+        await control.scan(entry.get("tote") or order_id)
+        workflow = await self._wait(
+            lambda w: (w.get("order") or {}).get("order") == order_id, f"{order_id} not started"
+        )
+        order = workflow.get("order")
+        if order is None:
+            return
+        if self.parcels == 1:
+            skus = {line["sku"] for line in order["lines"]}
+            stray = next(s for s in sorted(self.catalogue.items) if s not in skus)
+            await control.scan(self.catalogue.barcode(stray))
+            self.incidents.wrong_pack_scans += 1
+            say(f"packer scanned {stray}, which is not in {order_id} (refused)")
+        for line in order["lines"]:
+            for _ in range(line["qty"] - line["scanned"]):
+                await pace(0.8)
+                await control.scan(self.catalogue.barcode(line["sku"]))
+        workflow = await self._wait(
+            lambda w: (w.get("order") or {}).get("phase") == "carton", f"{order_id} not verified"
+        )
+        await pace(1.0)
+        await control.scan("CONFIRM")  # the suggested box
+        workflow = await self._wait(
+            lambda w: (w.get("order") or {}).get("phase") == "weigh", f"{order_id} box not taken"
+        )
+        order = workflow.get("order") or order
+        grams = parcel_weight(order, self.catalogue, pace.rng)
+        paper_out = self.parcels == 3
+        if paper_out:
+            await control.post("/sim/label/set", {"state": "paper_out"})
+            self.incidents.paper_outs += 1
+            say("label printer: out of paper")
+        await pace(1.5)  # close the box
+        if self.parcels == 2:
+            await self._weigh(grams + 350)
+            await self._wait(
+                lambda w: (w.get("order") or {}).get("phase") == "weigh_failed",
+                f"{order_id} check-weigh did not fail",
+            )
+            self.incidents.weigh_failures += 1
+            say(f"check-weigh failed for {order_id}: a spare tape roll was left in the box")
+            await pace(1.5)
+            await control.post("/sim/scale/set", {"grams": 0, "mode": "stable"})
+            await pace(1.0)
+        await self._weigh(grams)
+        if paper_out:
+            await self._wait(
+                lambda w: ((w.get("order") or {}).get("label") or {}).get("late", False),
+                f"{order_id}: no late-label notice",
+            )
+            await pace(2.0)
+            await control.post("/sim/label/set", {"state": "ready"})
+            say("label printer: paper loaded, the held label prints")
+        await self._wait(
+            lambda w: (w.get("order") or {}).get("order") != order_id, f"{order_id} not packed"
+        )
+        await pace(0.5)
+        await control.post("/sim/scale/set", {"grams": 0, "mode": "stable"})  # parcel off

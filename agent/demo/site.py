@@ -1,0 +1,264 @@
+"""The demo warehouse's nodes: their node files and their processes.
+
+Four nodes, each ``zone-agent run FILE --simulate`` in its own process, on one private
+broker:
+
+* ``zone-a``: a pick zone on GPIO slots A1-A4 (LED, confirm and minus buttons, a TM1637
+  quantity display each) with a serial scanner; a line is confirmed by scanning the item.
+* ``zone-b``: a pick zone on a WS2812 strip, slots B1-B6 (confirm and minus buttons), with a
+  serial scanner; a line is confirmed by its button.
+* ``wall-1``: a put wall of six cubbies P1-P6 (LED, confirm button, display) and a scanner.
+* ``pack-1``: a pack station: scanner, MT-SICS scale, ZPL label printer, ESC/POS slip
+  printer.
+
+The files are written from the templates below (``$broker`` and ``$state`` filled in) into
+the demo's working directory, where a curious user can read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from string import Template
+from typing import Any
+
+SITE = "demo"
+
+_COMMON = """\
+site = "demo"
+node = "$node"
+role = "$role"
+state_dir = "$state"
+
+[broker]
+urls = ["$broker"]
+backoff_initial_s = 0.1
+backoff_max_s = 2
+"""
+
+_SCANNER = """
+[[devices]]
+name = "scanner"
+kind = "serial_scanner"
+port = "/dev/zone-scanner"
+dedupe_window_s = 0      # the simulated people scan faster than a real double read
+"""
+
+
+def _gpio_slots(ids: list[str], *, minus: bool, lamp: bool) -> str:
+    lines = [
+        "",
+        "[[devices]]",
+        'name = "shelf"',
+        'kind = "gpio_slots"',
+        "double_press_s = 0.05",
+    ]
+    pin = 2
+    if lamp:
+        lines.append(f"zone_lamp = {{ led = {pin} }}")
+        pin += 1
+    for slot in ids:
+        lines += ["[[devices.slots]]", f'id = "{slot}"', f"led = {pin}", f"confirm = {pin + 1}"]
+        pin += 2
+        if minus:
+            lines.append(f"minus = {pin}")
+            pin += 1
+        lines.append(f"display = {{ clk = {pin}, dio = {pin + 1} }}")
+        pin += 2
+    return "\n".join(lines) + "\n"
+
+
+def _strip(ids: list[str]) -> str:
+    buttons = [(17, 27), (22, 5), (6, 13), (19, 26), (20, 21), (23, 24)]
+    lines = [
+        "",
+        "[[devices]]",
+        'name = "strip"',
+        'kind = "led_strip"',
+        f"led_count = {len(ids) * 6 + 2}",
+        "double_press_s = 0.05",
+        f"zone_lamp = {{ first = {len(ids) * 6}, count = 2 }}",
+    ]
+    for n, (slot, (confirm, minus)) in enumerate(zip(ids, buttons, strict=False)):
+        lines += [
+            "[[devices.slots]]",
+            f'id = "{slot}"',
+            f"first = {n * 6}",
+            "count = 6",
+            f"confirm = {confirm}",
+            f"minus = {minus}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+ZONE_A = ["A1", "A2", "A3", "A4"]
+ZONE_B = ["B1", "B2", "B3", "B4", "B5", "B6"]
+CUBBIES = ["P1", "P2", "P3", "P4", "P5", "P6"]
+
+TEMPLATES: dict[str, str] = {
+    "zone-a": _COMMON
+    + '\n[settings]\nconfirm = "scan"\ncounters_every_s = 1\n'
+    + _SCANNER
+    + _gpio_slots(ZONE_A, minus=True, lamp=True),
+    "zone-b": _COMMON
+    + '\n[settings]\nconfirm = "button"\ncounters_every_s = 1\n'
+    + _SCANNER
+    + _strip(ZONE_B),
+    "wall-1": _COMMON + _SCANNER + _gpio_slots(CUBBIES, minus=False, lamp=False),
+    "pack-1": _COMMON
+    + """
+[settings]
+confirm_barcode = "CONFIRM"
+gs1_company_prefix = "7612345"
+ship_from = ["Demo Fulfilment", "Unit 4, Dock Road", "Leeds LS1 1AA"]
+slip_title = "Demo Shop"
+label_timeout_s = 3
+
+[settings.supervisors]
+"SUP-1" = "maria"
+"""
+    + _SCANNER
+    + """
+[[devices]]
+name = "scale"
+kind = "mt_sics"
+port = "/dev/zone-scale"
+poll_interval = 0.1
+
+[[devices]]
+name = "label"
+kind = "zpl_printer"
+host = "127.0.0.1"
+
+[[devices]]
+name = "slip"
+kind = "escpos_printer"
+host = "127.0.0.1"
+port = 9101
+""",
+}
+ROLES = {"zone-a": "pick", "zone-b": "pick", "wall-1": "put_wall", "pack-1": "pack"}
+
+
+def write_node_files(workdir: Path, broker_url: str) -> dict[str, Path]:
+    """Write the four node files into ``workdir``; their paths by node name."""
+    paths: dict[str, Path] = {}
+    for node, template in TEMPLATES.items():
+        path = workdir / f"{node}.toml"
+        path.write_text(
+            Template(template).substitute(
+                node=node, role=ROLES[node], state=workdir / node, broker=broker_url
+            )
+        )
+        paths[node] = path
+    return paths
+
+
+class NodeProcess:
+    """One ``zone-agent run FILE --simulate`` child process, its log in ``log``."""
+
+    def __init__(self, name: str, path: Path, log: Path) -> None:
+        self.name = name
+        self.path = path
+        self.log = log
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        """Start the node (it stops on SIGTERM or SIGINT with its lights off)."""
+        with self.log.open("wb") as out:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "agent.cli",
+                "run",
+                str(self.path),
+                "--simulate",
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    @property
+    def pid(self) -> int | None:
+        """The process id, once started."""
+        return None if self.process is None else self.process.pid
+
+    async def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL; the exit code."""
+        process = self.process
+        if process is None:
+            return None
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        return process.returncode
+
+
+class Control:
+    """A node's local API (``/api/state``, ``/sim/...``), found through ``control.json``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @classmethod
+    async def find(cls, state_dir: Path, timeout: float = 20.0) -> Control:
+        """Wait until the node has written its URL, then return its control client."""
+        path = state_dir / "control.json"
+        async with asyncio.timeout(timeout):
+            while True:
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    return cls(str(json.loads(path.read_text())["url"]))
+                await asyncio.sleep(0.05)
+
+    def _request(self, path: str, body: dict[str, Any] | None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, method="GET" if body is None else "POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    async def get(self, path: str) -> Any:
+        """GET JSON (off the event loop)."""
+        return await asyncio.to_thread(self._request, path, None)
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST JSON (off the event loop)."""
+        return await asyncio.to_thread(self._request, path, body)
+
+    async def scan(self, code: str) -> None:
+        """Scan ``code`` on the node's scanner."""
+        await self.post("/sim/scanner/scan", {"code": code})
+
+    async def press(self, device: str, slot: str, button: str = "confirm") -> None:
+        """Press a button of a slot."""
+        await self.post(f"/sim/{device}/press", {"slot": slot, "button": button})
+
+    async def workflow(self) -> dict[str, Any]:
+        """The workflow part of the node's state (what its screen shows)."""
+        state: dict[str, Any] = await self.get("/api/state")
+        workflow: dict[str, Any] = state.get("workflow") or {}
+        return workflow
+
+
+__all__ = [
+    "CUBBIES",
+    "SITE",
+    "ZONE_A",
+    "ZONE_B",
+    "Control",
+    "NodeProcess",
+    "write_node_files",
+]

@@ -1,0 +1,314 @@
+"""The demo run: broker, four node processes, the reference OMS, simulated people, KPIs.
+
+``run(options)`` starts a private Mosquitto on a free loopback port and the four nodes of
+``agent.demo.site`` (each ``zone-agent run --simulate`` in its own process), waits for
+their births, and has the reference OMS route the sample orders through the site with
+``agent.fulfilment`` while the people of ``agent.demo.people`` work. The terminal shows
+rich progress bars (nodes online, lines picked, orders packed) and what goes wrong; at the
+end, the KPI table computed from the events the OMS received (``agent.kpi``). Every
+process it started is stopped on the way out, also on Ctrl-C or an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agent.config import BrokerConfig
+from agent.demo.people import (
+    Catalogue,
+    Incidents,
+    Pace,
+    Packer,
+    picker,
+    put_wall_operator,
+)
+from agent.demo.site import SITE, ZONE_A, ZONE_B, Control, NodeProcess, write_node_files
+from agent.errors import ConfigError
+from agent.fulfilment import Fulfilment, OrderFile, Send, drive, read_order_file
+from agent.kpi import Kpis
+from agent.link.messages import Reply, Wire
+from agent.localbroker import LocalBroker
+from agent.oms import NodeEvent, OmsClient
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass(frozen=True)
+class Options:
+    """What ``python -m agent.demo`` was asked to do (see ``--help``)."""
+
+    orders: int
+    speed: float
+    seed: int
+    keep_running: bool
+    order_file: Path
+    workdir: Path | None = None
+    record: Path | None = None
+    kpi_json: Path | None = None
+    timeout: float = 600.0
+
+
+class Recorder:
+    """Every event the OMS receives: into the KPIs, the progress bars and a JSON-lines file."""
+
+    def __init__(self, out: IO[str] | None) -> None:
+        self.out = out
+        self.kpis = Kpis()
+        self.counts: dict[str, int] = {}
+        self.last_counters: dict[str, int] = {}
+
+    def __call__(self, event: NodeEvent) -> None:
+        """Take one event."""
+        body = event.body.model_dump() if isinstance(event.body, Wire) else event.body
+        self.kpis.add(event.node, event.name, body)
+        self.counts[event.name] = self.counts.get(event.name, 0) + 1
+        if event.name == "counters":
+            self.last_counters[event.node] = int(body.get("at", 0))
+        if self.out is not None:
+            record = {
+                "node": event.node,
+                "name": event.name,
+                "seq": event.envelope.seq,
+                "ts": event.envelope.ts,
+                "body": body,
+            }
+            self.out.write(json.dumps(record, default=str) + "\n")
+            self.out.flush()
+
+
+def kpi_table(kpis: Kpis) -> Table:
+    """The KPI table as the terminal shows it."""
+    table = Table(title="KPIs (from the events the OMS received)")
+    for column in ("KPI", "value", "definition"):
+        table.add_column(column)
+    for row in kpis.table():
+        table.add_row(*row)
+    return table
+
+
+def orders_table(fulfilment: Fulfilment) -> Table:
+    """Where each order ended."""
+    table = Table(title="orders")
+    for column in ("order", "channel", "express", "status", "units", "detail"):
+        table.add_column(column)
+    for progress in fulfilment.orders.values():
+        order = progress.order
+        table.add_row(
+            order.order,
+            order.channel,
+            "yes" if order.express else "",
+            progress.status,
+            str(progress.units()),
+            progress.detail,
+        )
+    return table
+
+
+async def run(options: Options, console: Console) -> int:
+    """The whole demo; the exit code."""
+    try:
+        orders = read_order_file(options.order_file).first(options.orders)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/]")
+        return EXIT_USAGE
+    with contextlib.ExitStack() as stack:
+        if options.workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zone-demo-")))
+        else:
+            workdir = options.workdir
+            workdir.mkdir(parents=True, exist_ok=True)
+        broker = stack.enter_context(LocalBroker(workdir / "broker"))
+        console.print(f"[bold]broker[/] private Mosquitto on {broker.url}; files in {workdir}")
+        paths = write_node_files(workdir, broker.url)
+        nodes = {
+            name: NodeProcess(name, path, workdir / f"{name}.log") for name, path in paths.items()
+        }
+        out = stack.enter_context(options.record.open("w")) if options.record else None
+        code = EXIT_FAILED
+        try:
+            for node in nodes.values():
+                await node.start()
+            code = await _operate(options, console, workdir, broker, orders, Recorder(out))
+        finally:
+            exits = await asyncio.gather(*(n.stop() for n in nodes.values()))
+            stopped = ", ".join(f"{n} exit {c}" for n, c in zip(nodes, exits, strict=True))
+            console.print(f"[bold]stopped[/] {stopped}")
+            if code != EXIT_OK:
+                for node in nodes.values():
+                    tail = node.log.read_text(errors="replace")[-1500:]
+                    console.print(f"[red]{node.name} log (end):[/]\n{tail}")
+        return code
+
+
+async def _operate(
+    options: Options,
+    console: Console,
+    workdir: Path,
+    broker: LocalBroker,
+    orders: OrderFile,
+    recorder: Recorder,
+) -> int:
+    rng = random.Random(options.seed)
+    catalogue = Catalogue(dict(orders.catalogue))
+    incidents = Incidents()
+    oms = OmsClient(BrokerConfig(urls=[broker.url]), SITE, client_id="demo-oms")
+    columns = (
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    async with oms:
+        with Progress(*columns, console=console) as progress:
+
+            def say(text: str) -> None:
+                progress.console.print(f"  [yellow]![/] {text}")
+
+            online = progress.add_task("nodes online", total=4)
+            async with asyncio.timeout(30):
+                while sum(v.online for v in oms.nodes.values()) < 4:
+                    await oms.state_changes.get()
+                    progress.update(online, completed=sum(v.online for v in oms.nodes.values()))
+            controls = {name: await Control.find(workdir / name) for name in oms.nodes}
+            for name, control in sorted(controls.items()):
+                progress.console.print(f"  {name} screen: {control.url}/")
+            fulfilment = Fulfilment(orders, wave="W1", serial_start=1000 + options.seed)
+            total_lines = sum(len(o.lines) for o in orders.orders)
+            lines = progress.add_task("lines picked", total=total_lines)
+            packed = progress.add_task("orders packed", total=len(orders.orders))
+
+            def on_event(event: NodeEvent) -> None:
+                recorder(event)
+                done, _ = fulfilment.lines()
+                progress.update(lines, completed=done)
+                counts = fulfilment.counts()
+                ends = counts["unfulfilled"] + counts["unrouted"] + counts["refused"]
+                progress.update(packed, completed=counts["packed"], total=len(orders.orders) - ends)
+                if event.name == "print_delayed":
+                    say(f"OMS: {event.node} says the label for {_order(event)} is late")
+                elif event.name == "pack_refused":
+                    say(f"OMS: {event.node} refused a scan ({_field(event, 'reason')})")
+
+            def on_send(send: Send, reply: Reply) -> None:
+                if reply.status != "accepted" or any(i.status != "accepted" for i in reply.items):
+                    say(f"OMS: {send.node} refused {send.command}: {reply.reason or reply.items}")
+
+            pace = Pace(options.speed, rng)
+            people = [
+                picker(
+                    "ana",
+                    controls["zone-a"],
+                    "shelf",
+                    ZONE_A,
+                    True,
+                    catalogue,
+                    pace,
+                    incidents,
+                    say,
+                ),
+                picker(
+                    "ben",
+                    controls["zone-b"],
+                    "strip",
+                    ZONE_B,
+                    False,
+                    catalogue,
+                    pace,
+                    incidents,
+                    say,
+                ),
+                put_wall_operator(controls["wall-1"], catalogue, pace, incidents, say),
+                Packer(controls["pack-1"], catalogue, pace, incidents, say).run(),
+            ]
+            workers = [asyncio.create_task(p) for p in people]
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(options.timeout):
+                    await drive(oms, fulfilment, on_event=on_event, on_send=on_send)
+                    await _final_counters(oms, recorder, on_event)
+            except TimeoutError:
+                console.print(f"[red]not finished after {options.timeout:.0f} s[/]")
+                console.print(orders_table(fulfilment))
+                return EXIT_FAILED
+            finally:
+                for worker in workers:
+                    worker.cancel()
+                results = await asyncio.gather(*workers, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(
+                    result, asyncio.CancelledError
+                ):
+                    console.print(f"[red]a simulated person failed: {result!r}[/]")
+                    return EXIT_FAILED
+        console.print(orders_table(fulfilment))
+        console.print(kpi_table(recorder.kpis))
+        elapsed = time.monotonic() - started
+        console.print(
+            f"done in {elapsed:.1f} s: {incidents.misscans} mis-scans, {incidents.shorts} short "
+            f"picks, {incidents.weigh_failures} check-weigh failure(s), "
+            f"{incidents.paper_outs} printer paper-out(s), "
+            f"{incidents.wrong_pack_scans} wrong item(s) refused at packing"
+        )
+        for what in incidents.stuck:
+            console.print(f"[red]waited in vain: {what}[/]")
+        if options.kpi_json is not None:
+            options.kpi_json.write_text(
+                json.dumps(
+                    {
+                        "kpis": {name: value for name, value, _ in recorder.kpis.table()},
+                        "statuses": {o: p.status for o, p in fulfilment.orders.items()},
+                        "incidents": {
+                            "misscans": incidents.misscans,
+                            "shorts": incidents.shorts,
+                            "weigh_failures": incidents.weigh_failures,
+                            "paper_outs": incidents.paper_outs,
+                            "wrong_pack_scans": incidents.wrong_pack_scans,
+                            "stuck": incidents.stuck,
+                        },
+                    },
+                    indent=1,
+                )
+            )
+        if options.keep_running:
+            console.print("[bold]still running[/]: open the screens above; Ctrl-C stops everything")
+            await _keep_recording(oms, on_event)
+        return EXIT_OK if not incidents.stuck else EXIT_FAILED
+
+
+async def _final_counters(oms: OmsClient, recorder: Recorder, on_event: Any) -> None:
+    """Wait for each pick node's counters published after the last confirmation.
+
+    The mis-scan rate divides by the scans the nodes counted; the nodes publish their
+    counters every second in the demo, so the last one after the work is the total.
+    """
+    end_ms = int(time.time() * 1000)
+    pick_nodes = [n for n, v in oms.nodes.items() if v.state and v.state.role == "pick"]
+    async with asyncio.timeout(10):
+        while any(recorder.last_counters.get(n, 0) <= end_ms for n in pick_nodes):
+            on_event(await oms.events.get())
+
+
+async def _keep_recording(oms: OmsClient, on_event: Any) -> None:
+    while True:
+        on_event(await oms.events.get())
+
+
+def _field(event: NodeEvent, name: str) -> Any:
+    body = event.body
+    return body.get(name) if isinstance(body, dict) else getattr(body, name, None)
+
+
+def _order(event: NodeEvent) -> Any:
+    return _field(event, "order")
