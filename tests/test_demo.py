@@ -1,0 +1,174 @@
+"""The warehouse demo in its short mode, its KPI table checked against the events sent.
+
+The demo runs as ``make demo`` would (its own process, four node processes, a private
+Mosquitto), with a handful of orders at high speed. The KPIs it printed are recomputed here
+from the recorded events, independently of ``agent.kpi``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.broker
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = [sys.executable, "-m", "agent.demo"]
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Live processes (not the demo itself) that mention ``text``: nodes, the broker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().split(") ", 1)[1][:1]
+        except (OSError, IndexError):
+            continue
+        if text in cmdline and state != "Z" and "-m agent.demo" not in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.2f} %"
+
+
+def _nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))]
+
+
+def test_short_demo_kpis_match_the_events(tmp_path: Path) -> None:
+    workdir, record, kpi_file = tmp_path / "site", tmp_path / "events.jsonl", tmp_path / "k.json"
+    run = subprocess.run(
+        [
+            *DEMO,
+            "--orders",
+            "4",
+            "--speed",
+            "25",
+            "--seed",
+            "3",
+            "--workdir",
+            str(workdir),
+            "--record",
+            str(record),
+            "--kpi-json",
+            str(kpi_file),
+            "--timeout",
+            "150",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "stopped zone-a exit 0, zone-b exit 0, wall-1 exit 0, pack-1 exit 0" in run.stdout
+    assert _processes_mentioning(str(workdir)) == []
+
+    events = [json.loads(line) for line in record.read_text().splitlines()]
+    by_name = Counter(e["name"] for e in events)
+    report = json.loads(kpi_file.read_text())
+    kpis, incidents = report["kpis"], report["incidents"]
+
+    # Every order of the short mode is packed, exactly once, each with one label.
+    assert report["statuses"] == dict.fromkeys(
+        ["WEB-1001", "AMZ-2001", "SHP-3001", "EBY-4001"], "packed"
+    )
+    packed = [e["body"]["order"] for e in events if e["name"] == "packed"]
+    assert sorted(packed) == sorted(report["statuses"])
+    labels = [e["body"]["order"] for e in events if e["name"] == "label_printed"]
+    assert sorted(labels) == sorted(packed)
+    # Each node's events arrived once and in order.
+    for node in {e["node"] for e in events}:
+        seqs = [e["seq"] for e in events if e["node"] == node]
+        assert seqs == sorted(set(seqs))
+
+    # What the simulated people did shows up in the events.
+    assert incidents["stuck"] == []
+    assert by_name["misscan"] == incidents["misscans"] >= 2
+    assert by_name["short"] == incidents["shorts"] >= 1
+    assert by_name["print_delayed"] >= 1 and incidents["paper_outs"] == 1
+    refusals = [e["body"]["reason"] for e in events if e["name"] == "pack_refused"]
+    assert refusals.count("wrong_item") == incidents["wrong_pack_scans"] == 1
+
+    # The KPI table, recomputed from the events.
+    confirmations = [e["body"] for e in events if e["name"] in ("picked", "short")]
+    lines = len(confirmations)
+    assert lines == 8  # 3 + 1 + 3 + 1 lines in the first four sample orders
+    assert kpis["lines picked"] == str(lines)
+    assert kpis["short-pick rate"] == _pct(by_name["short"], lines)
+    hours = (
+        max(c["confirmed_at"] for c in confirmations) - min(c["lit_at"] for c in confirmations)
+    ) / 3_600_000
+    assert kpis["picks per hour"] == f"{lines / hours:.0f}"
+    misscanned = {e["body"].get("task") for e in events if e["name"] == "misscan"}
+    right = [c for c in confirmations if c["task"] not in misscanned and c["picked"] == c["qty"]]
+    assert kpis["line pick accuracy"] == _pct(len(right), lines)
+    orders: dict[str, list[bool]] = {}
+    for c in confirmations:
+        orders.setdefault(c["order"], []).append(c in right)
+    assert kpis["order pick accuracy"] == _pct(sum(all(v) for v in orders.values()), len(orders))
+    last_counters: dict[str, int] = {}
+    for e in events:
+        if e["name"] == "counters":
+            last_counters[e["node"]] = e["body"]["counts"].get("scans", 0)
+    assert set(last_counters) == {"zone-a", "zone-b"}
+    assert kpis["mis-scan rate"] == _pct(by_name["misscan"], sum(last_counters.values()))
+    weighed = [e["body"] for e in events if e["name"] == "weighed"]
+    failed = {w["order"] for w in weighed if w["verdict"] in ("over", "under")}
+    assert len(failed) == incidents["weigh_failures"] == 1
+    assert kpis["check-weigh failure rate"] == _pct(1, len({w["order"] for w in weighed}))
+    assert kpis["orders packed"] == "4"
+    starts: dict[str, int] = {}
+    for c in confirmations:
+        starts[c["order"]] = min(starts.get(c["order"], c["lit_at"]), c["lit_at"])
+    ends = {e["body"]["order"]: e["body"]["labelled_at"] for e in events if e["name"] == "packed"}
+    lead = [(ends[o] - s) / 1000 for o, s in starts.items()]
+    assert kpis["order lead time median"] == f"{statistics.median(lead):.1f} s"
+    assert kpis["order lead time p95"] == f"{_nearest_rank(lead, 0.95):.1f} s"
+
+
+def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    workdir = tmp_path / "site"
+    demo = subprocess.Popen(
+        [*DEMO, "--orders", "6", "--speed", "2", "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert demo.stdout is not None
+        seen: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            seen.append(line)
+            if "zone-b screen:" in line or not line:
+                break
+        assert any("zone-b screen:" in line for line in seen), "".join(seen)
+        started: Any = _processes_mentioning(str(workdir))
+        assert len(started) == 5  # four nodes and the broker, mid-run
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 130, rest
+    assert "interrupted: every process stopped" in rest
+    assert _processes_mentioning(str(workdir)) == []
