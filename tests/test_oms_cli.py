@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,9 +64,12 @@ def test_kpi_definitions() -> None:
 @pytest.mark.broker
 def test_dispatch_record_and_kpi_end_to_end(tmp_path: Path, broker: LocalBroker) -> None:
     record = tmp_path / "events.jsonl"
+    table = ""
 
     async def scenario() -> None:
-        async with node_in_process(node_file(tmp_path, broker)) as running:
+        nonlocal table
+        path = node_file(tmp_path, broker, extra="[settings]\ncounters_every_s = 1")
+        async with node_in_process(path) as running:
             await asyncio.wait_for(running.node.online.wait(), 10)
             cli = [sys.executable, "-m", "agent.cli", "oms"]
             watch = await asyncio.create_subprocess_exec(
@@ -79,7 +83,8 @@ def test_dispatch_record_and_kpi_end_to_end(tmp_path: Path, broker: LocalBroker)
                 "6",
                 "--record",
                 str(record),
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                env={**os.environ, "COLUMNS": "200"},
             )
             done = await asyncio.create_subprocess_exec(
                 *cli,
@@ -103,9 +108,20 @@ def test_dispatch_record_and_kpi_end_to_end(tmp_path: Path, broker: LocalBroker)
             for slot in ("A1", "A2", "A3"):
                 running.node.submit_input(ButtonPress("shelf", slot, Button.CONFIRM))
                 await asyncio.sleep(0.1)
-            await watch.wait()
+            table = (await watch.communicate())[0].decode()
 
     asyncio.run(scenario())
+    # The watch's last table: zone-a1 online with 0 open lines (its latest counters).
+    header = next(line for line in table.splitlines() if "last seq" in line)
+    row = [line for line in table.splitlines() if "zone-a1" in line][-1]
+    cells = dict(
+        zip(
+            [c.strip() for c in header.split("┃")],
+            [c.strip() for c in row.split("│")],
+            strict=True,
+        )
+    )
+    assert cells["state"] == "online" and cells["open"] == "0", table
     names = [json.loads(line)["name"] for line in record.read_text().splitlines()]
     assert names.count("picked") == 3
     out = subprocess.run(

@@ -68,11 +68,12 @@ def _client(args: argparse.Namespace) -> Any:
     return OmsClient(BrokerConfig(urls=[args.broker]), args.site, client_id=f"oms-cli-{id(args)}")
 
 
-def _table(oms: Any) -> Any:
+def _table(oms: Any, open_work: dict[str, int]) -> Any:
     from rich.table import Table
 
     table = Table(title=f"site {oms.site}")
-    for column in ("node", "state", "boot", "role", "devices", "last seq", "outbox", "events"):
+    columns = ("node", "state", "boot", "role", "devices", "open", "last seq", "outbox", "events")
+    for column in columns:
         table.add_column(column)
     for name, view in sorted(oms.nodes.items()):
         state = view.state
@@ -83,6 +84,7 @@ def _table(oms: Any) -> Any:
             str(view.boot),
             state.role if state else "",
             devices,
+            str(open_work.get(name, "")),
             str(state.last_seq if state else ""),
             str(state.outbox if state else ""),
             str(view.delivered),
@@ -99,14 +101,18 @@ async def cmd_watch(args: argparse.Namespace) -> int:
     out = args.record.open("a") if args.record else None
     loop = asyncio.get_running_loop()
     end = loop.time() + args.seconds if args.seconds else None
+    open_work: dict[str, int] = {}  # open lines or queued orders, from the latest counters
     async with _client(args) as oms:
-        with Live(_table(oms), refresh_per_second=4) as live:
+        with Live(_table(oms, open_work), refresh_per_second=4) as live:
             while end is None or loop.time() < end:
                 try:
                     event = await asyncio.wait_for(oms.events.get(), 0.25)
                 except TimeoutError:
-                    live.update(_table(oms))
+                    live.update(_table(oms, open_work))
                     continue
+                count = getattr(event.body, "open_lines", getattr(event.body, "queued", None))
+                if event.name in ("counters", "pack_counters") and isinstance(count, int):
+                    open_work[event.node] = count
                 if out is not None:
                     body = event.body.model_dump() if isinstance(event.body, Wire) else event.body
                     record = {
@@ -118,7 +124,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
                     }
                     out.write(json.dumps(record, default=str) + "\n")
                     out.flush()
-                live.update(_table(oms))
+                live.update(_table(oms, open_work))
     if out is not None:
         out.close()
     return EXIT_OK
