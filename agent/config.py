@@ -208,6 +208,7 @@ def _cross_check(devices: list[DeviceConfig], problems: list[tuple[str, str]]) -
 ROLE_SETTINGS = {
     "pick": "agent.workflows.picking:PickSettings",
     "put_wall": "agent.workflows.putwall:PutWallSettings",
+    "pack": "agent.workflows.packing:PackSettings",
 }
 """The model of each role's ``[settings]`` table, imported only for that role."""
 

@@ -102,3 +102,19 @@ def test_role_settings_are_checked_at_load_with_the_file_name(tmp_path: Path) ->
     assert info.value.file == str(path)
     fields = [f for f, _ in info.value.problems]
     assert fields == ["settings.confirm", "settings.counters_every_s"]
+
+
+def test_pack_settings_typo_is_reported_by_check_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pack = GOOD.replace('role = "pick"', 'role = "pack"')
+    good = tmp_path / "pack.toml"
+    good.write_text(pack + "\n[settings]\ntolerance_g = 40.0\nlabel_timeout_s = 15\n")
+    bad = tmp_path / "pack-typo.toml"
+    bad.write_text(pack + "\n[settings]\ntolerance_gram = 40.0\ndpi = 250\n")
+    assert main(["check-config", str(good)]) == 0
+    capsys.readouterr()
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert f"{bad}: settings.tolerance_gram: Extra inputs are not permitted" in err
+    assert any(line.startswith(f"{bad}: settings.dpi: Input should be 203 or 300") for line in err)
