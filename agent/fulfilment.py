@@ -393,7 +393,11 @@ class Fulfilment:
             if item.status != "rejected":
                 continue
             why = f"{send.node} refused {item.id}: {item.reason}"
-            order = self._task_order.get(item.id, (item.id, ""))[0]
+            # Only a pick reply names tasks; put and pack replies name orders, and an
+            # order id may equal a task id (first() repeats "X" as "X-2", X's 2nd task).
+            order = item.id
+            if isinstance(send.body, PickCommand) and item.id in self._task_order:
+                order = self._task_order[item.id][0]
             refused[order] = why
         out: list[Send] = []
         for order_id, why in refused.items():
