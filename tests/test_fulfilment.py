@@ -1,0 +1,750 @@
+"""OMS fulfilment: the pick -> put wall -> pack state machine driven directly, order files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.errors import ConfigError
+from agent.fulfilment import Fulfilment, OrderFile, Send, read_order_file
+from agent.link.messages import (
+    ItemResult,
+    PickCommand,
+    PickTask,
+    Reply,
+    State,
+    WaveCommand,
+)
+from agent.workflows.packing import OwnLabel, PackCommand, PackLine, ShipTo
+from agent.workflows.picking import Picked
+from agent.workflows.putwall import PutCommand, PutItem, PutOrder
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+MUG_CODES = ["4012345000009"]
+TEE_CODES = ["4012345000108", "TEE-CODE"]
+BOOK_CODES = ["4012345000405"]
+CATALOGUE: dict[str, Any] = {
+    "MUG": {
+        "location": "A1",
+        "barcodes": MUG_CODES,
+        "description": "Ceramic mug",
+        "unit_weight_g": 380,
+        "dims_mm": [120, 95, 100],
+        "fragile": True,
+    },
+    "TEE": {
+        "location": "A2",
+        "barcodes": TEE_CODES,
+        "description": "T-shirt",
+        "unit_weight_g": 180,
+        "dims_mm": [300, 250, 20],
+    },
+    "BOOK": {"location": "B1", "barcodes": BOOK_CODES, "unit_weight_g": 310},
+}
+ZPL = "^XA^FO50,50^A0N,60,60^FDPARCELFORCE 48^FS^XZ"
+
+
+def order(order_id: str, *lines: tuple[str, int], **extra: Any) -> dict[str, Any]:
+    return {"order": order_id, "lines": [{"sku": s, "qty": q} for s, q in lines], **extra}
+
+
+def orders(*items: dict[str, Any]) -> OrderFile:
+    return OrderFile.model_validate({"catalogue": CATALOGUE, "orders": list(items)})
+
+
+def pick(*locations: str, online: bool = True) -> State:
+    return State(online=online, role="pick", locations=list(locations))
+
+
+def wall(*slots: str, online: bool = True) -> State:
+    return State(online=online, role="put_wall", locations=list(slots))
+
+
+def station(online: bool = True) -> State:
+    return State(online=online, role="pack")
+
+
+SITE = {
+    "pick-a": pick("A1", "A2"),
+    "pick-b": pick("B1"),
+    "wall": wall("W1", "W2"),
+    "pack": station(),
+}
+
+
+def started(site: dict[str, State], *items: dict[str, Any], **kwargs: Any) -> Fulfilment:
+    f = Fulfilment(orders(*items), **kwargs)
+    f.plan(site)
+    return f
+
+
+def picked(f: Fulfilment, task: str, n: int) -> list[Send]:
+    return f.on_event("pick-a", "picked", {"task": task, "picked": n})
+
+
+def short(f: Fulfilment, task: str, n: int) -> list[Send]:
+    return f.on_event("pick-a", "short", {"task": task, "picked": n, "reason": "empty"})
+
+
+def complete(f: Fulfilment, order_id: str, slot: str = "W1") -> list[Send]:
+    return f.on_event("wall", "order_complete", {"order": order_id, "slot": slot, "at": 1})
+
+
+def put(order_id: str, slot: str, *items: tuple[str, int, list[str]], node: str = "wall") -> Send:
+    body = PutCommand(
+        orders=[
+            PutOrder(
+                order=order_id,
+                slot=slot,
+                items=[PutItem(sku=s, qty=q, barcodes=b) for s, q, b in items],
+            )
+        ]
+    )
+    return Send(node, "put", body, order_id)
+
+
+def pack_lines(sends: list[Send]) -> list[tuple[str, int]]:
+    (send,) = sends
+    assert isinstance(send.body, PackCommand)
+    return [(line.sku, line.qty) for line in send.body.lines]
+
+
+def tasks_of(send: Send) -> list[tuple[str, str, str, str, int]]:
+    assert isinstance(send.body, PickCommand)
+    return [(t.task, t.order, t.location, t.sku, t.qty) for t in send.body.tasks]
+
+
+# --- plan --------------------------------------------------------------------------------
+
+
+def test_plan_sends_one_wave_per_node_to_the_owner_of_each_location() -> None:
+    f = Fulfilment(orders(order("O1", ("MUG", 2), ("BOOK", 1)), order("O2", ("TEE", 1))), wave="W7")
+    sends = f.plan(SITE)
+    assert [(s.node, s.command, s.order) for s in sends] == [
+        ("pick-a", "wave_begin", None),
+        ("pick-a", "pick", None),
+        ("pick-a", "wave_release", None),
+        ("pick-b", "wave_begin", None),
+        ("pick-b", "pick", None),
+        ("pick-b", "wave_release", None),
+    ]
+    for i in (0, 2, 3, 5):
+        assert sends[i].body == WaveCommand(wave="W7")
+    assert tasks_of(sends[1]) == [("O1-1", "O1", "A1", "MUG", 2), ("O2-1", "O2", "A2", "TEE", 1)]
+    assert tasks_of(sends[4]) == [("O1-2", "O1", "B1", "BOOK", 1)]
+    assert f.orders["O1"].open_tasks == {"O1-1", "O1-2"}
+    assert f.lines() == (0, 3)
+    assert f.counts() == {"picking": 2}
+    assert not f.done()
+
+
+def test_plan_tasks_carry_catalogue_codes_and_express_priority() -> None:
+    f = Fulfilment(
+        orders(order("N1", ("MUG", 1)), order("E1", ("TEE", 3), express=True, tote="T-9"))
+    )
+    (_, batch, _) = f.plan({"pick-a": pick("A1", "A2")})
+    assert isinstance(batch.body, PickCommand)
+    assert list(batch.body.tasks) == [
+        PickTask(
+            task="N1-1",
+            order="N1",
+            location="A1",
+            sku="MUG",
+            qty=1,
+            barcodes=MUG_CODES,
+            wave="W1",
+            container=None,
+            priority=5,
+            express=False,
+            description="Ceramic mug",
+        ),
+        PickTask(
+            task="E1-1",
+            order="E1",
+            location="A2",
+            sku="TEE",
+            qty=3,
+            barcodes=TEE_CODES,
+            wave="W1",
+            container="T-9",
+            priority=2,
+            express=True,
+            description="T-shirt",
+        ),
+    ]
+
+
+def test_plan_splits_a_large_wave_into_batches_of_500() -> None:
+    f = Fulfilment(orders(*(order(f"O{n}", ("MUG", 1)) for n in range(501))))
+    sends = f.plan({"pick-a": pick("A1")})
+    assert [s.command for s in sends] == ["wave_begin", "pick", "pick", "wave_release"]
+    assert [len(tasks_of(s)) for s in sends[1:3]] == [500, 1]
+    assert tasks_of(sends[2]) == [("O500-1", "O500", "A1", "MUG", 1)]
+
+
+def test_an_order_with_a_line_nobody_owns_is_not_sent_at_all() -> None:
+    stray = {"sku": "X9", "qty": 1, "location": "Z9", "barcodes": ["X9"]}
+    f = Fulfilment(
+        orders(
+            order("O1", ("MUG", 1), ("BOOK", 2)),
+            {"order": "O2", "lines": [{"sku": "TEE", "qty": 1}, stray]},
+            order("O3", ("TEE", 1)),
+        )
+    )
+    # pick-b owns B1 but is offline: BOOK cannot be picked.
+    sends = f.plan({"pick-a": pick("A1", "A2"), "pick-b": pick("B1", online=False)})
+    assert [(s.node, s.command) for s in sends] == [
+        ("pick-a", "wave_begin"),
+        ("pick-a", "pick"),
+        ("pick-a", "wave_release"),
+    ]
+    assert tasks_of(sends[1]) == [("O3-1", "O3", "A2", "TEE", 1)]
+    assert f.orders["O1"].status == "unrouted"
+    assert f.orders["O1"].detail == "no online pick node owns BOOK@B1"
+    assert f.orders["O2"].status == "unrouted"
+    assert f.orders["O2"].detail == "no online pick node owns X9@Z9"
+    assert f.orders["O1"].open_tasks == set()
+    assert f.lines() == (0, 1)
+    assert f.counts() == {"unrouted": 2, "picking": 1}
+
+
+def test_offline_nodes_are_ignored() -> None:
+    site = {
+        "pick-0": pick("A1", "A2", online=False),  # sorts first, would win the location
+        "pick-a": pick("A1", "A2"),
+        "wall": wall("W1", online=False),
+        "pack": station(online=False),
+    }
+    f = Fulfilment(orders(order("O1", ("MUG", 1), ("TEE", 1))))
+    sends = f.plan(site)
+    assert {s.node for s in sends} == {"pick-a"}
+    assert picked(f, "O1-1", 1) == []
+    # No wall and no station online: the order ends once picked.
+    assert picked(f, "O1-2", 1) == []
+    assert f.orders["O1"].status == "picked"
+    assert f.done()
+
+
+# --- pick -> wall -> pack ----------------------------------------------------------------
+
+
+def test_a_single_line_order_goes_to_pack_as_soon_as_it_is_confirmed() -> None:
+    f = started(SITE, order("O1", ("MUG", 2)))
+    event = Picked(
+        task="O1-1", order="O1", location="A1", sku="MUG", qty=2, picked=2, confirmed_at=5
+    )
+    sends = f.on_event("pick-a", "picked", event)  # a model body works as well as a dict
+    assert [(s.node, s.command, s.order) for s in sends] == [("pack", "pack", "O1")]
+    assert pack_lines(sends) == [("MUG", 2)]
+    assert f.orders["O1"].status == "packing"
+    assert f.orders["O1"].station == "pack"
+    assert f.orders["O1"].wall is None
+    assert f.lines() == (1, 1)
+
+
+def test_a_multi_line_order_waits_for_every_line_then_goes_to_a_cubby() -> None:
+    f = started(SITE, order("O1", ("MUG", 2), ("TEE", 1), ("BOOK", 3)))
+    assert picked(f, "O1-1", 2) == []
+    assert f.orders["O1"].status == "picking"
+    assert short(f, "O1-2", 0) == []  # nothing there: left off the put
+    assert f.orders["O1"].status == "picking"
+    sends = short(f, "O1-3", 1)  # one of three: the put carries one
+    assert sends == [put("O1", "W1", ("MUG", 2, MUG_CODES), ("BOOK", 1, BOOK_CODES))]
+    progress = f.orders["O1"]
+    assert (progress.status, progress.wall, progress.slot) == ("at_wall", "wall", "W1")
+    assert f.lines() == (3, 3)
+
+    sends = complete(f, "O1")
+    assert [(s.node, s.command, s.order) for s in sends] == [("pack", "pack", "O1")]
+    assert pack_lines(sends) == [("MUG", 2), ("BOOK", 1)]
+    assert (progress.status, progress.slot) == ("packing", None)
+
+
+def test_with_every_cubby_taken_orders_wait_express_first() -> None:
+    f = started(
+        {"pick-a": pick("A1", "A2"), "wall": wall("W1"), "pack": station()},
+        order("A", ("MUG", 1), ("TEE", 1)),
+        order("B", ("MUG", 1), ("TEE", 1)),
+        order("C", ("MUG", 1), ("TEE", 1), express=True),
+    )
+    picked(f, "A-1", 1)
+    assert picked(f, "A-2", 1) == [put("A", "W1", ("MUG", 1, MUG_CODES), ("TEE", 1, TEE_CODES))]
+    for o in ("B", "C"):
+        picked(f, f"{o}-1", 1)
+        assert picked(f, f"{o}-2", 1) == []
+        assert f.orders[o].status == "waiting_for_cubby"
+        assert f.orders[o].slot is None
+
+    sends = complete(f, "A")
+    # The cubby goes to the express order C, although B waited longer; A goes to pack.
+    assert [(s.node, s.command, s.order) for s in sends] == [
+        ("wall", "put", "C"),
+        ("pack", "pack", "A"),
+    ]
+    assert sends[0] == put("C", "W1", ("MUG", 1, MUG_CODES), ("TEE", 1, TEE_CODES))
+    assert f.counts() == {"packing": 1, "at_wall": 1, "waiting_for_cubby": 1}
+
+    sends = complete(f, "C")
+    assert [(s.node, s.command, s.order) for s in sends] == [
+        ("wall", "put", "B"),
+        ("pack", "pack", "C"),
+    ]
+    assert f.orders["B"].slot == "W1"
+    assert complete(f, "B")[0].order == "B"
+    assert f.counts() == {"packing": 3}
+
+
+def test_orders_fill_every_free_cubby_before_waiting() -> None:
+    f = started(
+        SITE,
+        order("A", ("MUG", 1), ("TEE", 1)),
+        order("B", ("MUG", 1), ("TEE", 1)),
+        order("C", ("MUG", 1), ("TEE", 1)),
+    )
+    slots = []
+    for o in ("A", "B", "C"):
+        picked(f, f"{o}-1", 1)
+        slots.append([s.body.orders[0].slot for s in picked(f, f"{o}-2", 1)])  # type: ignore[union-attr]
+    assert slots == [["W1"], ["W2"], []]
+    assert complete(f, "B", "W2")[0] == put("C", "W2", ("MUG", 1, MUG_CODES), ("TEE", 1, TEE_CODES))
+
+
+def test_order_complete_counts_only_for_an_order_at_the_wall() -> None:
+    f = started(SITE, order("O1", ("MUG", 1), ("TEE", 1)))
+    assert complete(f, "O1") == []  # still picking
+    assert complete(f, "NOPE") == []
+    assert f.orders["O1"].status == "picking"
+    picked(f, "O1-1", 1)
+    picked(f, "O1-2", 1)
+    assert len(complete(f, "O1")) == 1
+    assert complete(f, "O1") == []  # a second time: already packing
+    assert f.orders["O1"].status == "packing"
+
+
+# --- the pack command --------------------------------------------------------------------
+
+
+def test_the_pack_command_carries_catalogue_facts_and_the_carrier_label() -> None:
+    ship_to = {"name": "Amira Haddad", "address": ["14 Mill Lane"], "city": "Leeds"}
+    f = started(
+        {"pick-a": pick("A1", "A2"), "pack": station()},
+        order("Z", ("MUG", 2), carrier_zpl=ZPL, tote="T-1"),
+        order(
+            "L1",
+            ("TEE", 3),
+            ("MUG", 1),
+            express=True,
+            ship_to=ship_to,
+            carrier="DPD",
+            service="Next day",
+            gift_note="Happy birthday",
+            bonus_item="Sample",
+            packing_slip=True,
+        ),
+        order("L2", ("MUG", 1)),
+        serial_start=41,
+        company_prefix="4012345",
+    )
+    mug = PackLine(
+        sku="MUG",
+        qty=2,
+        barcodes=MUG_CODES,
+        unit_weight_g=380,
+        dims_mm=(120, 95, 100),
+        fragile=True,
+        description="Ceramic mug",
+    )
+    (send,) = picked(f, "Z-1", 2)
+    assert send.body == PackCommand(order="Z", tote="T-1", lines=[mug], carrier_zpl=ZPL.encode())
+    assert isinstance(send.body, PackCommand)
+    assert type(send.body.carrier_zpl) is bytes
+
+    picked(f, "L1-1", 2)  # two of three T-shirts
+    (send,) = picked(f, "L1-2", 1)
+    assert send.body == PackCommand(
+        order="L1",
+        lines=[
+            PackLine(
+                sku="TEE",
+                qty=2,
+                barcodes=TEE_CODES,
+                unit_weight_g=180,
+                dims_mm=(300, 250, 20),
+                description="T-shirt",
+            ),
+            mug.model_copy(update={"qty": 1}),
+        ],
+        express=True,
+        gift_note="Happy birthday",
+        bonus_item="Sample",
+        packing_slip=True,
+        label=OwnLabel(
+            ship_to=ShipTo(name="Amira Haddad", address=["14 Mill Lane"], city="Leeds"),
+            carrier="DPD",
+            service="Next day",
+            company_prefix="4012345",
+            serial_reference="41",
+        ),
+    )
+
+    (send,) = picked(f, "L2-1", 1)
+    assert isinstance(send.body, PackCommand)
+    assert send.body.carrier_zpl is None
+    assert send.body.label == OwnLabel(
+        ship_to=ShipTo(name="Order L2"),
+        carrier="Standard",
+        service="",
+        company_prefix="4012345",
+        serial_reference="42",  # the carrier label of Z took no serial
+    )
+
+
+def test_the_least_loaded_pack_station_gets_the_order() -> None:
+    site = {"pick-a": pick("A1"), "pack-1": station(), "pack-2": station()}
+    f = started(site, *(order(f"O{n}", ("MUG", 1)) for n in range(1, 5)))
+    assert picked(f, "O1-1", 1)[0].node == "pack-1"  # a tie: by name
+    assert picked(f, "O2-1", 1)[0].node == "pack-2"
+    assert f.on_event("pack-1", "packed", {"order": "O1"}) == []
+    assert f.orders["O1"].status == "packed"
+    assert picked(f, "O3-1", 1)[0].node == "pack-1"  # pack-1: 0 open, pack-2: 1
+    assert picked(f, "O4-1", 1)[0].node == "pack-1"  # 1 and 1: by name
+    assert [f.orders[f"O{n}"].station for n in range(1, 5)] == [
+        "pack-1",
+        "pack-2",
+        "pack-1",
+        "pack-1",
+    ]
+
+
+# --- how orders end ----------------------------------------------------------------------
+
+
+def test_an_order_with_nothing_picked_is_unfulfilled_and_sends_nothing() -> None:
+    f = started(SITE, order("M", ("MUG", 2), ("TEE", 1)), order("S", ("BOOK", 1)))
+    assert short(f, "M-1", 0) == []
+    assert short(f, "M-2", 0) == []
+    assert f.on_event("pick-b", "short", {"task": "S-1", "picked": 0, "reason": "empty"}) == []
+    for o in ("M", "S"):
+        assert f.orders[o].status == "unfulfilled"
+        assert f.orders[o].detail == "nothing picked: out of stock"
+        assert f.orders[o].slot is None
+    assert f.done()
+    assert f.counts() == {"unfulfilled": 2}
+    assert f.lines() == (3, 3)
+
+
+def test_a_duplicate_confirmation_does_not_count_twice() -> None:
+    f = started(SITE, order("O1", ("MUG", 2), ("TEE", 1)))
+    assert picked(f, "O1-1", 2) == []
+    assert picked(f, "O1-1", 2) == []  # sent again (the outbox resends until acked)
+    assert f.lines() == (1, 2)
+    assert f.orders["O1"].units() == 2
+    assert picked(f, "O1-2", 1) == [put("O1", "W1", ("MUG", 2, MUG_CODES), ("TEE", 1, TEE_CODES))]
+    assert picked(f, "O1-2", 1) == []  # after the put: still nothing new
+    assert f.orders["O1"].units() == 3
+    assert picked(f, "UNKNOWN-1", 1) == []
+
+
+def test_an_expired_line_counts_as_nothing_picked() -> None:
+    site = {"pick-a": pick("A1", "A2"), "pack": station()}
+    f = started(site, order("O1", ("MUG", 2), ("TEE", 1)), order("O2", ("MUG", 1)))
+    assert f.on_event("pick-a", "expired", {"task": "O1-1", "deadline": 1, "at": 2}) == []
+    sends = picked(f, "O1-2", 1)
+    assert pack_lines(sends) == [("TEE", 1)]
+    assert f.on_event("pick-a", "expired", {"task": "O2-1", "deadline": 1, "at": 2}) == []
+    assert f.orders["O2"].status == "unfulfilled"
+    assert f.lines() == (3, 3)
+
+
+def test_packed_ends_an_order_that_is_packing() -> None:
+    f = started(SITE, order("O1", ("MUG", 1)), order("O2", ("TEE", 1)))
+    assert f.on_event("pack", "packed", {"order": "O1"}) == []  # not at the station yet
+    assert f.orders["O1"].status == "picking"
+    picked(f, "O1-1", 1)
+    picked(f, "O2-1", 1)
+    assert f.on_event("pack", "packed", {"order": "O1"}) == []
+    assert f.orders["O1"].status == "packed"
+    assert not f.done()
+    f.on_event("pack", "packed", {"order": "O2"})
+    assert f.done()
+    assert f.counts() == {"packed": 2}
+
+
+def test_a_site_without_a_put_wall_packs_multi_line_orders_directly() -> None:
+    f = started(
+        {"pick-a": pick("A1", "A2"), "pick-b": pick("B1"), "pack": station()},
+        order("O1", ("MUG", 2), ("TEE", 1), ("BOOK", 1)),
+    )
+    assert picked(f, "O1-1", 2) == []
+    assert short(f, "O1-2", 0) == []
+    sends = f.on_event("pick-b", "picked", {"task": "O1-3", "picked": 1})
+    assert [(s.node, s.command, s.order) for s in sends] == [("pack", "pack", "O1")]
+    assert pack_lines(sends) == [("MUG", 2), ("BOOK", 1)]
+    assert f.orders["O1"].wall is None
+
+
+def test_a_site_without_a_pack_station_ends_orders_picked() -> None:
+    f = started(
+        {"pick-a": pick("A1", "A2"), "wall": wall("W1")},
+        order("O1", ("MUG", 1), ("TEE", 1)),
+        order("O2", ("MUG", 1), ("TEE", 1)),
+        order("O3", ("MUG", 1)),
+    )
+    assert picked(f, "O3-1", 1) == []
+    assert f.orders["O3"].status == "picked"
+    for o in ("O1", "O2"):
+        picked(f, f"{o}-1", 1)
+        picked(f, f"{o}-2", 1)
+    assert f.counts() == {"picked": 1, "at_wall": 1, "waiting_for_cubby": 1}
+    # The cubby of O1 goes to O2; O1 has no station to go to.
+    assert complete(f, "O1") == [put("O2", "W1", ("MUG", 1, MUG_CODES), ("TEE", 1, TEE_CODES))]
+    assert f.orders["O1"].status == "picked"
+    assert not f.done()
+    assert complete(f, "O2") == []
+    assert f.done()
+    assert f.counts() == {"picked": 3}
+    assert f.lines() == (5, 5)
+
+
+# --- replies -----------------------------------------------------------------------------
+
+
+def pick_send(f: Fulfilment, node: str) -> Send:
+    (send,) = [s for s in f.plan(SITE) if s.node == node and s.command == "pick"]
+    return send
+
+
+def test_a_refused_pick_item_ends_its_order_refused() -> None:
+    f = Fulfilment(orders(order("O1", ("MUG", 1), ("BOOK", 1)), order("O2", ("TEE", 1))))
+    send = pick_send(f, "pick-a")
+    reply = Reply(
+        cmd="c1",
+        status="accepted",
+        items=[
+            ItemResult(id="O1-1", status="rejected", reason="unknown_location"),
+            ItemResult(id="O2-1", status="accepted"),
+        ],
+    )
+    assert f.on_reply(send, reply) == []
+    assert f.orders["O1"].status == "refused"
+    assert f.orders["O1"].detail == "pick-a refused O1-1: unknown_location"
+    assert f.orders["O2"].status == "picking"
+    # The other line of O1 is still confirmed by its node, but O1 stays refused.
+    assert f.on_event("pick-b", "picked", {"task": "O1-2", "picked": 1}) == []
+    assert f.orders["O1"].status == "refused"
+
+
+def test_a_refused_pick_command_ends_every_order_in_it() -> None:
+    f = Fulfilment(orders(order("O1", ("MUG", 1), ("BOOK", 1)), order("O2", ("TEE", 1))))
+    send = pick_send(f, "pick-a")
+    reply = Reply(cmd="c1", status="rejected", reason="outbox_full", detail="try later")
+    assert f.on_reply(send, reply) == []
+    assert [f.orders[o].detail for o in ("O1", "O2")] == [
+        "pick-a refused pick: outbox_full try later"
+    ] * 2
+    assert f.counts() == {"refused": 2}
+    assert f.done()
+
+
+def test_a_refused_wave_command_or_an_accepted_reply_changes_nothing() -> None:
+    f = Fulfilment(orders(order("O1", ("MUG", 1))))
+    begin, batch, _ = f.plan(SITE)
+    assert f.on_reply(begin, Reply(cmd="c1", status="rejected", reason="busy")) == []
+    assert f.on_reply(batch, Reply(cmd="c2", status="accepted")) == []
+    assert f.counts() == {"picking": 1}
+
+
+def test_a_refused_pack_ends_the_order_refused() -> None:
+    f = started(SITE, order("O1", ("MUG", 1)))
+    (send,) = picked(f, "O1-1", 1)
+    reply = Reply(cmd="c9", status="rejected", reason="invalid", detail="no unit weight")
+    assert f.on_reply(send, reply) == []
+    assert f.orders["O1"].status == "refused"
+    assert f.orders["O1"].detail == "pack refused pack: invalid no unit weight"
+    assert f.on_event("pack", "packed", {"order": "O1"}) == []  # final stays final
+    assert f.orders["O1"].status == "refused"
+    assert f.done()
+
+
+def test_a_refused_put_frees_the_cubby_for_the_next_order() -> None:
+    f = started(
+        {"pick-a": pick("A1", "A2"), "wall": wall("W1"), "pack": station()},
+        order("A", ("MUG", 1), ("TEE", 1)),
+        order("B", ("MUG", 1), ("TEE", 1)),
+    )
+    picked(f, "A-1", 1)
+    (send,) = picked(f, "A-2", 1)
+    picked(f, "B-1", 1)
+    assert picked(f, "B-2", 1) == []
+    sends = f.on_reply(send, Reply(cmd="c5", status="rejected", reason="invalid"))
+    assert sends == [put("B", "W1", ("MUG", 1, MUG_CODES), ("TEE", 1, TEE_CODES))]
+    assert f.orders["A"].status == "refused"
+    assert f.orders["A"].detail == "wall refused put: invalid"
+    assert f.orders["A"].slot is None
+    assert f.orders["B"].status == "at_wall"
+    assert complete(f, "A") == []  # a refused order cannot leave the wall again
+
+
+def test_a_put_refused_per_order_names_the_order_not_a_task_with_its_id() -> None:
+    # first() repeats "X" as "X-2", which is also the id of X's second pick task.
+    f = Fulfilment(orders(order("X", ("MUG", 1), ("TEE", 1))).first(2))
+    f.plan(SITE)
+    picked(f, "X-1", 1)
+    assert picked(f, "X-2", 1)[0].order == "X"
+    picked(f, "X-2-1", 1)
+    (send,) = picked(f, "X-2-2", 1)
+    assert send == put("X-2", "W2", ("MUG", 1, MUG_CODES), ("TEE", 1, TEE_CODES))
+    reply = Reply(
+        cmd="c7",
+        status="accepted",
+        items=[ItemResult(id="X-2", status="rejected", reason="slot_busy")],
+    )
+    assert f.on_reply(send, reply) == []
+    assert f.orders["X-2"].status == "refused"
+    assert f.orders["X-2"].detail == "wall refused X-2: slot_busy"
+    assert f.orders["X"].status == "at_wall"
+
+
+# --- order files -------------------------------------------------------------------------
+
+
+def test_the_sample_json_file_loads() -> None:
+    file = read_order_file(EXAMPLES / "orders.json")
+    assert len(file.orders) == 20
+    assert len(file.catalogue) == 10
+    first = file.orders[0]
+    assert (first.order, first.express, first.tote, first.carrier) == (
+        "WEB-1001",
+        True,
+        "T-101",
+        "DPD",
+    )
+    assert [(line.sku, line.qty) for line in first.lines] == [
+        ("MUG-350", 2),
+        ("TEE-BLK-M", 1),
+        ("BOOK-PB-17", 1),
+    ]
+    assert file.catalogue["TEA-GRN-100"].on_shelf == 0
+    assert file.catalogue["MUG-350"].dims_mm == (120, 95, 100)
+    assert file.orders[1].carrier_zpl is not None
+    assert file.orders[1].carrier_zpl.startswith("^XA")
+
+
+def test_the_sample_csv_file_loads() -> None:
+    file = read_order_file(EXAMPLES / "orders.csv")
+    assert file.catalogue == {}
+    assert [(o.order, o.channel, o.express, o.tote) for o in file.orders] == [
+        ("WEB-1001", "web", False, None),
+        ("AMZ-2001", "amazon", True, None),
+        ("EBY-3001", "ebay", False, None),
+    ]
+    lines = [
+        (line.sku, line.qty, line.location, line.barcodes) for o in file.orders for line in o.lines
+    ]
+    assert lines == [
+        ("SKU-100", 2, "A1", ["09501101531000"]),
+        ("SKU-101", 1, "A2", []),
+        ("SKU-102", 3, "A3", []),
+        ("SKU-103", 1, "A1", []),
+        ("SKU-999", 1, "Z9", []),
+    ]
+    # No barcode: the SKU itself is the code to scan.
+    item = file.item(file.orders[0].lines[1])
+    assert (item.location, item.barcodes) == ("A2", ["SKU-101"])
+
+
+def test_the_sample_csv_plans_with_its_stray_location_unrouted() -> None:
+    f = Fulfilment(read_order_file(EXAMPLES / "orders.csv"))
+    sends = f.plan({"pick-a": pick("A1", "A2", "A3")})
+    assert tasks_of(sends[1]) == [
+        ("WEB-1001-1", "WEB-1001", "A1", "SKU-100", 2),
+        ("WEB-1001-2", "WEB-1001", "A2", "SKU-101", 1),
+        ("AMZ-2001-1", "AMZ-2001", "A3", "SKU-102", 3),
+    ]
+    assert f.orders["EBY-3001"].detail == "no online pick node owns SKU-999@Z9"
+
+
+def write_json(tmp_path: Path, data: Any) -> Path:
+    path = tmp_path / "orders.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def read_error(path: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        read_order_file(path)
+    return caught.value
+
+
+def test_a_file_that_is_not_json_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "orders.json"
+    path.write_text('{"orders": [')
+    error = read_error(path)
+    assert (error.file, error.field) == (str(path), "(file)")
+    assert error.reason.startswith("not valid JSON: ")
+    assert str(error).startswith(f"{path}: (file): not valid JSON: ")
+
+
+def test_a_zero_quantity_names_the_field(tmp_path: Path) -> None:
+    path = write_json(tmp_path, {"catalogue": CATALOGUE, "orders": [order("O1", ("MUG", 0))]})
+    error = read_error(path)
+    assert (error.file, error.field) == (str(path), "orders[0].lines[0].qty")
+    assert error.reason == "Input should be greater than or equal to 1"
+    assert (
+        str(error) == f"{path}: orders[0].lines[0].qty: Input should be greater than or equal to 1"
+    )
+
+
+def test_a_sku_unknown_without_a_location_is_reported(tmp_path: Path) -> None:
+    data = {"catalogue": CATALOGUE, "orders": [order("O1", ("MUG", 1), ("NOPE", 1))]}
+    error = read_error(write_json(tmp_path, data))
+    assert error.field == "orders[0].lines[1].sku"
+    assert error.reason == "'NOPE' is not in the catalogue and the line has no location"
+
+
+def test_an_order_id_twice_is_reported(tmp_path: Path) -> None:
+    data = {
+        "catalogue": CATALOGUE,
+        "orders": [order("O1", ("MUG", 1)), order("O2", ("MUG", 1)), order("O1", ("TEE", 1))],
+    }
+    error = read_error(write_json(tmp_path, data))
+    assert error.field == "orders[2].order"
+    assert error.reason == "'O1' appears twice"
+
+
+def test_an_unreadable_path_is_reported(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    error = read_error(missing)
+    assert (error.file, error.field, error.reason) == (
+        str(missing),
+        "(file)",
+        "No such file or directory",
+    )
+    error = read_error(tmp_path)  # a directory
+    assert (error.file, error.field, error.reason) == (str(tmp_path), "(file)", "Is a directory")
+    error = read_error(tmp_path / "nope.csv")
+    assert error.reason == "No such file or directory"
+
+
+def test_first_repeats_orders_with_new_ids_and_totes() -> None:
+    file = orders(order("A", ("MUG", 1), tote="T-1"), order("B", ("TEE", 2)))
+    assert [o.order for o in file.first(1).orders] == ["A"]
+    more = file.first(5)
+    assert [(o.order, o.tote) for o in more.orders] == [
+        ("A", "T-1"),
+        ("B", None),
+        ("A-2", "T-1-2"),
+        ("B-2", None),
+        ("A-3", "T-1-3"),
+    ]
+    assert [o.lines for o in more.orders] == [file.orders[i % 2].lines for i in range(5)]
+    assert more.catalogue == file.catalogue
+    assert len(file.orders) == 2  # the file itself is unchanged
+    f = Fulfilment(more)
+    f.plan(SITE)
+    assert f.lines() == (0, 5)
+    assert sorted(f.orders) == ["A", "A-2", "A-3", "B", "B-2"]
