@@ -8,10 +8,13 @@ but this machine can reach it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import getpass
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +37,19 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def die_with_parent() -> None:
+    """In a child before ``exec``: have Linux send it SIGTERM when its parent dies.
+
+    A private broker or a demo node must not outlive a parent killed without a chance to
+    clean up (SIGKILL, a closed terminal); mosquitto even ignores the SIGHUP of the latter.
+    """
+    if sys.platform != "linux":
+        return
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 class LocalBroker:
@@ -76,6 +92,7 @@ class LocalBroker:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -60,10 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     console = Console()
     try:
-        return asyncio.run(run(options, console))
-    except KeyboardInterrupt:
+        return asyncio.run(_run(options, console))
+    except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("interrupted: every process stopped")
         return EXIT_INTERRUPTED
+
+
+async def _run(options: Options, console: Console) -> int:
+    """``run``, stopping everything on SIGTERM or SIGHUP (a closed terminal) as on Ctrl-C."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, task.cancel)
+    return await run(options, console)
 
 
 if __name__ == "__main__":

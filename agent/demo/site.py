@@ -28,6 +28,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from agent.localbroker import die_with_parent
+
 SITE = "demo"
 
 _COMMON = """\
@@ -182,6 +184,7 @@ class NodeProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
             )
 
     @property
