@@ -48,6 +48,7 @@ from agent.link.messages import (
     MAX_BARCODES_PER_TASK,
     MAX_TASKS_PER_COMMAND,
     Barcode,
+    CancelCommand,
     Id,
     PickCommand,
     PickTask,
@@ -75,6 +76,8 @@ Status = Literal[
     "refused",
 ]
 FINAL: frozenset[str] = frozenset({"packed", "picked", "unfulfilled", "unrouted", "refused"})
+CUBBY_PROBLEMS = frozenset({"slot_busy", "unknown_location"})
+"""Put refusals that are about the cubby, not the order: another cubby is tried."""
 
 
 # --- the order file ----------------------------------------------------------------------
@@ -194,14 +197,17 @@ class OrderFile(_Model):
     def first(self, count: int) -> OrderFile:
         """The first ``count`` orders (more than the file has: repeated with new ids)."""
         orders = list(self.orders[:count])
+        used = {o.order for o in self.orders}
         round_ = 1
         while len(orders) < count:
             round_ += 1
             for order in self.orders[: count - len(orders)]:
-                tote = None if order.tote is None else f"{order.tote}-{round_}"
-                orders.append(
-                    order.model_copy(update={"order": f"{order.order}-{round_}", "tote": tote})
-                )
+                suffix = round_
+                while f"{order.order}-{suffix}" in used:  # the file may hold "A-2" already
+                    suffix += 1
+                used.add(new_id := f"{order.order}-{suffix}")
+                tote = None if order.tote is None else f"{order.tote}-{suffix}"
+                orders.append(order.model_copy(update={"order": new_id, "tote": tote}))
         return self.model_copy(update={"orders": orders})
 
 
@@ -211,7 +217,7 @@ def _truthy(text: str) -> bool:
 
 def _csv_orders(path: Path) -> dict[str, Any]:
     orders: dict[str, dict[str, Any]] = {}
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark
         for row in csv.DictReader(f):
             order = orders.setdefault(
                 row.get("order") or "",
@@ -241,10 +247,17 @@ def read_order_file(path: Path) -> OrderFile:
         ConfigError: with the file, the field (``orders[3].lines[0].qty``) and the reason.
     """
     try:
-        raw = _csv_orders(path) if path.suffix.lower() == ".csv" else json.loads(path.read_text())
+        if path.suffix.lower() == ".csv":
+            raw = _csv_orders(path)
+        else:  # the BOM some editors write is not JSON, but harmless
+            raw = json.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as exc:
         raise ConfigError(str(path), "(file)", exc.strerror or str(exc)) from exc
-    except (ValueError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), "(file)", f"not UTF-8 text: {exc}") from exc
+    except csv.Error as exc:
+        raise ConfigError(str(path), "(file)", f"not a readable CSV file: {exc}") from exc
+    except ValueError as exc:
         raise ConfigError(str(path), "(file)", f"not valid JSON: {exc}") from exc
     try:
         return OrderFile.model_validate(raw)
@@ -317,6 +330,9 @@ class Fulfilment:
         self._serial = serial_start
         self.orders: dict[str, OrderProgress] = {o.order: OrderProgress(o) for o in orders.orders}
         self._task_order: dict[str, tuple[str, str]] = {}  # task id -> (order, sku)
+        self._task_node: dict[str, str] = {}  # task id -> the pick node it was sent to
+        self._cancelled = 0  # lines cancelled because their order was refused
+        self.problems: list[str] = []  # what the OMS worked around (a cubby out of use)
         self._walls: dict[str, list[str]] = {}  # wall node -> its cubbies, in order
         self._taken: dict[tuple[str, str], str] = {}  # (wall, slot) -> order
         self._waiting: list[str] = []  # orders waiting for a cubby
@@ -333,7 +349,7 @@ class Fulfilment:
             if state.role == "pick":
                 for location in state.locations:
                     owner.setdefault(location, name)
-            elif state.role == "put_wall":
+            elif state.role == "put_wall" and state.locations:
                 self._walls[name] = list(state.locations)
             elif state.role == "pack":
                 self._stations.append(name)
@@ -367,6 +383,7 @@ class Fulfilment:
                 per_node.setdefault(owner[item.location], []).append(task)
                 progress.open_tasks.add(task.task)
                 self._task_order[task.task] = (order.order, line.sku)
+                self._task_node[task.task] = owner[item.location]
         sends: list[Send] = []
         for node, tasks in sorted(per_node.items()):
             sends.append(Send(node, "wave_begin", WaveCommand(wave=self.wave)))
@@ -380,17 +397,28 @@ class Fulfilment:
     # --- input -----------------------------------------------------------------------
 
     def on_reply(self, send: Send, reply: Reply) -> list[Send]:
-        """A node answered ``send``: refused tasks or orders end their order ``refused``."""
+        """A node answered ``send``; the commands that leads to.
+
+        A refused task or order ends its order ``refused`` (its other open lines are
+        cancelled on their nodes). A cubby the wall calls busy or unknown is not used
+        again and its order waits for another; with no cubby left, orders skip the wall.
+        """
         refused: dict[str, str] = {}
+        retry: list[tuple[str, str]] = []
+        not_taken: list[str] = []  # pick tasks the node never took: nothing to cancel
         if reply.status == "rejected":
             why = f"{send.node} refused {send.command}: {reply.reason} {reply.detail or ''}"
             if isinstance(send.body, PickCommand):
                 for task in send.body.tasks:
                     refused[task.order] = why.strip()
+                    not_taken.append(task.task)
             elif send.order is not None:
                 refused[send.order] = why.strip()
         for item in reply.items:
             if item.status != "rejected":
+                continue
+            if isinstance(send.body, PutCommand) and item.reason in CUBBY_PROBLEMS:
+                retry.append((item.id, item.reason or ""))
                 continue
             why = f"{send.node} refused {item.id}: {item.reason}"
             # Only a pick reply names tasks; put and pack replies name orders, and an
@@ -398,7 +426,13 @@ class Fulfilment:
             order = item.id
             if isinstance(send.body, PickCommand) and item.id in self._task_order:
                 order = self._task_order[item.id][0]
+                not_taken.append(item.id)
             refused[order] = why
+        for task_id in not_taken:
+            progress = self.orders[self._task_order[task_id][0]]
+            if task_id in progress.open_tasks:
+                progress.open_tasks.discard(task_id)
+                self._cancelled += 1
         out: list[Send] = []
         for order_id, why in refused.items():
             progress = self.orders.get(order_id)
@@ -406,7 +440,42 @@ class Fulfilment:
                 continue
             progress.status = "refused"
             progress.detail = why
+            out += self._cancel_open_lines(progress)
             out += self._free(progress)
+        for order_id, reason in retry:
+            out += self._cubby_unusable(order_id, reason)
+        return out
+
+    def _cancel_open_lines(self, progress: OrderProgress) -> list[Send]:
+        per_node: dict[str, list[str]] = {}
+        for task in sorted(progress.open_tasks):
+            per_node.setdefault(self._task_node[task], []).append(task)
+        self._cancelled += len(progress.open_tasks)
+        progress.open_tasks.clear()
+        return [
+            Send(node, "cancel", CancelCommand(tasks=tasks), progress.order.order)
+            for node, tasks in sorted(per_node.items())
+        ]
+
+    def _cubby_unusable(self, order_id: str, reason: str) -> list[Send]:
+        progress = self.orders.get(order_id)
+        if progress is None or progress.status != "at_wall":
+            return []
+        wall, slot = progress.wall, progress.slot
+        assert wall is not None and slot is not None
+        self._taken.pop((wall, slot), None)
+        self._walls[wall].remove(slot)
+        if not self._walls[wall]:
+            del self._walls[wall]
+        self.problems.append(f"{wall} refused cubby {slot} ({reason}): not used again")
+        progress.status = "waiting_for_cubby"
+        progress.wall = progress.slot = None
+        self._waiting.insert(0, order_id)
+        if self._walls:
+            return self._assign_cubbies()
+        out: list[Send] = []  # no usable cubby anywhere: straight to packing
+        while self._waiting:
+            out += self._pack(self.orders[self._waiting.pop(0)])
         return out
 
     def on_event(self, node: str, name: str, body: Any) -> list[Send]:
@@ -540,8 +609,8 @@ class Fulfilment:
         return Counter(p.status for p in self.orders.values())
 
     def lines(self) -> tuple[int, int]:
-        """``(confirmed, sent)`` pick lines."""
-        sent = len(self._task_order)
+        """``(confirmed, sent)`` pick lines; lines cancelled with a refused order not counted."""
+        sent = len(self._task_order) - self._cancelled
         open_ = sum(len(p.open_tasks) for p in self.orders.values())
         return sent - open_, sent
 

@@ -11,6 +11,7 @@ import pytest
 from agent.errors import ConfigError
 from agent.fulfilment import Fulfilment, OrderFile, Send, read_order_file
 from agent.link.messages import (
+    CancelCommand,
     ItemResult,
     PickCommand,
     PickTask,
@@ -529,11 +530,15 @@ def test_a_refused_pick_item_ends_its_order_refused() -> None:
             ItemResult(id="O2-1", status="accepted"),
         ],
     )
-    assert f.on_reply(send, reply) == []
+    # O1's other line is cancelled on its node: half an order helps nobody.
+    assert f.on_reply(send, reply) == [
+        Send("pick-b", "cancel", CancelCommand(tasks=["O1-2"]), "O1")
+    ]
     assert f.orders["O1"].status == "refused"
     assert f.orders["O1"].detail == "pick-a refused O1-1: unknown_location"
     assert f.orders["O2"].status == "picking"
-    # The other line of O1 is still confirmed by its node, but O1 stays refused.
+    assert f.lines() == (0, 1)  # O1's two lines are no longer counted
+    # Confirmed anyway (the cancel crossed a pick): O1 stays refused.
     assert f.on_event("pick-b", "picked", {"task": "O1-2", "picked": 1}) == []
     assert f.orders["O1"].status == "refused"
 
@@ -542,7 +547,9 @@ def test_a_refused_pick_command_ends_every_order_in_it() -> None:
     f = Fulfilment(orders(order("O1", ("MUG", 1), ("BOOK", 1)), order("O2", ("TEE", 1))))
     send = pick_send(f, "pick-a")
     reply = Reply(cmd="c1", status="rejected", reason="outbox_full", detail="try later")
-    assert f.on_reply(send, reply) == []
+    assert f.on_reply(send, reply) == [
+        Send("pick-b", "cancel", CancelCommand(tasks=["O1-2"]), "O1")
+    ]
     assert [f.orders[o].detail for o in ("O1", "O2")] == [
         "pick-a refused pick: outbox_full try later"
     ] * 2
@@ -601,12 +608,40 @@ def test_a_put_refused_per_order_names_the_order_not_a_task_with_its_id() -> Non
     reply = Reply(
         cmd="c7",
         status="accepted",
-        items=[ItemResult(id="X-2", status="rejected", reason="slot_busy")],
+        items=[ItemResult(id="X-2", status="rejected", reason="out_of_order")],
     )
     assert f.on_reply(send, reply) == []
     assert f.orders["X-2"].status == "refused"
-    assert f.orders["X-2"].detail == "wall refused X-2: slot_busy"
+    assert f.orders["X-2"].detail == "wall refused X-2: out_of_order"
     assert f.orders["X"].status == "at_wall"
+
+
+def test_a_busy_or_unknown_cubby_is_not_used_again_and_the_order_tries_another() -> None:
+    f = started(
+        {"pick-a": pick("A1", "A2"), "wall": wall("W1", "W2"), "pack": station()},
+        order("A", ("MUG", 1), ("TEE", 1)),
+    )
+    picked(f, "A-1", 1)
+    (send,) = picked(f, "A-2", 1)
+    assert send == put("A", "W1", ("MUG", 1, MUG_CODES), ("TEE", 1, TEE_CODES))
+    busy = Reply(
+        cmd="c5",
+        status="accepted",
+        items=[ItemResult(id="A", status="rejected", reason="slot_busy")],
+    )
+    (retry,) = f.on_reply(send, busy)
+    assert retry == put("A", "W2", ("MUG", 1, MUG_CODES), ("TEE", 1, TEE_CODES))
+    assert f.problems == ["wall refused cubby W1 (slot_busy): not used again"]
+    unknown = Reply(
+        cmd="c6",
+        status="accepted",
+        items=[ItemResult(id="A", status="rejected", reason="unknown_location")],
+    )
+    # No cubby left on any wall: the order goes straight to packing.
+    (pack,) = f.on_reply(retry, unknown)
+    assert (pack.node, pack.command, pack.order) == ("pack", "pack", "A")
+    assert f.orders["A"].status == "packing"
+    assert len(f.problems) == 2
 
 
 # --- order files -------------------------------------------------------------------------
@@ -748,3 +783,24 @@ def test_first_repeats_orders_with_new_ids_and_totes() -> None:
     f.plan(SITE)
     assert f.lines() == (0, 5)
     assert sorted(f.orders) == ["A", "A-2", "A-3", "B", "B-2"]
+
+
+def test_first_never_makes_an_id_the_file_already_has() -> None:
+    file = orders(order("A", ("MUG", 1)), order("A-2", ("TEE", 1)))
+    assert [o.order for o in file.first(4).orders] == ["A", "A-2", "A-3", "A-2-2"]
+
+
+def test_a_csv_saved_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufefforder,sku,qty,location\nO1,MUG,2,A1\n".encode())
+    (only,) = read_order_file(path).orders
+    assert (only.order, only.lines[0].sku, only.lines[0].qty) == ("O1", "MUG", 2)
+
+
+def test_a_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
+    for name in ("latin1.csv", "latin1.json"):
+        path = tmp_path / name
+        path.write_bytes(b"order,sku\n\xe9t\xe9,MUG\n")
+        with pytest.raises(ConfigError) as err:
+            read_order_file(path)
+        assert (err.value.field, err.value.reason.split(":")[0]) == ("(file)", "not UTF-8 text")
