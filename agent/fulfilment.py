@@ -429,9 +429,9 @@ class Fulfilment:
                 not_taken.append(item.id)
             refused[order] = why
         for task_id in not_taken:
-            progress = self.orders[self._task_order[task_id][0]]
-            if task_id in progress.open_tasks:
-                progress.open_tasks.discard(task_id)
+            holder = self.orders[self._task_order[task_id][0]]
+            if task_id in holder.open_tasks:
+                holder.open_tasks.discard(task_id)
                 self._cancelled += 1
         out: list[Send] = []
         for order_id, why in refused.items():
