@@ -132,3 +132,54 @@ def test_dispatch_record_and_kpi_end_to_end(tmp_path: Path, broker: LocalBroker)
     )
     kpis = json.loads(out.stdout)
     assert kpis["lines picked"] == "3" and kpis["short-pick rate"] == "0.00 %"
+
+
+@pytest.mark.broker
+def test_dispatch_follows_orders_until_picked_and_records(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
+    """Without a put wall or a pack station, dispatch follows each order to ``picked``."""
+    orders = tmp_path / "orders.json"
+    orders.write_text(
+        json.dumps(
+            {
+                "catalogue": {
+                    "MUG": {"location": "A1", "barcodes": ["4012345000009"]},
+                    "TEE": {"location": "A2", "barcodes": ["4012345000108"]},
+                },
+                "orders": [
+                    {"order": "O1", "lines": [{"sku": "MUG", "qty": 1}, {"sku": "TEE", "qty": 2}]},
+                    {"order": "O2", "express": True, "lines": [{"sku": "TEE", "qty": 1}]},
+                ],
+            }
+        )
+    )
+    record = tmp_path / "events.jsonl"
+
+    async def scenario() -> tuple[int, str]:
+        async with node_in_process(node_file(tmp_path, broker)) as running:
+            await asyncio.wait_for(running.node.online.wait(), 10)
+            dispatch = await asyncio.create_subprocess_exec(
+                *[sys.executable, "-m", "agent.cli", "oms", "dispatch", str(orders)],
+                *["--broker", broker.url, "--site", "dc1", "--wait", "1", "--timeout", "60"],
+                *["--record", str(record)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            # Three lines: A1 once, A2 twice (the express O2 lights first).
+            while len(running.node.workflow.tasks) < 3:  # type: ignore[attr-defined]
+                await asyncio.sleep(0.05)
+            for slot in ("A1", "A2", "A2"):
+                running.node.submit_input(ButtonPress("shelf", slot, Button.CONFIRM))
+                await asyncio.sleep(0.4)  # over the shelf's double-press guard
+            out, _ = await asyncio.wait_for(dispatch.communicate(), 30)
+            assert dispatch.returncode is not None
+            return dispatch.returncode, out.decode()
+
+    code, out = asyncio.run(scenario())
+    assert code == 0, out
+    assert "zone-a1: 3 lines in wave W1, 0 refused" in out
+    assert "O1: picked" in out and "O2: picked" in out
+    picked = [json.loads(line) for line in record.read_text().splitlines()]
+    tasks = sorted(e["body"]["task"] for e in picked if e["name"] == "picked")
+    assert tasks == ["O1-1", "O1-2", "O2-1"]
