@@ -2,9 +2,10 @@
 
 ``DeviceFloor`` opens every device of the node file (under ``--simulate`` it first starts a
 simulator for each and points the driver at it: a pty, a local TCP port, MockFactory
-pins), merges their input into one stream, carries out the workflows' light and print
-actions, and reports health. Drivers are closed in reverse order on the way out, which
-turns every light off.
+pins), merges their input into one stream, carries out the workflows' light, print and
+packing-slip actions, and reports health: to the node's listeners (the birth) and, as a
+``devices.events.DeviceHealthChanged`` in the input stream, to the workflow. Drivers are
+closed in reverse order on the way out, which turns every light off.
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from agent.config import NodeConfig
 from agent.link.messages import DeviceHealth
-from agent.workflows.base import ZONE_LAMP, Action, Light, Print
+from agent.workflows.base import ZONE_LAMP, Action, Light, Print, PrintSlip
 from devices import registry
 from devices.base import Device, Health
 from devices.config import DeviceConfig
 from devices.context import DeviceContext
+from devices.events import DeviceHealthChanged
 from devices.sim import Simulator
 
 log = logging.getLogger("agent.floor")
@@ -115,6 +119,9 @@ class DeviceFloor:
         self._health_listeners.append(listener)
 
     def _health_changed(self, name: str, health: Health) -> None:
+        # Listeners are added before a driver opens, so the workflow also hears each
+        # device's first health (starting -> ok or fault) before it handles anything else.
+        self._inputs.put_nowait(DeviceHealthChanged(name, health.status.value, health.detail))
         for listener in self._health_listeners:
             listener()
 
@@ -128,7 +135,7 @@ class DeviceFloor:
         }
 
     async def perform(self, actions: list[Action]) -> None:
-        """Carry out light and print actions; a failing device is logged, not fatal.
+        """Carry out light, print and slip actions; a failing device is logged, not fatal.
 
         Light changes are grouped per device, so a strip shows a whole wave in one frame.
         """
@@ -151,10 +158,17 @@ class DeviceFloor:
                     continue
                 changes.setdefault(bar, []).append((action.location, shown))
             elif isinstance(action, Print):
+                await self._submit(action.printer, action.job_id, action.data)
+            elif isinstance(action, PrintSlip):
+                # Imported here: only a node that prints slips loads the ESC/POS stack.
+                from devices.printers.escpos import PackingSlip, render_slip
+
                 try:
-                    await self.devices[action.printer].submit(action.job_id, action.data)  # type: ignore[attr-defined]
+                    data = render_slip(PackingSlip(**asdict(action.slip)))
                 except Exception as exc:  # noqa: BLE001 - one device must not stop the node
-                    log.warning("print %s on %s failed: %s", action.job_id, action.printer, exc)
+                    self._not_submitted(action.printer, action.job_id, f"not rendered: {exc}")
+                    continue
+                await self._submit(action.printer, action.job_id, data)
         for bar, bar_changes in changes.items():
             try:
                 await bar.apply(bar_changes)
@@ -162,6 +176,20 @@ class DeviceFloor:
                 log.warning("lights on %s failed: %s", bar.name, exc)
         if zone:
             await self._show_zone(zone[-1])  # a step may turn the lamp off, then on
+
+    async def _submit(self, printer: str, job_id: str, data: bytes) -> None:
+        try:
+            await self.devices[printer].submit(job_id, data)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - one device must not stop the node
+            self._not_submitted(printer, job_id, f"not accepted by the printer: {exc}")
+
+    def _not_submitted(self, printer: str, job_id: str, reason: str) -> None:
+        # The printer never took the job, so no result would ever come: say so as a failed
+        # result, or the workflow would wait for it until its own timeout.
+        from devices.printers.base import PrintResult
+
+        log.warning("print %s on %s failed: %s", job_id, printer, reason)
+        self._inputs.put_nowait(PrintResult(job_id, False, reason, time.monotonic()))
 
     def _zone_lamps(self) -> list[Any]:
         return [d for d in self.devices.values() if getattr(d, "has_zone_lamp", lambda: False)()]

@@ -68,3 +68,23 @@ class Weight:
     stable: bool
     net: bool = False
     at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHealthChanged:
+    """A device's health changed (the floor sends one per change, first health included).
+
+    Workflows that care (a pack station's printers) react to it; the others ignore it.
+
+    Attributes:
+        device: the device's configured name.
+        status: ``"starting"``, ``"ok"``, ``"unavailable"`` (gone or unreachable; the
+            driver retries by itself) or ``"fault"`` (needs a person: paper out, head open,
+            overload), as ``devices.base.HealthStatus`` values.
+        detail: why, in the driver's words (``"paper out"``); on ``ok`` an optional warning
+            (``"ready, paper near end"``).
+    """
+
+    device: str
+    status: str
+    detail: str = ""

@@ -11,7 +11,7 @@ from agent.errors import ConfigError
 from agent.link.codec import pack_local, unpack_local
 from agent.link.messages import Envelope
 from agent.store import StoredTask
-from agent.workflows.base import Print, Step
+from agent.workflows.base import Print, PrintSlip, Step
 from agent.workflows.cartons import MATERIALS, BoxSize, Item, expected_weight_g, suggest_box
 from agent.workflows.labels import (
     LabelData,
@@ -22,15 +22,15 @@ from agent.workflows.labels import (
     sscc_error,
 )
 from agent.workflows.packing import (
-    HealthChange,
     PackCancel,
     PackCommand,
     PackingWorkflow,
     PackSettings,
-    PrintSlip,
     check_weight,
 )
-from devices.events import Weight
+from agent.workflows.picking import PickingWorkflow
+from agent.workflows.putwall import PutWallWorkflow
+from devices.events import DeviceHealthChanged, Weight
 from devices.printers.base import PrintResult
 from devices.scanners.interpret import interpret
 
@@ -516,7 +516,7 @@ def test_printer_out_of_paper_then_recovered_never_prints_twice() -> None:
     assert [p.job_id for p in s.prints()] == ["o1-label"]
     s.take()
     # Paper out: the driver holds the job; the packer and the OMS are told once.
-    s.feed(HealthChange("label", "fault", "paper out"))
+    s.feed(DeviceHealthChanged("label", "fault", "paper out"))
     s.tick(60_000)
     [(name, problem)] = s.take()
     assert name == "print_delayed"
@@ -526,6 +526,52 @@ def test_printer_out_of_paper_then_recovered_never_prints_twice() -> None:
     s.feed(PrintResult("o1-label", True, None, 0.0))  # paper in: the held job prints
     assert s.names() == ["label_printed", "packed"]
     assert s.prints() == []
+
+
+def test_a_printer_known_to_be_down_makes_the_label_late_at_once() -> None:
+    s = verified_station()
+    s.feed(DeviceHealthChanged("scanner", "ok"))  # not a printer: nothing to say
+    s.feed(DeviceHealthChanged("label", "ok"))
+    s.feed(DeviceHealthChanged("label", "unavailable", "unreachable: connection refused"))
+    assert s.names() == [] and s.screen["phase"] == "carton"  # no label yet: nothing late
+    s.scan("CONFIRM")
+    s.weigh(850.0)
+    assert [p.job_id for p in s.prints()] == ["o1-label"]  # submitted: the printer holds it
+    problems = [(n, b["job_id"], b["reason"]) for n, b in s.take() if n.startswith("print")]
+    assert problems == [
+        ("print_delayed", "o1-label", "printer unavailable: unreachable: connection refused")
+    ]
+    assert s.screen["order"]["label"]["late"] is True
+    assert "The label has not printed" in s.screen["notice"]["text"]
+    s.feed(DeviceHealthChanged("label", "fault", "paper out"))  # worse, but told once
+    s.tick(60_000)
+    assert s.names() == []
+    s.feed(DeviceHealthChanged("label", "ok"))
+    s.feed(PrintResult("o1-label", True, None, 0.0))
+    assert s.names() == ["label_printed", "packed"]
+    assert s.prints() == []
+
+
+def test_a_reprint_on_a_printer_still_down_is_late_again() -> None:
+    s = verified_station()
+    s.feed(DeviceHealthChanged("label", "fault", "head open"))
+    s.scan("CONFIRM")
+    s.weigh(850.0)
+    s.take()
+    s.feed(PrintResult("o1-label", False, "connection lost while sending", 0.0))
+    s.scan("T-o1")
+    assert [p.job_id for p in s.prints()] == ["o1-label", "o1-label-2"]
+    assert [(n, b["job_id"]) for n, b in s.take()] == [
+        ("print_failed", "o1-label"),
+        ("print_delayed", "o1-label-2"),
+    ]
+
+
+def test_other_roles_ignore_health_changes() -> None:
+    for workflow in (PickingWorkflow(["A1"]), PutWallWorkflow(["W1"])):
+        step = Step()
+        workflow.on_input(DeviceHealthChanged("label", "fault", "paper out"), step, 1000)
+        assert not step.unit and step.actions == []
 
 
 def test_label_timeout_and_failed_job_reprint_needs_the_packer() -> None:
@@ -614,6 +660,42 @@ def test_packing_slip_is_a_slip_action_when_wanted() -> None:
     ]
     assert s.screen["order"]["slip"] == "failed"
     assert s.screen["phase"] == "carton"  # a slip problem does not hold the parcel
+
+
+def test_packing_slip_printer_fault_is_reported_and_never_holds_the_parcel() -> None:
+    s = Station()
+    s.command("pack", order(packing_slip=True))
+    s.command("pack", order("o2", packing_slip=True))
+    for code in ("T-o1", GTIN_A, GTIN_A, "S2-CODE"):
+        s.scan(code)
+    s.take()
+    s.feed(DeviceHealthChanged("slip", "fault", "paper out"))
+    s.feed(DeviceHealthChanged("slip", "fault", "paper out, cover open"))
+    delayed = [(n, b["job_id"], b["document"], b["reason"]) for n, b in s.take()]
+    assert delayed == [("print_delayed", "o1-slip", "slip", "printer fault: paper out")]
+    assert s.screen["order"]["slip"] == "delayed"
+    assert "Pack them in box M" in s.screen["notice"]["text"]  # the parcel goes on
+    s.feed(PrintResult("o1-slip", True, None, 0.0))  # paper in: the held slip prints
+    assert s.screen["order"]["slip"] == "printed" and s.names() == []
+    s.scan("CONFIRM")
+    s.weigh(850.0)
+    s.feed(PrintResult("o1-label", True, None, 0.0))
+    assert s.names() == ["weighed", "label_printed", "packed"]
+    # o2: the slip printer is down when o2 is verified: reported at once.
+    s.weigh(0.0)
+    s.feed(DeviceHealthChanged("slip", "unavailable", "unreachable"))
+    for code in ("T-o2", GTIN_A, GTIN_A, "S2-CODE"):
+        s.scan(code)
+    slips = [a for a in s.actions if isinstance(a, PrintSlip)]
+    assert [a.job_id for a in slips] == ["o1-slip", "o2-slip"]  # each once
+    assert [(n, b.get("job_id")) for n, b in s.take()] == [
+        ("verified", None),
+        ("print_delayed", "o2-slip"),
+    ]
+    assert s.screen["order"]["slip"] == "delayed" and s.screen["phase"] == "carton"
+    again = Station(tasks=s.tasks)  # a restart: the slip's fate is unknown, never resent
+    assert again.screen["order"]["slip"] == "unknown"
+    assert [a for a in again.actions if isinstance(a, PrintSlip)] == []
 
 
 def test_counters_event() -> None:

@@ -1,6 +1,7 @@
 """Pack station end to end: the node as a child process, a real broker, and its simulated
 scanner (pty), MT-SICS scale (pty) and Zebra printer (TCP) driven and read only through the
-node's HTTP control API (docs/simulation.md, "Pack station")."""
+node's HTTP control API (docs/simulation.md, "Pack station"). The packing slip test runs the
+node in this process, to read the bytes its simulated ESC/POS printer kept."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import pytest
 
 from agent.localbroker import LocalBroker
 from agent.oms import NodeEvent, OmsClient
-from tests.harness import SITE, NodeProcess, oms_for
+from agent.workflows.packing import PackingWorkflow
+from devices.printers.sim import EscposSimulator
+from tests.harness import SITE, NodeProcess, Running, node_in_process, oms_for
 from tests.test_picking_e2e import Control, body, next_events, run
 
 pytestmark = pytest.mark.broker
@@ -24,8 +27,17 @@ SSCC = "376104250021234569"
 SKIP = ("reply", "pack_counters")
 
 
-def pack_node_file(tmp_path: Path, broker: LocalBroker, *, node: str = NODE) -> Path:
-    """A pack station: serial scanner, MT-SICS scale, ZPL printer (all simulated)."""
+def pack_node_file(
+    tmp_path: Path,
+    broker: LocalBroker,
+    *,
+    node: str = NODE,
+    label_timeout_s: float = 1,
+    idle_poll_s: float = 30,
+    slip: bool = False,
+) -> Path:
+    """A pack station: serial scanner, MT-SICS scale, ZPL printer and, with ``slip``, an
+    ESC/POS slip printer (all simulated); ``idle_poll_s``: the printers' idle status poll."""
     lines = [
         f'site = "{SITE}"',
         f'node = "{node}"',
@@ -37,7 +49,7 @@ def pack_node_file(tmp_path: Path, broker: LocalBroker, *, node: str = NODE) -> 
         "backoff_initial_s = 0.05",
         "backoff_max_s = 0.5",
         "[settings]",
-        "label_timeout_s = 1",
+        f"label_timeout_s = {label_timeout_s}",
         "counters_every_s = 0",
         'gs1_company_prefix = "7610425"',
         "[settings.supervisors]",
@@ -59,7 +71,20 @@ def pack_node_file(tmp_path: Path, broker: LocalBroker, *, node: str = NODE) -> 
         "status_timeout_s = 0.5",
         "retry_initial_s = 0.1",
         "retry_max_s = 0.5",
+        f"idle_poll_s = {idle_poll_s}",
     ]
+    if slip:
+        lines += [
+            "[[devices]]",
+            'name = "slip"',
+            'kind = "escpos_printer"',
+            'host = "127.0.0.1"',
+            "port = 9101",  # the simulator listens on a free port of its own
+            "status_timeout_s = 0.5",
+            "retry_initial_s = 0.1",
+            "retry_max_s = 0.5",
+            f"idle_poll_s = {idle_poll_s}",
+        ]
     path = tmp_path / f"{node}.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -257,3 +282,149 @@ def test_pack_station_restart_mid_order(tmp_path: Path, broker: LocalBroker) -> 
             assert len((await control.get("/sim/label"))["jobs"]) == 1
 
     run(node, scenario)
+
+
+def test_label_printer_fault_is_reported_at_once_and_the_held_label_prints_once(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
+    # label_timeout_s is 10 minutes: a print_delayed within the test comes from the health.
+    path = pack_node_file(tmp_path, broker, label_timeout_s=600, idle_poll_s=0.2)
+    node = NodeProcess(path)
+    control = Control(tmp_path / NODE)
+    no_reply = "printer fault: no status reply: media out, head open or offline"
+
+    async def label_status(status: str) -> None:
+        async with asyncio.timeout(10):
+            while (await control.get("/api/state"))["devices"]["label"]["status"] != status:
+                await asyncio.sleep(0.02)
+
+    async def scenario() -> None:
+        async with oms_for(broker) as oms:
+            await started(node, control, oms)
+            # --- the media runs out while the label prints: the printer holds it -------
+            await oms.call(NODE, "pack", order("p1"))
+            await scans(control, "T-p1", GTIN_A, GTIN_A, "S2-CODE", "CONFIRM")
+            await control.post("/sim/label/set", {"state": "paper_out", "after_formats": 1})
+            await scale(control, 850.0)
+            verified, weighed, delayed = await next_events(oms, 3, SKIP, timeout=20)
+            assert (verified.name, weighed.name, body(weighed)["verdict"]) == (
+                "verified",
+                "weighed",
+                "pass",
+            )
+            problem = body(delayed)
+            assert (delayed.name, problem["job_id"], problem["document"]) == (
+                "print_delayed",
+                "p1-label",
+                "label",
+            )
+            assert problem["reason"] == no_reply
+            shown = await wait_for(control, lambda w: w["notice"]["level"] == "error")
+            assert shown["notice"]["text"].startswith(f"The label has not printed ({no_reply})")
+            assert shown["order"]["label"]["late"] is True
+            assert (await control.get("/api/state"))["devices"]["label"]["status"] == "fault"
+            assert (await control.get("/sim/label"))["pending"] == 1
+            await control.post("/sim/label/set", {"state": "ready"})
+            events = named(await next_events(oms, 2, SKIP, timeout=20))
+            assert events["label_printed"]["job_id"] == "p1-label"
+            assert events["packed"]["order"] == "p1"
+            # --- already out of paper when the label is due: told with the submission -
+            await empty_scale(control)
+            await oms.call(NODE, "pack", order("p2"))
+            await scans(control, "T-p2", GTIN_A, GTIN_A, "S2-CODE", "CONFIRM")
+            await control.post("/sim/label/set", {"state": "paper_out"})
+            await label_status("fault")  # the idle poll saw it
+            await scale(control, 845.0)
+            verified, weighed, delayed = await next_events(oms, 3, SKIP, timeout=20)
+            assert (weighed.name, delayed.name) == ("weighed", "print_delayed")
+            assert (body(delayed)["job_id"], body(delayed)["reason"]) == ("p2-label", no_reply)
+            await control.post("/sim/label/set", {"state": "ready"})
+            events = named(await next_events(oms, 2, SKIP, timeout=20))
+            assert events["label_printed"]["job_id"] == "p2-label"
+            await label_status("ok")
+            await asyncio.sleep(0.5)  # several status polls later: still one label each
+            jobs = (await control.get("/sim/label"))["jobs"]
+            assert [("p1" in j, "p2" in j) for j in jobs] == [(True, False), (False, True)]
+            assert (await control.get("/sim/label"))["pending"] == 0
+            assert node.terminate() == 0
+
+    run(node, scenario)
+
+
+async def oms_events(oms: OmsClient, count: int, timeout: float = 15) -> dict[str, dict[str, Any]]:
+    return named(await next_events(oms, count, SKIP, timeout=timeout))
+
+
+def test_packing_slip_prints_on_the_escpos_printer_once(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
+    path = pack_node_file(tmp_path, broker, slip=True)
+
+    async def scan(running: Running, *codes: str) -> None:
+        for code in codes:
+            await running.floor.simulators["scanner"].control("scan", {"code": code})
+
+    async def weigh(running: Running, grams: float) -> None:
+        await running.floor.simulators["scale"].control("set", {"grams": grams, "mode": "stable"})
+
+    def slip_bytes(running: Running) -> bytes:
+        sim = running.floor.simulators["slip"]
+        assert isinstance(sim, EscposSimulator)
+        return bytes(sim.received)
+
+    def screen(running: Running) -> dict[str, Any]:
+        assert isinstance(running.node.workflow, PackingWorkflow)
+        return running.node.workflow.snapshot()
+
+    async def slip_printed(running: Running, text: bytes) -> None:
+        async with asyncio.timeout(10):
+            while text not in slip_bytes(running):
+                await asyncio.sleep(0.02)
+
+    async def scenario() -> None:
+        async with oms_for(broker) as oms:
+            async with node_in_process(path) as running:
+                await wait_online(oms)
+                gift = order("s1", packing_slip=True, gift_note="Happy birthday!")
+                assert (await oms.call(NODE, "pack", gift)).status == "accepted"
+                assert (await oms.call(NODE, "pack", order("s2", packing_slip=True))).status == (
+                    "accepted"
+                )
+                await scan(running, "T-s1", GTIN_A, GTIN_A, "S2-CODE")
+                assert (await oms_events(oms, 1))["verified"]["order"] == "s1"
+                await slip_printed(running, b"Order s1")
+                printed = slip_bytes(running)
+                assert b"  2 x S1  Mug" in printed and b"  1 x S2  Vase" in printed
+                assert b"Happy birthday!" in printed
+                # The same order sent again, a surplus scan, the box, the weight, the label:
+                # none of them prints the slip again.
+                assert (await oms.call(NODE, "pack", gift)).status == "accepted"
+                await scan(running, "S2-CODE", "CONFIRM")
+                await weigh(running, 850.0)
+                events = await oms_events(oms, 4)
+                assert events["pack_refused"]["reason"] == "surplus"
+                assert events["packed"]["order"] == "s1"
+                assert screen(running)["order"] is None
+                assert slip_bytes(running).count(b"Order s1") == 1
+                # s2: verified, then the node stops before its slip's result is known.
+                await weigh(running, 0.0)
+                await scan(running, "T-s2", GTIN_A, GTIN_A, "S2-CODE")
+                assert (await oms_events(oms, 1))["verified"]["order"] == "s2"
+                await slip_printed(running, b"Order s2")
+                assert slip_bytes(running).count(b"Order s1") == 1
+                async with asyncio.timeout(10):
+                    while screen(running)["order"]["slip"] != "printed":
+                        await asyncio.sleep(0.02)
+                await asyncio.sleep(0.2)  # the screen may show a step before its commit ends
+            async with node_in_process(path) as running:
+                # A restart: s2's slip is not printed again (the new simulator keeps all).
+                shown = screen(running)
+                assert (shown["order"]["order"], shown["order"]["slip"]) == ("s2", "printed")
+                await wait_online(oms)
+                await scan(running, "CONFIRM")
+                await weigh(running, 850.0)
+                assert (await oms_events(oms, 3))["packed"]["order"] == "s2"
+                await asyncio.sleep(0.3)
+                assert b"Order" not in slip_bytes(running)
+
+    asyncio.run(scenario())

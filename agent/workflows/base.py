@@ -2,8 +2,9 @@
 
 A workflow is a plain state machine. The node feeds it commands, device input and clock
 ticks; it answers with a ``Step``: store writes (tasks, events for the OMS, counters) and
-device actions (lights, prints). The node commits the writes in one transaction, then
-performs the actions, so nothing the OMS hears about is lost if the power goes.
+device actions (lights, prints, packing slips). The node commits the writes in one
+transaction, then performs the actions, so nothing the OMS hears about is lost if the power
+goes.
 
 Workflows never touch asyncio, the broker or hardware, so tests drive them directly.
 """
@@ -44,7 +45,40 @@ class Print:
     data: bytes
 
 
-Action = Light | Print
+@dataclass(frozen=True, slots=True)
+class Slip:
+    """A packing slip's content.
+
+    The same fields as ``devices.printers.escpos.PackingSlip``: the floor renders it with
+    ``render_slip(PackingSlip(**asdict(slip)))``, so no workflow imports the ESC/POS module.
+
+    Attributes:
+        title: the heading (the site or shop name).
+        order_id: the order number, printed under the title.
+        lines: ``(quantity, sku, description)`` per order line.
+        barcode: Code 128 content (usually the order id).
+        qr: QR content (a return or tracking URL); empty for none.
+        footer: a closing line (a gift note); empty for none.
+    """
+
+    title: str
+    order_id: str
+    lines: tuple[tuple[int, str, str], ...]
+    barcode: str
+    qr: str = ""
+    footer: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PrintSlip:
+    """Print ``slip`` on the ESC/POS ``printer`` as job ``job_id`` (never printed twice)."""
+
+    printer: str
+    job_id: str
+    slip: Slip
+
+
+Action = Light | Print | PrintSlip
 
 
 @dataclass(slots=True)

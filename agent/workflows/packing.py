@@ -37,9 +37,12 @@ before the print action runs. A failed job (``PrintResult`` not ok: it may have 
 part) and a job whose result was lost in a restart are **not** printed again by
 themselves: the screen asks the packer, who either scans the order barcode again (a reprint
 as ``{order}-label-2``, ``-3``...) or the confirm barcode (it did print). A job the printer
-holds (paper out, head open) prints when the fault is cleared; if no result came within
-``label_timeout_s``, or the printer reports a fault (``HealthChange`` input), the packer
-and the OMS (``print_delayed``) are told once.
+holds (paper out, head open) prints when the fault is cleared; when the printer reports a
+fault or is unreachable (``devices.events.DeviceHealthChanged`` input, or already so when
+the job is submitted), or no result came within ``label_timeout_s``, the packer and the OMS
+(``print_delayed``) are told once. A packing slip (job ``{order}-slip``, a ``PrintSlip``
+action) is printed once, when the order is verified; its faults are reported the same way
+but never hold the parcel.
 
 Everything about an order (lines, scans, box, verdicts, label job) is a store task, so a
 restart in the middle of an order carries on where it was.
@@ -68,7 +71,7 @@ from agent.link.messages import (
     register_event,
 )
 from agent.store import StoredTask
-from agent.workflows.base import FloorInfo, Print, Step, Verdict
+from agent.workflows.base import FloorInfo, Print, PrintSlip, Slip, Step, Verdict
 from agent.workflows.cartons import (
     DEFAULT_BOXES,
     MATERIALS,
@@ -81,7 +84,7 @@ from agent.workflows.cartons import (
 )
 from agent.workflows.labels import LabelData, build_sscc, shipping_label, sscc_error
 from agent.workflows.picking import gtin14, scan_matches, settings_from
-from devices.events import Scan, Weight
+from devices.events import DeviceHealthChanged, Scan, Weight
 from devices.printers.base import PrintResult
 
 ORDER = "pack_order"
@@ -329,49 +332,6 @@ register_event("print_failed", PrintProblem)
 register_event("print_delayed", PrintProblem)
 register_event("packed", Packed)
 register_event("pack_counters", PackCounters)
-
-
-# --- inputs and actions the floor does not have yet ---------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HealthChange:
-    """A device's health changed (input; see the module docstring).
-
-    Attributes:
-        device: the device name.
-        status: ``ok``, ``starting``, ``unavailable`` or ``fault``.
-        detail: why, in the driver's words.
-    """
-
-    device: str
-    status: str
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Slip:
-    """A packing slip's content.
-
-    The same fields as ``devices.printers.escpos.PackingSlip``, so the floor renders it with
-    ``render_slip(PackingSlip(**asdict(slip)))`` and no workflow imports the ESC/POS module.
-    """
-
-    title: str
-    order_id: str
-    lines: tuple[tuple[int, str, str], ...]
-    barcode: str
-    qr: str = ""
-    footer: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class PrintSlip:
-    """Print ``slip`` on the ESC/POS ``printer`` as job ``job_id`` (never twice)."""
-
-    printer: str
-    job_id: str
-    slip: Slip
 
 
 # --- settings ----------------------------------------------------------------------------
@@ -747,7 +707,7 @@ class PackingWorkflow:
             if order.phase == "label":
                 order.phase = "label_unknown"
                 self._save(order, step)
-            if order.slip_state == "submitted":
+            if order.slip_state in ("submitted", "delayed"):
                 order.slip_state = "unknown"
                 self._save(order, step)
             if order.phase != "queued":
@@ -858,12 +818,12 @@ class PackingWorkflow:
     # --- input ---------------------------------------------------------------------
 
     def on_input(self, event: object, step: Step, now: int) -> None:
-        """Scans, weights, print results and (when the floor sends them) health changes."""
+        """Scans, weights, print results and device health changes."""
         if isinstance(event, Scan):
             self._scan(event, step, now)
         elif isinstance(event, Weight):
             self._weight(event, step, now)
-        elif isinstance(event, HealthChange):
+        elif isinstance(event, DeviceHealthChanged):
             self._health(event, step, now)
         elif isinstance(event, PrintResult):
             self._print_result(event.job_id, event.ok, event.reason, step, now)
@@ -1008,7 +968,7 @@ class PackingWorkflow:
             ts=now,
         )
         self._count(step, "orders_verified")
-        self._print_slip(order, step)
+        self._print_slip(order, step, now)
         if order.box is None:
             order.phase = "carton"
             self._save(order, step)
@@ -1243,8 +1203,12 @@ class PackingWorkflow:
         if reprint:
             self._count(step, "label_reprints")
         self._say("info", f"Printing the label for order {order.order}…", now)
+        down = self._printer_down(self.label_printer)
+        if down is not None:
+            # The printer will hold the job: no need to wait for label_timeout_s to say so.
+            self._late(order, step, now, down)
 
-    def _print_slip(self, order: PackOrder, step: Step) -> None:
+    def _print_slip(self, order: PackOrder, step: Step, now: int) -> None:
         if not order.slip:
             return
         if self.slip_printer is None:
@@ -1255,9 +1219,17 @@ class PackingWorkflow:
         lines = tuple((ln.qty, ln.sku, ln.description) for ln in order.lines)
         footer = order.gift_note[:120]
         slip = Slip(self.settings.slip_title, order.order, lines, order.order, footer=footer)
-        # Not an ``Action`` the floor knows yet: it renders slips itself (see PrintSlip).
-        actions: list[Any] = step.actions
-        actions.append(PrintSlip(self.slip_printer, order.slip_job, slip))
+        step.actions.append(PrintSlip(self.slip_printer, order.slip_job, slip))
+        down = self._printer_down(self.slip_printer)
+        if down is not None:
+            self._slip_late(order, step, now, down)
+
+    def _printer_down(self, device: str) -> str | None:
+        """Why ``device`` cannot print now (its last health), or ``None`` when it may."""
+        status, detail = self.health.get(device, ("starting", ""))
+        if status in ("fault", "unavailable"):
+            return f"printer {status}: {detail}"
+        return None
 
     def _find_job(self, job_id: str) -> tuple[PackOrder, str] | None:
         for order in self.orders.values():
@@ -1388,13 +1360,23 @@ class PackingWorkflow:
             now,
         )
 
-    def _health(self, event: HealthChange, step: Step, now: int) -> None:
+    def _health(self, event: DeviceHealthChanged, step: Step, now: int) -> None:
         self.health[event.device] = (event.status, event.detail)
-        if event.device != self.label_printer or event.status not in ("fault", "unavailable"):
-            return
+        down = self._printer_down(event.device)
         order = self.orders.get(self.current) if self.current else None
-        if order is not None and order.phase == "label" and not order.label_late:
-            self._late(order, step, now, f"printer {event.status}: {event.detail}")
+        if down is None or order is None:
+            return
+        if event.device == self.label_printer and order.phase == "label" and not order.label_late:
+            self._late(order, step, now, down)
+        if event.device == self.slip_printer and order.slip_state == "submitted":
+            self._slip_late(order, step, now, down)
+
+    def _slip_late(self, order: PackOrder, step: Step, now: int, reason: str) -> None:
+        # The screen's slip line says so; the notice stays on the parcel, which may go on.
+        assert order.slip_job is not None
+        order.slip_state = "delayed"
+        self._save(order, step)
+        self._problem(step, "print_delayed", order, order.slip_job, "slip", reason, now)
 
     def _late(self, order: PackOrder, step: Step, now: int, reason: str) -> None:
         assert order.label_job is not None
@@ -1572,7 +1554,6 @@ class PackingWorkflow:
 
 
 __all__ = [
-    "HealthChange",
     "LabelPrinted",
     "OwnLabel",
     "PackCancel",
@@ -1584,9 +1565,7 @@ __all__ = [
     "Packed",
     "PackingWorkflow",
     "PrintProblem",
-    "PrintSlip",
     "ShipTo",
-    "Slip",
     "Verified",
     "Weighed",
     "check_weight",
