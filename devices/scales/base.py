@@ -336,7 +336,9 @@ class Scale(Device):
                 self._set_health(HealthStatus.UNAVAILABLE, str(exc))
                 self._lost.set()
                 raise
-            except ScaleFault as exc:
+            except (ScaleFault, DeviceProtocolError) as exc:
+                # Nonsense on the line is a fault a person must look at (wrong protocol,
+                # baud rate or parity; a failing scale): the screen and the birth show why.
                 self._set_health(HealthStatus.FAULT, str(exc))
                 raise
 

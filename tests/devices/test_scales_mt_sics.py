@@ -139,13 +139,16 @@ def test_garbage_is_counted_and_the_driver_carries_on(tmp_path):
             await sim.control("set", {"mode": "garbage", "grams": 7.0})
             with pytest.raises(DeviceProtocolError):
                 await scale.read(timeout=0.15)
-            bad = scale.bad_frames
+            bad, faulty = scale.bad_frames, scale.health
             await sim.control("set", {"mode": "stable"})
-            return bad, await scale.read()
+            return bad, faulty, await scale.read(), scale.health.status
 
-    bad, weight = run(scenario())
+    bad, faulty, weight, healed = run(scenario())
     assert bad == 1
+    assert faulty.status is HealthStatus.FAULT
+    assert "unrecognised frame(s) and no weight reply" in faulty.detail
     assert weight.grams == 7.0
+    assert healed is HealthStatus.OK
 
 
 def test_garbage_line_before_the_reply_is_skipped(tmp_path):
