@@ -178,8 +178,12 @@ class DeviceFloor:
             await self._show_zone(zone[-1])  # a step may turn the lamp off, then on
 
     async def _submit(self, printer: str, job_id: str, data: bytes) -> None:
+        device = self.devices.get(printer)
+        if device is None or not hasattr(device, "submit"):
+            self._not_submitted(printer, job_id, f"no printer {printer!r} on this node")
+            return
         try:
-            await self.devices[printer].submit(job_id, data)  # type: ignore[attr-defined]
+            await device.submit(job_id, data)
         except Exception as exc:  # noqa: BLE001 - one device must not stop the node
             self._not_submitted(printer, job_id, f"not accepted by the printer: {exc}")
 

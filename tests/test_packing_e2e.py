@@ -11,9 +11,14 @@ from typing import Any
 
 import pytest
 
+from agent.app import device_context
+from agent.config import load_config
+from agent.floor import DeviceFloor
 from agent.localbroker import LocalBroker
 from agent.oms import NodeEvent, OmsClient
+from agent.workflows.base import Print, PrintSlip, Slip
 from agent.workflows.packing import PackingWorkflow
+from devices.printers.base import PrintResult
 from devices.printers.sim import EscposSimulator
 from tests.harness import SITE, NodeProcess, Running, node_in_process, oms_for
 from tests.test_picking_e2e import Control, body, next_events, run
@@ -428,3 +433,29 @@ def test_packing_slip_prints_on_the_escpos_printer_once(
                 assert b"Order" not in slip_bytes(running)
 
     asyncio.run(scenario())
+
+
+def test_a_job_no_printer_takes_comes_back_failed(tmp_path: Path, broker: LocalBroker) -> None:
+    """A print the floor cannot hand to a printer is a failed result, not a silent wait."""
+    config = load_config(pack_node_file(tmp_path, broker, slip=True), env={})
+
+    async def scenario() -> list[PrintResult]:
+        async with DeviceFloor(config, device_context(True), simulate=True) as floor:
+            slip = Slip("ACME", "o9", ((1, "S1", "Mug"),), "o9")
+            await floor.perform(
+                [Print("nope", "o9-label", b"^XA^XZ"), PrintSlip("gone", "o9-slip", slip)]
+            )
+            results: list[PrintResult] = []
+            async with asyncio.timeout(10):
+                async for event in floor.inputs():
+                    if isinstance(event, PrintResult):
+                        results.append(event)
+                        if len(results) == 2:
+                            return results
+            return results
+
+    first, second = asyncio.run(scenario())
+    assert (first.job_id, first.ok) == ("o9-label", False)
+    assert first.reason == "no printer 'nope' on this node"
+    assert (second.job_id, second.ok) == ("o9-slip", False)
+    assert second.reason == "no printer 'gone' on this node"
