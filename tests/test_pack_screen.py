@@ -171,13 +171,15 @@ def test_pack_page_is_served_with_its_state(tmp_path: Path, broker: LocalBroker)
 def test_pack_screen_shows_progress_refusals_weight_verdict_and_printer_live(
     tmp_path: Path, broker: LocalBroker
 ) -> None:
-    node = NodeProcess(pack_node_file(tmp_path, broker))
+    node = NodeProcess(pack_node_file(tmp_path, broker, slip=True))
     control = Control(tmp_path / NODE)
 
     async def scenario() -> None:
         async with oms_for(broker) as oms:
             await started(node, control, oms)
-            await oms.call(NODE, "pack", order("o1", gift_note="Happy birthday!"))
+            await oms.call(
+                NODE, "pack", order("o1", gift_note="Happy birthday!", packing_slip=True)
+            )
             with browser() as page:
                 await asyncio.to_thread(page.open, control.url + "/")
                 wait = asyncio.to_thread
@@ -198,6 +200,8 @@ def test_pack_screen_shows_progress_refusals_weight_verdict_and_printer_live(
                 await wait(page.wait_text, "#refusals", "is not in order o1")
                 await scans(control, GTIN_A, "S2-CODE", "S2-CODE")
                 await wait(page.wait_text, "#notice", "S2: all 1 already scanned")
+                await wait(page.wait_text, "#slip-job", "packing slip printed: put it in the box")
+                await wait(page.wait_text, "#slip-printer", "ready")
                 assert 'class="done"' in page.html('tr[data-sku="S1"]')
                 # The scale: moving, then a stable overweight reading and its verdict.
                 await control.scan("CONFIRM")
