@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,22 @@ class NodeEvent:
     name: str
     envelope: Envelope
     body: Wire | dict[str, Any]
+
+
+def event_record(event: NodeEvent) -> str:
+    """One event as a JSON line (``node``, ``name``, ``seq``, ``ts``, ``body``) for recordings.
+
+    ``zone-agent oms kpi`` reads these; ``bytes`` in a body (a carrier label) become text.
+    """
+    body = event.body.model_dump() if isinstance(event.body, Wire) else event.body
+    record = {
+        "node": event.node,
+        "name": event.name,
+        "seq": event.envelope.seq,
+        "ts": event.envelope.ts,
+        "body": body,
+    }
+    return json.dumps(record, default=str) + "\n"
 
 
 @dataclass(slots=True)

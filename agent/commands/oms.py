@@ -96,7 +96,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
     """Show the nodes live; record events if asked."""
     from rich.live import Live
 
-    from agent.link.messages import Wire
+    from agent.oms import event_record
 
     out = args.record.open("a") if args.record else None
     loop = asyncio.get_running_loop()
@@ -114,15 +114,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
                 if event.name in ("counters", "pack_counters") and isinstance(count, int):
                     open_work[event.node] = count
                 if out is not None:
-                    body = event.body.model_dump() if isinstance(event.body, Wire) else event.body
-                    record = {
-                        "node": event.node,
-                        "name": event.name,
-                        "seq": event.envelope.seq,
-                        "ts": event.envelope.ts,
-                        "body": body,
-                    }
-                    out.write(json.dumps(record, default=str) + "\n")
+                    out.write(event_record(event))
                     out.flush()
                 live.update(_table(oms, open_work))
     if out is not None:
@@ -167,7 +159,7 @@ async def cmd_dispatch(args: argparse.Namespace) -> int:
     """Route an order file through the site: pick waves, put walls, pack stations."""
     from agent.errors import ConfigError
     from agent.fulfilment import Fulfilment, drive, read_order_file
-    from agent.link.messages import Wire
+    from agent.oms import event_record
 
     try:
         orders = read_order_file(args.file)
@@ -196,15 +188,7 @@ async def cmd_dispatch(args: argparse.Namespace) -> int:
 
     def on_event(event: Any) -> None:
         if out is not None:
-            body = event.body.model_dump() if isinstance(event.body, Wire) else event.body
-            record = {
-                "node": event.node,
-                "name": event.name,
-                "seq": event.envelope.seq,
-                "ts": event.envelope.ts,
-                "body": body,
-            }
-            out.write(json.dumps(record, default=str) + "\n")
+            out.write(event_record(event))
             out.flush()
 
     try:

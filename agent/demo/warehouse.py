@@ -40,7 +40,7 @@ from agent.fulfilment import Fulfilment, OrderFile, Send, drive, read_order_file
 from agent.kpi import Kpis
 from agent.link.messages import Reply, Wire
 from agent.localbroker import LocalBroker
-from agent.oms import NodeEvent, OmsClient
+from agent.oms import NodeEvent, OmsClient, event_record
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -77,14 +77,7 @@ class Recorder:
         if event.name == "counters":
             self.last_counters[event.node] = int(body.get("at", 0))
         if self.out is not None:
-            record = {
-                "node": event.node,
-                "name": event.name,
-                "seq": event.envelope.seq,
-                "ts": event.envelope.ts,
-                "body": body,
-            }
-            self.out.write(json.dumps(record, default=str) + "\n")
+            self.out.write(event_record(event))
             self.out.flush()
 
 
