@@ -719,8 +719,8 @@ class PackingWorkflow:
                 self._say(
                     "error",
                     f"The node restarted while label {current.label_job} was printing. "
-                    "Did it print? If yes scan CONFIRM; if not, scan the order barcode "
-                    "to print it again.",
+                    f"Did it print? If yes scan {self.settings.confirm_barcode}; if not, scan "
+                    "the order barcode to print it again.",
                     now,
                 )
             else:
