@@ -1,0 +1,98 @@
+"""The shortcuts taken on the node's hot paths give exactly what the plain ways give."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from agent.link.messages import CancelCommand, Envelope, PickCommand, PickTask, WaveCommand
+from agent.store import Store, StoredTask, Unit
+from agent.workflows.base import Step
+from agent.workflows.picking import Line, PickingWorkflow
+from devices.events import Button, ButtonPress
+
+ENV = Envelope(v=1, id="c1", ts=0, body={})
+SLOTS = ["A1", "A2", "A3"]
+
+
+def _brute_next(w: PickingWorkflow, location: str) -> Line | None:
+    lines = [line for line in w.tasks.values() if line.location == location and line.released]
+    return min(lines, key=lambda t: (t.priority, t.release, t.arrival), default=None)
+
+
+def test_the_line_a_slot_shows_is_the_most_urgent_after_any_sequence_of_changes() -> None:
+    rng = random.Random(7)
+    w = PickingWorkflow(SLOTS)
+    n = 0
+    for _ in range(600):
+        step = Step()
+        roll = rng.random()
+        if roll < 0.45:
+            tasks = []
+            for _ in range(rng.randint(1, 4)):
+                n += 1
+                wave = rng.choice([None, "w1", "w2"])
+                tasks.append(
+                    PickTask(
+                        task=f"t{n}",
+                        order=f"o{n % 5}",
+                        location=rng.choice(SLOTS),
+                        sku="s",
+                        qty=2,
+                        wave=wave,
+                        priority=rng.randint(0, 9),
+                    )
+                )
+            w.on_command("pick", ENV, PickCommand(tasks=tasks), step, 1)
+        elif roll < 0.55:
+            name = rng.choice(["wave_begin", "wave_release"])
+            w.on_command(name, ENV, WaveCommand(wave=rng.choice(["w1", "w2"])), step, 1)
+        elif roll < 0.65 and w.tasks:
+            victim = rng.choice(sorted(w.tasks))
+            w.on_command("cancel", ENV, CancelCommand(tasks=[victim]), step, 1)
+        else:
+            w.on_input(ButtonPress("shelf", rng.choice(SLOTS), Button.CONFIRM), step, 2)
+        for location in SLOTS:
+            assert w._next_for(location) is _brute_next(w, location)
+            shown = w.lit.get(location)
+            best = _brute_next(w, location)
+            assert shown == (best.task if best is not None else None)
+
+
+def _line(**kw: Any) -> Line:
+    fields: dict[str, Any] = {
+        "task": "t1",
+        "order": "o1",
+        "location": "A1",
+        "sku": "S1",
+        "qty": 3,
+        "barcodes": ("04000000000001", "X"),
+        "wave": "w1",
+        "container": "TOTE-1",
+        "priority": 2,
+        "express": True,
+        "deadline": 99,
+        "description": "Widget",
+        "arrival": 4,
+        "release": 7,
+        "lit_at": 11,
+        "picked": 1,
+        "reason": "damaged",
+        "picker": "ann",
+        "colour": 3,
+    }
+    fields.update(kw)
+    return Line(**fields)
+
+
+def test_a_line_comes_back_from_the_store_as_it_went_in(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    lines = [_line(), _line(task="t2", wave=None, barcodes=(), lit_at=None, picked=None)]
+    unit = Unit()
+    for line in lines:
+        unit.put_task(line.stored())
+    store.commit(unit)
+    rows = store.tasks()
+    assert [Line.from_stored(row) for row in rows] == lines
+    assert rows[0] == StoredTask("t1", "pick", "w1", rows[0].data)
