@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 from typing import Any
 
+from agent.config import BrokerConfig
 from agent.link.messages import CancelCommand, Envelope, PickCommand, PickTask, WaveCommand
+from agent.link.transport import MqttTransport, Subscription
+from agent.localbroker import LocalBroker
 from agent.store import Store, StoredTask, Unit
 from agent.workflows.base import Step
 from agent.workflows.picking import Line, PickingWorkflow
@@ -96,3 +100,74 @@ def test_a_line_comes_back_from_the_store_as_it_went_in(tmp_path: Path) -> None:
     rows = store.tasks()
     assert [Line.from_stored(row) for row in rows] == lines
     assert rows[0] == StoredTask("t1", "pick", "w1", rows[0].data)
+
+
+# --- transport --------------------------------------------------------------------------
+
+
+def test_in_flight_slots_go_in_turn_and_a_cancelled_waiter_passes_its_slot_on() -> None:
+    from agent.link.transport import _Slots
+
+    async def scenario() -> None:
+        slots = _Slots(1)
+        assert slots.take_nowait() is True
+        assert slots.take_nowait() is False
+        order: list[str] = []
+
+        async def taker(name: str) -> None:
+            await slots.take()
+            order.append(name)
+
+        first = asyncio.create_task(taker("first"))
+        cancelled = asyncio.create_task(taker("cancelled"))
+        last = asyncio.create_task(taker("last"))
+        await asyncio.sleep(0)
+        slots.give()  # to "first"
+        assert slots.take_nowait() is False  # others wait: no overtaking
+        await first
+        slots.give()  # handed to "cancelled"...
+        cancelled.cancel()  # ...which is cancelled before it runs: "last" gets it
+        await asyncio.gather(cancelled, return_exceptions=True)
+        await last
+        assert order == ["first", "last"]
+        assert slots.free == 0
+        slots.give()
+        assert slots.free == 1 and slots.take_nowait() is True
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_message_handler_loses_that_message_only_and_publishes_are_counted(
+    broker: LocalBroker,
+) -> None:
+    seen: list[bytes] = []
+
+    def handle(topic: str, payload: bytes) -> None:
+        if payload == b"bad":
+            raise RuntimeError("a bug in the handler")
+        seen.append(payload)
+
+    async def scenario() -> None:
+        config = BrokerConfig(urls=[broker.url], backoff_initial_s=0.05, backoff_max_s=0.1)
+        transport = MqttTransport(
+            config, client_id="hot-1", subscriptions=[Subscription("t/#")], on_message=handle
+        )
+        runner = asyncio.create_task(transport.run())
+        try:
+            await asyncio.wait_for(transport.connected.wait(), 10)
+            for payload in (b"one", b"bad", b"two"):
+                await transport.publish("t/x", payload)
+            assert transport.publish_nowait("t/x", b"three") is True
+            async with asyncio.timeout(10):
+                while len(seen) < 3:
+                    await asyncio.sleep(0.01)
+                await transport.drain()
+            assert seen == [b"one", b"two", b"three"]
+            assert transport.connected.is_set()
+            assert transport._slots.free == config.max_inflight  # every PUBACK came back
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        assert transport.publish_nowait("t/x", b"four") is False  # not connected
+
+    asyncio.run(scenario())

@@ -5,10 +5,11 @@ The rule: an event leaves the SQLite outbox only when the OMS acknowledges its s
 after every reconnect, and again whenever ``resend_after_s`` passes without the
 acknowledgement moving while events are outstanding. The OMS de-duplicates by (node, seq).
 
-Fresh events are published from memory as soon as they are committed; a backlog (after an
-outage, or when the OMS was slow) is read back from the store and sent as ``batch``
-messages of up to ``batch_events`` events, with the transport keeping publishes in flight
-bounded.
+Fresh events are published from memory as soon as they are committed (right in
+``committed`` when nothing else is being sent and an in-flight slot is free, so a reply
+costs no extra task switch); a backlog (after an outage, or when the OMS was slow) is read
+back from the store and sent as ``batch`` messages of up to ``batch_events`` events, with
+the transport keeping publishes in flight bounded.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class OutboxSender:
         self._wake = asyncio.Event()
         self._ack_wake = asyncio.Event()
         self._last_progress = 0.0
+        self._sending = False  # _send_pending is running (it may be awaiting)
         self.resends = 0
 
     # --- called by the node --------------------------------------------------------
@@ -69,7 +71,8 @@ class OutboxSender:
             self._fresh.clear()  # the store has them; replay will read them back
         else:
             self._fresh.extend(rows)
-        self._wake.set()
+        if self._sending or not self._send_now():
+            self._wake.set()
 
     def on_ack(self, seq: int, *, resend: bool = False) -> None:
         """The OMS acknowledged every event up to ``seq`` (and may ask for the rest again)."""
@@ -105,10 +108,30 @@ class OutboxSender:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            self._sending = True
             try:
                 await self._send_pending()
             except LinkUnavailable:
                 continue  # on_connected wakes us again
+            finally:
+                self._sending = False
+
+    def _send_now(self) -> bool:
+        """Publish what waits in memory without awaiting; False: leave it to the loop."""
+        while self.sent < self.store.store.last_seq:
+            fresh = self._fresh
+            while fresh and fresh[0].seq <= self.sent:
+                fresh.popleft()
+            if not fresh or fresh[0].seq != self.sent + 1:
+                return False
+            count = min(len(fresh), self.batch_events)
+            topic, payload = self._message([fresh[i] for i in range(count)])
+            if not self.transport.publish_nowait(topic, payload):
+                return False
+            for _ in range(count):
+                last = fresh.popleft()
+            self.sent = last.seq
+        return True
 
     async def _send_pending(self) -> None:
         while self.transport.connected.is_set() and self.sent < self.store.store.last_seq:
@@ -119,19 +142,23 @@ class OutboxSender:
                 )
                 if not rows:
                     return
-            if self.sent == self.acked:
-                self._last_progress = asyncio.get_running_loop().time()
-            if len(rows) == 1:
-                await self.transport.publish(self.topics.evt(rows[0].name), rows[0].payload)
-            else:
-                payload = encode_batch(
-                    [(r.name, r.payload) for r in rows],
-                    msg_id=new_id(),
-                    ts=now_ms(),
-                    boot=self.store.store.boot,
-                )
-                await self.transport.publish(self.topics.evt("batch"), payload)
+            topic, payload = self._message(rows)
+            await self.transport.publish(topic, payload)
             self.sent = rows[-1].seq
+
+    def _message(self, rows: list[OutboxRow]) -> tuple[str, bytes]:
+        """The topic and payload carrying ``rows``: the event itself, or one batch."""
+        if self.sent == self.acked:
+            self._last_progress = asyncio.get_running_loop().time()
+        if len(rows) == 1:
+            return self.topics.evt(rows[0].name), rows[0].payload
+        payload = encode_batch(
+            [(r.name, r.payload) for r in rows],
+            msg_id=new_id(),
+            ts=now_ms(),
+            boot=self.store.store.boot,
+        )
+        return self.topics.evt("batch"), payload
 
     def _from_memory(self) -> list[OutboxRow]:
         fresh = self._fresh

@@ -8,8 +8,18 @@ What it adds to aiomqtt (see docs/protocol.md and reference/mqtt.md §5 and §9)
   on MQTT 5), so commands sent while the node was away wait at the broker;
 * TCP_NODELAY on the socket: paho leaves Nagle's algorithm on, which turns a 1 ms round
   trip into ~44 ms against the peer's delayed ACK;
-* at most ``max_inflight`` QoS 1 publishes awaiting PUBACK: aiomqtt scans every pending
-  publish on each call, so an unbounded burst slows down quadratically and times out.
+* at most ``max_inflight`` QoS 1 publishes awaiting PUBACK, counted here (see below);
+* a short hot path: messages go from paho's ``on_message`` straight to ``on_message``,
+  publishes straight to paho, and a packet paho queues on the loop's thread is written at
+  once instead of through ``call_soon_threadsafe(add_writer)`` (a self-pipe wake-up and two
+  more loop iterations per packet).
+
+The hot path uses three private parts of aiomqtt 2.x (pinned ``<3``), all in ``_Link``:
+``Client._client`` (the paho client), ``Client._disconnected`` (the future the message
+iterator waits on) and aiomqtt's paho callbacks, which it wraps rather than replaces.
+aiomqtt's own ``publish`` awaits each PUBACK in a task of its own and scans every pending
+publish per call; ``MqttTransport.publish`` never waits for PUBACK, so it hands the packet
+to paho and counts it until paho reports the PUBACK.
 
 Delivery is not trusted to the broker: the outbox resends until the OMS acknowledges.
 """
@@ -22,12 +32,15 @@ import logging
 import random
 import socket
 import ssl
+import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
+import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -102,8 +115,8 @@ class MqttTransport:
         self.on_connected = on_connected
         self.on_disconnected = on_disconnected
         self._client: aiomqtt.Client | None = None
-        self._slots = asyncio.Semaphore(broker.max_inflight)
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._link: _Link | None = None
+        self._slots = _Slots(broker.max_inflight)
         self.connected = asyncio.Event()
         self.url: str | None = None
         self._delay = backoff_delays(broker.backoff_initial_s, broker.backoff_max_s)
@@ -172,25 +185,26 @@ class MqttTransport:
             await asyncio.sleep(delay)
 
     async def _serve(self, client: aiomqtt.Client, url: str) -> None:
+        link = _Link(client, self.on_message, self._slots)
         for sub in self.subscriptions:
             await client.subscribe(sub.topic, qos=1)
         if self.presence is not None:
             await client.publish(self.presence.topic, self.presence.birth(), qos=1, retain=True)
         self._client = client
+        self._link = link
         self.url = url
         self.connected.set()
         log.info("link up: %s as %s", _safe(url), self.client_id)
         if self.on_connected is not None:
             await self.on_connected()
-        async for message in client.messages:
-            payload = message.payload
-            if not isinstance(payload, bytes | bytearray):
-                payload = str(payload).encode() if payload is not None else b""
-            self.on_message(message.topic.value, bytes(payload))
+        await link.closed()
 
     def _down(self) -> None:
         was_up = self.connected.is_set()
         self._client = None
+        if self._link is not None:
+            self._link.forget()
+            self._link = None
         self.connected.clear()
         if was_up and self.on_disconnected is not None:
             self.on_disconnected()
@@ -201,28 +215,25 @@ class MqttTransport:
         Raises ``LinkUnavailable`` when not connected. Publishes started in order reach
         paho in order.
         """
-        client = self._client
-        if client is None:
+        if self._link is None:
             raise LinkUnavailable("not connected")
-        await self._slots.acquire()
-        client = self._client
-        if client is None:
-            self._slots.release()
+        await self._slots.take()
+        link = self._link
+        if link is None:
+            self._slots.give()
             raise LinkUnavailable("not connected")
-        task = asyncio.create_task(self._publish(client, topic, payload, retain))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        link.publish(topic, payload, retain)
 
-    async def _publish(
-        self, client: aiomqtt.Client, topic: str, payload: bytes, retain: bool
-    ) -> None:
-        try:
-            await client.publish(topic, payload, qos=1, retain=retain)
-        except aiomqtt.MqttError as exc:
-            # The outbox resends whatever the OMS did not acknowledge; nothing to do here.
-            log.debug("publish to %s not confirmed: %s", topic, exc)
-        finally:
-            self._slots.release()
+    def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        """Start a QoS 1 publish if that needs no waiting; False (nothing sent) if it would.
+
+        It would when not connected, or when every in-flight slot is taken or awaited.
+        """
+        link = self._link
+        if link is None or not self._slots.take_nowait():
+            return False
+        link.publish(topic, payload, retain)
+        return True
 
     async def publish_and_wait(
         self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 2.0
@@ -239,10 +250,141 @@ class MqttTransport:
 
     async def drain(self, timeout: float = 2.0) -> None:
         """Wait (bounded) for publishes in flight to be confirmed."""
-        if self._inflight:
+        link = self._link
+        if link is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    await asyncio.gather(*list(self._inflight), return_exceptions=True)
+                    await link.idle.wait()
+
+
+class _Slots:
+    """In-flight publish slots: a FIFO semaphore that can also be taken without awaiting."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def take_nowait(self) -> bool:
+        """Take a slot if one is free and nobody waits for one."""
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        """Take a slot, waiting in turn for one."""
+        if self.take_nowait():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # ``give`` hands its slot straight to the first waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed over just as we were cancelled: pass it on
+            raise
+
+    def give(self) -> None:
+        """Return a slot (to the first waiter, if any)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
+class _Link:
+    """One connection's hot path, on top of aiomqtt's paho client (see the module doc).
+
+    Args:
+        client: the connected aiomqtt client.
+        on_message: called for each message (topic, payload), inside paho's read.
+        slots: the transport's in-flight slots; each publish took one, PUBACK returns it.
+    """
+
+    def __init__(self, client: aiomqtt.Client, on_message: MessageHandler, slots: _Slots) -> None:
+        self.client = client
+        self.paho: paho.Client = client._client
+        self.on_message = on_message
+        self.slots = slots
+        self.loop_thread = threading.get_ident()
+        self.unacked: set[int] = set()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        on_publish = self.paho.on_publish
+        register_write = self.paho.on_socket_register_write
+        assert on_publish is not None and register_write is not None  # set by aiomqtt
+        self._aiomqtt_on_publish: Callable[..., None] = on_publish
+        self._aiomqtt_register_write: Callable[..., None] = register_write
+        self.paho.on_message = self._message
+        self.paho.on_publish = self._published
+        self.paho.on_socket_register_write = self._register_write
+
+    async def closed(self) -> None:
+        """Wait until the connection ends; raises ``aiomqtt.MqttError`` then."""
+        disconnected = self.client._disconnected
+        # asyncio.wait, not await: cancelling us must not cancel aiomqtt's own future.
+        await asyncio.wait({disconnected})
+        error = disconnected.exception()
+        if isinstance(error, aiomqtt.MqttError):
+            raise error
+        raise aiomqtt.MqttError("disconnected") from error
+
+    def publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        """Hand a QoS 1 publish to paho (the caller holds a slot for it)."""
+        info = self.paho.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            # Connection lost under us: the outbox resends whatever the OMS did not ack.
+            log.debug("publish to %s not sent: %s", topic, paho.error_string(info.rc))
+            self.slots.give()
+            return
+        self.unacked.add(info.mid)
+        self.idle.clear()
+
+    def forget(self) -> None:
+        """The connection is gone: its PUBACKs never come, so give their slots back."""
+        for _ in self.unacked:
+            self.slots.give()
+        self.unacked.clear()
+        self.idle.set()
+
+    def _message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        payload = message.payload
+        try:
+            self.on_message(message.topic, payload if type(payload) is bytes else bytes(payload))
+        except Exception:
+            # Raised into paho it would drop the link, and the broker would deliver the
+            # same message again after the reconnect: log it and take the next one.
+            log.exception("message on %s not handled", message.topic[:200])
+
+    def _published(self, client: paho.Client, userdata: Any, mid: int, *rest: Any) -> None:
+        if mid in self.unacked:
+            self.unacked.discard(mid)
+            self.slots.give()
+            if not self.unacked:
+                self.idle.set()
+        self._aiomqtt_on_publish(client, userdata, mid, *rest)
+
+    def _register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # paho queued a packet. On the loop's thread, outside paho's callbacks (where paho
+        # itself would not write either), write it now; only what the socket does not take
+        # waits for writability, through aiomqtt's own registration.
+        if threading.get_ident() == self.loop_thread and client._in_callback_mutex.acquire(
+            blocking=False
+        ):
+            client._in_callback_mutex.release()
+            try:
+                client.loop_write()
+            except Exception as exc:  # noqa: BLE001
+                # What aiomqtt's writer callback does: the connection is broken.
+                disconnected = self.client._disconnected
+                if not disconnected.done():
+                    disconnected.set_exception(exc)
+                return
+            if not client.want_write():
+                return
+        self._aiomqtt_register_write(client, userdata, sock)
 
 
 def _safe(url: str) -> str:
