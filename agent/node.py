@@ -117,6 +117,7 @@ class Node:
             "failed": 0,
         }
         self._outbox_full_logged = False
+        self._failed: BaseException | None = None
 
     # --- presence --------------------------------------------------------------------
 
@@ -222,10 +223,12 @@ class Node:
     async def _process(self, tg: asyncio.TaskGroup) -> None:
         # Pipelined: the next batch goes through the workflow while the previous one is
         # being committed; commits, and what is published after them, stay in order. A
-        # failed commit fails the task group, and so the node.
-        committing: asyncio.Task[None] | None = None
+        # failed commit fails this task, and so the node.
+        committing: asyncio.Future[None] | None = None
         while True:
             items = [await self._work.get()]
+            if self._failed is not None:
+                raise self._failed
             size = _size(items[0])
             while len(items) < BATCH_ITEMS and size < BATCH_BYTES and not self._work.empty():
                 items.append(self._work.get_nowait())
@@ -243,7 +246,7 @@ class Node:
                         self._command(value[0], value[1], one, duplicates, now)
                     elif kind == "input":
                         self._input(value, one, now)
-                    else:
+                    elif kind == "tick":
                         self.workflow.on_tick(one, now)
                 except Exception:
                     self.stats["failed"] += 1
@@ -253,7 +256,9 @@ class Node:
                 step.actions.extend(one.actions)
             if committing is not None:
                 await committing
-            committing = tg.create_task(self._finish(step, duplicates))
+                if self._failed is not None:
+                    raise self._failed
+            committing = self._commit(step, duplicates, tg)
 
     def _command(
         self, name: str, payload: bytes, step: Step, duplicates: list[str], now: int
@@ -333,6 +338,63 @@ class Node:
             return
         self._outbox_full_logged = False
         self.workflow.on_input(event, step, now)
+
+    def _commit(
+        self, step: Step, duplicates: list[str], tg: asyncio.TaskGroup
+    ) -> asyncio.Future[None]:
+        """Commit ``step`` on the store thread, then publish and act; resolved when done.
+
+        The store thread hands the rows straight to ``_committed`` on the loop, which
+        publishes them there and then: no task wakes up between the fsync and the publish.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def committed(rows: list[OutboxRow] | None, error: BaseException | None) -> None:
+            self._committed(rows or [], error, step, duplicates, tg, done)
+
+        if step.unit:
+            self.store.submit(self.store.store.commit, step.unit, then=committed)
+        else:
+            committed([], None)
+        return done
+
+    def _committed(
+        self,
+        rows: list[OutboxRow],
+        error: BaseException | None,
+        step: Step,
+        duplicates: list[str],
+        tg: asyncio.TaskGroup,
+        done: asyncio.Future[None],
+    ) -> None:
+        if isinstance(error, OutboxFull):
+            log.error("not committed: %s", error)
+            done.set_result(None)
+            return
+        if error is not None:
+            # The workflow has moved past what is on disk: stop (systemd restarts us).
+            self._failed = error
+            self._work.put_nowait(("failed", None))  # wakes _process if it is idle
+            done.set_result(None)
+            return
+        if rows:
+            self.sender.committed(rows)
+        if step.actions or duplicates:
+            tg.create_task(self._act(step.actions, duplicates, done))
+        else:
+            done.set_result(None)
+
+    async def _act(
+        self, actions: list[Action], duplicates: list[str], done: asyncio.Future[None]
+    ) -> None:
+        try:
+            if actions:
+                await self.floor.perform(actions)
+            for cid in duplicates:
+                await self._answer_again(cid)
+        finally:
+            if not done.done():
+                done.set_result(None)
 
     async def _finish(self, step: Step, duplicates: list[str]) -> None:
         rows: list[OutboxRow] = []

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -322,28 +323,70 @@ class Store:
 
 
 class AsyncStore:
-    """Runs a ``Store`` on its own thread; every call is awaited, none blocks the loop."""
+    """Runs a ``Store`` on its own thread; every call is awaited, none blocks the loop.
+
+    One plain thread takes jobs from a queue in order and hands each result back with one
+    ``call_soon_threadsafe``: no executor, no concurrent future, and (with ``submit``) no
+    task to wake, since a commit sits on the path of every reply.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._start()
+
+    def _start(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="store", daemon=True)
+        self._thread.start()
 
     @classmethod
     async def open(cls, path: str | Path, *, outbox_hard_limit: int) -> AsyncStore:
         """Open the store on its thread."""
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        loop = asyncio.get_running_loop()
-        store = await loop.run_in_executor(
-            pool, lambda: Store(path, outbox_hard_limit=outbox_hard_limit)
-        )
         self = cls.__new__(cls)
-        self.store = store
-        self._pool = pool
+        self._start()
+        try:
+            self.store = await self.call(lambda: Store(path, outbox_hard_limit=outbox_hard_limit))
+        except BaseException:
+            self._jobs.put(None)
+            raise
         return self
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, args, then = job
+            try:
+                result, error = fn(*args), None
+            except BaseException as exc:  # noqa: BLE001  # handed to the loop, raised there
+                result, error = None, exc
+            try:
+                then(result, error)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits for this any more
+
+    def submit(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        then: Callable[[T | None, BaseException | None], None],
+    ) -> None:
+        """Run ``fn(*args)`` on the store thread, then ``then(result, error)`` on the loop."""
+        loop = asyncio.get_running_loop()
+        self._jobs.put((fn, args, lambda r, e: loop.call_soon_threadsafe(then, r, e)))
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the store thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+        def settle(result: T | None, error: BaseException | None) -> None:
+            if future.cancelled():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+        self.submit(fn, *args, then=settle)
+        return await future
 
     async def commit(self, unit: Unit) -> list[OutboxRow]:
         """``Store.commit`` on the store thread."""
@@ -352,7 +395,11 @@ class AsyncStore:
     async def close(self) -> None:
         """Close the store and its thread."""
         await self.call(self.store.close)
-        self._pool.shutdown(wait=True)
+        self._jobs.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+
+_Job = tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any, BaseException | None], object]]
 
 
 def rows_items(rows: Iterable[OutboxRow]) -> list[tuple[str, bytes]]:
