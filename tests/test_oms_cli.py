@@ -166,8 +166,10 @@ def test_dispatch_follows_orders_until_picked_and_records(
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
             )
-            # Three lines: A1 once, A2 twice (the express O2 lights first).
-            while len(running.node.workflow.tasks) < 3:  # type: ignore[attr-defined]
+            # Three lines: A1 once, A2 twice (the express O2 lights first). Wait for both
+            # slots to light, i.e. for wave_release: a press before it finds nothing lit.
+            workflow = running.node.workflow
+            while len(workflow.tasks) < 3 or len(workflow.lit) < 2:  # type: ignore[attr-defined]
                 await asyncio.sleep(0.05)
             for slot in ("A1", "A2", "A2"):
                 running.node.submit_input(ButtonPress("shelf", slot, Button.CONFIRM))
