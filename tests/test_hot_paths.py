@@ -171,3 +171,32 @@ def test_a_failing_message_handler_loses_that_message_only_and_publishes_are_cou
         assert transport.publish_nowait("t/x", b"four") is False  # not connected
 
     asyncio.run(scenario())
+
+
+def test_lines_share_the_strings_many_lines_repeat() -> None:
+    import msgpack
+
+    raw = [
+        {
+            "task": f"t{i}",
+            "order": "ORDER-7",
+            "location": "A1",
+            "sku": f"S{i}",
+            "qty": 1,
+            "wave": "W-1",
+            "container": "TOTE-9",
+            "description": "Widget, blue",
+        }
+        for i in range(2)
+    ]
+    # Decoded from bytes, as the node gets them: equal strings, distinct objects.
+    tasks = [PickTask.model_validate(msgpack.unpackb(msgpack.packb(t))) for t in raw]
+    assert tasks[0].order is not tasks[1].order
+    w = PickingWorkflow(SLOTS)
+    w.on_command("pick", ENV, PickCommand(tasks=tasks), Step(), 1)
+    a, b = w.tasks["t0"], w.tasks["t1"]
+    for name in ("order", "location", "wave", "container", "description"):
+        assert getattr(a, name) is getattr(b, name), name
+    restored = [Line.from_stored(line.stored()) for line in (a, b)]
+    assert restored == [a, b]
+    assert restored[0].order is restored[1].order

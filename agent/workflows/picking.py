@@ -49,6 +49,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
+from sys import intern
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -286,20 +287,24 @@ class Line:
 
     @classmethod
     def of(cls, t: PickTask, arrival: int, release: int) -> Line:
-        """A new line from a task the OMS sent."""
+        """A new line from a task the OMS sent.
+
+        Values many lines repeat (order, location, wave, tote, description) are shared
+        through ``sys.intern``: a wave decodes a fresh copy of each for every line.
+        """
         return cls(
             t.task,
-            t.order,
-            t.location,
+            intern(t.order),
+            intern(t.location),
             t.sku,
             t.qty,
             tuple(t.barcodes),
-            t.wave,
-            t.container,
+            None if t.wave is None else intern(t.wave),
+            None if t.container is None else intern(t.container),
             t.priority,
             t.express,
             t.deadline,
-            t.description,
+            intern(t.description),
             arrival,
             release,
         )
@@ -319,6 +324,9 @@ class Line:
         if not isinstance(data, dict):
             values = list(data)
             values[_BARCODES] = tuple(values[_BARCODES])
+            for i in _SHARED:
+                if values[i] is not None:
+                    values[i] = intern(values[i])
             return cls(*values)
         t = data["task"]
         release = data.get("release")
@@ -350,6 +358,7 @@ class Line:
 _ROW_FIELDS = tuple(Line.__dataclass_fields__)
 _row = attrgetter(*_ROW_FIELDS)
 _BARCODES = _ROW_FIELDS.index("barcodes")
+_SHARED = [_ROW_FIELDS.index(f) for f in ("order", "location", "wave", "container", "description")]
 
 
 @dataclass(slots=True)
