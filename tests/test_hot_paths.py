@@ -200,3 +200,39 @@ def test_lines_share_the_strings_many_lines_repeat() -> None:
     restored = [Line.from_stored(line.stored()) for line in (a, b)]
     assert restored == [a, b]
     assert restored[0].order is restored[1].order
+
+
+def test_publishes_bigger_than_the_socket_takes_at_once_all_arrive_in_order(
+    broker: LocalBroker,
+) -> None:
+    got: list[bytes] = []
+
+    async def scenario() -> None:
+        config = BrokerConfig(urls=[broker.url], backoff_initial_s=0.05, backoff_max_s=0.1)
+        receiver = MqttTransport(
+            config,
+            client_id="hot-rx",
+            subscriptions=[Subscription("big/#")],
+            on_message=lambda _t, p: got.append(p[:8]),
+        )
+        sender = MqttTransport(config, client_id="hot-tx", subscriptions=[], on_message=print)
+        runners = [asyncio.create_task(t.run()) for t in (receiver, sender)]
+        try:
+            for t in (receiver, sender):
+                await asyncio.wait_for(t.connected.wait(), 10)
+            # 60 x 1 MB at once: far more than a loopback socket buffer holds, so paho's
+            # writes come back short and the rest waits for writability.
+            for i in range(60):
+                await sender.publish("big/x", f"{i:08d}".encode() + bytes(1_000_000))
+            async with asyncio.timeout(30):
+                while len(got) < 60:
+                    await asyncio.sleep(0.01)
+                await sender.drain(timeout=10)
+            assert got == [f"{i:08d}".encode() for i in range(60)]
+            assert sender._slots.free == config.max_inflight
+        finally:
+            for r in runners:
+                r.cancel()
+            await asyncio.gather(*runners, return_exceptions=True)
+
+    asyncio.run(scenario())

@@ -312,6 +312,7 @@ class _Link:
         self.unacked: set[int] = set()
         self.idle = asyncio.Event()
         self.idle.set()
+        self._writing = False
         on_publish = self.paho.on_publish
         register_write = self.paho.on_socket_register_write
         assert on_publish is not None and register_write is not None  # set by aiomqtt
@@ -368,12 +369,18 @@ class _Link:
 
     def _register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         # paho queued a packet. On the loop's thread, outside paho's callbacks (where paho
-        # itself would not write either), write it now; only what the socket does not take
-        # waits for writability, through aiomqtt's own registration.
-        if threading.get_ident() == self.loop_thread and client._in_callback_mutex.acquire(
-            blocking=False
+        # itself would not write either), write it now. paho marked the socket as waiting
+        # for writability before calling us; unmark it, so that a complete write ends
+        # without unregistering a writer that was never added, and a partial one comes back
+        # here (``_writing``) to wait for writability through aiomqtt's own registration.
+        if (
+            not self._writing
+            and threading.get_ident() == self.loop_thread
+            and client._in_callback_mutex.acquire(blocking=False)
         ):
             client._in_callback_mutex.release()
+            client._registered_write = False
+            self._writing = True
             try:
                 client.loop_write()
             except Exception as exc:  # noqa: BLE001
@@ -381,9 +388,9 @@ class _Link:
                 disconnected = self.client._disconnected
                 if not disconnected.done():
                     disconnected.set_exception(exc)
-                return
-            if not client.want_write():
-                return
+            finally:
+                self._writing = False
+            return
         self._aiomqtt_register_write(client, userdata, sock)
 
 
