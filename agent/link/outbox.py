@@ -119,6 +119,8 @@ class OutboxSender:
     def _send_now(self) -> bool:
         """Publish what waits in memory without awaiting; False: leave it to the loop."""
         while self.sent < self.store.store.last_seq:
+            if not self.transport.can_publish_now():
+                return False  # before building a batch only to drop it (offline: every commit)
             fresh = self._fresh
             while fresh and fresh[0].seq <= self.sent:
                 fresh.popleft()

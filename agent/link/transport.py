@@ -224,6 +224,10 @@ class MqttTransport:
             raise LinkUnavailable("not connected")
         link.publish(topic, payload, retain)
 
+    def can_publish_now(self) -> bool:
+        """Whether ``publish_nowait`` would publish (connected, a slot free, nobody waiting)."""
+        return self._link is not None and self._slots.free > 0 and not self._slots.waiting
+
     def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         """Start a QoS 1 publish if that needs no waiting; False (nothing sent) if it would.
 
@@ -263,6 +267,11 @@ class _Slots:
     def __init__(self, size: int) -> None:
         self.free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> bool:
+        """Whether someone waits for a slot."""
+        return bool(self._waiters)
 
     def take_nowait(self) -> bool:
         """Take a slot if one is free and nobody waits for one."""
