@@ -111,6 +111,7 @@ class LightBar(Device):
     ) -> None:
         super().__init__(name)
         self._slot_ids = list(slot_ids)
+        self._slot_set = frozenset(self._slot_ids)  # _check per light change: 2,000 slots
         self._settings = settings
         self._factory = factory
         self._clock = clock
@@ -240,7 +241,7 @@ class LightBar(Device):
             await self._render(self.ZONE, None)
 
     def _check(self, slot: str) -> None:
-        if slot not in self._slot_ids:
+        if slot not in self._slot_set:
             raise UnknownSlot(self.name, slot, self._slot_ids)
         self._check_open()
 
