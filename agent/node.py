@@ -36,8 +36,13 @@ from agent.link.topics import NodeTopics, parse
 from agent.link.transport import MqttTransport, Presence, Subscription
 from agent.store import AsyncStore, OutboxRow, now_ms
 from agent.workflows.base import Action, Step, Verdict, Workflow
+from devices.events import DeviceHealthChanged
+from devices.printers.base import PrintResult
 
 log = logging.getLogger("agent.node")
+
+DEVICE_STATE = (DeviceHealthChanged, PrintResult)
+"""Device input taken even when the outbox is full (see ``Node._input``)."""
 
 _VALID_NAME = re.compile(r"[\x21-\x7e]{1,64}")
 SEEN_IDS = 200_000
@@ -114,6 +119,7 @@ class Node:
             "duplicates": 0,
             "rejected": 0,
             "inputs": 0,
+            "inputs_refused": 0,
             "failed": 0,
         }
         self._outbox_full_logged = False
@@ -327,7 +333,13 @@ class Node:
     def _input(self, event: object, step: Step, now: int) -> None:
         self.stats["inputs"] += 1
         hard = self.config.outbox.limit + self.config.outbox.reserve
-        if self.sender.pending + len(step.unit.events) >= hard - 10:
+        # A device's health and a print's outcome are not new work: the workflow must
+        # know them even now (a printer out of paper), and they emit little if anything.
+        if (
+            not isinstance(event, DEVICE_STATE)
+            and self.sender.pending + len(step.unit.events) >= hard - 10
+        ):
+            self.stats["inputs_refused"] += 1
             if not self._outbox_full_logged:
                 log.error(
                     "outbox full (%d events): device input is not taken until the OMS "

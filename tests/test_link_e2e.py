@@ -250,3 +250,31 @@ def test_an_ack_for_another_store_deletes_nothing(tmp_path: Path, broker: LocalB
                     await asyncio.sleep(0.02)
 
     asyncio.run(scenario())
+
+
+def test_a_full_outbox_refuses_presses_but_not_device_health(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
+    """With the outbox full, a press waits (the line stays lit); a printer's health change
+    still reaches the workflow, which must know the printer is out of paper."""
+    from devices.events import Button, ButtonPress, DeviceHealthChanged
+
+    path = node_file(tmp_path, broker, extra="[outbox]\nlimit = 10\nreserve = 5\n")
+
+    async def scenario() -> None:
+        async with (
+            oms_for(broker, auto_ack=False) as oms,
+            node_in_process(path) as running,
+        ):
+            await _wait_online(oms, "zone-a1")
+            for task in _tasks(10):
+                await oms.call("zone-a1", "pick", {"tasks": [task.model_dump()]})
+            node = running.node
+            node.submit_input(ButtonPress("shelf", "A1", Button.CONFIRM))
+            node.submit_input(DeviceHealthChanged("label", "fault", "paper out"))
+            async with asyncio.timeout(5):
+                while node.stats["inputs"] < 2:
+                    await asyncio.sleep(0.01)
+            assert node.stats["inputs_refused"] == 1
+
+    asyncio.run(scenario())
