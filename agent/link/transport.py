@@ -330,6 +330,10 @@ class _Link:
         self.paho.on_message = self._message
         self.paho.on_publish = self._published
         self.paho.on_socket_register_write = self._register_write
+        # aiomqtt's message iterator used to read this future's exception; we bypass it, so
+        # read it here, or a link lost while nobody waits in closed() logs "Future exception
+        # was never retrieved" when the future is collected.
+        client._disconnected.add_done_callback(_retrieve)
 
     async def closed(self) -> None:
         """Wait until the connection ends; raises ``aiomqtt.MqttError`` then."""
@@ -401,6 +405,12 @@ class _Link:
                 self._writing = False
             return
         self._aiomqtt_register_write(client, userdata, sock)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's exception as seen (``closed`` reports it when awaited)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _safe(url: str) -> str:
