@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.errors import ConfigError
+from agent.kpi import field_of
 from agent.link.messages import (
     MAX_BARCODES_PER_TASK,
     MAX_TASKS_PER_COMMAND,
@@ -481,7 +482,7 @@ class Fulfilment:
     def on_event(self, node: str, name: str, body: Any) -> list[Send]:
         """Take one node event (as the OMS client delivers them); the commands it leads to."""
         if name in ("picked", "short", "expired"):
-            task = str(_get(body, "task"))
+            task = str(field_of(body, "task"))
             order_sku = self._task_order.get(task)
             if order_sku is None:
                 return []
@@ -490,11 +491,11 @@ class Fulfilment:
                 return []  # a duplicate confirmation cannot count twice
             progress.open_tasks.discard(task)
             if name != "expired":
-                progress.picked[order_sku[1]] += int(_get(body, "picked") or 0)
+                progress.picked[order_sku[1]] += int(field_of(body, "picked") or 0)
             if progress.open_tasks or progress.status != "picking":
                 return []
             return self._picked(progress)
-        found = self.orders.get(str(_get(body, "order")))
+        found = self.orders.get(str(field_of(body, "order")))
         if name == "order_complete" and found is not None and found.status == "at_wall":
             return self._free(found) + self._pack(found)
         if name == "packed" and found is not None and found.status == "packing":
@@ -613,10 +614,6 @@ class Fulfilment:
         sent = len(self._task_order) - self._cancelled
         open_ = sum(len(p.open_tasks) for p in self.orders.values())
         return sent - open_, sent
-
-
-def _get(body: Any, name: str) -> Any:
-    return body.get(name) if isinstance(body, Mapping) else getattr(body, name, None)
 
 
 async def drive(

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def _get(body: Any, name: str) -> Any:
+def field_of(body: Any, name: str) -> Any:
+    """Field ``name`` of an event body, a model or a map (as recorded); ``None`` if absent."""
     return body.get(name) if isinstance(body, Mapping) else getattr(body, name, None)
 
 
@@ -52,10 +53,10 @@ class Kpis:
     def add(self, node: str, name: str, body: Any) -> None:
         """Take one event (name and body as delivered)."""
         if name in ("picked", "short"):
-            task, order = str(_get(body, "task")), str(_get(body, "order"))
-            lit, done = _get(body, "lit_at"), _get(body, "confirmed_at")
+            task, order = str(field_of(body, "task")), str(field_of(body, "order"))
+            lit, done = field_of(body, "lit_at"), field_of(body, "confirmed_at")
             self.lines += 1
-            self.units += int(_get(body, "picked") or 0)
+            self.units += int(field_of(body, "picked") or 0)
             short = name == "short"
             self.short_lines += short
             self.order_lines.setdefault(order, []).append((task, short))
@@ -66,22 +67,22 @@ class Kpis:
                 self.order_end[order] = max(self.order_end.get(order, done), done)
         elif name == "misscan":
             self.misscans += 1
-            task = _get(body, "task")
+            task = field_of(body, "task")
             if task:
                 self.misscanned_tasks.add(str(task))
         elif name == "counters":
-            counts = _get(body, "counts") or {}
+            counts = field_of(body, "counts") or {}
             self.node_scans[node] = int(counts.get("scans", 0))
         elif name == "weighed":
             # A parcel that failed and then passed a re-weigh (or was released) still failed.
-            order = str(_get(body, "order"))
+            order = str(field_of(body, "order"))
             self.weighed_orders.add(order)
-            if _get(body, "verdict") in ("over", "under"):
+            if field_of(body, "verdict") in ("over", "under"):
                 self.failed_orders.add(order)
         elif name == "packed":
-            order = str(_get(body, "order"))
+            order = str(field_of(body, "order"))
             self.packed_orders.add(order)
-            end = _get(body, "labelled_at") or _get(body, "at")
+            end = field_of(body, "labelled_at") or field_of(body, "at")
             if end is not None:
                 self.order_end[order] = end
 

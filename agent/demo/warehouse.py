@@ -37,7 +37,7 @@ from agent.demo.people import (
 from agent.demo.site import SITE, ZONE_A, ZONE_B, Control, NodeProcess, write_node_files
 from agent.errors import ConfigError
 from agent.fulfilment import Fulfilment, OrderFile, Send, drive, read_order_file
-from agent.kpi import Kpis
+from agent.kpi import Kpis, field_of
 from agent.link.messages import Reply, Wire
 from agent.localbroker import LocalBroker
 from agent.oms import NodeEvent, OmsClient, event_record
@@ -190,9 +190,10 @@ async def _operate(
                 ends = counts["unfulfilled"] + counts["unrouted"] + counts["refused"]
                 progress.update(packed, completed=counts["packed"], total=len(orders.orders) - ends)
                 if event.name == "print_delayed":
-                    say(f"OMS: {event.node} says the label for {_order(event)} is late")
+                    order = field_of(event.body, "order")
+                    say(f"OMS: {event.node} says the label for {order} is late")
                 elif event.name == "pack_refused":
-                    say(f"OMS: {event.node} refused a scan ({_field(event, 'reason')})")
+                    say(f"OMS: {event.node} refused a scan ({field_of(event.body, 'reason')})")
 
             def on_send(send: Send, reply: Reply) -> None:
                 if reply.status != "accepted" or any(i.status != "accepted" for i in reply.items):
@@ -232,7 +233,10 @@ async def _operate(
                     await drive(oms, fulfilment, on_event=on_event, on_send=on_send)
                     await _final_counters(oms, recorder, on_event)
             except TimeoutError:
-                console.print(f"[red]not finished after {options.timeout:.0f} s[/]")
+                if fulfilment.done():  # every order ended; the nodes' last counters did not come
+                    console.print("[red]no counters from the pick nodes after the last pick[/]")
+                else:
+                    console.print(f"[red]not finished after {options.timeout:.0f} s[/]")
                 console.print(orders_table(fulfilment))
                 return EXIT_FAILED
             finally:
@@ -296,12 +300,3 @@ async def _final_counters(oms: OmsClient, recorder: Recorder, on_event: Any) -> 
 async def _keep_recording(oms: OmsClient, on_event: Any) -> None:
     while True:
         on_event(await oms.events.get())
-
-
-def _field(event: NodeEvent, name: str) -> Any:
-    body = event.body
-    return body.get(name) if isinstance(body, dict) else getattr(body, name, None)
-
-
-def _order(event: NodeEvent) -> Any:
-    return _field(event, "order")
