@@ -93,6 +93,9 @@ class LocalBroker:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
+            # Its own process group: a Ctrl-C in the owner's terminal must not kill the
+            # broker under the clients still using it; the owner stops it last.
+            process_group=0,
         )
         log.close()
         deadline = time.monotonic() + timeout

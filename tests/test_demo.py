@@ -143,7 +143,37 @@ def test_short_demo_kpis_match_the_events(tmp_path: Path) -> None:
     assert kpis["order lead time p95"] == f"{_nearest_rank(lead, 0.95):.1f} s"
 
 
-def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+def _read_until(demo: subprocess.Popen[str], text: str, seconds: float) -> list[str]:
+    """The demo's output lines up to the first one containing ``text`` (or its end)."""
+    assert demo.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = demo.stdout.readline()
+        seen.append(line)
+        if text in line or not line:
+            break
+    assert any(text in line for line in seen), "".join(seen)
+    return seen
+
+
+def _assert_stopped_in_order(workdir: Path, output: str) -> None:
+    """Every node exited cleanly (lights off) while the broker was still up; nothing left."""
+    assert "stopped zone-a exit 0, zone-b exit 0, wall-1 exit 0, pack-1 exit 0" in output
+    assert "interrupted: every process stopped" in output
+    assert "cannot connect" not in output
+    broker_log = (workdir / "broker" / "mosquitto.log").read_text()
+    end = broker_log.index("terminating")
+    for node in ("zone-a", "zone-b", "wall-1", "pack-1"):
+        # A clean DISCONNECT from the node, before the broker stopped.
+        assert 0 <= broker_log.find(f"Client demo-{node} disconnected.") < end, broker_log
+    for name in ("zone-a", "zone-b", "wall-1", "pack-1"):
+        assert "cannot connect" not in (workdir / f"{name}.log").read_text()
+    assert _processes_mentioning(str(workdir)) == []
+
+
+def test_ctrl_c_in_a_terminal_stops_every_process(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal: SIGINT to the whole foreground process group, mid-run."""
     workdir = tmp_path / "site"
     demo = subprocess.Popen(
         [*DEMO, "--orders", "6", "--speed", "2", "--workdir", str(workdir)],
@@ -151,24 +181,49 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
         cwd=ROOT,
+        start_new_session=True,  # a process group of its own, as a shell's job would be
     )
     try:
-        assert demo.stdout is not None
-        seen: list[str] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = demo.stdout.readline()
-            seen.append(line)
-            if "zone-b screen:" in line or not line:
-                break
-        assert any("zone-b screen:" in line for line in seen), "".join(seen)
+        _read_until(demo, "zone-b screen:", 60)
         started: Any = _processes_mentioning(str(workdir))
         assert len(started) == 5  # four nodes and the broker, mid-run
+        os.killpg(demo.pid, signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    assert demo.returncode == 130, rest
+    _assert_stopped_in_order(workdir, rest)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_sigint_stops_a_demo_kept_running_in_the_background(tmp_path: Path) -> None:
+    """``kill -INT`` after the KPI table, to a demo that a script started with ``&``.
+
+    A shell without job control starts background jobs with SIGINT ignored, so Python never
+    raises KeyboardInterrupt: the demo must stop on SIGINT by its own handler.
+    """
+    workdir = tmp_path / "site"
+    demo = subprocess.Popen(
+        [*DEMO, "--orders", "1", "--speed", "25", "--keep-running", "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        preexec_fn=_ignore_sigint,
+    )
+    try:
+        _read_until(demo, "still running", 90)
+        assert len(_processes_mentioning(str(workdir))) == 5
         demo.send_signal(signal.SIGINT)
         rest, _ = demo.communicate(timeout=60)
     finally:
         if demo.poll() is None:
             demo.kill()
+            demo.wait()
     assert demo.returncode == 130, rest
-    assert "interrupted: every process stopped" in rest
-    assert _processes_mentioning(str(workdir)) == []
+    _assert_stopped_in_order(workdir, rest)

@@ -68,12 +68,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run(options: Options, console: Console) -> int:
-    """``run``, stopping everything on SIGTERM or SIGHUP (a closed terminal) as on Ctrl-C."""
+    """``run``, stopping everything once on SIGINT (Ctrl-C), SIGTERM or SIGHUP.
+
+    SIGINT gets a handler of its own rather than Python's KeyboardInterrupt: a demo started
+    in the background by a script inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt, so ``kill -INT`` would do nothing. The first signal cancels the run,
+    which stops the nodes (their lights off) and then the broker; later ones must not
+    cancel that clean-up half-way.
+    """
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(signum, task.cancel)
+    stopping = False
+
+    def stop() -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, stop)
     return await run(options, console)
 
 

@@ -185,6 +185,9 @@ class NodeProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=die_with_parent,
+                # Its own process group: a Ctrl-C in the terminal reaches the demo alone,
+                # which stops the nodes and then the broker in that order.
+                process_group=0,
             )
 
     @property
