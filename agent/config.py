@@ -63,6 +63,12 @@ class BrokerConfig(Strict):
     tls_insecure: bool = False
     protocol: Literal["3.1.1", "5"] = "3.1.1"
     keepalive_s: int = Field(default=15, ge=5, le=600)
+    connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="how long to wait for CONNACK and each SUBACK before the next URL",
+    )
     session_expiry_s: int = Field(default=86_400, ge=0)
     backoff_initial_s: float = Field(default=0.5, gt=0, le=60)
     backoff_max_s: float = Field(default=30.0, gt=0, le=3600)

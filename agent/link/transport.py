@@ -36,18 +36,35 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import aiomqtt
 import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import BrokerConfig
 from agent.errors import LinkUnavailable
 
 log = logging.getLogger("agent.link")
+
+
+class _SocketErrorsAreOurs(logging.Filter):
+    """paho logs a lost socket at ERROR; the transport reports it (WARNING, what next)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(
+            ("failed to receive on socket", "failed to send on socket")
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+_PAHO_LOG = logging.getLogger("agent.link.mqtt")
+_PAHO_LOG.addFilter(_SocketErrorsAreOurs())
 
 MessageHandler = Callable[[str, bytes], None]
 
@@ -120,8 +137,9 @@ class MqttTransport:
         self.connected = asyncio.Event()
         self.url: str | None = None
         self._delay = backoff_delays(broker.backoff_initial_s, broker.backoff_max_s)
+        self._v311_only: set[str] = set()
 
-    def _client_for(self, url: str) -> aiomqtt.Client:
+    def _client_for(self, url: str, *, v5: bool) -> aiomqtt.Client:
         parts = urlsplit(url)
         tls = parts.scheme == "mqtts"
         b = self.broker
@@ -135,7 +153,6 @@ class MqttTransport:
             if b.tls_insecure:
                 tls_context.check_hostname = False
                 tls_context.verify_mode = ssl.CERT_NONE
-        v5 = b.protocol == "5"
         session: dict[str, Any] = {"clean_session": False}
         if v5:
             # paho rejects clean_session on MQTT 5; its default clean start (first connect
@@ -146,7 +163,7 @@ class MqttTransport:
         will = None
         if self.presence is not None:
             will = aiomqtt.Will(self.presence.topic, self.presence.will, qos=1, retain=True)
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             parts.hostname or "127.0.0.1",
             parts.port or (8883 if tls else 1883),
             identifier=self.client_id,
@@ -157,39 +174,73 @@ class MqttTransport:
             **session,
             keepalive=b.keepalive_s,
             tls_context=tls_context,
-            timeout=10,
+            timeout=b.connect_timeout_s,
             max_inflight_messages=b.max_inflight,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            logger=_PAHO_LOG,
         )
+        _end_handshake_on_close(client)
+        return client
 
     async def run(self) -> None:
-        """Connect, serve, and reconnect forever (cancel to stop)."""
-        attempt = 0
+        """Connect, serve, and reconnect forever (cancel to stop).
+
+        Each failure moves on to the next URL, so a dead cluster member costs one attempt,
+        not a loop on it. The backoff grows with consecutive failures and starts again only
+        once a session is fully set up (CONNACK, every SUBACK, the birth handed over): a
+        member that accepts the connection but cannot serve the session counts as failing.
+        """
+        failures = 0
+        member = 0
         urls = self.broker.urls
         while True:
-            url = urls[attempt % len(urls)]
-            client = self._client_for(url)
+            url = urls[member % len(urls)]
+            v5 = self.broker.protocol == "5" and url not in self._v311_only
+            client = self._client_for(url, v5=v5)
+            stage = _Stage()
             try:
                 async with client:
-                    attempt = 0
-                    await self._serve(client, url)
+                    stage.name = "session"
+                    await self._serve(client, url, stage)
             except aiomqtt.MqttError as exc:
-                if self.connected.is_set():
-                    log.warning("link down: %s: %s", _safe(url), exc)
-                else:
-                    log.warning("cannot connect to %s: %s", _safe(url), exc)
+                if v5 and stage.name == "connect" and _refuses_v5(exc):
+                    # Seen on NATS and RabbitMQ: MQTT 3.1.1 only. Say so once and go on
+                    # with 3.1.1 at this URL at once (docs/operating.md).
+                    self._v311_only.add(url)
+                    log.warning(
+                        "%s refused MQTT 5 (%s): using MQTT 3.1.1 with this broker",
+                        _safe(url),
+                        _describe(exc),
+                    )
+                    continue
+                if stage.name == "up":
+                    failures = 0  # a session was up: this is a new outage
+                member += 1
+                delay = self._delay(failures)
+                failures += 1
+                log.warning(
+                    "%s; next try %s in %.2f s%s",
+                    stage.failure(_safe(url), exc),
+                    _safe(urls[member % len(urls)]),
+                    delay,
+                    "; events wait in the outbox" if self.presence is not None else "",
+                )
             finally:
                 self._down()
-            delay = self._delay(attempt)
-            attempt += 1
             await asyncio.sleep(delay)
 
-    async def _serve(self, client: aiomqtt.Client, url: str) -> None:
+    async def _serve(self, client: aiomqtt.Client, url: str, stage: _Stage) -> NoReturn:
         link = _Link(client, self.on_message, self._slots)
         for sub in self.subscriptions:
-            await client.subscribe(sub.topic, qos=1)
+            stage.detail = f"subscribe to {sub.topic}"
+            codes = await client.subscribe(sub.topic, qos=1)
+            refused = [c for c in codes if _is_failure(c)]
+            if refused:
+                raise aiomqtt.MqttError(f"the broker refused the subscription ({refused[0]})")
         if self.presence is not None:
+            stage.detail = "publish the birth"
             await client.publish(self.presence.topic, self.presence.birth(), qos=1, retain=True)
+        stage.name = "up"
         self._client = client
         self._link = link
         self.url = url
@@ -335,7 +386,7 @@ class _Link:
         # was never retrieved" when the future is collected.
         client._disconnected.add_done_callback(_retrieve)
 
-    async def closed(self) -> None:
+    async def closed(self) -> NoReturn:
         """Wait until the connection ends; raises ``aiomqtt.MqttError`` then."""
         disconnected = self.client._disconnected
         # asyncio.wait, not await: cancelling us must not cancel aiomqtt's own future.
@@ -405,6 +456,82 @@ class _Link:
                 self._writing = False
             return
         self._aiomqtt_register_write(client, userdata, sock)
+
+
+class _Stage:
+    """How far one connection attempt got: what its failure is called in the log."""
+
+    __slots__ = ("detail", "name")
+
+    def __init__(self) -> None:
+        self.name = "connect"  # then "session" (CONNACK in), then "up" (session set up)
+        self.detail = ""
+
+    def failure(self, url: str, exc: BaseException) -> str:
+        """The log line's first half: where it failed and why."""
+        if self.name == "up":
+            return f"link to {url} lost: {_describe(exc)}"
+        if self.name == "session":
+            return (
+                f"{url} accepted the connection but the session set-up failed "
+                f"({self.detail}): {_describe(exc)}"
+            )
+        return f"cannot connect to {url}: {_describe(exc)}"
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _is_failure(code: Any) -> bool:
+    """Whether a SUBACK return code (an int or paho's ReasonCode) refuses the filter."""
+    return int(getattr(code, "value", code)) >= 0x80
+
+
+_V5_REFUSED = (1, 0x84)  # 3.1.1 "unacceptable protocol version"; MQTT 5 "unsupported"
+
+
+def _refuses_v5(exc: aiomqtt.MqttError) -> bool:
+    """Whether a failed MQTT 5 CONNECT looks like a broker that only speaks 3.1.1."""
+    if isinstance(exc, MqttConnectError):
+        rc = exc.rc
+        return (rc.value if isinstance(rc, ReasonCode) else rc or 0) in _V5_REFUSED
+    return isinstance(exc, _ClosedInHandshake)
+
+
+class _ClosedInHandshake(aiomqtt.MqttError):
+    """The broker closed the connection before its CONNACK."""
+
+
+def _end_handshake_on_close(client: aiomqtt.Client) -> None:
+    """Fail the CONNECT at once when the socket closes before CONNACK.
+
+    aiomqtt ignores a disconnect before CONNACK and waits for its timeout (10 s), so a
+    proxy or load balancer that accepts and closes while its broker is down made every
+    outage cost that long. Wraps aiomqtt's own ``on_disconnect`` (private, pinned ``<3``).
+    """
+    paho_client: paho.Client = client._client
+    aiomqtt_on_disconnect = paho_client.on_disconnect
+    assert aiomqtt_on_disconnect is not None  # set by aiomqtt
+    loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
+
+    def fail(reason: str) -> None:
+        connected = client._connected
+        if not connected.done():
+            connected.set_exception(
+                _ClosedInHandshake(f"the broker closed the connection before CONNACK ({reason})")
+            )
+
+    def on_disconnect(pc: paho.Client, userdata: Any, *rest: Any) -> None:
+        aiomqtt_on_disconnect(pc, userdata, *rest)
+        reason = str(rest[1]) if len(rest) > 1 else "closed"
+        if threading.get_ident() == loop_thread:
+            fail(reason)
+        else:
+            loop.call_soon_threadsafe(fail, reason)
+
+    paho_client.on_disconnect = on_disconnect
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
