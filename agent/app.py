@@ -37,8 +37,12 @@ ROLE_WORKFLOWS = {
     "pick": "agent.workflows.picking:PickingWorkflow",
     "put_wall": "agent.workflows.putwall:PutWallWorkflow",
     "pack": "agent.workflows.packing:PackingWorkflow",
+    "dispatch": "agent.workflows.dispatch:DispatchWorkflow",
 }
 """The state machine of each role, imported only for that role."""
+
+ROLE_PAGES = {"pack": "pack.html"}
+"""The screen of each role (``agent/static``); the others show the zone screen."""
 
 
 def build_workflow(config: NodeConfig, floor: DeviceFloor) -> Workflow:
@@ -139,7 +143,7 @@ async def start_web(config: NodeConfig, node: Node, floor: DeviceFloor) -> WebSe
 
     web = WebServer(
         lambda: node_state(node, floor),
-        page="pack.html" if config.role == "pack" else "zone.html",
+        page=ROLE_PAGES.get(config.role, "zone.html"),
         control=control if floor.simulate else None,
         sim_state=sim_state if floor.simulate else None,
     )
