@@ -2,9 +2,14 @@
 
 ``zone-agent printer status --lang zpl --host 10.0.0.5`` asks the printer for its status;
 ``zone-agent printer test ...`` prints a small test label or slip and reports the status
-afterwards. Exit codes: 0 when the printer answered (``status``) or printed (``test``);
-3 when it could not be reached, stayed silent (a Zebra does with media out or head open),
-answered nonsense, or did not print; 2 for bad usage.
+afterwards. Exit codes: 0 when the printer answered ready (``status``) or printed
+(``test``); 3 when it answered with a fault (paper out, head open, paused, ...), could not
+be reached, stayed silent (a Zebra does with media out or head open), answered nonsense, or
+did not print; 2 for bad usage.
+
+``--json`` of a printer that did not answer gives ``null`` for every flag it could not
+tell (``paper_out``, ``paused``, ``offline``, ...): a silent Zebra may be out of media, open
+or offline, and ``answered``/``reachable`` say what is known.
 
 ``zone-agent sim printer --lang zpl [--port 9100]`` runs a simulated printer on
 127.0.0.1 until Ctrl-C; the first output line is ``host:port``.
@@ -54,12 +59,20 @@ def _build(config: PrinterConfig) -> Printer:
     return EscposPrinter.from_config(config, DeviceContext())
 
 
+_FLAGS = ("paper_out", "head_open", "paused", "ribbon_out", "offline", "paper_near_end")
+
+
 def _status_record(printer: Printer) -> dict[str, Any]:
+    status = printer.last_status.as_dict()
+    if not printer.last_answered:
+        # Without a readable reply no flag is known: say so rather than guess "offline".
+        status.update(dict.fromkeys(_FLAGS))
     return {
         "printer": printer.describe(),
         "health": printer.health.status.value,
+        "reachable": printer.last_reachable,
         "answered": printer.last_answered,
-        **printer.last_status.as_dict(),
+        **status,
     }
 
 
@@ -83,6 +96,11 @@ async def run_status(args: argparse.Namespace) -> int:
     if not record["answered"]:
         if not args.json:
             _say(f"zone-agent: no usable answer: {record['detail']}", err=True)
+        return EXIT_DEVICE
+    if not record["ready"]:
+        # It answered, and the answer is that it cannot print now (as ``printer test`` finds).
+        if not args.json:
+            _say(f"zone-agent: not ready: {record['detail']}", err=True)
         return EXIT_DEVICE
     return EXIT_OK
 

@@ -316,6 +316,7 @@ class Printer(Device):
         self._worker: asyncio.Task[None] | None = None
         self._last = PrinterStatus(ready=False, offline=True, detail="not polled yet")
         self._answered = False
+        self._reachable = False
         self.counters = _Counters()
 
     # ----- the public API -----
@@ -367,6 +368,11 @@ class Printer(Device):
     def last_answered(self) -> bool:
         """Whether the latest poll got a readable reply (not unreachable, silent, nonsense)."""
         return self._answered
+
+    @property
+    def last_reachable(self) -> bool:
+        """Whether the latest poll reached the printer (connected; it may still be silent)."""
+        return self._reachable
 
     @property
     def queued(self) -> list[str]:
@@ -458,6 +464,7 @@ class Printer(Device):
                 poll = _Poll(PrinterStatus(ready=False, detail=detail), True, False)
         self._last = poll.status
         self._answered = poll.answered
+        self._reachable = poll.reachable
         if poll.status.ready:
             warning = "" if poll.status.detail == "ready" else poll.status.detail
             self._set_health(HealthStatus.OK, warning)

@@ -34,6 +34,7 @@ def test_zpl_status_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert record == {
         "printer": f"ZPL printer cli on tcp 127.0.0.1:{sim.port}",
         "health": "ok",
+        "reachable": True,
         "answered": True,
         "ready": True,
         "paper_out": False,
@@ -54,7 +55,22 @@ def test_zpl_status_silent_printer_exits_3(capsys: pytest.CaptureFixture[str]) -
     record = json.loads(capsys.readouterr().out)
     assert code == EXIT_DEVICE
     assert (record["health"], record["answered"], record["ready"]) == ("fault", False, False)
+    assert record["reachable"] is True  # connected, then silence
     assert record["detail"] == "no status reply: media out, head open or offline"
+    # Silence says nothing about which fault: no flag is claimed, offline included.
+    flags = ("paper_out", "head_open", "paused", "ribbon_out", "offline", "paper_near_end")
+    assert {flag: record[flag] for flag in flags} == dict.fromkeys(flags)
+
+
+def test_zpl_status_paused_printer_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    with sim_in_thread("zpl") as (sim, call):
+        call(sim.control, "set", {"state": "paused"})
+        code = main(["printer", "status", "--lang", "zpl", "--host", "127.0.0.1",
+                     "--port", str(sim.port)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == EXIT_DEVICE  # as `printer test` on a paused printer
+    assert captured.out == f"ZPL printer cli on tcp 127.0.0.1:{sim.port}: paused\n"
+    assert captured.err == "zone-agent: not ready: paused\n"
 
 
 def test_escpos_status_paper_out(capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,8 +79,9 @@ def test_escpos_status_paper_out(capsys: pytest.CaptureFixture[str]) -> None:
         code = main(["printer", "status", "--lang", "escpos", "--host", "127.0.0.1",
                      "--port", str(sim.port), "--json"])  # fmt: skip
     record = json.loads(capsys.readouterr().out)
-    assert code == EXIT_OK  # it answered; the answer is the fault
+    assert code == EXIT_DEVICE  # it answered; the answer is a fault: it cannot print
     assert (record["health"], record["paper_out"], record["offline"]) == ("fault", True, True)
+    assert (record["answered"], record["ready"]) == (True, False)
     assert record["detail"] == "paper out, offline"
 
 
