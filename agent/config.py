@@ -20,8 +20,10 @@ which devices it drives::
 
 Secrets never live in the file: ``ZONE_AGENT_BROKER_PASSWORD`` (and ``..._USERNAME``,
 ``..._URLS`` as a comma-separated list, ``ZONE_AGENT_STATE_DIR``) override it. Every
-mistake is reported as ``file: field: reason`` and nothing opens until the whole file is valid:
-unknown keys, an unknown device kind, a pin or port claimed twice, a location on two devices.
+mistake is reported as ``file:line: field: reason`` and nothing opens until the whole file is
+valid: unknown keys, an unknown device kind, a pin or port claimed twice, a location on two
+devices. ``gaps(config)`` lists what a valid file still lacks to be of use (no devices, no
+broker); ``check-config`` reports those instead of "ok".
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from agent.errors import ConfigError
 from agent.link.topics import check_segment
+from agent.tomllines import field_path, key_lines, line_of
 from devices import registry
-from devices.config import DeviceConfig
+from devices.config import DeviceConfig, FieldValueError
 
 ENV_PREFIX = "ZONE_AGENT_"
 
@@ -182,7 +185,12 @@ def _devices(raw_devices: Any, problems: list[tuple[str, str]]) -> list[DeviceCo
             out.append(model.model_validate(item))
         except ValidationError as exc:
             for err in exc.errors():
-                problems.append((f"{where}.{_field(err['loc'])}", err["msg"]))
+                loc = tuple(err["loc"])
+                # A check of the whole device (a pin used twice) names the field it blames.
+                blamed = (err.get("ctx") or {}).get("error")
+                if isinstance(blamed, FieldValueError):
+                    loc += blamed.field
+                problems.append((f"{where}.{_field(loc)}" if loc else where, err["msg"]))
     return out
 
 
@@ -256,7 +264,7 @@ def parse_config(
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> NodeConfig:
-    """Read and validate a node file; raises ``ConfigError`` (file, field, reason)."""
+    """Read and validate a node file; raises ``ConfigError`` (file, field, reason, lines)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -265,5 +273,40 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> NodeC
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), "(syntax)", str(exc)) from None
-    return parse_config(raw, str(path), env)
+        raise ConfigError(str(path), "(syntax)", str(exc)) from None  # tomllib gives the line
+    try:
+        return parse_config(raw, str(path), env)
+    except ConfigError as exc:
+        # tomllib keeps no positions: find each field's line in the text itself.
+        keys = key_lines(text)
+        lines = {}
+        for field, _ in exc.problems:
+            line = line_of(keys, field_path(field))
+            if line is not None:
+                lines[field] = line
+        raise ConfigError(exc.file, exc.field, exc.reason, exc.problems, lines) from None
+
+
+LIGHT_KINDS = frozenset({"gpio_slots", "led_strip"})
+"""Device kinds that show a pick or put location (a pick zone or put wall needs one)."""
+
+
+def gaps(config: NodeConfig) -> list[tuple[str, str]]:
+    """What a valid node file still lacks to be of use, as ``(field, reason)``.
+
+    A node with no devices has nothing to drive; a pick zone or put wall with no light has
+    no location to show a line at; a node whose file names no broker would talk to
+    ``mqtt://127.0.0.1:1883`` only, which is right on a laptop and wrong on the floor.
+    """
+    found: list[tuple[str, str]] = []
+    kinds = {device.kind for device in config.devices}
+    if not kinds:
+        found.append(("devices", f"none: a {config.role} node needs at least one [[devices]]"))
+    elif config.role in ("pick", "put_wall") and not kinds & LIGHT_KINDS:
+        found.append(
+            ("devices", f"no gpio_slots or led_strip: a {config.role} node shows lines on one")
+        )
+    if "urls" not in config.broker.model_fields_set:
+        default = ", ".join(config.broker.urls)
+        found.append(("broker.urls", f"not set: the node would only try {default}"))
+    return found

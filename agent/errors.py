@@ -31,16 +31,30 @@ class ConfigError(AgentError):
         field: the dotted path of the field, e.g. ``devices[2].port``.
         reason: what is wrong, in words an installer understands.
         problems: every ``(field, reason)`` found when more than one thing is wrong.
+        lines: the line of the file each field is written on (or its table's, for a
+            missing field), where it is known.
     """
 
     def __init__(
-        self, file: str, field: str, reason: str, problems: list[tuple[str, str]] | None = None
+        self,
+        file: str,
+        field: str,
+        reason: str,
+        problems: list[tuple[str, str]] | None = None,
+        lines: dict[str, int] | None = None,
     ) -> None:
-        super().__init__(f"{file}: {field}: {reason}")
+        self.lines = lines or {}
+        super().__init__(f"{self.where(field, file)}: {field}: {reason}")
         self.file = file
         self.field = field
         self.reason = reason
         self.problems = problems or [(field, reason)]
+
+    def where(self, field: str, file: str | None = None) -> str:
+        """``file:line`` of ``field`` when its line is known, else the file."""
+        name = self.file if file is None else file
+        line = self.lines.get(field)
+        return name if line is None else f"{name}:{line}"
 
 
 class MessageRejected(AgentError):

@@ -10,6 +10,22 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class FieldValueError(ValueError):
+    """A check of a whole device config that blames one field (a pin used twice).
+
+    Pydantic reports a model validator's error at the model itself; the node file loader
+    adds ``field`` so the message names the key to fix.
+
+    Args:
+        message: what is wrong.
+        field: the path of the blamed field within the device, e.g. ``("slots", 1, "led")``.
+    """
+
+    def __init__(self, message: str, field: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class DeviceConfig(BaseModel):
     """Fields every device has.
 

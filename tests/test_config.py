@@ -22,6 +22,17 @@ username = "zone-a1"
 """
 
 
+SHELF = """
+[[devices]]
+name = "shelf"
+kind = "gpio_slots"
+[[devices.slots]]
+id = "A1"
+led = 17
+confirm = 27
+"""
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "node.toml"
     path.write_text(text)
@@ -86,13 +97,113 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    good = write(tmp_path, GOOD)
+    good = write(tmp_path, GOOD + SHELF)
     bad = tmp_path / "bad.toml"
     bad.write_text(GOOD.replace('role = "pick"', 'role = "nap"'))
     assert main(["check-config", str(good)]) == 0
     assert main(["check-config", str(good), str(bad)]) == 2
     err = capsys.readouterr().err
-    assert f"{bad}: role: " in err
+    assert f"{bad}:4: role: " in err  # the line of the key in the file
+
+
+def _numbered(text: str) -> dict[str, int]:
+    """Each stripped line of ``text`` and its 1-based number (first occurrence)."""
+    found: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        found.setdefault(line.strip(), number)
+    return found
+
+
+def test_schema_errors_carry_the_line_of_the_key(tmp_path: Path) -> None:
+    text = (
+        GOOD
+        + "keepalive_s = 2\n"
+        + SHELF
+        + 'plus = "up"\n'
+        + "[[devices.slots]]\n"
+        + 'id = "A2"\n'  # no light, no confirm: reported at the slot's header
+        + '\n[[devices]]\nname = "scan"\nkind = "serial_scanner"\n'
+        + 'port = "/dev/ttyUSB0"\nbaudrate = { value = 9600 }\n'
+        + "\n[settings]\ncounters_every_s = -1\n"
+    )
+    path = write(tmp_path, text)
+    at = _numbered(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    error = info.value
+    second_slot = text.splitlines().index("[[devices.slots]]", at["[[devices.slots]]"]) + 1
+    expected = {
+        "broker.keepalive_s": at["keepalive_s = 2"],
+        "devices[0].slots[0].plus": at['plus = "up"'],
+        "devices[0].slots[1].confirm": second_slot,
+        "devices[1].baudrate": at["baudrate = { value = 9600 }"],
+        "settings.counters_every_s": at["counters_every_s = -1"],
+    }
+    assert {f: error.lines.get(f) for f in expected} == expected, error.problems
+    assert str(error).startswith(f"{path}:{error.lines[error.field]}: {error.field}: ")
+
+
+def test_a_pin_clash_names_the_field_and_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = GOOD + SHELF + '[[devices.slots]]\nid = "A2"\nled = 22\nconfirm = 17\n'
+    path = write(tmp_path, text)
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    line = _numbered(text)["confirm = 17"]
+    assert err == [
+        f"{path}:{line}: devices[0].slots[1].confirm: Value error, GPIO 17 is used twice: "
+        "slot A1 light and slot A2 confirm"
+    ]
+
+
+def test_a_led_strip_overlap_names_the_field() -> None:
+    raw = {
+        "site": "dc1",
+        "node": "n",
+        "role": "pick",
+        "devices": [
+            {
+                "name": "strip",
+                "kind": "led_strip",
+                "led_count": 10,
+                "slots": [
+                    {"id": "B1", "first": 0, "count": 6, "confirm": 17},
+                    {"id": "B2", "first": 4, "count": 6, "confirm": 27},
+                ],
+            }
+        ],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "f.toml", env={})
+    assert info.value.problems == [
+        ("devices[0].slots[1].first", "Value error, LED 4 is in both slot B1 and slot B2")
+    ]
+
+
+def test_check_config_says_what_an_empty_pick_node_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, 'site = "dc1"\nnode = "zone-a1"\nrole = "pick"\n')
+    assert main(["check-config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert "ok" not in captured.out
+    assert captured.out == f"{path}: incomplete (pick node dc1/zone-a1, 0 devices)\n"
+    assert captured.err.splitlines() == [
+        f"{path}: devices: none: a pick node needs at least one [[devices]]",
+        f"{path}: broker.urls: not set: the node would only try mqtt://127.0.0.1:1883",
+    ]
+    # A put wall with a scanner and no light has nowhere to show a put.
+    pack_no_light = write(
+        tmp_path,
+        GOOD.replace('"pick"', '"put_wall"')
+        + '[[devices]]\nname = "s"\nkind = "serial_scanner"\nport = "/dev/ttyUSB0"\n',
+    )
+    assert main(["check-config", str(pack_no_light)]) == 2
+    assert capsys.readouterr().err == (
+        f"{pack_no_light}: devices: no gpio_slots or led_strip: "
+        "a put_wall node shows lines on one\n"
+    )
 
 
 def test_role_settings_are_checked_at_load_with_the_file_name(tmp_path: Path) -> None:
@@ -107,7 +218,7 @@ def test_role_settings_are_checked_at_load_with_the_file_name(tmp_path: Path) ->
 def test_pack_settings_typo_is_reported_by_check_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pack = GOOD.replace('role = "pick"', 'role = "pack"')
+    pack = GOOD.replace('role = "pick"', 'role = "pack"') + SHELF
     good = tmp_path / "pack.toml"
     good.write_text(pack + "\n[settings]\ntolerance_g = 40.0\nlabel_timeout_s = 15\n")
     bad = tmp_path / "pack-typo.toml"
@@ -116,5 +227,9 @@ def test_pack_settings_typo_is_reported_by_check_config(
     capsys.readouterr()
     assert main(["check-config", str(bad)]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert f"{bad}: settings.tolerance_gram: Extra inputs are not permitted" in err
-    assert any(line.startswith(f"{bad}: settings.dpi: Input should be 203 or 300") for line in err)
+    settings_at = bad.read_text().splitlines().index("tolerance_gram = 40.0") + 1
+    assert f"{bad}:{settings_at}: settings.tolerance_gram: Extra inputs are not permitted" in err
+    assert any(
+        line.startswith(f"{bad}:{settings_at + 1}: settings.dpi: Input should be 203 or 300")
+        for line in err
+    )

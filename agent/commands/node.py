@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from agent.config import load_config
+from agent.config import gaps, load_config
 from agent.errors import AgentError, ConfigError
 
 log = logging.getLogger("agent")
@@ -29,11 +29,15 @@ def register(commands: Any, sim: Any) -> None:
 
 def _print_config_error(exc: ConfigError) -> None:
     for field, reason in exc.problems:
-        print(f"{exc.file}: {field}: {reason}", file=sys.stderr)
+        print(f"{exc.where(field)}: {field}: {reason}", file=sys.stderr)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate each file; print every problem as ``file: field: reason``."""
+    """Validate each file; print every problem as ``file:line: field: reason``.
+
+    A valid file that still lacks what its node needs (no devices, no broker) is not "ok":
+    each gap is printed the same way and the exit code is 2, as for a mistake.
+    """
     status = EXIT_OK
     for path in args.files:
         try:
@@ -42,10 +46,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             _print_config_error(exc)
             status = EXIT_USAGE
             continue
-        print(
-            f"{path}: ok ({config.role} node {config.site}/{config.node},"
-            f" {len(config.devices)} devices)"
-        )
+        what = f"{config.role} node {config.site}/{config.node}, {len(config.devices)} devices"
+        missing = gaps(config)
+        for field, reason in missing:
+            print(f"{path}: {field}: {reason}", file=sys.stderr)
+        if missing:
+            print(f"{path}: incomplete ({what})")
+            status = EXIT_USAGE
+        else:
+            print(f"{path}: ok ({what})")
     return status
 
 

@@ -24,6 +24,7 @@ from devices.backends.gpio import (
     resolve_pin_factory,
     tap_pins,
 )
+from devices.config import FieldValueError
 from devices.context import DeviceContext
 from devices.events import Button
 from devices.lights.base import BcmPin, LightBar, LightBarConfig, SlotId
@@ -69,17 +70,20 @@ class GpioSlot(LampPins):
     minus: BcmPin | None = None
     display: DisplayPins | None = None
 
-    def pin_uses(self) -> list[tuple[str, int]]:
-        """Every pin of the slot with what it is used for."""
-        uses = [(f"slot {self.id} light", pin) for pin in self.light_pins()]
+    def pin_uses(self) -> list[tuple[str, tuple[str | int, ...], int]]:
+        """Every pin of the slot: what it is used for, its field in the slot, the pin."""
+        uses: list[tuple[str, tuple[str | int, ...], int]] = [
+            (f"slot {self.id} light", ("led",) if self.rgb is None else ("rgb", n), pin)
+            for n, pin in enumerate(self.light_pins())
+        ]
         for button in ("confirm", "plus", "minus"):
             pin = getattr(self, button)
             if pin is not None:
-                uses.append((f"slot {self.id} {button}", pin))
+                uses.append((f"slot {self.id} {button}", (button,), pin))
         if self.display is not None:
             uses += [
-                (f"slot {self.id} display clk", self.display.clk),
-                (f"slot {self.id} display dio", self.display.dio),
+                (f"slot {self.id} display clk", ("display", "clk"), self.display.clk),
+                (f"slot {self.id} display dio", ("display", "dio"), self.display.dio),
             ]
         return uses
 
@@ -106,26 +110,38 @@ class GpioSlotsConfig(LightBarConfig):
     @model_validator(mode="after")
     def _unique(self) -> Self:
         seen_ids: set[str] = set()
-        for slot in self.slots:
+        for n, slot in enumerate(self.slots):
             if slot.id in seen_ids:
-                raise ValueError(f"slot id {slot.id!r} is used twice")
+                raise FieldValueError(f"slot id {slot.id!r} is used twice", ("slots", n, "id"))
             seen_ids.add(slot.id)
         used: dict[int, str] = {}
-        for what, pin in self._pin_uses():
+        for what, field, pin in self._pin_uses():
             if pin in used:
-                raise ValueError(f"GPIO {pin} is used twice: {used[pin]} and {what}")
+                raise FieldValueError(f"GPIO {pin} is used twice: {used[pin]} and {what}", field)
             used[pin] = what
         return self
 
-    def _pin_uses(self) -> list[tuple[str, int]]:
-        uses = [use for slot in self.slots for use in slot.pin_uses()]
+    def _pin_uses(self) -> list[tuple[str, tuple[str | int, ...], int]]:
+        uses = [
+            (what, ("slots", n, *field), pin)
+            for n, slot in enumerate(self.slots)
+            for what, field, pin in slot.pin_uses()
+        ]
         if self.zone_lamp is not None:
-            uses += [("zone lamp", pin) for pin in self.zone_lamp.light_pins()]
+            lamp = self.zone_lamp
+            uses += [
+                (
+                    "zone lamp",
+                    ("zone_lamp", "led") if lamp.rgb is None else ("zone_lamp", "rgb", n),
+                    pin,
+                )
+                for n, pin in enumerate(lamp.light_pins())
+            ]
         return uses
 
     def claims(self) -> list[str]:
         """``gpio:N`` for every pin of every slot and the zone lamp."""
-        return [f"gpio:{pin}" for pin in sorted(pin for _, pin in self._pin_uses())]
+        return [f"gpio:{pin}" for pin in sorted(pin for _, _, pin in self._pin_uses())]
 
     def locations(self) -> list[str]:
         """The slot ids."""

@@ -26,6 +26,7 @@ from agent.errors import DeviceError
 from devices.backends.gpio import is_mock, resolve_pin_factory
 from devices.backends.spi import FakeSpiBus, SpiBus, fake_bus, spi_bus
 from devices.base import HealthStatus
+from devices.config import FieldValueError
 from devices.context import DeviceContext
 from devices.events import Button
 from devices.lights.base import BcmPin, LightBar, LightBarConfig, SlotId
@@ -143,25 +144,36 @@ class LedStripConfig(LightBarConfig):
     @model_validator(mode="after")
     def _check(self) -> Self:
         owner: dict[int, str] = {}
-        ranges: list[tuple[str, LedRange]] = [(f"slot {s.id}", s) for s in self.slots]
+        ranges: list[tuple[str, tuple[str | int, ...], LedRange]] = [
+            (f"slot {s.id}", ("slots", n), s) for n, s in enumerate(self.slots)
+        ]
         if self.zone_lamp is not None:
-            ranges.append(("zone lamp", self.zone_lamp))
-        ids = [slot.id for slot in self.slots]
-        if len(set(ids)) != len(ids):
-            raise ValueError("a slot id is used twice")
-        for what, leds in ranges:
+            ranges.append(("zone lamp", ("zone_lamp",), self.zone_lamp))
+        seen: set[str] = set()
+        for n, slot in enumerate(self.slots):
+            if slot.id in seen:
+                raise FieldValueError(f"slot id {slot.id!r} is used twice", ("slots", n, "id"))
+            seen.add(slot.id)
+        for what, field, leds in ranges:
             if leds.first + leds.count > self.led_count:
-                raise ValueError(f"{what} ends past the strip's {self.led_count} LEDs")
+                raise FieldValueError(
+                    f"{what} ends past the strip's {self.led_count} LEDs", (*field, "count")
+                )
             for index in leds.indexes():
                 if index in owner:
-                    raise ValueError(f"LED {index} is in both {owner[index]} and {what}")
+                    raise FieldValueError(
+                        f"LED {index} is in both {owner[index]} and {what}", (*field, "first")
+                    )
                 owner[index] = what
         used: dict[int, str] = {pin: "SPI" for pin in self._spi_pins()}
-        for slot in self.slots:
+        for n, slot in enumerate(self.slots):
             for button, pin in slot.buttons():
                 what = f"slot {slot.id} {button.value}"
                 if pin in used:
-                    raise ValueError(f"GPIO {pin} is used twice: {used[pin]} and {what}")
+                    raise FieldValueError(
+                        f"GPIO {pin} is used twice: {used[pin]} and {what}",
+                        ("slots", n, button.value),
+                    )
                 used[pin] = what
         return self
 
