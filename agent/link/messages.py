@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 PROTOCOL_MAJOR = 1
 PROTOCOL_MINOR = 0
@@ -39,9 +39,23 @@ Barcode = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class Wire(BaseModel):
-    """Base of all wire models: immutable, and unknown fields are an error."""
+    """Base of all wire models: immutable, unknown fields are an error, and types are strict.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+    Strict: nothing is converted. ``qty: true``, ``qty: "2"``, ``qty: 2.0``, ``express: 1``
+    are ``invalid_body`` naming the field, never a 1-unit line (docs/protocol.md). The one
+    widening is an int where a float is expected, which loses nothing.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+def _array_as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+ArrayAsTuple = BeforeValidator(_array_as_tuple)
+"""For a fixed-length tuple field: msgpack arrays arrive as lists, so a list is taken as the
+tuple it spells (its items are still validated strictly)."""
 
 
 class Envelope(Wire):

@@ -61,6 +61,7 @@ from agent.config import NodeConfig
 from agent.errors import ConfigError
 from agent.link.messages import (
     MAX_BARCODES_PER_TASK,
+    ArrayAsTuple,
     Barcode,
     Envelope,
     Id,
@@ -128,7 +129,7 @@ class PackLine(Wire):
     qty: int = Field(ge=1, le=9999)
     barcodes: list[Barcode] = Field(min_length=1, max_length=MAX_BARCODES_PER_TASK)
     unit_weight_g: float = Field(ge=0, le=100_000)
-    dims_mm: tuple[Dim, Dim, Dim] | None = None
+    dims_mm: Annotated[tuple[Dim, Dim, Dim], ArrayAsTuple] | None = None
     fragile: bool = False
     description: Text = ""
 
