@@ -83,6 +83,20 @@ FULL_BODIES: dict[str, dict[str, Any]] = {
         "packing_slip": True,
     },
     "pack_cancel": {"orders": ["o1"]},
+    "load": {
+        "parcels": [
+            {
+                "sscc": "340123450000000427",
+                "tracking": "JD0001",
+                "carrier": "DHL",
+                "service": "express",
+                "order": "o1",
+                "express": True,
+                "cutoff": 1_700_000_000_000,
+            }
+        ]
+    },
+    "manifest_close": {"carrier": "DHL"},
     "put": {
         "orders": [
             {

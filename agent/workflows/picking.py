@@ -847,7 +847,7 @@ class PickingWorkflow:
     def _confirm(self, line: Line, step: Step, now: int) -> None:
         self._release_line(line, step)
         picked = line.to_pick
-        common = {
+        common: dict[str, Any] = {
             "task": line.task,
             "order": line.order,
             "location": line.location,
