@@ -1,11 +1,13 @@
 """The node's devices, built from the node file, as the node uses them.
 
 ``DeviceFloor`` opens every device of the node file (under ``--simulate`` it first starts a
-simulator for each and points the driver at it: a pty, a local TCP port, MockFactory
-pins), merges their input into one stream, carries out the workflows' light, print and
-packing-slip actions, and reports health: to the node's listeners (the birth) and, as a
+simulator for each, unless the device's table says ``simulate = false``, and points the
+driver at it: a pty, a local TCP port, MockFactory pins), merges their input into one
+stream, carries out the workflows' light, print and packing-slip actions, and reports
+health: to the node's listeners (the birth) and, as a
 ``devices.events.DeviceHealthChanged`` in the input stream, to the workflow. Drivers are
-closed in reverse order on the way out, which turns every light off.
+closed in reverse order on the way out, which turns every light off. A pack station's
+printers are polled every ``PACK_IDLE_POLL_S`` while idle.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ from devices.events import DeviceHealthChanged
 from devices.sim import Simulator
 
 log = logging.getLogger("agent.floor")
+
+PACK_IDLE_POLL_S = 2.0
+"""How often a pack station's printers are asked for their status while idle.
+
+A printer that runs out of paper between parcels must be on the packer's screen before the
+next label, not up to 30 s later (the printers' own default). Neither ZPL on TCP 9100 nor
+ESC/POS gives an unsolicited status the drivers could wait for (Zebra alerts go by SNMP or
+e-mail; ESC/POS automatic status back, GS a, is not on every model), so the node polls:
+one ~HS or DLE EOT every 2 s is a few bytes on the LAN. A device table's own
+``idle_poll_s`` wins."""
 
 
 class DeviceFloor:
@@ -73,9 +85,27 @@ class DeviceFloor:
             raise
         return self
 
+    def _tuned(self, dev_config: DeviceConfig) -> DeviceConfig:
+        """The device's config with the role's defaults for what its table leaves out."""
+        if (
+            self.config.role == "pack"
+            and "idle_poll_s" in type(dev_config).model_fields
+            and "idle_poll_s" not in dev_config.model_fields_set
+        ):
+            return dev_config.model_copy(update={"idle_poll_s": PACK_IDLE_POLL_S})
+        return dev_config
+
     async def _add(self, dev_config: DeviceConfig) -> None:
         module = registry.module_for(dev_config.kind)
-        if self.simulate and hasattr(module, "SIMULATOR"):
+        dev_config = self._tuned(dev_config)
+        context = self.context
+        if self.simulate and not dev_config.simulate:
+            # The real device beside simulated ones: real pins, not the node's MockFactory.
+            context = DeviceContext()
+            log.info(
+                "device %s: simulate = false: the real device, not a simulator", dev_config.name
+            )
+        elif self.simulate and hasattr(module, "SIMULATOR"):
             sim: Simulator = module.SIMULATOR(dev_config, self.context)
             if hasattr(sim, "link_dir"):
                 sim.link_dir = self.sim_dir
@@ -83,7 +113,7 @@ class DeviceFloor:
             self._stack.push_async_callback(sim.stop)
             self.simulators[dev_config.name] = sim
             dev_config = sim.patched_config()
-        driver: Device = module.DRIVER.from_config(dev_config, self.context)
+        driver: Device = module.DRIVER.from_config(dev_config, context)
         driver.add_health_listener(self._health_changed)
         log.info("device %s", driver.describe())
         await driver.open()

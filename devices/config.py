@@ -32,12 +32,16 @@ class DeviceConfig(BaseModel):
     Attributes:
         name: unique within the node; used in logs, health and the simulation control API.
         kind: the registry key of the driver.
+        simulate: under ``--simulate``, replace the device by its simulator (the default);
+            ``false`` drives the real device beside simulated ones (a real label printer
+            on a laptop whose scanner and scale are simulated).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     kind: str
+    simulate: bool = True
 
     def claims(self) -> list[str]:
         """Resources this device holds exclusively; two devices may not claim the same one.
