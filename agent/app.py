@@ -37,6 +37,7 @@ ROLE_WORKFLOWS = {
     "pick": "agent.workflows.picking:PickingWorkflow",
     "put_wall": "agent.workflows.putwall:PutWallWorkflow",
     "pack": "agent.workflows.packing:PackingWorkflow",
+    "returns": "agent.workflows.returns:ReturnsWorkflow",
     "dispatch": "agent.workflows.dispatch:DispatchWorkflow",
 }
 """The state machine of each role, imported only for that role."""

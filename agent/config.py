@@ -5,7 +5,7 @@ which devices it drives::
 
     site = "dc1"
     node = "zone-a1"
-    role = "pick"                      # pick | put_wall | pack | dispatch
+    role = "pick"                      # pick | put_wall | pack | returns | dispatch
     state_dir = "/var/lib/zone-agent"
 
     [broker]
@@ -123,7 +123,7 @@ class NodeConfig(Strict):
 
     site: str
     node: str
-    role: Literal["pick", "put_wall", "pack", "dispatch"]
+    role: Literal["pick", "put_wall", "pack", "returns", "dispatch"]
     state_dir: Path = Path("/var/lib/zone-agent")
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
@@ -223,6 +223,7 @@ ROLE_SETTINGS = {
     "pick": "agent.workflows.picking:PickSettings",
     "put_wall": "agent.workflows.putwall:PutWallSettings",
     "pack": "agent.workflows.packing:PackSettings",
+    "returns": "agent.workflows.returns.settings:ReturnsSettings",
     "dispatch": "agent.workflows.dispatch.settings:DispatchSettings",
 }
 """The model of each role's ``[settings]`` table, imported only for that role."""

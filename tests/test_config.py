@@ -56,7 +56,11 @@ def test_password_comes_from_the_environment_and_never_prints(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("text", "field", "reason"),
     [
-        (GOOD.replace('role = "pick"', 'role = "picking"'), "role", "'pick', 'put_wall', 'pack'"),
+        (
+            GOOD.replace('role = "pick"', 'role = "picking"'),
+            "role",
+            "'pick', 'put_wall', 'pack', 'returns'",
+        ),
         (GOOD + "\nkeepalive = 3\n", "broker.keepalive", "Extra inputs are not permitted"),
         (GOOD.replace("mqtt://127.0.0.1:1883", "http://x"), "broker.urls", "expected mqtt://"),
         (
