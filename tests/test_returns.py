@@ -298,7 +298,7 @@ def test_settings_need_a_bin_for_every_disposition_and_a_default_per_grade() -> 
     with pytest.raises(ValueError, match="no bin for dispose"):
         ReturnsSettings(bins={k: v for k, v in BINS.items() if k != "dispose"})  # type: ignore[arg-type]
     policy = {**DEFAULT_POLICY, "D": {"defective": "return_to_vendor"}}
-    with pytest.raises(ValueError, match="policy.D"):
+    with pytest.raises(ValueError, match=r"policy\.D"):
         ReturnsSettings(bins=BINS, policy=policy)  # type: ignore[arg-type]
     small = {
         "A": {"*": "restock"},

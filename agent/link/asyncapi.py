@@ -33,7 +33,7 @@ def _defs(models: list[type[Wire]]) -> dict[str, Any]:
     for model in models:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         defs.update(schema.get("$defs", {}))
-    return defs
+    return dict(sorted(defs.items()))  # the order modules were imported in must not matter
 
 
 def _message(name: str, model: type[Wire], summary: str) -> dict[str, Any]:

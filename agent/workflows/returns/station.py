@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from agent.config import NodeConfig
 from agent.errors import ConfigError
@@ -23,8 +23,12 @@ from agent.workflows.picking import gtin14, scan_matches, settings_from
 from agent.workflows.returns.messages import (
     GRADES,
     REASONS,
+    Disposition,
     ExtraUnits,
+    Flag,
+    Grade,
     LineResult,
+    Reason,
     ReturnClosed,
     ReturnOpened,
     ReturnReceived,
@@ -509,11 +513,11 @@ class ReturnsWorkflow:
                 unit=unit.n,
                 sku=unit.sku,
                 code=unit.code,
-                flag=unit.flag,
+                flag=cast(Flag | None, unit.flag),
                 stated_reason=unit.stated_reason,
-                reason=unit.reason,
-                grade=unit.grade,
-                disposition=unit.disposition,
+                reason=cast(Reason, unit.reason),
+                grade=cast(Grade, unit.grade),
+                disposition=cast(Disposition, unit.disposition),
                 bin=slot,
                 hazardous=unit.hazardous,
                 label_job=job,
