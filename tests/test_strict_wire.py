@@ -97,6 +97,25 @@ FULL_BODIES: dict[str, dict[str, Any]] = {
         ]
     },
     "manifest_close": {"carrier": "DHL"},
+    "rma": {
+        "rmas": [
+            {
+                "rma": "RMA-1",
+                "order": "o1",
+                "tracking": "JD0002",
+                "lines": [
+                    {
+                        "sku": "SKU-1",
+                        "qty": 2,
+                        "barcodes": ["4006381333931"],
+                        "reason": "defective",
+                        "hazardous": True,
+                        "description": "mug",
+                    }
+                ],
+            }
+        ]
+    },
     "put": {
         "orders": [
             {
