@@ -90,10 +90,11 @@ def test_scan_lights_the_carriers_lane_and_the_lane_barcode_loads() -> None:
     step = feed(w, scan("LANE-L1"), now=2000)
     [(name, body)] = events(step)
     assert name == "loaded"
-    assert body["sscc"] == SSCC_1 and body["lane"] == "L1" and body["confirmed_by"] == "scan"
+    assert body["parcel"] == body["sscc"] == SSCC_1 and body["tracking"] == "1Z999"
+    assert body["lane"] == "L1" and body["confirmed_by"] == "scan"
     assert (body["scanned_at"], body["loaded_at"], body["late"]) == (1000, 2000, False)
     assert lights(step) == {"L1": (None, "steady", None)}
-    assert step.unit.puts[f"parcel:{SSCC_1}"].data[7] == "L1"
+    assert step.unit.puts[f"parcel:{SSCC_1}"].data[8] == "L1"
     assert w.snapshot()["lanes"][0]["loaded"] == 1
 
 
@@ -105,12 +106,29 @@ def test_the_lane_button_loads_too_and_a_tracking_number_finds_the_parcel() -> N
     assert (name, body["sscc"], body["confirmed_by"]) == ("loaded", SSCC_2, "button")
 
 
+def test_a_parcel_with_only_a_tracking_number_is_known_by_it() -> None:
+    w = station(parcel("", tracking="JJD000390007", order="AMZ-1") | {"sscc": None})
+    feed(w, scan("JJD000390007"))
+    [(name, body)] = events(feed(w, scan("LANE-L1")))
+    assert (name, body["parcel"], body["sscc"], body["order"]) == (
+        "loaded",
+        "JJD000390007",
+        None,
+        "AMZ-1",
+    )
+    got = events(feed(w, scan("CLOSE-L1")))
+    assert got[0][1]["loaded"] == ["JJD000390007"] and got[1][1]["parcel"] == "JJD000390007"
+    assert refusal(feed(w, scan("JJD000390007")))["reason"] == "already_loaded"
+    with pytest.raises(ValueError, match="sscc or its tracking"):
+        LoadCommand.model_validate({"parcels": [{"carrier": "DPD", "order": "O"}]})
+
+
 def test_wrong_lane_is_refused_and_the_parcel_stays_waiting_for_its_own() -> None:
     w = station(parcel(SSCC_1))
     feed(w, scan(SSCC_1))
     step = feed(w, ButtonPress("dock", "L2", Button.CONFIRM))
     body = refusal(step)
-    assert (body["reason"], body["lane"], body["sscc"]) == ("wrong_lane", "L2", SSCC_1)
+    assert (body["reason"], body["lane"], body["parcel"]) == ("wrong_lane", "L2", SSCC_1)
     assert "Door 1" in w.notice.text and w.pending is not None
     step = feed(w, scan("LANE-L2"))
     assert refusal(step)["reason"] == "wrong_lane"
@@ -205,6 +223,7 @@ def test_closing_a_manifest_ships_the_loaded_and_lists_the_missing() -> None:
     shipped = got[1][1]
     assert shipped == {
         "order": "O-569",
+        "parcel": SSCC_1,
         "sscc": SSCC_1,
         "tracking": "T1",
         "carrier": "DPD",

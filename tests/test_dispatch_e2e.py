@@ -126,7 +126,7 @@ def test_loads_refusals_express_light_and_manifest_close(
             await control.scan(sscc(2))  # FedEx: no lane here
             await control.scan(sscc(5))  # nobody announced it
             got = await next_events(oms, 6, skip=SKIP)
-            summary = [(e.name, body(e).get("reason"), body(e)["sscc"]) for e in got]
+            summary = [(e.name, body(e).get("reason"), body(e)["parcel"]) for e in got]
             assert summary == [
                 ("load_refused", "wrong_lane", sscc(1)),
                 ("loaded", None, sscc(1)),

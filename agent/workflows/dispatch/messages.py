@@ -17,6 +17,9 @@ Carrier = Annotated[str, Field(min_length=1, max_length=64)]
 class Parcel(Wire):
     """A packed parcel announced at the dock.
 
+    Give ``sscc`` or ``tracking`` (or both): a parcel with a carrier's own label may have
+    no SSCC, and is then known by its tracking number.
+
     Attributes:
         sscc: the parcel's SSCC (18 digits, the GS1-128 label's AI 00).
         tracking: the carrier's tracking number, also accepted as the parcel's barcode.
@@ -27,13 +30,24 @@ class Parcel(Wire):
         cutoff: the carrier's cut-off for this parcel (ms since the epoch); ``None``: none.
     """
 
-    sscc: Sscc
-    tracking: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    sscc: Sscc | None = None
+    tracking: Id | None = None
     carrier: Carrier
     service: Annotated[str, Field(max_length=64)] = ""
     order: Id
     express: bool = False
     cutoff: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _identified(self) -> Parcel:
+        if self.sscc is None and self.tracking is None:
+            raise ValueError("give the parcel's sscc or its tracking number")
+        return self
+
+    @property
+    def key(self) -> str:
+        """What the station knows the parcel by: its SSCC, else its tracking number."""
+        return self.sscc or self.tracking or ""
 
 
 class LoadCommand(Wire):
@@ -43,9 +57,9 @@ class LoadCommand(Wire):
 
     @model_validator(mode="after")
     def _unique(self) -> LoadCommand:
-        ids = [p.sscc for p in self.parcels]
+        ids = [p.key for p in self.parcels]
         if len(set(ids)) != len(ids):
-            raise ValueError("a parcel (sscc) appears twice in one command")
+            raise ValueError("a parcel (sscc or tracking) appears twice in one command")
         return self
 
 
@@ -58,10 +72,13 @@ class ManifestClose(Wire):
 class Loaded(Wire):
     """A parcel was loaded onto its carrier's lane.
 
-    ``late``: loaded after its cut-off (it misses the carrier's pickup it was meant for).
+    ``parcel``: its SSCC, else its tracking number. ``late``: loaded after its cut-off (it
+    misses the carrier's pickup it was meant for).
     """
 
-    sscc: str
+    parcel: str
+    sscc: str | None = None
+    tracking: str | None = None
     order: str
     carrier: str
     lane: str
@@ -86,7 +103,7 @@ class LoadRefused(Wire):
     code: str
     reason: str
     detail: str = ""
-    sscc: str | None = None
+    parcel: str | None = None
     order: str | None = None
     carrier: str | None = None
     lane: str | None = None
@@ -94,7 +111,10 @@ class LoadRefused(Wire):
 
 
 class ManifestClosed(Wire):
-    """A carrier's manifest is closed: the parcels on it, and those announced but missing."""
+    """A carrier's manifest is closed: the parcels on it, and those announced but missing.
+
+    Parcels are named as everywhere at the dock: by SSCC, else by tracking number.
+    """
 
     manifest: str
     carrier: str
@@ -111,7 +131,8 @@ class Shipped(Wire):
     """A loaded parcel left on a closed manifest: mark its order shipped, send tracking."""
 
     order: str
-    sscc: str
+    parcel: str
+    sscc: str | None = None
     tracking: str | None = None
     carrier: str
     service: str = ""

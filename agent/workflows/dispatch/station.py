@@ -1,7 +1,8 @@
 """The dispatch station's state machine (see the package docstring for the whole flow).
 
 State that must survive a restart is in the store: one task per announced parcel
-(``parcel:{sscc}``, with the lane and time once loaded) and one ``dispatch:meta`` task
+(``parcel:{id}``: its SSCC, else its tracking number; with the lane and time once loaded)
+and one ``dispatch:meta`` task
 (manifest numbers, when each carrier's open manifest got its first parcel, and the shipped
 parcels remembered for "already loaded" refusals). A parcel scanned but not yet confirmed
 is not stored: after a restart every lane is dark and the loader scans it again.
@@ -42,9 +43,14 @@ Urgency = Literal["normal", "express", "cutoff", "late"]
 
 @dataclass(slots=True)
 class DockParcel:
-    """An announced parcel, with where and when it was loaded."""
+    """An announced parcel, with where and when it was loaded.
 
-    sscc: str
+    ``id`` is its SSCC, or the carrier's tracking number when it has no SSCC (a carrier's
+    own label): the key of the parcel in the store, in manifests and in refusals.
+    """
+
+    id: str
+    sscc: str | None
     tracking: str | None
     carrier: str
     service: str
@@ -59,10 +65,11 @@ class DockParcel:
     def stored(self) -> StoredTask:
         """The store row of this parcel."""
         return StoredTask(
-            f"parcel:{self.sscc}",
+            f"parcel:{self.id}",
             PARCEL,
             None,
             [
+                self.sscc,
                 self.tracking,
                 self.carrier,
                 self.service,
@@ -79,15 +86,16 @@ class DockParcel:
     @classmethod
     def from_stored(cls, row: StoredTask) -> DockParcel:
         """Rebuild from a store row."""
-        t, c, s, o, e, cut, arr, lane, at, scanned = row.data
-        return cls(row.id.removeprefix("parcel:"), t, c, s, o, e, cut, arr, lane, at, scanned)
+        sscc, t, c, s, o, e, cut, arr, lane, at, scanned = row.data
+        key = row.id.removeprefix("parcel:")
+        return cls(key, sscc, t, c, s, o, e, cut, arr, lane, at, scanned)
 
 
 @dataclass(slots=True)
 class Pending:
     """A parcel scanned, waiting for its lane to be confirmed."""
 
-    sscc: str
+    parcel: str
     scanned_at: int
     shown: Urgency
 
@@ -210,7 +218,7 @@ class DispatchWorkflow:
                 code=code[:128],
                 reason=reason,
                 detail=detail[:256],
-                sscc=None if parcel is None else parcel.sscc,
+                parcel=None if parcel is None else parcel.id,
                 order=None if parcel is None else parcel.order,
                 carrier=None if parcel is None else parcel.carrier,
                 lane=lane,
@@ -235,7 +243,7 @@ class DispatchWorkflow:
     def _dark(self, step: Step) -> None:
         if self.pending is None:
             return
-        parcel = self.parcels.get(self.pending.sscc)
+        parcel = self.parcels.get(self.pending.parcel)
         if parcel is not None:
             for lane in self._carrier_lanes.get(parcel.carrier, []):
                 step.off(lane.id)
@@ -249,9 +257,9 @@ class DispatchWorkflow:
         for row in tasks:
             if row.kind == PARCEL:
                 parcel = DockParcel.from_stored(row)
-                self.parcels[parcel.sscc] = parcel
+                self.parcels[parcel.id] = parcel
                 if parcel.tracking:
-                    self._tracking[parcel.tracking] = parcel.sscc
+                    self._tracking[parcel.tracking] = parcel.id
                 self._arrivals = max(self._arrivals, parcel.arrival + 1)
             elif row.kind == META:
                 self.numbers = dict(row.data["numbers"])
@@ -275,15 +283,16 @@ class DispatchWorkflow:
         assert isinstance(body, LoadCommand)
         items: list[ItemResult] = []
         for p in body.parcels:
-            if p.sscc in self.parcels:
+            key = p.key
+            if key in self.parcels:
                 continue  # sent again: already held
-            if p.sscc in self.shipped:
-                items.append(ItemResult(id=p.sscc, status="rejected", reason="already_shipped"))
+            if key in self.shipped:
+                items.append(ItemResult(id=key, status="rejected", reason="already_shipped"))
                 continue
             parcel = self._new(p)
-            self.parcels[parcel.sscc] = parcel
+            self.parcels[parcel.id] = parcel
             if parcel.tracking:
-                self._tracking[parcel.tracking] = parcel.sscc
+                self._tracking[parcel.tracking] = parcel.id
             step.unit.put_task(parcel.stored())
             self._count(step, "parcels_announced")
         return Verdict.accepted(items)
@@ -291,7 +300,15 @@ class DispatchWorkflow:
     def _new(self, p: Parcel) -> DockParcel:
         self._arrivals += 1
         return DockParcel(
-            p.sscc, p.tracking, p.carrier, p.service, p.order, p.express, p.cutoff, self._arrivals
+            p.key,
+            p.sscc,
+            p.tracking,
+            p.carrier,
+            p.service,
+            p.order,
+            p.express,
+            p.cutoff,
+            self._arrivals,
         )
 
     # --- input ---------------------------------------------------------------------
@@ -307,7 +324,7 @@ class DispatchWorkflow:
                 self._confirm(lane, "button", event.slot, step, now)
 
     def _find(self, scan: Scan) -> str:
-        """The SSCC a scan names (AI 00, bare 18 digits, or a tracking number), else its text."""
+        """The parcel a scan names (its SSCC: AI 00 or 18 digits; its tracking), else its text."""
         if scan.sscc is not None:
             return scan.sscc
         text = scan.text
@@ -344,18 +361,18 @@ class DispatchWorkflow:
                     lane=lane.id,
                 )
             return
-        sscc = self._find(scan)
-        parcel = self.parcels.get(sscc)
+        key = self._find(scan)
+        parcel = self.parcels.get(key)
         if parcel is None:
-            if sscc in self.shipped:
-                manifest, where, at = self.shipped[sscc]
+            if key in self.shipped:
+                manifest, where, at = self.shipped[key]
                 self._dark(step)
                 self._refuse(
                     step,
                     now,
                     text,
                     "already_loaded",
-                    f"Parcel {sscc} already left on manifest {manifest} (lane {where}). "
+                    f"Parcel {key} already left on manifest {manifest} (lane {where}). "
                     "Take it to the office.",
                     detail=f"shipped on manifest {manifest} from lane {where} at {at}",
                     lane=where,
@@ -380,7 +397,7 @@ class DispatchWorkflow:
                 now,
                 text,
                 "already_loaded",
-                f"Parcel {parcel.sscc} is already loaded on lane {self._name(parcel.lane)}.",
+                f"Parcel {parcel.id} is already loaded on lane {self._name(parcel.lane)}.",
                 detail=f"loaded on lane {parcel.lane} at {parcel.loaded_at}",
                 parcel=parcel,
                 lane=parcel.lane,
@@ -394,14 +411,14 @@ class DispatchWorkflow:
                 now,
                 text,
                 "no_lane",
-                f"No lane here takes {parcel.carrier}. Put parcel {parcel.sscc} aside for "
+                f"No lane here takes {parcel.carrier}. Put parcel {parcel.id} aside for "
                 "the office.",
                 parcel=parcel,
             )
             return
         self._dark(step)
         shown = self._light(parcel, step, now)
-        self.pending = Pending(parcel.sscc, now, shown)
+        self.pending = Pending(parcel.id, now, shown)
         names = ", ".join(self._name(lane.id) for lane in lanes)
         extra = {
             "normal": "",
@@ -419,7 +436,7 @@ class DispatchWorkflow:
         self, lane: Lane, by: Literal["scan", "button"], code: str, step: Step, now: int
     ) -> None:
         pending = self.pending
-        parcel = None if pending is None else self.parcels.get(pending.sscc)
+        parcel = None if pending is None else self.parcels.get(pending.parcel)
         if pending is None or parcel is None:
             self._refuse(
                 step,
@@ -437,7 +454,7 @@ class DispatchWorkflow:
                 now,
                 code,
                 "wrong_lane",
-                f"Wrong lane: {self._name(lane.id)} is {lane.carrier}. Parcel {parcel.sscc} "
+                f"Wrong lane: {self._name(lane.id)} is {lane.carrier}. Parcel {parcel.id} "
                 f"goes to {right} ({parcel.carrier}).",
                 detail=f"lane {lane.id} takes {lane.carrier}; the parcel's lane is {right}",
                 parcel=parcel,
@@ -454,7 +471,9 @@ class DispatchWorkflow:
         step.emit(
             "loaded",
             Loaded(
+                parcel=parcel.id,
                 sscc=parcel.sscc,
+                tracking=parcel.tracking,
                 order=parcel.order,
                 carrier=parcel.carrier,
                 lane=lane.id,
@@ -471,10 +490,10 @@ class DispatchWorkflow:
         if late:
             self._count(step, "parcels_late")
         self.recent = [
-            {"sscc": parcel.sscc, "order": parcel.order, "lane": lane.id, "late": late, "at": now},
+            {"parcel": parcel.id, "order": parcel.order, "lane": lane.id, "late": late, "at": now},
             *self.recent,
         ][:MAX_RECENT_SHOWN]
-        self._say("ok", f"Parcel {parcel.sscc} loaded on lane {self._name(lane.id)}.", now)
+        self._say("ok", f"Parcel {parcel.id} loaded on lane {self._name(lane.id)}.", now)
 
     def _close(self, carrier: str, by: Literal["scan", "command"], step: Step, now: int) -> bool:
         """Close ``carrier``'s manifest; ``False`` (nothing done) when nothing is loaded."""
@@ -484,7 +503,7 @@ class DispatchWorkflow:
         loaded = [p for p in mine if p.lane is not None]
         if not loaded:
             return False
-        missing = [p.sscc for p in mine if p.lane is None]
+        missing = [p.id for p in mine if p.lane is None]
         number = self.numbers.get(carrier, 0) + 1
         self.numbers[carrier] = number
         manifest = f"{carrier}-{number:04d}"
@@ -495,7 +514,7 @@ class DispatchWorkflow:
                 manifest=manifest,
                 carrier=carrier,
                 lanes=[lane.id for lane in self._carrier_lanes.get(carrier, [])],
-                loaded=[p.sscc for p in loaded],
+                loaded=[p.id for p in loaded],
                 missing=missing,
                 late=late,
                 closed_by=by,
@@ -510,6 +529,7 @@ class DispatchWorkflow:
                 "shipped",
                 Shipped(
                     order=p.order,
+                    parcel=p.id,
                     sscc=p.sscc,
                     tracking=p.tracking,
                     carrier=carrier,
@@ -521,12 +541,12 @@ class DispatchWorkflow:
                 ),
                 ts=now,
             )
-            del self.parcels[p.sscc]
+            del self.parcels[p.id]
             if p.tracking:
                 self._tracking.pop(p.tracking, None)
-            step.unit.drop_task(f"parcel:{p.sscc}")
+            step.unit.drop_task(f"parcel:{p.id}")
             if self.settings.shipped_memory:
-                self.shipped[p.sscc] = (manifest, p.lane, p.loaded_at)
+                self.shipped[p.id] = (manifest, p.lane, p.loaded_at)
         while len(self.shipped) > self.settings.shipped_memory:
             self.shipped.popitem(last=False)
         step.unit.put_task(self._meta())
@@ -541,7 +561,7 @@ class DispatchWorkflow:
         self._now = now
         if self.pending is None:
             return
-        parcel = self.parcels.get(self.pending.sscc)
+        parcel = self.parcels.get(self.pending.parcel)
         if parcel is not None and urgency(parcel, now, self._near_ms) != self.pending.shown:
             self.pending.shown = self._light(parcel, step, now)
 
@@ -550,7 +570,7 @@ class DispatchWorkflow:
     def _prompt(self) -> str:
         if self.pending is None:
             return "Scan a parcel label."
-        parcel = self.parcels.get(self.pending.sscc)
+        parcel = self.parcels.get(self.pending.parcel)
         if parcel is None:
             return "Scan a parcel label."
         names = ", ".join(self._name(x.id) for x in self._carrier_lanes.get(parcel.carrier, []))
@@ -560,9 +580,10 @@ class DispatchWorkflow:
         """What the loader's screen shows (see docs/simulation.md, "Dispatch station")."""
         now = self._now
         pending = None
-        if self.pending is not None and self.pending.sscc in self.parcels:
-            p = self.parcels[self.pending.sscc]
+        if self.pending is not None and self.pending.parcel in self.parcels:
+            p = self.parcels[self.pending.parcel]
             pending = {
+                "parcel": p.id,
                 "sscc": p.sscc,
                 "order": p.order,
                 "carrier": p.carrier,
@@ -607,6 +628,7 @@ class DispatchWorkflow:
             ],
             "waiting": [
                 {
+                    "parcel": p.id,
                     "sscc": p.sscc,
                     "order": p.order,
                     "carrier": p.carrier,
