@@ -18,8 +18,18 @@ An order's way:
 3. **Pack.** The order then goes to the pack station with the fewest orders open
    (``pack``), with the picked quantities, its express flag, gift note, bonus item, packing
    slip wish and either the carrier's ZPL or the fields of the station's own label (with an
-   SSCC serial reference from a counter). ``packed`` ends it. A site without a pack
-   station ends at step 1 or 2 (status ``picked``).
+   SSCC serial reference from a counter). ``packed`` ends it unless it goes on to the dock.
+   A site without a pack station ends at step 1 or 2 (status ``picked``).
+4. **Ship.** With a dispatch station online, a packed parcel of a carrier the dock serves
+   (every carrier, unless ``dock_carriers`` says which) is announced there (``load``: its
+   SSCC from ``label_printed``, else the order's tracking number; carrier, service,
+   express, the carrier's cut-off from ``cutoffs``). ``shipped`` ends it (status
+   ``shipped``): the order guide's "mark the order as shipped". A parcel the dock refuses
+   for want of a lane (``load_refused`` ``no_lane``) ends ``packed`` with the reason.
+5. **Returns.** The order file's returns of an order are announced to a returns station
+   (``rma``) once the order has shipped (or ended ``packed``, not going to the dock):
+   the customer has it. ``return_closed`` ends a return. An OMS refunds per unit on
+   ``return_received``, never earlier.
 
 An order of which nothing was picked is ``unfulfilled`` (out of stock: a real OMS would
 back-order it or tell the customer) and goes no further. A command a node refuses puts the
@@ -36,7 +46,7 @@ import csv
 import functools
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -58,8 +68,10 @@ from agent.link.messages import (
     WaveCommand,
     Wire,
 )
+from agent.workflows.dispatch.messages import LoadCommand, Parcel
 from agent.workflows.packing import OwnLabel, PackCommand, PackLine, ShipTo
 from agent.workflows.putwall import PutCommand, PutItem, PutOrder
+from agent.workflows.returns.messages import Grade, Reason, ReturnLine, Rma, RmaCommand
 
 if TYPE_CHECKING:
     from agent.oms import NodeEvent, OmsClient
@@ -71,12 +83,17 @@ Status = Literal[
     "at_wall",
     "packing",
     "packed",
+    "dispatching",
+    "shipped",
     "picked",
     "unfulfilled",
     "unrouted",
     "refused",
 ]
-FINAL: frozenset[str] = frozenset({"packed", "picked", "unfulfilled", "unrouted", "refused"})
+FINAL: frozenset[str] = frozenset(
+    {"packed", "shipped", "picked", "unfulfilled", "unrouted", "refused"}
+)
+ReturnStatus = Literal["waiting", "announced", "received", "refused", "no_station"]
 CUBBY_PROBLEMS = frozenset({"slot_busy", "unknown_location"})
 """Put refusals that are about the cubby, not the order: another cubby is tried."""
 
@@ -98,6 +115,7 @@ class CatalogueItem(_Model):
         unit_weight_g: one unit's weight, for the check-weigh.
         dims_mm: one unit's length, width and height, for the box choice.
         fragile: needs protective packaging.
+        hazardous: hazardous goods (lithium batteries, aerosols): a return is never restocked.
         on_shelf: **simulation only**: how many are really in the slot (``None``: plenty).
             The OMS never reads it; the demo's pickers pick short when the slot runs out.
     """
@@ -108,6 +126,7 @@ class CatalogueItem(_Model):
     unit_weight_g: float = Field(default=0, ge=0, le=100_000)
     dims_mm: tuple[Dim, Dim, Dim] | None = None
     fragile: bool = False
+    hazardous: bool = False
     on_shelf: int | None = Field(default=None, ge=0)
 
 
@@ -138,6 +157,8 @@ class Order(_Model):
         ship_to: the addressee, for the station's own label.
         carrier: the carrier and ``service`` on the station's own label.
         carrier_zpl: the carrier's own label as ZPL, printed byte for byte instead.
+        tracking: the carrier's tracking number (the barcode on its label): how the dock
+            knows a parcel whose label carries no SSCC.
         lines: what to pick.
     """
 
@@ -152,6 +173,7 @@ class Order(_Model):
     carrier: str = Field(default="", max_length=64)
     service: str = Field(default="", max_length=64)
     carrier_zpl: str | None = Field(default=None, max_length=60_000)
+    tracking: Id | None = None
     lines: list[OrderLine] = Field(min_length=1, max_length=100)
 
     @model_validator(mode="after")
@@ -166,11 +188,41 @@ class Order(_Model):
         return self
 
 
+class ReturnLineEntry(_Model):
+    """What the customer says they send back: ``qty`` of ``sku``, and why."""
+
+    sku: Id
+    qty: int = Field(default=1, ge=1, le=9999)
+    reason: Reason = "other"
+
+
+class ReturnEntry(_Model):
+    """A customer return of an order, announced once the order has shipped.
+
+    Attributes:
+        rma: the RMA number (on the return label).
+        order: the order it returns (must be in the file).
+        tracking: the return parcel's tracking number.
+        lines: what the customer says they send back.
+        grade: **simulation only**: the condition the returns clerk finds (A-D).
+        contents: **simulation only**: the SKUs really in the parcel, one per unit
+            (default: the lines). A wrong item sent shows up here as another SKU.
+    """
+
+    rma: Id
+    order: Id
+    tracking: Id | None = None
+    lines: list[ReturnLineEntry] = Field(min_length=1, max_length=100)
+    grade: Grade = "A"
+    contents: list[Id] | None = Field(default=None, max_length=1000)
+
+
 class OrderFile(_Model):
-    """A whole order file: the catalogue and the orders."""
+    """A whole order file: the catalogue, the orders and the customer returns."""
 
     catalogue: dict[Id, CatalogueItem] = Field(default_factory=dict)
     orders: list[Order] = Field(min_length=1)
+    returns: list[ReturnEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _lines_resolve(self) -> OrderFile:
@@ -185,6 +237,21 @@ class OrderFile(_Model):
                         f"orders[{n}].lines[{m}].sku: {line.sku!r} is not in the catalogue "
                         "and the line has no location"
                     )
+        rmas: set[str] = set()
+        for n, entry in enumerate(self.returns):
+            if entry.rma in rmas:
+                raise ValueError(f"returns[{n}].rma: {entry.rma!r} appears twice")
+            rmas.add(entry.rma)
+            if entry.order not in seen:
+                raise ValueError(f"returns[{n}].order: {entry.order!r} is not an order of the file")
+            for m, ret_line in enumerate(entry.lines):
+                if ret_line.sku not in self.catalogue:
+                    raise ValueError(
+                        f"returns[{n}].lines[{m}].sku: {ret_line.sku!r} is not in the catalogue"
+                    )
+            for m, sku in enumerate(entry.contents or []):
+                if sku not in self.catalogue:
+                    raise ValueError(f"returns[{n}].contents[{m}]: {sku!r} is not in the catalogue")
         return self
 
     def item(self, line: OrderLine) -> CatalogueItem:
@@ -209,7 +276,9 @@ class OrderFile(_Model):
                 used.add(new_id := f"{order.order}-{suffix}")
                 tote = None if order.tote is None else f"{order.tote}-{suffix}"
                 orders.append(order.model_copy(update={"order": new_id, "tote": tote}))
-        return self.model_copy(update={"orders": orders})
+        kept = {o.order for o in orders}
+        returns = [r for r in self.returns if r.order in kept]
+        return self.model_copy(update={"orders": orders, "returns": returns})
 
 
 def _truthy(text: str) -> bool:
@@ -300,11 +369,23 @@ class OrderProgress:
     wall: str | None = None
     slot: str | None = None
     station: str | None = None
+    sscc: str | None = None
+    dock: str | None = None
     detail: str = ""
 
     def units(self) -> int:
         """Units actually picked."""
         return sum(self.picked.values())
+
+
+@dataclass(slots=True)
+class ReturnProgress:
+    """Where one customer return is."""
+
+    entry: ReturnEntry
+    status: ReturnStatus = "waiting"
+    node: str | None = None
+    detail: str = ""
 
 
 class Fulfilment:
@@ -315,6 +396,8 @@ class Fulfilment:
         wave: the wave id for the pick tasks.
         serial_start: the first SSCC serial reference for the stations' own labels.
         company_prefix: the GS1 company prefix for SSCCs (``None``: the station's setting).
+        dock_carriers: the carriers collected at the dispatch station (``None``: all).
+        cutoffs: each carrier's cut-off (ms since the epoch), sent with its parcels.
     """
 
     def __init__(
@@ -324,10 +407,17 @@ class Fulfilment:
         wave: str = "W1",
         serial_start: int = 1,
         company_prefix: str | None = None,
+        dock_carriers: Collection[str] | None = None,
+        cutoffs: Mapping[str, int] | None = None,
     ) -> None:
         self.file = orders
         self.wave = wave
         self.company_prefix = company_prefix
+        self.dock_carriers = None if dock_carriers is None else frozenset(dock_carriers)
+        self.cutoffs = dict(cutoffs or {})
+        self.returns: dict[str, ReturnProgress] = {r.rma: ReturnProgress(r) for r in orders.returns}
+        self._docks: list[str] = []
+        self._returns_stations: list[str] = []
         self._serial = serial_start
         self.orders: dict[str, OrderProgress] = {o.order: OrderProgress(o) for o in orders.orders}
         self._task_order: dict[str, tuple[str, str]] = {}  # task id -> (order, sku)
@@ -354,6 +444,10 @@ class Fulfilment:
                 self._walls[name] = list(state.locations)
             elif state.role == "pack":
                 self._stations.append(name)
+            elif state.role == "dispatch":
+                self._docks.append(name)
+            elif state.role == "returns":
+                self._returns_stations.append(name)
         per_node: dict[str, list[PickTask]] = {}
         for progress in self.orders.values():
             order = progress.order
@@ -413,6 +507,11 @@ class Fulfilment:
                 for task in send.body.tasks:
                     refused[task.order] = why.strip()
                     not_taken.append(task.task)
+            elif isinstance(send.body, RmaCommand):
+                for rma in send.body.rmas:
+                    if rma.rma in self.returns:
+                        self.returns[rma.rma].status = "refused"
+                        self.returns[rma.rma].detail = why.strip()
             elif send.order is not None:
                 refused[send.order] = why.strip()
         for item in reply.items:
@@ -495,12 +594,94 @@ class Fulfilment:
             if progress.open_tasks or progress.status != "picking":
                 return []
             return self._picked(progress)
+        if name == "return_closed":
+            ret = self.returns.get(str(field_of(body, "rma")))
+            if ret is not None and ret.status == "announced":
+                ret.status = "received"
+            return []
         found = self.orders.get(str(field_of(body, "order")))
-        if name == "order_complete" and found is not None and found.status == "at_wall":
+        if found is None:
+            return []
+        if name == "order_complete" and found.status == "at_wall":
             return self._free(found) + self._pack(found)
-        if name == "packed" and found is not None and found.status == "packing":
+        if name == "label_printed" and field_of(body, "sscc"):
+            found.sscc = str(field_of(body, "sscc"))
+        if name == "packed" and found.status == "packing":
+            return self._packed(found)
+        if name == "shipped" and found.status == "dispatching":
+            found.status = "shipped"
+            found.detail = f"manifest {field_of(body, 'manifest')}"
+            return self._announce_returns(found)
+        if (
+            name == "load_refused"
+            and found.status == "dispatching"
+            and field_of(body, "reason") == "no_lane"
+        ):
             found.status = "packed"
+            found.detail = f"{node} has no lane for {field_of(body, 'carrier')}"
+            return self._announce_returns(found)
         return []
+
+    def _carrier(self, order: Order) -> str:
+        """The carrier of the order's parcel (the station's own label says Standard)."""
+        return order.carrier or ("Standard" if order.carrier_zpl is None else "")
+
+    def _packed(self, progress: OrderProgress) -> list[Send]:
+        progress.status = "packed"
+        order = progress.order
+        carrier = self._carrier(order)
+        if not self._docks or (
+            self.dock_carriers is not None and carrier not in self.dock_carriers
+        ):
+            return self._announce_returns(progress)
+        if not carrier or (progress.sscc is None and order.tracking is None):
+            progress.detail = "no carrier, SSCC or tracking number: not sent to the dock"
+            return self._announce_returns(progress)
+        load = Counter(p.dock for p in self.orders.values() if p.status == "dispatching")
+        dock = min(self._docks, key=lambda d: (load[d], d))
+        progress.status = "dispatching"
+        progress.dock = dock
+        parcel = Parcel(
+            sscc=progress.sscc,
+            tracking=order.tracking,
+            carrier=carrier,
+            service=order.service,
+            order=order.order,
+            express=order.express,
+            cutoff=self.cutoffs.get(carrier),
+        )
+        return [Send(dock, "load", LoadCommand(parcels=[parcel]), order.order)]
+
+    def _announce_returns(self, progress: OrderProgress) -> list[Send]:
+        out: list[Send] = []
+        for ret in self.returns.values():
+            if ret.entry.order != progress.order.order or ret.status != "waiting":
+                continue
+            if not self._returns_stations:
+                ret.status = "no_station"
+                ret.detail = "no returns station online"
+                continue
+            ret.status = "announced"
+            ret.node = self._returns_stations[0]
+            out.append(Send(ret.node, "rma", RmaCommand(rmas=[self.rma(ret.entry)])))
+        return out
+
+    def rma(self, entry: ReturnEntry) -> Rma:
+        """The ``rma`` of a return, with the catalogue's barcodes and hazard flags."""
+        lines = []
+        for line in entry.lines:
+            item = self.file.catalogue[line.sku]
+            lines.append(
+                ReturnLine(
+                    sku=line.sku,
+                    qty=line.qty,
+                    barcodes=item.barcodes,
+                    reason=line.reason,
+                    hazardous=item.hazardous,
+                    description=item.description[:200],
+                )
+            )
+        return Rma(rma=entry.rma, order=entry.order, tracking=entry.tracking, lines=lines)
 
     def _picked(self, progress: OrderProgress) -> list[Send]:
         if progress.units() == 0:
@@ -602,8 +783,10 @@ class Fulfilment:
     # --- where things are --------------------------------------------------------------
 
     def done(self) -> bool:
-        """Whether every order reached a final status."""
-        return all(p.status in FINAL for p in self.orders.values())
+        """Whether every order reached a final status and every announced return closed."""
+        return all(p.status in FINAL for p in self.orders.values()) and not any(
+            r.status == "announced" for r in self.returns.values()
+        )
 
     def counts(self) -> Counter[str]:
         """Orders by status."""

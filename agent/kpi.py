@@ -43,6 +43,13 @@ class Kpis:
     order_end: dict[str, int] = field(default_factory=dict)
     packed_orders: set[str] = field(default_factory=set)
     node_scans: dict[str, int] = field(default_factory=dict)
+    units_sold: int = 0
+    units_returned: int = 0
+    returned_by_reason: dict[str, int] = field(default_factory=dict)
+    wrong_item_orders: set[str] = field(default_factory=set)
+    shipped_at: dict[str, int] = field(default_factory=dict)
+    parcels_loaded: int = 0
+    parcels_late: int = 0
 
     def _span(self, start: int | None, end: int | None) -> None:
         if start is not None:
@@ -81,10 +88,28 @@ class Kpis:
                 self.failed_orders.add(order)
         elif name == "packed":
             order = str(field_of(body, "order"))
+            if order not in self.packed_orders:
+                self.units_sold += int(field_of(body, "units") or 0)
             self.packed_orders.add(order)
             end = field_of(body, "labelled_at") or field_of(body, "at")
             if end is not None:
                 self.order_end[order] = end
+        elif name == "return_received":
+            # One event per unit physically received and graded (what a refund waits for).
+            reason = str(field_of(body, "reason"))
+            self.units_returned += 1
+            self.returned_by_reason[reason] = self.returned_by_reason.get(reason, 0) + 1
+            order = field_of(body, "order")
+            if reason == "wrong_item_sent" and order:
+                self.wrong_item_orders.add(str(order))
+        elif name == "loaded":
+            self.parcels_loaded += 1
+            self.parcels_late += bool(field_of(body, "late"))
+        elif name == "shipped":
+            order = str(field_of(body, "order"))
+            at = field_of(body, "at")
+            if at is not None:
+                self.shipped_at[order] = max(self.shipped_at.get(order, at), at)
 
     def table(self) -> list[tuple[str, str, str]]:
         """``(kpi, value, definition)`` rows; ``-`` where nothing was measured."""
@@ -111,6 +136,21 @@ class Kpis:
             (self.order_end[o] - s) / 1000
             for o, s in self.order_start.items()
             if o in self.order_end
+        ]
+        to_shipped = [
+            (self.shipped_at[o] - s) / 1000
+            for o, s in self.order_start.items()
+            if o in self.shipped_at
+        ]
+        orders = len(self.packed_orders)
+        wrong = len(self.wrong_item_orders & self.packed_orders)
+        by_reason = [
+            (
+                f"rate of return: {reason}",
+                pct(count, self.units_sold),
+                f"units returned for {reason} / units sold x 100",
+            )
+            for reason, count in sorted(self.returned_by_reason.items())
         ]
         return [
             ("lines picked", str(self.lines), "picked + short confirmations"),
@@ -146,5 +186,32 @@ class Kpis:
                 "order lead time p95",
                 f"{percentile(lead, 0.95):.1f} s" if lead else "-",
                 "as above, 95th percentile",
+            ),
+            ("orders shipped", str(len(self.shipped_at)), "orders with a shipped event"),
+            (
+                "order lead time to shipped median",
+                f"{statistics.median(to_shipped):.1f} s" if to_shipped else "-",
+                "first line lit to shipped (manifest closed)",
+            ),
+            (
+                "order lead time to shipped p95",
+                f"{percentile(to_shipped, 0.95):.1f} s" if to_shipped else "-",
+                "as above, 95th percentile",
+            ),
+            (
+                "parcels loaded after cut-off",
+                f"{self.parcels_late} of {self.parcels_loaded}" if self.parcels_loaded else "-",
+                "loaded events marked late / parcels loaded",
+            ),
+            (
+                "rate of return",
+                pct(self.units_returned, self.units_sold),
+                "units returned (received and graded) / units sold (packed) x 100",
+            ),
+            *by_reason,
+            (
+                "picking accuracy (guide)",
+                pct(orders - wrong, orders),
+                "(orders - orders with a wrong-item-sent return) / orders packed x 100",
             ),
         ]

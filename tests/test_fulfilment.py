@@ -19,9 +19,11 @@ from agent.link.messages import (
     State,
     WaveCommand,
 )
+from agent.workflows.dispatch import LoadCommand
 from agent.workflows.packing import OwnLabel, PackCommand, PackLine, ShipTo
 from agent.workflows.picking import Picked
 from agent.workflows.putwall import PutCommand, PutItem, PutOrder
+from agent.workflows.returns import RmaCommand
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -804,3 +806,141 @@ def test_a_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as err:
             read_order_file(path)
         assert (err.value.field, err.value.reason.split(":")[0]) == ("(file)", "not UTF-8 text")
+
+
+# --- dock and returns --------------------------------------------------------------------
+
+DOCKED = {**SITE, "dock": State(online=True, role="dispatch", locations=["L1", "L2"])}
+WITH_RETURNS = {**DOCKED, "returns": State(online=True, role="returns", locations=["B1"])}
+RETURNS = [
+    {"rma": "R-1", "order": "O1", "lines": [{"sku": "MUG", "reason": "defective"}], "grade": "C"},
+    {"rma": "R-2", "order": "O2", "lines": [{"sku": "TEE", "reason": "wrong_item_sent"}]},
+]
+
+
+def with_returns(*items: dict[str, Any], returns: list[dict[str, Any]]) -> OrderFile:
+    return OrderFile.model_validate(
+        {"catalogue": CATALOGUE, "orders": list(items), "returns": returns}
+    )
+
+
+def packed_at(f: Fulfilment, order_id: str, sscc: str | None = None) -> list[Send]:
+    f.on_event("pack", "label_printed", {"order": order_id, "sscc": sscc})
+    return f.on_event("pack", "packed", {"order": order_id})
+
+
+def test_a_packed_parcel_goes_to_the_dock_and_shipped_ends_it_then_its_return_is_announced() -> (
+    None
+):
+    f = Fulfilment(
+        with_returns(
+            order("O1", ("MUG", 1), carrier="DPD", service="Next day", express=True),
+            returns=RETURNS[:1],
+        ),
+        cutoffs={"DPD": 1_700_000_000_000},
+    )
+    f.plan(WITH_RETURNS)
+    picked(f, "O1-1", 1)
+    [send] = packed_at(f, "O1", "376104250021234569")
+    assert (send.node, send.command, send.order) == ("dock", "load", "O1")
+    assert isinstance(send.body, LoadCommand)
+    assert send.body.parcels[0].model_dump() == {
+        "sscc": "376104250021234569",
+        "tracking": None,
+        "carrier": "DPD",
+        "service": "Next day",
+        "order": "O1",
+        "express": True,
+        "cutoff": 1_700_000_000_000,
+    }
+    assert f.orders["O1"].status == "dispatching" and not f.done()
+    [rma] = f.on_event("dock", "shipped", {"order": "O1", "manifest": "DPD-0001"})
+    assert f.orders["O1"].status == "shipped" and f.orders["O1"].detail == "manifest DPD-0001"
+    assert (rma.node, rma.command) == ("returns", "rma")
+    assert isinstance(rma.body, RmaCommand)
+    line = rma.body.rmas[0].lines[0]
+    assert (line.sku, line.qty, line.barcodes, line.reason) == ("MUG", 1, MUG_CODES, "defective")
+    assert f.returns["R-1"].status == "announced" and not f.done()
+    f.on_event("returns", "return_closed", {"rma": "R-1"})
+    assert f.returns["R-1"].status == "received" and f.done()
+
+
+def test_carriers_the_dock_does_not_serve_end_packed_and_no_lane_ends_packed_too() -> None:
+    f = Fulfilment(
+        with_returns(
+            order("O1", ("MUG", 1), carrier="Evri"),
+            order("O2", ("TEE", 1), carrier="DPD"),
+            returns=RETURNS,
+        ),
+        dock_carriers={"DPD"},
+    )
+    f.plan(WITH_RETURNS)
+    picked(f, "O1-1", 1)
+    f.on_event("pick-a", "picked", {"task": "O2-1", "picked": 1})
+    [rma] = packed_at(f, "O1", "376104250021234569")
+    assert f.orders["O1"].status == "packed" and rma.command == "rma"
+    [load] = packed_at(f, "O2", "376104250021234576")
+    assert load.command == "load"
+    refused = {"order": "O2", "reason": "no_lane", "carrier": "DPD"}
+    [rma] = f.on_event("dock", "load_refused", refused)
+    assert f.orders["O2"].status == "packed" and "no lane for DPD" in f.orders["O2"].detail
+    assert f.on_event("dock", "load_refused", {"order": "O2", "reason": "wrong_lane"}) == []
+
+
+def test_a_carrier_label_parcel_goes_by_its_tracking_number_or_not_at_all() -> None:
+    f = started(
+        DOCKED,
+        order("O1", ("MUG", 1), carrier_zpl=ZPL, carrier="Parcelforce", tracking="PF1"),
+        order("O2", ("TEE", 1), carrier_zpl=ZPL),
+    )
+    picked(f, "O1-1", 1)
+    f.on_event("pick-a", "picked", {"task": "O2-1", "picked": 1})
+    [load] = packed_at(f, "O1")
+    assert isinstance(load.body, LoadCommand)
+    parcel = load.body.parcels[0]
+    assert (parcel.sscc, parcel.tracking, parcel.carrier) == (None, "PF1", "Parcelforce")
+    assert packed_at(f, "O2") == []
+    assert f.orders["O2"].status == "packed" and "not sent to the dock" in f.orders["O2"].detail
+
+
+def test_returns_without_a_returns_station_do_not_hold_the_run() -> None:
+    f = Fulfilment(with_returns(order("O1", ("MUG", 1)), returns=RETURNS[:1]))
+    f.plan(SITE)
+    picked(f, "O1-1", 1)
+    assert packed_at(f, "O1") == []
+    assert f.returns["R-1"].status == "no_station" and f.done()
+
+
+def test_a_refused_rma_is_noted_and_does_not_hold_the_run() -> None:
+    f = Fulfilment(with_returns(order("O1", ("MUG", 1)), returns=RETURNS[:1]))
+    f.plan({**SITE, "returns": State(online=True, role="returns")})
+    picked(f, "O1-1", 1)
+    [rma] = packed_at(f, "O1")
+    f.on_reply(rma, Reply(cmd="rma", status="rejected", reason="invalid_body"))
+    assert f.returns["R-1"].status == "refused" and f.done()
+
+
+@pytest.mark.parametrize(
+    ("returns", "where"),
+    [
+        ([{**RETURNS[0], "order": "NOPE"}], "returns[0].order"),
+        ([{**RETURNS[0], "lines": [{"sku": "GLUE"}]}], "returns[0].lines[0].sku"),
+        ([{**RETURNS[0], "contents": ["GLUE"]}], "returns[0].contents[0]"),
+        ([RETURNS[0], RETURNS[0]], "returns[1].rma"),
+    ],
+)
+def test_a_bad_return_names_the_field(
+    tmp_path: Path, returns: list[dict[str, Any]], where: str
+) -> None:
+    path = tmp_path / "o.json"
+    body = {"catalogue": CATALOGUE, "orders": [order("O1", ("MUG", 1))], "returns": returns}
+    path.write_text(json.dumps(body))
+    with pytest.raises(ConfigError) as info:
+        read_order_file(path)
+    assert info.value.field == where, info.value.problems
+
+
+def test_first_keeps_the_returns_of_the_orders_it_keeps() -> None:
+    file = with_returns(order("O1", ("MUG", 1)), order("O2", ("TEE", 1)), returns=RETURNS)
+    assert [r.rma for r in file.first(1).returns] == ["R-1"]
+    assert [r.rma for r in file.first(3).returns] == ["R-1", "R-2"]

@@ -61,6 +61,43 @@ def test_kpi_definitions() -> None:
     assert percentile([1, 2, 3, 4, 100], 0.95) == 100
 
 
+def test_kpis_of_the_dock_and_returns() -> None:
+    kpis = Kpis()
+    for event in [
+        _picked("t1", "o1", 0, 1000),
+        _picked("t2", "o2", 500, 2000),
+        _picked("t3", "o3", 1000, 3000),
+        _picked("t4", "o4", 1000, 3000),
+        ("p", "packed", {"order": "o1", "units": 4, "labelled_at": 4000}),
+        ("p", "packed", {"order": "o2", "units": 3, "labelled_at": 5000}),
+        ("p", "packed", {"order": "o2", "units": 3, "labelled_at": 5000}),  # counted once
+        ("p", "packed", {"order": "o3", "units": 2, "labelled_at": 5000}),
+        ("p", "packed", {"order": "o4", "units": 1, "labelled_at": 5000}),
+        ("d", "loaded", {"order": "o1", "late": False}),
+        ("d", "loaded", {"order": "o2", "late": True}),
+        ("d", "shipped", {"order": "o1", "at": 10_000}),
+        ("d", "shipped", {"order": "o2", "at": 30_500}),
+        ("r", "return_received", {"order": "o1", "reason": "size_or_fit"}),
+        ("r", "return_received", {"order": "o1", "reason": "defective"}),
+        ("r", "return_received", {"order": "o2", "reason": "wrong_item_sent"}),
+        ("r", "return_received", {"order": "o2", "reason": "wrong_item_sent"}),  # one order
+        ("r", "return_received", {"order": None, "reason": "wrong_item_sent"}),  # unexpected
+    ]:
+        kpis.add(*event)
+    rows = {name: value for name, value, _ in kpis.table()}
+    assert rows["orders shipped"] == "2"
+    assert rows["order lead time to shipped median"] == "20.0 s"  # 10 s and 30 s
+    assert rows["order lead time to shipped p95"] == "30.0 s"
+    assert rows["parcels loaded after cut-off"] == "1 of 2"
+    assert rows["rate of return"] == "50.00 %"  # 5 units of 10 sold
+    assert rows["rate of return: wrong_item_sent"] == "30.00 %"
+    assert rows["rate of return: defective"] == "10.00 %"
+    assert rows["rate of return: size_or_fit"] == "10.00 %"
+    assert rows["picking accuracy (guide)"] == "75.00 %"  # (4 orders - o2) / 4
+    empty = {name: value for name, value, _ in Kpis().table()}
+    assert empty["rate of return"] == empty["parcels loaded after cut-off"] == "-"
+
+
 @pytest.mark.broker
 def test_dispatch_record_and_kpi_end_to_end(tmp_path: Path, broker: LocalBroker) -> None:
     record = tmp_path / "events.jsonl"
