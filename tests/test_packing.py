@@ -277,7 +277,8 @@ def test_wrong_unknown_surplus_and_no_order_scans_are_refused() -> None:
         "at": s.now,
         "reason": "surplus",
     }
-    assert len(s.screen["refusals"]) == 4
+    # The screen lists o1's refusals; the one made before it opened went when it did.
+    assert [r["reason"] for r in s.screen["refusals"]] == ["surplus", "unknown_code", "wrong_item"]
     assert [ln["scanned"] for ln in s.screen["order"]["lines"]] == [0, 1]
     # The order cannot go on until every unit is in: a box and a weight change nothing.
     s.scan("BOX-M")
@@ -288,6 +289,30 @@ def test_wrong_unknown_surplus_and_no_order_scans_are_refused() -> None:
     s.scan(GTIN_A)
     assert s.names() == ["verified", "weighed"]  # the box was chosen, the parcel on the scale
     assert s.wf.counts["pack_refusals"] == 4
+
+
+def test_an_orders_refusals_leave_the_screen_when_it_is_done() -> None:
+    s = verified_station()
+    s.scan(GTIN_B)  # after verification: still o1's refusal
+    assert [r["text"] for r in s.screen["refusals"]] == [
+        f"{GTIN_B} is not in order o1. Put it aside."
+    ]
+    s.scan("CONFIRM")
+    s.weigh(850.0)
+    s.feed(PrintResult("o1-label", True, None, 0.0))
+    assert s.screen["order"] is None and s.screen["phase"] == "idle"
+    assert s.screen["refusals"] == []  # "No order open": nothing of o1 is left
+    assert s.screen["notice"]["level"] == "ok"
+    s.scan(GTIN_A)  # no order open: this refusal shows until an order opens
+    assert [r["reason"] for r in s.screen["refusals"]] == ["no_order"]
+    s.command("pack", order("o2"))
+    s.scan("T-o2")
+    assert s.screen["refusals"] == []
+    # A cancelled order takes its refusals along too.
+    s.scan(GTIN_B)
+    assert len(s.screen["refusals"]) == 1
+    s.command("pack_cancel", {"orders": ["o2"]})
+    assert s.screen["order"] is None and s.screen["refusals"] == []
 
 
 def test_gs1_scans_count_by_gtin_and_bad_check_digits_are_refused() -> None:

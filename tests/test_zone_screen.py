@@ -12,7 +12,7 @@ import pytest
 
 from agent.link.messages import PickTask
 from agent.localbroker import LocalBroker
-from tests.browser import dump_dom, needs_chromium
+from tests.browser import browser, dump_dom, needs_chromium
 from tests.harness import node_file, node_in_process, oms_for
 
 pytestmark = pytest.mark.broker
@@ -50,6 +50,38 @@ def test_zone_screen_shows_lit_slots_and_pickers(tmp_path: Path, broker: LocalBr
             assert "SKU-77 · ORD-9" in slot.group(0)
             assert "var(--blue)" in slot.group(0)
             assert 'data-slot="A1"' in dom and "zone-a1" in dom and "online" in dom
+
+    asyncio.run(scenario())
+
+
+@needs_chromium
+def test_zone_screen_at_800x480_fits_without_scrolling(tmp_path: Path, broker: LocalBroker) -> None:
+    """On the Pi 7-inch display: every slot, the pickers and the devices' health in view."""
+    width, height = 800, 480
+
+    async def scenario() -> None:
+        path = node_file(tmp_path, broker, slots=8)
+        async with oms_for(broker) as oms, node_in_process(path) as running:
+            await asyncio.wait_for(running.node.online.wait(), 10)
+            url = json.loads((running.config.state_dir / "control.json").read_text())["url"]
+            tasks = [
+                PickTask(task=f"t{i}", order=f"ORD-{i}", location=f"A{i}", sku=f"SKU-{i}", qty=i)
+                for i in range(1, 7)
+            ]
+            await oms.call("zone-a1", "pick", {"tasks": [t.model_dump() for t in tasks]})
+            with browser() as page:
+                await asyncio.to_thread(page.open, url + "/")
+                page.viewport(width, height)
+                await asyncio.to_thread(page.wait_text, '[data-slot="A6"]', "SKU-6 · ORD-6")
+                assert page.evaluate("document.documentElement.scrollHeight") <= height
+                assert page.evaluate("document.documentElement.scrollWidth") <= width
+                assert page.rect("header")["bottom"] <= 0.1 * height
+                selectors = [f'[data-slot="A{i}"]' for i in range(1, 9)]
+                for selector in [*selectors, "#pickers", "#devices", "#zone"]:
+                    box = page.rect(selector)
+                    assert box["height"] > 0, selector
+                    assert box["top"] >= 0 and box["bottom"] <= height, (selector, box)
+                    assert box["left"] >= 0 and box["right"] <= width, (selector, box)
 
     asyncio.run(scenario())
 

@@ -528,12 +528,18 @@ class PackOrder:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """What the screen says now: ``level`` is ``info``, ``ok`` or ``error``."""
+    """What the screen says now: ``level`` is ``info``, ``ok`` or ``error``.
+
+    ``order`` is the order open when a refusal was made: the screen lists an order's
+    refusals only while that order is open, and those made with no order open only until
+    one is.
+    """
 
     level: Literal["info", "ok", "error"]
     text: str
     at: int
     reason: str | None = None
+    order: str | None = None
 
 
 def check_weight(
@@ -639,6 +645,10 @@ class PackingWorkflow:
     def _say(self, level: Literal["info", "ok", "error"], text: str, now: int) -> None:
         self.notice = Notice(level, text, now)
 
+    def _refusals_now(self) -> list[Notice]:
+        """The refusals made while the order open now was (or, with none open, none was)."""
+        return [n for n in self.refusals if n.order == self.current]
+
     def _save(self, order: PackOrder, step: Step) -> None:
         step.unit.put_task(order.stored())
 
@@ -673,9 +683,9 @@ class PackingWorkflow:
         detail: str = "",
         sku: str | None = None,
     ) -> None:
-        notice = Notice("error", text, now, reason)
+        notice = Notice("error", text, now, reason, self.current)
         self.notice = notice
-        self.refusals = [notice, *self.refusals][:MAX_REFUSALS_SHOWN]
+        self.refusals = [notice, *self._refusals_now()][:MAX_REFUSALS_SHOWN]
         step.emit(
             "pack_refused",
             PackRefused(
@@ -1535,7 +1545,9 @@ class PackingWorkflow:
                 "at": self.notice.at,
                 "reason": self.notice.reason,
             },
-            "refusals": [{"text": n.text, "reason": n.reason, "at": n.at} for n in self.refusals],
+            "refusals": [
+                {"text": n.text, "reason": n.reason, "at": n.at} for n in self._refusals_now()
+            ],
             "order": current,
             "queue": [
                 {"order": o.order, "tote": o.tote, "express": o.express, "units": o.units}
