@@ -92,7 +92,11 @@ class Node:
         self.transport = MqttTransport(
             config.broker,
             client_id=config.client_id,
-            subscriptions=[Subscription(self.topics.cmd_filter), Subscription(self.topics.ack)],
+            subscriptions=[
+                Subscription(self.topics.cmd_filter),
+                Subscription(self.topics.ack),
+                Subscription(self.topics.site_rebirth),
+            ],
             on_message=self._on_message,
             presence=Presence(self.topics.state, self._birth, self._state(online=False)),
             on_connected=self._on_connected,
@@ -124,6 +128,9 @@ class Node:
         }
         self._outbox_full_logged = False
         self._failed: BaseException | None = None
+        self._site_rebirth_at = float("-inf")
+        self._site_rebirth_due = False
+        self._births: set[asyncio.Task[None]] = set()  # referenced until done
 
     # --- presence --------------------------------------------------------------------
 
@@ -135,6 +142,7 @@ class Node:
                 sw=__version__,
                 proto=PROTOCOL,
                 store=self.store.store.store_id,
+                new_store=self.store.store.created,
                 locations=self.workflow.locations(),
                 devices=self.floor.health(),
                 last_seq=self.store.store.last_seq,
@@ -142,7 +150,13 @@ class Node:
             )
         else:
             body = State(online=False)
-        return codec.encode(body, msg_id=codec.new_id(), ts=now_ms(), boot=self.boot)
+        return codec.encode(
+            body,
+            msg_id=codec.new_id(),
+            ts=now_ms(),
+            boot=self.boot,
+            store=self.store.store.store_id,
+        )
 
     def _birth(self) -> bytes:
         return self._state(online=True)
@@ -162,9 +176,17 @@ class Node:
         except LinkUnavailable:
             pass  # the next connect publishes a fresh birth anyway
 
+    def _rebirth_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.republish_birth())
+        self._births.add(task)
+        task.add_done_callback(self._births.discard)
+
     # --- input -------------------------------------------------------------------------
 
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic == self.topics.site_rebirth:
+            self._on_site_rebirth(payload)
+            return
         parsed = parse(topic)
         if parsed is None or parsed.node != self.config.node or parsed.site != self.config.site:
             log.warning("message on a topic that is not ours: %s", topic[:200])
@@ -188,6 +210,30 @@ class Node:
         if parsed.channel == "cmd":
             self._work.put_nowait(("cmd", (parsed.name, payload)))
 
+    def _on_site_rebirth(self, payload: bytes) -> None:
+        """An OMS asks every node for its birth: publish it, at most once a second.
+
+        Not a command: nothing is persisted or answered (the birth is the answer), so any
+        number of OMS instances may ask at once. Requests within a second of the last birth
+        they caused are answered by one birth at the end of that second.
+        """
+        try:
+            codec.decode(payload, "rebirth", {"rebirth": Empty})
+        except MessageRejected as exc:
+            log.warning("site-wide rebirth request ignored: %s", exc)
+            return
+        loop = asyncio.get_running_loop()
+        if self._site_rebirth_due:
+            return  # one is coming
+        self._site_rebirth_due = True
+        wait = max(0.0, self._site_rebirth_at + 1.0 - loop.time())
+        loop.call_later(wait, self._site_rebirth_now)
+
+    def _site_rebirth_now(self) -> None:
+        self._site_rebirth_due = False
+        self._site_rebirth_at = asyncio.get_running_loop().time()
+        self._rebirth_soon()
+
     def submit_input(self, event: object) -> None:
         """Hand device input to the workflow (any thread: use the loop's thread)."""
         self._work.put_nowait(("input", event))
@@ -196,6 +242,15 @@ class Node:
 
     async def run(self) -> None:
         """Restore, then serve until cancelled."""
+        if self.store.store.created:
+            log.warning(
+                "new store %s in %s: this node keeps no earlier state. If it ran before "
+                "(a wiped state directory, a new SD card), its open tasks and unacknowledged "
+                "events are gone: the OMS must dispatch its open work again (its birth says "
+                "new_store)",
+                self.store.store.store_id,
+                self.store.store.path,
+            )
         await self.store.call(self.store.store.prune_inbox, SEEN_IDS)
         for cid in reversed(await self.store.call(self.store.store.recent_command_ids, SEEN_IDS)):
             self._seen[cid] = None
@@ -317,7 +372,7 @@ class Node:
         if name == "ping":
             return Verdict.accepted()
         if name == "rebirth":
-            asyncio.get_running_loop().create_task(self.republish_birth())
+            self._rebirth_soon()
             return Verdict.accepted()
         if self.sender.pending >= self.config.outbox.limit:
             return Verdict.rejected(

@@ -6,10 +6,14 @@ real OMS would, over the broker:
 * follows each node's retained ``state``: online with its boot counter, offline only when
   the offline message carries the boot of the current birth (a late Will from an earlier
   boot is ignored);
-* takes node events in seq order, exactly once: duplicates (same node and seq) are dropped,
-  early ones wait for the gap to fill, and a node whose store was replaced (new store id in
-  its birth) starts over;
-* acknowledges cumulatively, coalescing a burst into one ack per node;
+* asks every node of the site for its birth when it connects (the site-wide rebirth:
+  a broker may deliver no retained message to a wildcard subscription, as RabbitMQ does),
+  and asks a node whose events come before any birth of it;
+* takes node events in seq order, exactly once per (node, store, seq): duplicates are
+  dropped, early ones wait for the gap to fill, and a node whose store was replaced (new
+  store id in its birth) counts from 1 again, while events of its earlier store (a broker
+  session replaying old ones) are still told apart from the new store's;
+* acknowledges cumulatively, coalescing a burst into one ack per node and store;
 * sends commands with fresh ids and resends them, unchanged, until a reply arrives (every
   ``resend_s`` seconds and whenever the node comes back online).
 """
@@ -32,13 +36,14 @@ from agent.link.messages import (
     EVENTS,
     MAX_TASKS_PER_COMMAND,
     Ack,
+    Empty,
     Envelope,
     PickTask,
     Reply,
     State,
     Wire,
 )
-from agent.link.topics import NodeTopics, oms_filters, parse
+from agent.link.topics import NodeTopics, oms_filters, parse, site_rebirth
 from agent.link.transport import MqttTransport, Subscription
 from agent.store import now_ms
 from agent.workflows import register_all
@@ -73,17 +78,42 @@ def event_record(event: NodeEvent) -> str:
 
 
 @dataclass(slots=True)
+class Stream:
+    """The events of one store of one node: delivered in seq order, each once."""
+
+    delivered: int = 0  # highest seq delivered in order
+    early: dict[int, tuple[str, Envelope]] = field(default_factory=dict)
+    acked: int = 0
+
+
+@dataclass(slots=True)
 class NodeView:
-    """What the OMS knows of one node."""
+    """What the OMS knows of one node: its birth, and its events per store."""
 
     name: str
     online: bool = False
     boot: int | None = None
     store: str | None = None
     state: State | None = None
-    delivered: int = 0  # highest seq delivered in order
-    early: dict[int, tuple[str, Envelope]] = field(default_factory=dict)
-    acked: int = 0
+    streams: dict[str | None, Stream] = field(default_factory=dict)
+    rebirth_asked: bool = False
+
+    @property
+    def stream(self) -> Stream:
+        """The events of the store of the node's latest birth."""
+        return self.stream_of(self.store)
+
+    def stream_of(self, store: str | None) -> Stream:
+        """The events of ``store`` (``None``: a node that does not say its store)."""
+        stream = self.streams.get(store)
+        if stream is None:
+            stream = self.streams[store] = Stream()
+        return stream
+
+    @property
+    def delivered(self) -> int:
+        """Highest seq of the current store delivered in order."""
+        return self.stream.delivered
 
 
 @dataclass(slots=True)
@@ -135,7 +165,7 @@ class OmsClient:
             on_message=self._on_message,
             on_connected=self._on_connected,
         )
-        self._dirty: set[str] = set()
+        self._dirty: set[tuple[str, str | None]] = set()
         self._resync: set[str] = set()
         self._ack_wake = asyncio.Event()
         self._resend_wake = asyncio.Event()
@@ -164,10 +194,14 @@ class OmsClient:
 
     async def _on_connected(self) -> None:
         # Events the nodes published while we had no subscription are gone from the broker:
-        # ask every node we know for everything after what we have.
+        # ask every node we know for everything after what we have, and every node of the
+        # site for its birth (retained births may not reach a wildcard subscription).
         self._resync.update(self.nodes)
         self._ack_wake.set()
         self._resend_wake.set()
+        payload = codec.encode(Empty(), msg_id=codec.new_id(), ts=now_ms())
+        with contextlib.suppress(LinkUnavailable):
+            await self.transport.publish(site_rebirth(self.site), payload)
 
     # --- input -------------------------------------------------------------------------
 
@@ -202,9 +236,13 @@ class OmsClient:
         view = self._view(node)
         if state.online:
             if view.store is not None and state.store != view.store:
-                log.info("node %s has a new store: its seq starts over", node)
-                view.delivered = view.acked = 0
-                view.early.clear()
+                # Its seq starts over in the new store; what the old one held is gone.
+                log.warning(
+                    "node %s has a new store %s (was %s): its open work must be dispatched again",
+                    node,
+                    state.store,
+                    view.store,
+                )
             view.store = state.store
             view.boot = envelope.boot
             view.online = True
@@ -231,16 +269,23 @@ class OmsClient:
         seq = envelope.seq
         if seq is None:
             return
-        if seq <= view.delivered or seq in view.early:
+        if view.state is None and not view.rebirth_asked:
+            # Events before any birth (a broker that lost its retained messages): take
+            # them, and ask for the birth, which says the node's store and role.
+            view.rebirth_asked = True
+            self.send(node, "rebirth", Empty())
+        store = envelope.store or view.store
+        stream = view.stream_of(store)
+        if seq <= stream.delivered or seq in stream.early:
             self.duplicates += 1
-            self._mark_dirty(node)  # the node may have missed our ack: say it again
+            self._mark_dirty(node, store)  # the node may have missed our ack: say it again
             return
-        view.early[seq] = (name, envelope)
-        while view.delivered + 1 in view.early:
-            ev_name, ev = view.early.pop(view.delivered + 1)
-            view.delivered += 1
+        stream.early[seq] = (name, envelope)
+        while stream.delivered + 1 in stream.early:
+            ev_name, ev = stream.early.pop(stream.delivered + 1)
+            stream.delivered += 1
             self.events.put_nowait(NodeEvent(node, ev_name, ev, self._body(ev_name, ev)))
-        self._mark_dirty(node)
+        self._mark_dirty(node, store)
 
     @staticmethod
     def _body(name: str, envelope: Envelope) -> Wire | dict[str, Any]:
@@ -261,14 +306,14 @@ class OmsClient:
         except ValueError as exc:
             pending.reply.set_exception(MessageRejected("invalid_body", str(exc)[:200]))
 
-    def _mark_dirty(self, node: str) -> None:
-        self._dirty.add(node)
+    def _mark_dirty(self, node: str, store: str | None) -> None:
+        self._dirty.add((node, store))
         if self.auto_ack:
             self._ack_wake.set()
 
     def ack_now(self) -> None:
         """Acknowledge everything delivered so far (when ``auto_ack`` is off)."""
-        self._dirty.update(self.nodes)
+        self._dirty.update((n, s) for n, view in self.nodes.items() for s in view.streams)
         self._ack_wake.set()
 
     async def _ack_loop(self) -> None:
@@ -278,15 +323,22 @@ class OmsClient:
             await asyncio.sleep(0)  # let a burst of messages land first: one ack for all
             dirty, self._dirty = self._dirty, set()
             resync, self._resync = self._resync, set()
-            for node in dirty | resync:
+            # A node only takes an ack for its own store: the current one's carries resend.
+            dirty.update((node, self.nodes[node].store) for node in resync)
+            for node, store in dirty:
                 view = self.nodes[node]
-                ack = Ack(seq=view.delivered, resend=node in resync, store=view.store)
+                stream = view.stream_of(store)
+                resend = node in resync and store == view.store
+                ack = Ack(seq=stream.delivered, resend=resend, store=store)
                 payload = codec.encode(ack, msg_id=codec.new_id(), ts=now_ms())
                 try:
                     await self.transport.publish(NodeTopics(self.site, node).ack, payload)
-                    view.acked = view.delivered
+                    stream.acked = stream.delivered
                 except LinkUnavailable:
-                    (self._resync if node in resync else self._dirty).add(node)
+                    if resend:
+                        self._resync.add(node)
+                    else:
+                        self._dirty.add((node, store))
 
     # --- commands ------------------------------------------------------------------
 

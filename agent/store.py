@@ -160,6 +160,8 @@ class Store:
             self._db.executescript(SCHEMA)
             self._db.execute("BEGIN IMMEDIATE")
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            self.created: bool = not meta.get("store_id")
+            """This open made the store (a first start, or a wiped state directory)."""
             self.store_id: str = meta.get("store_id") or new_id()
             self.boot: int = int(meta.get("boot", 0)) + 1
             self.last_seq: int = int(meta.get("last_seq", 0))
@@ -205,6 +207,7 @@ class Store:
                     msg_id=new_id(),
                     ts=ev.ts or now_ms(),
                     boot=self.boot,
+                    store=self.store_id,
                     seq=seq,
                     corr=ev.corr,
                 )

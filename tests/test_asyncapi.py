@@ -27,7 +27,7 @@ import agent
 import agent.workflows
 from agent.link.asyncapi import render
 from agent.link.messages import COMMANDS, EVENTS, PROTOCOL, Ack, State, Wire
-from agent.link.topics import NodeTopics
+from agent.link.topics import NodeTopics, site_rebirth
 
 ROOT = Path(__file__).resolve().parent.parent
 ASYNCAPI = ROOT / "docs" / "asyncapi.yaml"
@@ -109,12 +109,19 @@ def test_channels_are_the_topics_of_the_code_and_operations_the_node_view() -> N
         "events": topics.evt("{name}"),
         "ack": topics.ack,
         "state": topics.state,
+        "siteRebirth": site_rebirth("{site}"),
     }
     actions = {
         op["channel"]["$ref"].removeprefix("#/channels/"): op["action"]
         for op in doc["operations"].values()
     }
-    assert actions == {"commands": "receive", "events": "send", "ack": "receive", "state": "send"}
+    assert actions == {
+        "commands": "receive",
+        "events": "send",
+        "ack": "receive",
+        "state": "send",
+        "siteRebirth": "receive",
+    }
     for name, channel in doc["channels"].items():
         params = set(re.findall(r"\{(\w+)\}", channel["address"]))
         assert set(channel["parameters"]) == params, f"channels.{name}.parameters"
@@ -123,7 +130,7 @@ def test_channels_are_the_topics_of_the_code_and_operations_the_node_view() -> N
 def test_document_version_is_the_protocol_version() -> None:
     doc = _doc()
     assert doc["asyncapi"] == "3.0.0"
-    assert doc["info"]["version"] == PROTOCOL == "1.0"
+    assert doc["info"]["version"] == PROTOCOL == "1.1"
     assert doc["defaultContentType"] == "application/msgpack"
 
 

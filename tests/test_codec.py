@@ -100,9 +100,12 @@ def test_batch_wraps_encoded_events_without_reencoding() -> None:
     second = codec.encode(
         Reply(cmd="ping", status="accepted"), msg_id="b", ts=2, boot=3, seq=8, corr="c2"
     )
-    batch = codec.encode_batch([("reply", first), ("reply", second)], msg_id="x", ts=3, boot=3)
+    batch = codec.encode_batch(
+        [("reply", first), ("reply", second)], msg_id="x", ts=3, boot=3, store="s1"
+    )
     decoded = msgpack.unpackb(batch)
-    assert decoded["boot"] == 3 and decoded["id"] == "x"
+    assert decoded["boot"] == 3 and decoded["id"] == "x" and decoded["store"] == "s1"
+    assert codec.envelope_from(decoded).store == "s1"
     assert [name for name, _ in decoded["body"]["events"]] == ["reply", "reply"]
     assert [ev["seq"] for _, ev in decoded["body"]["events"]] == [7, 8]
     assert decoded["body"]["events"][0][1] == msgpack.unpackb(first)

@@ -69,6 +69,9 @@ def test_password_comes_from_the_environment_and_never_prints(tmp_path: Path) ->
             "Port out of range",
         ),
         (GOOD.replace('node = "zone-a1"', 'node = "zone/a1"'), "node", "must be 1-64"),
+        (GOOD.replace('node = "zone-a1"', 'node = "zone.a1"'), "node", "NATS refuses"),
+        (GOOD.replace('site = "dc1"', 'site = "dc.1"'), "site", "use '-' or '_'"),
+        (GOOD.replace('node = "zone-a1"', 'node = "_site"'), "node", "reserved"),
         (
             GOOD + '\n[[devices]]\nname = "x"\nkind = "laser"\n',
             "devices[0].kind",

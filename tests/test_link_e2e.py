@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.link.messages import PickTask, Reply
+from agent.link.messages import PROTOCOL, PickTask, Reply
 from agent.localbroker import LocalBroker
 from agent.oms import OmsClient
 from tests.harness import node_file, node_in_process, oms_for
@@ -30,7 +30,7 @@ def test_birth_ping_pick_and_reply(tmp_path: Path, broker: LocalBroker) -> None:
             await oms.wait_connected()
             await _wait_online(oms, "zone-a1")
             state = oms.nodes["zone-a1"].state
-            assert state is not None and state.role == "pick" and state.proto == "1.0"
+            assert state is not None and state.role == "pick" and state.proto == PROTOCOL == "1.1"
             assert state.locations == ["A1", "A2", "A3", "A4"]
             assert state.devices["shelf"].status == "ok"
             pong = await oms.call("zone-a1", "ping", {})

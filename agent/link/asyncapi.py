@@ -96,12 +96,25 @@ def document() -> dict[str, Any]:
             "parameters": params,
             "messages": {"state": {"$ref": ref + "state"}},
         },
+        "siteRebirth": {
+            "address": "wh/v1/{site}/_site/cmd/rebirth",
+            "description": (
+                "Every node of the site publishes its birth again (at most once a second); "
+                "not de-duplicated, not answered: the birth is the answer."
+            ),
+            "parameters": {"site": params["site"]},
+            "messages": {"cmd.rebirth": {"$ref": ref + "cmd.rebirth"}},
+        },
     }
     operations = {
         "receiveCommand": {"action": "receive", "channel": {"$ref": "#/channels/commands"}},
         "sendEvent": {"action": "send", "channel": {"$ref": "#/channels/events"}},
         "receiveAck": {"action": "receive", "channel": {"$ref": "#/channels/ack"}},
         "sendState": {"action": "send", "channel": {"$ref": "#/channels/state"}},
+        "receiveSiteRebirth": {
+            "action": "receive",
+            "channel": {"$ref": "#/channels/siteRebirth"},
+        },
     }
     models: list[type[Wire]] = [*COMMANDS.values(), *EVENTS.values(), Ack, State]
     return {

@@ -42,6 +42,7 @@ def encode(
     msg_id: str,
     ts: int,
     boot: int | None = None,
+    store: str | None = None,
     seq: int | None = None,
     corr: str | None = None,
 ) -> bytes:
@@ -49,6 +50,8 @@ def encode(
     env: dict[str, Any] = {"v": PROTOCOL_MAJOR, "id": msg_id, "ts": ts}
     if boot is not None:
         env["boot"] = boot
+    if store is not None:
+        env["store"] = store
     if seq is not None:
         env["seq"] = seq
     if corr is not None:
@@ -57,7 +60,9 @@ def encode(
     return msgpack.packb(env, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-def encode_batch(items: Iterable[tuple[str, bytes]], *, msg_id: str, ts: int, boot: int) -> bytes:
+def encode_batch(
+    items: Iterable[tuple[str, bytes]], *, msg_id: str, ts: int, boot: int, store: str
+) -> bytes:
     """Wrap already-encoded events in one ``batch`` message without decoding them again.
 
     The body is ``{"events": [[name, envelope], ...]}``; each inner envelope keeps its seq.
@@ -65,7 +70,7 @@ def encode_batch(items: Iterable[tuple[str, bytes]], *, msg_id: str, ts: int, bo
     items = list(items)
     pack = msgpack.Packer(use_bin_type=True).pack
     parts = [
-        b"\x85",  # map of 5 entries: v, id, ts, boot, body
+        b"\x86",  # map of 6 entries: v, id, ts, boot, store, body
         pack("v"),
         pack(PROTOCOL_MAJOR),
         pack("id"),
@@ -74,6 +79,8 @@ def encode_batch(items: Iterable[tuple[str, bytes]], *, msg_id: str, ts: int, bo
         pack(ts),
         pack("boot"),
         pack(boot),
+        pack("store"),
+        pack(store),
         pack("body"),
         b"\x81",  # map of 1 entry: events
         pack("events"),

@@ -6,6 +6,7 @@ A message is a msgpack map, the *envelope*::
     id    unique message id (str, <= 64)         always
     ts    milliseconds since the epoch (int)     always
     boot  the node's boot counter (int)          node messages
+    store the node's store id (str)              node messages (since 1.1)
     seq   the node's event sequence (int)        node events
     corr  id of the command a reply answers      replies
     body  the message's own fields (map)         always
@@ -24,7 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
+PROTOCOL_MINOR = 1
 PROTOCOL = f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"
 
 # Limits on everything that arrives; the codec enforces the raw ones before pydantic runs.
@@ -65,6 +66,9 @@ class Envelope(Wire):
     id: Id
     ts: int = Field(ge=0)
     boot: int | None = Field(default=None, ge=0)
+    store: Id | None = None
+    """The store the node's ``boot`` and ``seq`` count in: (node, store, seq) names one
+    event for good, even after an SD card is replaced and seq starts over."""
     seq: int | None = Field(default=None, ge=0)
     corr: Id | None = None
     body: dict[str, Any]
@@ -166,6 +170,9 @@ class State(Wire):
     sw: str | None = None
     proto: str | None = None
     store: str | None = None
+    new_store: bool = False
+    """This boot made the store: anything an earlier store of this node held (open tasks,
+    unacknowledged events) is gone, and the OMS must dispatch that node's open work again."""
     locations: list[str] = Field(default_factory=list)
     devices: dict[str, DeviceHealth] = Field(default_factory=dict)
     last_seq: int | None = None

@@ -159,6 +159,7 @@ class OutboxSender:
             msg_id=new_id(),
             ts=now_ms(),
             boot=self.store.store.boot,
+            store=self.store.store.store_id,
         )
         return self.topics.evt("batch"), payload
 

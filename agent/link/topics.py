@@ -1,4 +1,8 @@
-"""Topic names: ``wh/v1/{site}/{node}/`` + ``cmd/{name}``, ``evt/{name}``, ``ack``, ``state``."""
+"""Topic names: ``wh/v1/{site}/{node}/`` + ``cmd/{name}``, ``evt/{name}``, ``ack``, ``state``.
+
+``wh/v1/{site}/_site/cmd/rebirth`` is the one site-wide topic: an OMS asks every node of
+the site for its birth there (``SITE_WIDE`` is no node's name).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,28 @@ from dataclasses import dataclass
 from typing import Literal
 
 ROOT = "wh/v1"
-_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+SITE_WIDE = "_site"
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 Channel = Literal["cmd", "evt", "ack", "state"]
 
 
 def check_segment(value: str, what: str) -> str:
-    """Return ``value`` if it is a valid topic level (no ``/``, ``+``, ``#``), else raise."""
+    """Return ``value`` if it is a valid topic level on every supported broker, else raise.
+
+    No ``/``, ``+``, ``#`` (MQTT's own), and no ``.``: NATS refuses it in an MQTT topic and
+    RabbitMQ maps it to a topic-level separator, so a node named ``zone.a`` would never be
+    heard there.
+    """
+    if "." in value:
+        raise ValueError(
+            f"{what} {value!r} has a '.', which NATS refuses and RabbitMQ turns into a topic "
+            "level separator: use '-' or '_'"
+        )
     if not _SEGMENT.match(value):
-        raise ValueError(f"{what} {value!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+        raise ValueError(f"{what} {value!r} must be 1-64 of A-Z a-z 0-9 _ -")
+    if value == SITE_WIDE:
+        raise ValueError(f"{what} {value!r} is reserved for the site-wide topic")
     return value
 
 
@@ -53,6 +70,16 @@ class NodeTopics:
     def cmd_filter(self) -> str:
         """Subscription for every command to this node."""
         return f"{self.base}/cmd/+"
+
+    @property
+    def site_rebirth(self) -> str:
+        """Where the OMS asks every node of the site for its birth."""
+        return site_rebirth(self.site)
+
+
+def site_rebirth(site: str) -> str:
+    """The site-wide rebirth request topic, ``wh/v1/{site}/_site/cmd/rebirth``."""
+    return f"{ROOT}/{site}/{SITE_WIDE}/cmd/rebirth"
 
 
 @dataclass(frozen=True, slots=True)
