@@ -622,14 +622,14 @@ class Fulfilment:
             return self._announce_returns(found)
         return []
 
-    def _carrier(self, order: Order) -> str:
+    def carrier_of(self, order: Order) -> str:
         """The carrier of the order's parcel (the station's own label says Standard)."""
         return order.carrier or ("Standard" if order.carrier_zpl is None else "")
 
     def _packed(self, progress: OrderProgress) -> list[Send]:
         progress.status = "packed"
         order = progress.order
-        carrier = self._carrier(order)
+        carrier = self.carrier_of(order)
         if not self._docks or (
             self.dock_carriers is not None and carrier not in self.dock_carriers
         ):

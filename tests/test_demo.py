@@ -1,6 +1,6 @@
 """The warehouse demo in its short mode, its KPI table checked against the events sent.
 
-The demo runs as ``make demo`` would (its own process, four node processes, a private
+The demo runs as ``make demo`` would (its own process, six node processes, a private
 Mosquitto), with a handful of orders at high speed. The KPIs it printed are recomputed here
 from the recorded events, independently of ``agent.kpi``.
 """
@@ -77,7 +77,10 @@ def test_short_demo_kpis_match_the_events(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert "stopped zone-a exit 0, zone-b exit 0, wall-1 exit 0, pack-1 exit 0" in run.stdout
+    assert (
+        "stopped zone-a exit 0, zone-b exit 0, wall-1 exit 0, pack-1 exit 0, dock-1 exit 0, "
+        "returns-1 exit 0" in " ".join(run.stdout.split())
+    )
     assert _processes_mentioning(str(workdir)) == []
 
     events = [json.loads(line) for line in record.read_text().splitlines()]
@@ -85,10 +88,15 @@ def test_short_demo_kpis_match_the_events(tmp_path: Path) -> None:
     report = json.loads(kpi_file.read_text())
     kpis, incidents = report["kpis"], report["incidents"]
 
-    # Every order of the short mode is packed, exactly once, each with one label.
-    assert report["statuses"] == dict.fromkeys(
-        ["WEB-1001", "AMZ-2001", "SHP-3001", "EBY-4001"], "packed"
-    )
+    # Every order of the short mode is packed, exactly once, each with one label; the two
+    # of the dock's carriers (DPD, Royal Mail) are shipped, the others collect at packing.
+    assert report["statuses"] == {
+        "WEB-1001": "shipped",
+        "AMZ-2001": "packed",
+        "SHP-3001": "shipped",
+        "EBY-4001": "packed",
+    }
+    assert report["returns"] == {"RMA-7001": "received", "RMA-7002": "received"}
     packed = [e["body"]["order"] for e in events if e["name"] == "packed"]
     assert sorted(packed) == sorted(report["statuses"])
     labels = [e["body"]["order"] for e in events if e["name"] == "label_printed"]
@@ -142,6 +150,45 @@ def test_short_demo_kpis_match_the_events(tmp_path: Path) -> None:
     assert kpis["order lead time median"] == f"{statistics.median(lead):.1f} s"
     assert kpis["order lead time p95"] == f"{_nearest_rank(lead, 0.95):.1f} s"
 
+    # The dock: each shipped order loaded once, shipped once, on a closed manifest.
+    loaded = [e["body"] for e in events if e["name"] == "loaded"]
+    shipped = {e["body"]["order"]: e["body"] for e in events if e["name"] == "shipped"}
+    assert sorted(p["order"] for p in loaded) == sorted(shipped) == ["SHP-3001", "WEB-1001"]
+    manifests = [e["body"] for e in events if e["name"] == "manifest_closed"]
+    assert sorted(p for m in manifests for p in m["loaded"]) == sorted(p["parcel"] for p in loaded)
+    assert len(manifests) == incidents["manifests"] == 2
+    dock_refusals = [e["body"]["reason"] for e in events if e["name"] == "load_refused"]
+    assert dock_refusals == ["wrong_lane"] * incidents["wrong_lanes"] == ["wrong_lane"]
+    late = [p for p in loaded if p["late"]]
+    assert [p["order"] for p in late] == ["SHP-3001"]  # Royal Mail's cut-off had passed
+    assert kpis["parcels loaded after cut-off"] == f"{len(late)} of {len(loaded)}"
+    assert kpis["orders shipped"] == "2"
+    to_shipped = [(shipped[o]["at"] - s) / 1000 for o, s in starts.items() if o in shipped]
+    assert kpis["order lead time to shipped median"] == f"{statistics.median(to_shipped):.1f} s"
+    assert kpis["order lead time to shipped p95"] == f"{_nearest_rank(to_shipped, 0.95):.1f} s"
+
+    # Returns: every unit received once, the wrong item sent flagged, the KPIs of the guide.
+    received = [e["body"] for e in events if e["name"] == "return_received"]
+    assert len(received) == incidents["units_returned"] == 3
+    assert len({(u["rma"], u["unit"]) for u in received}) == 3
+    wrong = [u for u in received if u["reason"] == "wrong_item_sent"]
+    # The bottle is in no RMA: the station knows its barcode, not its SKU.
+    assert [(u["order"], u["code"], u["sku"], u["flag"]) for u in wrong] == [
+        ("SHP-3001", "4012345000801", None, "not_in_rma")
+    ]
+    closed = {e["body"]["rma"]: e["body"] for e in events if e["name"] == "return_closed"}
+    assert sorted(closed) == ["RMA-7001", "RMA-7002"]
+    assert closed["RMA-7002"]["extra"][0]["code"] == "4012345000801"
+    return_refusals = [e["body"]["reason"] for e in events if e["name"] == "return_refused"]
+    assert return_refusals == ["wrong_bin"] * incidents["wrong_bins"] == ["wrong_bin"]
+    sold = sum(e["body"]["units"] for e in events if e["name"] == "packed")
+    assert kpis["rate of return"] == _pct(len(received), sold)
+    reasons = Counter(u["reason"] for u in received)
+    assert set(reasons) == {"size_or_fit", "defective", "wrong_item_sent"}
+    for reason, count in reasons.items():
+        assert kpis[f"rate of return: {reason}"] == _pct(count, sold)
+    assert kpis["picking accuracy (guide)"] == _pct(len(packed) - 1, len(packed))  # 75 %
+
 
 def _read_until(demo: subprocess.Popen[str], text: str, seconds: float) -> list[str]:
     """The demo's output lines up to the first one containing ``text`` (or its end)."""
@@ -186,7 +233,7 @@ def test_ctrl_c_in_a_terminal_stops_every_process(tmp_path: Path) -> None:
     try:
         _read_until(demo, "zone-b screen:", 60)
         started: Any = _processes_mentioning(str(workdir))
-        assert len(started) == 5  # four nodes and the broker, mid-run
+        assert len(started) == 7  # six nodes and the broker, mid-run
         os.killpg(demo.pid, signal.SIGINT)
         rest, _ = demo.communicate(timeout=60)
     finally:
@@ -218,7 +265,7 @@ def test_sigint_stops_a_demo_kept_running_in_the_background(tmp_path: Path) -> N
     )
     try:
         _read_until(demo, "still running", 90)
-        assert len(_processes_mentioning(str(workdir))) == 5
+        assert len(_processes_mentioning(str(workdir))) == 7  # six nodes and the broker
         demo.send_signal(signal.SIGINT)
         rest, _ = demo.communicate(timeout=60)
     finally:

@@ -1,4 +1,4 @@
-"""The demo's simulated people: two pickers, a put-wall operator and a packer.
+"""The demo's simulated people: pickers, a put-wall operator, a packer, a loader, a clerk.
 
 They work only through what a person at the node has: what its lights and screen show
 (``/api/state``) and its simulated devices (``/sim/...``: the scanner, the buttons, the
@@ -14,7 +14,14 @@ Some things go wrong on purpose, so the KPIs have something to count:
 * the second parcel weighs too much at first (a spare roll of tape left in the box): the
   check-weigh fails, the packer takes it out and weighs again;
 * the label printer runs out of paper before the third parcel's label; the packer waits
-  until the station says the label is late, then loads paper and the held label prints.
+  until the station says the label is late, then loads paper and the held label prints;
+* the loader at the dock puts the first parcel on the wrong lane (refused) before the right
+  one, and closes a carrier's manifest once its lane has had nothing to load for a while
+  (the truck leaves);
+* the returns clerk opens each return the OMS announced, scans what is really in the
+  parcel (a customer sent back the wrong item we had sent them: it is not in the RMA),
+  records the customer's reason and the grade they find, and first presses the wrong bin
+  once.
 
 A parcel weighs what the station's own model predicts (items + box + packaging,
 ``agent.workflows.cartons``) give or take 1 %: the simulation has no other physics.
@@ -30,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.demo.site import Control
-from agent.fulfilment import CatalogueItem
+from agent.fulfilment import CatalogueItem, ReturnEntry
 from agent.workflows.cartons import DEFAULT_BOXES, MATERIALS, Item, expected_weight_g
 
 Say = Callable[[str], None]
@@ -58,6 +65,10 @@ class Incidents:
     wrong_pack_scans: int = 0
     weigh_failures: int = 0
     paper_outs: int = 0
+    wrong_lanes: int = 0
+    manifests: int = 0
+    wrong_bins: int = 0
+    units_returned: int = 0
     stuck: list[str] = field(default_factory=list)
 
 
@@ -321,3 +332,167 @@ class Packer:
         )
         await pace(0.5)
         await control.post("/sim/scale/set", {"grams": 0, "mode": "stable"})  # parcel off
+
+
+class Loader:
+    """The loader at ``dock-1``: each waiting parcel onto its lane, then the manifests."""
+
+    def __init__(
+        self,
+        control: Control,
+        pace: Pace,
+        incidents: Incidents,
+        say: Say,
+        *,
+        idle_s: float = 6.0,
+    ) -> None:
+        self.control = control
+        self.pace = pace
+        self.incidents = incidents
+        self.say = say
+        self.idle_s = idle_s
+        self.loads = 0
+
+    async def _wait(self, done: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        return await wait_for(self.control, done, what, self.incidents)
+
+    async def run(self) -> None:
+        """Load until cancelled; close a lane's manifest when it has been idle a while."""
+        loop = asyncio.get_running_loop()
+        idle_since: dict[str, float] = {}
+        while True:
+            workflow = await self.control.workflow()
+            waiting = [p for p in workflow.get("waiting") or [] if p.get("has_lane")]
+            if waiting:
+                idle_since.clear()
+                await self.load(waiting[0], workflow)
+                continue
+            for lane in workflow.get("lanes") or []:
+                if not lane["loaded"]:
+                    continue
+                since = idle_since.setdefault(lane["id"], loop.time())
+                if loop.time() - since >= self.idle_s / self.pace.speed:
+                    await self.control.scan(lane["close_barcode"])
+                    self.incidents.manifests += 1
+                    self.say(f"loader closed the {lane['carrier']} manifest: the truck leaves")
+                    await self._wait(
+                        functools.partial(_lane_empty, lane["id"]),
+                        f"manifest of lane {lane['id']} not closed",
+                    )
+                    idle_since.pop(lane["id"], None)
+            await asyncio.sleep(0.1)
+
+    async def load(self, parcel: dict[str, Any], workflow: dict[str, Any]) -> None:
+        """Scan one parcel's label and put it on its lane."""
+        self.loads += 1
+        await self.pace(1.5)  # pick the parcel up from the outfeed
+        await self.control.scan(parcel["sscc"] or parcel["parcel"])
+        seen = await self._wait(
+            lambda w: (w.get("pending") or {}).get("parcel") == parcel["parcel"],
+            f"dock: no lane lit for {parcel['parcel']}",
+        )
+        pending = seen.get("pending")
+        if pending is None:
+            return
+        lanes = {lane["id"]: lane for lane in workflow["lanes"]}
+        right = pending["lanes"][0]
+        await self.pace(2.0)  # walk to the lane
+        if self.loads == 1:
+            wrong = next(lane for lane in lanes if lane != right)
+            await self.control.scan(lanes[wrong]["barcode"])
+            self.incidents.wrong_lanes += 1
+            self.say(f"loader scanned lane {wrong} for {parcel['order']}: wrong lane (refused)")
+            await self.pace(1.0)
+        if self.loads % 2:
+            await self.control.scan(lanes[right]["barcode"])
+        else:
+            await self.control.press("lanes", right)
+        await self._wait(
+            lambda w: (
+                w.get("pending") is None
+                and all(p["parcel"] != parcel["parcel"] for p in w.get("waiting") or [])
+            ),
+            f"dock: {parcel['parcel']} not loaded",
+        )
+
+
+def _lane_empty(lane_id: str, workflow: dict[str, Any]) -> bool:
+    """Whether the dock's lane ``lane_id`` holds no loaded parcel (its manifest closed)."""
+    return all(lane["loaded"] == 0 for lane in workflow["lanes"] if lane["id"] == lane_id)
+
+
+class ReturnsClerk:
+    """The clerk at ``returns-1``: opens, receives, grades and puts away each return."""
+
+    def __init__(
+        self,
+        control: Control,
+        catalogue: Catalogue,
+        returns: dict[str, ReturnEntry],
+        pace: Pace,
+        incidents: Incidents,
+        say: Say,
+    ) -> None:
+        self.control = control
+        self.catalogue = catalogue
+        self.returns = returns
+        self.pace = pace
+        self.incidents = incidents
+        self.say = say
+        self.done = 0
+
+    async def _wait(self, done: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        return await wait_for(self.control, done, what, self.incidents)
+
+    async def run(self) -> None:
+        """Work through the announced returns until cancelled."""
+        while True:
+            workflow = await self.control.workflow()
+            announced = [r for r in workflow.get("announced") or [] if r in self.returns]
+            if workflow.get("return") is None and announced:
+                await self.receive(self.returns[announced[0]])
+            else:
+                await asyncio.sleep(0.1)
+
+    async def receive(self, entry: ReturnEntry) -> None:
+        """One return parcel, from its label to the closed RMA."""
+        control, pace = self.control, self.pace
+        self.done += 1
+        await pace(2.0)  # open the parcel
+        await control.scan(entry.tracking or entry.rma)
+        await self._wait(
+            lambda w: (w.get("return") or {}).get("rma") == entry.rma, f"{entry.rma} not opened"
+        )
+        stated = {line.sku: line.reason for line in entry.lines}
+        contents = entry.contents or [ln.sku for ln in entry.lines for _ in range(ln.qty)]
+        for n, sku in enumerate(contents):
+            reason = stated.get(sku, entry.lines[0].reason)
+            await pace(1.5)  # look the unit over
+            await control.scan(self.catalogue.barcode(sku))
+            await control.scan(f"REASON-{reason}")
+            await control.scan(f"GRADE-{entry.grade}")
+            seen = await self._wait(
+                lambda w: ((w.get("return") or {}).get("unit") or {}).get("bin") is not None,
+                f"{entry.rma}: no bin lit for {sku}",
+            )
+            unit = (seen.get("return") or {}).get("unit") or {}
+            if not unit:
+                return
+            if unit.get("flag") == "not_in_rma":
+                self.say(f"returns: {sku} in {entry.rma} is not what the RMA says ({reason})")
+            await pace(1.0)
+            if self.done == 1 and n == 0:
+                wrong = next(b for b in seen["bins"].values() if b != unit["bin"])
+                await control.press("bins", wrong)
+                self.incidents.wrong_bins += 1
+                self.say(f"returns clerk pressed bin {wrong}, not {unit['bin']} (refused)")
+                await pace(1.0)
+            await control.press("bins", unit["bin"])
+            await self._wait(
+                lambda w: ((w.get("return") or {}).get("unit")) is None,
+                f"{entry.rma}: put into {unit['bin']} not taken",
+            )
+            self.incidents.units_returned += 1
+        await pace(1.0)
+        await control.scan("CLOSE")
+        await self._wait(lambda w: w.get("return") is None, f"{entry.rma} not closed")

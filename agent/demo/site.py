@@ -1,6 +1,6 @@
 """The demo warehouse's nodes: their node files and their processes.
 
-Four nodes, each ``zone-agent run FILE --simulate`` in its own process, on one private
+Six nodes, each ``zone-agent run FILE --simulate`` in its own process, on one private
 broker:
 
 * ``zone-a``: a pick zone on GPIO slots A1-A4 (LED, confirm and minus buttons, a TM1637
@@ -10,6 +10,10 @@ broker:
 * ``wall-1``: a put wall of six cubbies P1-P6 (LED, confirm button, display) and a scanner.
 * ``pack-1``: a pack station: scanner, MT-SICS scale, ZPL label printer, ESC/POS slip
   printer.
+* ``dock-1``: a dispatch station with two carrier lanes, D1 (DPD) and D2 (Royal Mail), each
+  a light and a button, and a scanner.
+* ``returns-1``: a returns station with five disposition bins R1-R5 (light and button
+  each), a scanner and a small ZPL printer for unit labels.
 
 The files are written from the templates below (``$broker`` and ``$state`` filled in) into
 the demo's working directory, where a curious user can read them.
@@ -102,6 +106,26 @@ def _strip(ids: list[str]) -> str:
 ZONE_A = ["A1", "A2", "A3", "A4"]
 ZONE_B = ["B1", "B2", "B3", "B4", "B5", "B6"]
 CUBBIES = ["P1", "P2", "P3", "P4", "P5", "P6"]
+LANES = {"D1": "DPD", "D2": "Royal Mail"}
+BINS = {
+    "restock": "R1",
+    "refurbish": "R2",
+    "quarantine": "R3",
+    "return_to_vendor": "R4",
+    "dispose": "R5",
+}
+DOCK_CARRIERS = frozenset(LANES.values())
+"""The carriers collected at the demo's dock; the others (Evri, the carriers' own labels)
+collect from the pack station, so their orders end ``packed``."""
+
+
+def _lanes_and_bins(name: str, ids: list[str]) -> str:
+    lines = ["", "[[devices]]", f'name = "{name}"', 'kind = "gpio_slots"', "double_press_s = 0.05"]
+    for n, slot in enumerate(ids):
+        lines += ["[[devices.slots]]", f'id = "{slot}"', f"led = {2 + 2 * n}"]
+        lines.append(f"confirm = {3 + 2 * n}")
+    return "\n".join(lines) + "\n"
+
 
 TEMPLATES: dict[str, str] = {
     "zone-a": _COMMON
@@ -145,11 +169,41 @@ host = "127.0.0.1"
 port = 9101
 """,
 }
-ROLES = {"zone-a": "pick", "zone-b": "pick", "wall-1": "put_wall", "pack-1": "pack"}
+TEMPLATES["dock-1"] = (
+    _COMMON
+    + "\n[settings]\nnear_cutoff_min = 30\n"
+    + "".join(
+        f'[[settings.lanes]]\nid = "{lane}"\ncarrier = "{carrier}"\n'
+        for lane, carrier in LANES.items()
+    )
+    + _SCANNER
+    + _lanes_and_bins("lanes", list(LANES))
+)
+TEMPLATES["returns-1"] = (
+    _COMMON
+    + "\n[settings.bins]\n"
+    + "".join(f'{disposition} = "{slot}"\n' for disposition, slot in BINS.items())
+    + _SCANNER
+    + _lanes_and_bins("bins", list(BINS.values()))
+    + """
+[[devices]]
+name = "label"
+kind = "zpl_printer"
+host = "127.0.0.1"
+"""
+)
+ROLES = {
+    "zone-a": "pick",
+    "zone-b": "pick",
+    "wall-1": "put_wall",
+    "pack-1": "pack",
+    "dock-1": "dispatch",
+    "returns-1": "returns",
+}
 
 
 def write_node_files(workdir: Path, broker_url: str) -> dict[str, Path]:
-    """Write the four node files into ``workdir``; their paths by node name."""
+    """Write the node files into ``workdir``; their paths by node name."""
     paths: dict[str, Path] = {}
     for node, template in TEMPLATES.items():
         path = workdir / f"{node}.toml"
@@ -260,7 +314,10 @@ class Control:
 
 
 __all__ = [
+    "BINS",
     "CUBBIES",
+    "DOCK_CARRIERS",
+    "LANES",
     "SITE",
     "ZONE_A",
     "ZONE_B",

@@ -1,10 +1,11 @@
-"""The demo run: broker, four node processes, the reference OMS, simulated people, KPIs.
+"""The demo run: broker, six node processes, the reference OMS, simulated people, KPIs.
 
 ``run(options)`` starts a private Mosquitto on a free loopback port and the four nodes of
 ``agent.demo.site`` (each ``zone-agent run --simulate`` in its own process), waits for
 their births, and has the reference OMS route the sample orders through the site with
 ``agent.fulfilment`` while the people of ``agent.demo.people`` work. The terminal shows
-rich progress bars (nodes online, lines picked, orders packed) and what goes wrong; at the
+rich progress bars (nodes online, lines picked, orders packed and shipped, returns received)
+and what goes wrong; at the
 end, the KPI table computed from the events the OMS received (``agent.kpi``). Every
 process it started is stopped on the way out, also on Ctrl-C or an error.
 """
@@ -29,12 +30,23 @@ from agent.config import BrokerConfig
 from agent.demo.people import (
     Catalogue,
     Incidents,
+    Loader,
     Pace,
     Packer,
+    ReturnsClerk,
     picker,
     put_wall_operator,
 )
-from agent.demo.site import SITE, ZONE_A, ZONE_B, Control, NodeProcess, write_node_files
+from agent.demo.site import (
+    DOCK_CARRIERS,
+    ROLES,
+    SITE,
+    ZONE_A,
+    ZONE_B,
+    Control,
+    NodeProcess,
+    write_node_files,
+)
 from agent.errors import ConfigError
 from agent.fulfilment import Fulfilment, OrderFile, Send, drive, read_order_file
 from agent.kpi import Kpis, field_of
@@ -169,18 +181,30 @@ async def _operate(
             def say(text: str) -> None:
                 progress.console.print(f"  [yellow]![/] {text}")
 
-            online = progress.add_task("nodes online", total=4)
+            online = progress.add_task("nodes online", total=len(ROLES))
             async with asyncio.timeout(30):
-                while sum(v.online for v in oms.nodes.values()) < 4:
+                while sum(v.online for v in oms.nodes.values()) < len(ROLES):
                     await oms.state_changes.get()
                     progress.update(online, completed=sum(v.online for v in oms.nodes.values()))
             controls = {name: await Control.find(workdir / name) for name in oms.nodes}
             for name, control in sorted(controls.items()):
                 progress.console.print(f"  {name} screen: {control.url}/")
-            fulfilment = Fulfilment(orders, wave="W1", serial_start=1000 + options.seed)
+            # DPD collects at 2 hours from now; Royal Mail's van left a minute ago, so its
+            # parcels are loaded after their cut-off (the KPI has something to count).
+            now_ms = int(time.time() * 1000)
+            fulfilment = Fulfilment(
+                orders,
+                wave="W1",
+                serial_start=1000 + options.seed,
+                dock_carriers=DOCK_CARRIERS,
+                cutoffs={"DPD": now_ms + 7_200_000, "Royal Mail": now_ms - 60_000},
+            )
             total_lines = sum(len(o.lines) for o in orders.orders)
+            to_dock = sum(fulfilment.carrier_of(o) in DOCK_CARRIERS for o in orders.orders)
             lines = progress.add_task("lines picked", total=total_lines)
             packed = progress.add_task("orders packed", total=len(orders.orders))
+            shipped = progress.add_task("orders shipped", total=to_dock)
+            returned = progress.add_task("returns received", total=len(orders.returns))
 
             def on_event(event: NodeEvent) -> None:
                 recorder(event)
@@ -188,12 +212,19 @@ async def _operate(
                 progress.update(lines, completed=done)
                 counts = fulfilment.counts()
                 ends = counts["unfulfilled"] + counts["unrouted"] + counts["refused"]
-                progress.update(packed, completed=counts["packed"], total=len(orders.orders) - ends)
+                out = counts["packed"] + counts["dispatching"] + counts["shipped"]
+                progress.update(packed, completed=out, total=len(orders.orders) - ends)
+                progress.update(shipped, completed=counts["shipped"])
+                done = sum(r.status == "received" for r in fulfilment.returns.values())
+                progress.update(returned, completed=done)
                 if event.name == "print_delayed":
                     order = field_of(event.body, "order")
                     say(f"OMS: {event.node} says the label for {order} is late")
-                elif event.name == "pack_refused":
+                elif event.name in ("pack_refused", "load_refused", "return_refused"):
                     say(f"OMS: {event.node} refused a scan ({field_of(event.body, 'reason')})")
+                elif event.name == "manifest_closed":
+                    loaded = len(field_of(event.body, "loaded") or [])
+                    say(f"OMS: manifest {field_of(event.body, 'manifest')}: {loaded} shipped")
 
             def on_send(send: Send, reply: Reply) -> None:
                 if reply.status != "accepted" or any(i.status != "accepted" for i in reply.items):
@@ -225,6 +256,15 @@ async def _operate(
                 ),
                 put_wall_operator(controls["wall-1"], catalogue, pace, incidents, say),
                 Packer(controls["pack-1"], catalogue, pace, incidents, say).run(),
+                Loader(controls["dock-1"], pace, incidents, say).run(),
+                ReturnsClerk(
+                    controls["returns-1"],
+                    catalogue,
+                    {r.rma: r for r in orders.returns},
+                    pace,
+                    incidents,
+                    say,
+                ).run(),
             ]
             workers = [asyncio.create_task(p) for p in people]
             started = time.monotonic()
@@ -256,7 +296,11 @@ async def _operate(
             f"done in {elapsed:.1f} s: {incidents.misscans} mis-scans, {incidents.shorts} short "
             f"picks, {incidents.weigh_failures} check-weigh failure(s), "
             f"{incidents.paper_outs} printer paper-out(s), "
-            f"{incidents.wrong_pack_scans} wrong item(s) refused at packing"
+            f"{incidents.wrong_pack_scans} wrong item(s) refused at packing, "
+            f"{incidents.wrong_lanes} wrong lane(s) refused at the dock, "
+            f"{incidents.manifests} manifest(s) closed, "
+            f"{incidents.units_returned} unit(s) returned, "
+            f"{incidents.wrong_bins} wrong bin(s) refused at returns"
         )
         for what in incidents.stuck:
             console.print(f"[red]waited in vain: {what}[/]")
@@ -266,12 +310,17 @@ async def _operate(
                     {
                         "kpis": {name: value for name, value, _ in recorder.kpis.table()},
                         "statuses": {o: p.status for o, p in fulfilment.orders.items()},
+                        "returns": {r: p.status for r, p in fulfilment.returns.items()},
                         "incidents": {
                             "misscans": incidents.misscans,
                             "shorts": incidents.shorts,
                             "weigh_failures": incidents.weigh_failures,
                             "paper_outs": incidents.paper_outs,
                             "wrong_pack_scans": incidents.wrong_pack_scans,
+                            "wrong_lanes": incidents.wrong_lanes,
+                            "manifests": incidents.manifests,
+                            "units_returned": incidents.units_returned,
+                            "wrong_bins": incidents.wrong_bins,
                             "stuck": incidents.stuck,
                         },
                     },

@@ -10,6 +10,7 @@ is not stored: after a restart every lane is dark and the loader scans it again.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -506,7 +507,8 @@ class DispatchWorkflow:
         missing = [p.id for p in mine if p.lane is None]
         number = self.numbers.get(carrier, 0) + 1
         self.numbers[carrier] = number
-        manifest = f"{carrier}-{number:04d}"
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", carrier).strip("-") or "CARRIER"
+        manifest = f"{slug}-{number:04d}"
         late = sum(1 for p in loaded if p.cutoff is not None and (p.loaded_at or 0) > p.cutoff)
         step.emit(
             "manifest_closed",
