@@ -42,7 +42,7 @@ ROLE_WORKFLOWS = {
 }
 """The state machine of each role, imported only for that role."""
 
-ROLE_PAGES = {"pack": "pack.html"}
+ROLE_PAGES = {"pack": "pack.html", "returns": "returns.html", "dispatch": "dispatch.html"}
 """The screen of each role (``agent/static``); the others show the zone screen."""
 
 

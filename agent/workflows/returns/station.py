@@ -483,12 +483,13 @@ class ReturnsWorkflow:
             )
             return
         if slot != unit.bin:
+            where = (unit.disposition or "").replace("_", " ")
             self._refuse(
                 step,
                 now,
                 slot,
                 "wrong_bin",
-                f"Wrong bin: this unit goes to {unit.bin} ({unit.disposition}), not {slot}.",
+                f"Wrong bin: this unit goes to {unit.bin} ({where}), not {slot}.",
                 detail=f"the unit's bin is {unit.bin}",
                 bin_=slot,
             )
