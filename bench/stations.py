@@ -132,6 +132,15 @@ async def _dispatch(oms: OmsClient, node: str, control: Control, n: int) -> dict
     }
 
 
+async def _bin_lit(control: Control) -> None:
+    """Wait until the unit's three scans are in (its bin is lit, waiting for the press)."""
+    async with asyncio.timeout(10):
+        while True:
+            if (await control.workflow()).get("phase") == "put":
+                return
+            await asyncio.sleep(0.001)
+
+
 async def _returns(oms: OmsClient, node: str, control: Control, n: int) -> dict[str, Any]:
     total = n + WARM_UP
     rma = {
@@ -148,9 +157,7 @@ async def _returns(oms: OmsClient, node: str, control: Control, n: int) -> dict[
         await control.scan(GTIN)
         await control.scan("REASON-no_longer_needed")
         await control.scan("GRADE-A")  # -> restock, bin B1
-        async with asyncio.timeout(10):  # the three scans are in: the bin is lit
-            while (await control.workflow()).get("phase") != "put":
-                await asyncio.sleep(0.001)
+        await _bin_lit(control)
         sink = puts if i >= WARM_UP else ([], [])
         await _timed(lambda: control.press("bins", "B1"), oms, "return_received", sink)
     for i in range(total):
