@@ -150,7 +150,11 @@ async def start_web(config: NodeConfig, node: Node, floor: DeviceFloor) -> WebSe
     )
     port = await web.start(config.http.bind, config.http.port)
     url = f"http://{config.http.bind}:{port}"
-    (config.state_dir / "control.json").write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    # Written whole, then renamed: a script waiting for the file never reads half of it.
+    control_file = config.state_dir / "control.json"
+    partial = control_file.with_name(".control.json.tmp")
+    partial.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    partial.replace(control_file)
     log.info("screen and API on %s", url)
     return web
 

@@ -19,7 +19,8 @@ which devices it drives::
     ...
 
 Secrets never live in the file: ``ZONE_AGENT_BROKER_PASSWORD`` (and ``..._USERNAME``,
-``..._URLS`` as a comma-separated list, ``ZONE_AGENT_STATE_DIR``) override it. Every
+``..._URLS`` as a comma-separated list, ``ZONE_AGENT_STATE_DIR``, ``ZONE_AGENT_HTTP_PORT``)
+override it. Every
 mistake is reported as ``file:line: field: reason`` and nothing opens until the whole file is
 valid: unknown keys, an unknown device kind, a pin or port claimed twice, a location on two
 devices. ``gaps(config)`` lists what a valid file still lacks to be of use (no devices, no
@@ -163,6 +164,11 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         broker["urls"] = [u.strip() for u in env[f"{ENV_PREFIX}BROKER_URLS"].split(",") if u]
     if f"{ENV_PREFIX}STATE_DIR" in env:
         raw["state_dir"] = env[f"{ENV_PREFIX}STATE_DIR"]
+    if f"{ENV_PREFIX}HTTP_PORT" in env:
+        # A simulated node beside others on a laptop: 0 takes a free port, not the kiosk's.
+        http = raw.setdefault("http", {})
+        if isinstance(http, dict):
+            http["port"] = env[f"{ENV_PREFIX}HTTP_PORT"]
 
 
 def _devices(raw_devices: Any, problems: list[tuple[str, str]]) -> list[DeviceConfig]:

@@ -240,3 +240,12 @@ def test_pack_settings_typo_is_reported_by_check_config(
         line.startswith(f"{bad}:{settings_at + 1}: settings.dpi: Input should be 203 or 300")
         for line in err
     )
+
+
+def test_the_http_port_comes_from_the_environment_when_set(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + "\n[http]\nport = 8080\n")
+    assert load_config(path, env={}).http.port == 8080
+    assert load_config(path, env={"ZONE_AGENT_HTTP_PORT": "0"}).http.port == 0
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={"ZONE_AGENT_HTTP_PORT": "eighty"})
+    assert info.value.problems[0][0] == "http.port"

@@ -222,3 +222,51 @@ def test_dispatch_follows_orders_until_picked_and_records(
     picked = [json.loads(line) for line in record.read_text().splitlines()]
     tasks = sorted(e["body"]["task"] for e in picked if e["name"] == "picked")
     assert tasks == ["O1-1", "O1-2", "O2-1"]
+
+
+@pytest.mark.broker
+def test_send_one_command_checked_first_and_its_reply(tmp_path: Path, broker: LocalBroker) -> None:
+    """``oms send``: the reply as JSON; 0 only when all was accepted; bad bodies never leave."""
+    cli = [sys.executable, "-m", "agent.cli", "oms", "send", "--broker", broker.url]
+
+    async def send(*args: str, stdin: bytes = b"") -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *cli,
+            *args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await proc.communicate(stdin)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    def task(task_id: str, location: str) -> dict[str, object]:
+        return {"task": task_id, "order": "o1", "location": location, "sku": "S", "qty": 1}
+
+    async def scenario() -> None:
+        async with node_in_process(node_file(tmp_path, broker)) as running:
+            await asyncio.wait_for(running.node.online.wait(), 10)
+            good = json.dumps({"tasks": [task("t1", "A1")]})
+            code, out, err = await send("zone-a1", "pick", "--site", "dc1", good)
+            assert (code, json.loads(out)["status"]) == (0, "accepted"), err
+            assert err == ""  # no link chatter around the one reply line
+            # From a file, one task the node does not own: the command is accepted, the
+            # item refused, and the exit code says so.
+            body = tmp_path / "pick.json"
+            body.write_text(json.dumps({"tasks": [task("t2", "A2"), task("t3", "Z9")]}))
+            code, out, _ = await send("zone-a1", "pick", "--site", "dc1", f"@{body}")
+            reply = json.loads(out)
+            assert (code, reply["status"]) == (1, "accepted")
+            assert [(i["id"], i["status"]) for i in reply["items"]] == [("t3", "rejected")]
+            # Bodies the command cannot take are refused before anything is sent.
+            code, _, err = await send("zone-a1", "pick", "--site", "dc1", "-", stdin=b"{}")
+            assert (code, err) == (2, "zone-agent: pick: tasks: Field required\n")
+            code, _, err = await send("zone-a1", "pick", "--site", "dc1", "{tasks")
+            assert code == 2 and err.startswith("zone-agent: pick: body: not JSON: ")
+            code, _, err = await send("zone-a1", "launch", "--site", "dc1", "{}")
+            assert code == 2 and "unknown command 'launch'" in err
+            code, _, err = await send("nobody", "pick", "--site", "dc1", "--timeout", "0.5", good)
+            assert code == 1 and "no reply from dc1/nobody within 0.5 s" in err
+
+    asyncio.run(scenario())

@@ -6,6 +6,15 @@
 * ``oms dispatch FILE``: routes an order file (JSON or CSV, see docs/orders.md) through the
   site with ``agent.fulfilment``: pick waves to the nodes owning the locations, then (unless
   ``--no-follow``) each order to a put wall and a pack station as its picks come in.
+* ``oms send NODE COMMAND BODY``: one command (``pick``, ``pack``, ``pack_cancel``, ...) with
+  a JSON body (text, ``@file`` or ``-`` for stdin), checked against the command's model
+  first, resent until the node replies; prints the reply as JSON. Exit 0 when everything
+  was accepted, 1 when the node refused the command or any item (or did not answer in
+  ``--timeout``), 2 for a body the command cannot take. It does not acknowledge the node's
+  events: those stay in the node's outbox for the OMS (``oms watch``, ``oms dispatch``).
+
+``--broker`` defaults to the first of ``ZONE_AGENT_BROKER_URLS`` (the variable the node
+reads too), else ``mqtt://127.0.0.1:1883``.
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -22,8 +33,8 @@ from agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 
 def register(commands: Any, sim: Any) -> None:
-    """Add ``oms watch``, ``oms kpi`` and ``oms dispatch``."""
-    oms = commands.add_parser("oms", help="the reference OMS: watch, kpi, dispatch")
+    """Add ``oms watch``, ``oms kpi``, ``oms dispatch`` and ``oms send``."""
+    oms = commands.add_parser("oms", help="the reference OMS: watch, kpi, dispatch, send")
     sub = oms.add_subparsers(dest="oms_command", required=True, metavar="ACTION")
     watch = sub.add_parser("watch", help="live table of the site's nodes")
     _broker_args(watch)
@@ -54,18 +65,36 @@ def register(commands: Any, sim: Any) -> None:
     )
     dispatch.add_argument("--company-prefix", help="GS1 company prefix (default: the station's)")
     dispatch.set_defaults(func=cmd_dispatch)
+    send = sub.add_parser("send", help="send one command to a node and print its reply")
+    _broker_args(send)
+    send.add_argument("node", help="the node's name, as in its node file")
+    send.add_argument("name", metavar="COMMAND", help="pick, pack, pack_cancel, cancel, ...")
+    send.add_argument("body", help="the body as JSON text, @FILE, or - for stdin")
+    send.add_argument("--timeout", type=float, default=15.0, help="wait this long for a reply")
+    send.set_defaults(func=cmd_send)
+
+
+def _default_broker() -> str:
+    urls = os.environ.get("ZONE_AGENT_BROKER_URLS", "")
+    return next((u.strip() for u in urls.split(",") if u.strip()), "mqtt://127.0.0.1:1883")
 
 
 def _broker_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL")
+    parser.add_argument(
+        "--broker",
+        default=_default_broker(),
+        help="broker URL (default: the first of ZONE_AGENT_BROKER_URLS, else localhost:1883)",
+    )
     parser.add_argument("--site", required=True)
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace, **kw: Any) -> Any:
     from agent.config import BrokerConfig
     from agent.oms import OmsClient
 
-    return OmsClient(BrokerConfig(urls=[args.broker]), args.site, client_id=f"oms-cli-{id(args)}")
+    return OmsClient(
+        BrokerConfig(urls=[args.broker]), args.site, client_id=f"oms-cli-{id(args)}", **kw
+    )
 
 
 def _table(oms: Any, open_work: dict[str, int]) -> Any:
@@ -213,3 +242,58 @@ async def cmd_dispatch(args: argparse.Namespace) -> int:
             print(f"{order_id}: {progress.status} {progress.detail}".rstrip())
             status = status if progress.status in ("packed", "picked") else EXIT_FAILURE
     return status
+
+
+def _read_body(text: str) -> Any:
+    """The command body: JSON text, ``@file`` or ``-`` (stdin); ``ValueError`` when bad."""
+    if text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise ValueError(f"{text[1:]}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+
+
+async def cmd_send(args: argparse.Namespace) -> int:
+    """Send one command, wait for the reply, print it."""
+    from pydantic import ValidationError
+
+    from agent.link.messages import COMMANDS
+    from agent.workflows import register_all
+
+    register_all()
+    if not args.verbose:  # one reply line on stdout; the link's comings and goings are noise
+        logging.getLogger("agent.link").setLevel(logging.WARNING)
+    model = COMMANDS.get(args.name)
+    if model is None:
+        known = ", ".join(sorted(COMMANDS))
+        print(f"zone-agent: unknown command {args.name!r}; known: {known}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        body = model.model_validate(_read_body(args.body))
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err["loc"]) or "body"
+            print(f"zone-agent: {args.name}: {where}: {err['msg']}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"zone-agent: {args.name}: body: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    async with _client(args, auto_ack=False) as oms:
+        try:
+            reply = await oms.call(args.node, args.name, body, timeout=args.timeout)
+        except TimeoutError:
+            print(
+                f"zone-agent: no reply from {args.site}/{args.node} within {args.timeout:g} s "
+                f"(is it running, on {args.broker}?)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+    print(json.dumps(reply.model_dump(exclude={"cmd"}), default=str))
+    refused = reply.status != "accepted" or any(i.status == "rejected" for i in reply.items)
+    return EXIT_FAILURE if refused else EXIT_OK
