@@ -98,7 +98,7 @@ class Node:
                 Subscription(self.topics.site_rebirth),
             ],
             on_message=self._on_message,
-            presence=Presence(self.topics.state, self._birth, self._state(online=False)),
+            presence=Presence(self.topics.state, self._birth, self._will),
             on_connected=self._on_connected,
             on_disconnected=self._on_disconnected,
         )
@@ -134,7 +134,7 @@ class Node:
 
     # --- presence --------------------------------------------------------------------
 
-    def _state(self, *, online: bool) -> bytes:
+    def _state(self, *, online: bool, link: int) -> bytes:
         if online:
             body = State(
                 online=True,
@@ -147,9 +147,10 @@ class Node:
                 devices=self.floor.health(),
                 last_seq=self.store.store.last_seq,
                 outbox=self.sender.pending,
+                link=link,
             )
         else:
-            body = State(online=False)
+            body = State(online=False, link=link)
         return codec.encode(
             body,
             msg_id=codec.new_id(),
@@ -158,8 +159,11 @@ class Node:
             store=self.store.store.store_id,
         )
 
-    def _birth(self) -> bytes:
-        return self._state(online=True)
+    def _birth(self, link: int) -> bytes:
+        return self._state(online=True, link=link)
+
+    def _will(self, link: int) -> bytes:
+        return self._state(online=False, link=link)
 
     async def _on_connected(self) -> None:
         self.online.set()
@@ -172,7 +176,8 @@ class Node:
     async def republish_birth(self) -> None:
         """Publish the birth again (health changed, or the OMS asked with ``rebirth``)."""
         try:
-            await self.transport.publish(self.topics.state, self._birth(), retain=True)
+            birth = self._birth(self.transport.link)
+            await self.transport.publish(self.topics.state, birth, retain=True)
         except LinkUnavailable:
             pass  # the next connect publishes a fresh birth anyway
 
@@ -493,7 +498,7 @@ class Node:
         """Publish the offline state ourselves: a clean DISCONNECT suppresses the Will."""
         await self.transport.drain()
         await self.transport.publish_and_wait(
-            self.topics.state, self._state(online=False), retain=True
+            self.topics.state, self._will(self.transport.link), retain=True
         )
 
 

@@ -93,6 +93,7 @@ class NodeView:
     name: str
     online: bool = False
     boot: int | None = None
+    link: int | None = None
     store: str | None = None
     state: State | None = None
     streams: dict[str | None, Stream] = field(default_factory=dict)
@@ -245,12 +246,15 @@ class OmsClient:
                 )
             view.store = state.store
             view.boot = envelope.boot
+            view.link = state.link
             view.online = True
             view.state = state
             self._resend_wake.set()
         else:
             if view.boot is not None and envelope.boot != view.boot:
                 return  # a Will from an earlier boot, arriving late: not news
+            if state.link is not None and view.link is not None and state.link < view.link:
+                return  # a Will of an earlier connection of this boot (a cluster failover)
             view.online = False
         self.state_changes.put_nowait((node, state, envelope.boot))
 

@@ -158,7 +158,9 @@ def test_password_authenticates_and_never_appears_in_logs(
             async with node_in_process(path, env=env) as running:
                 assert running.config.broker.password is not None
                 await asyncio.sleep(1.0)
-                return running.node.online.is_set(), running.node._birth()
+                return running.node.online.is_set(), running.node._birth(
+                    running.node.transport.link
+                )
 
         online, birth = asyncio.run(scenario())
         assert online is (password == SECRET)

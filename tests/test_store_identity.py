@@ -150,3 +150,46 @@ def test_events_before_any_birth_are_taken_and_the_birth_is_asked_for() -> None:
         await asyncio.sleep(0)
 
     asyncio.run(scenario())
+
+
+def test_a_late_will_of_an_earlier_connection_does_not_take_a_node_offline() -> None:
+    # A cluster failover: the node is on member B with connection 2 when member A publishes
+    # the Will of connection 1 (same boot). The OMS keeps the node online; the Will of the
+    # current connection does take it offline.
+    oms = OmsClient(BrokerConfig(), SITE)
+    topic = NodeTopics(SITE, NODE).state
+
+    def state(online: bool, link: int) -> bytes:
+        body = (
+            State(online=online, store="s1", link=link)
+            if online
+            else State(online=False, link=link)
+        )
+        return codec.encode(body, msg_id=codec.new_id(), ts=1, boot=4, store="s1")
+
+    oms._on_message(topic, state(True, 1))
+    oms._on_message(topic, state(True, 2))
+    oms._on_message(topic, state(False, 1))
+    assert oms.nodes[NODE].online
+    oms._on_message(topic, state(False, 2))
+    assert not oms.nodes[NODE].online
+
+
+def test_birth_and_will_name_the_connection_they_belong_to(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
+    async def scenario() -> None:
+        async with oms_for(broker) as oms:
+            await oms.wait_connected()
+            async with node_in_process(node_file(tmp_path, broker)) as running:
+                first = await _birth(oms)
+                assert first.link == running.node.transport.link == 1
+                will = codec.decode(running.node._will(1), "state", {"state": State})[1]
+                assert will == State(online=False, link=1)
+                broker.restart()
+                async with asyncio.timeout(15):
+                    while not (oms.nodes[NODE].state and oms.nodes[NODE].state.link == 2):
+                        await asyncio.sleep(0.05)
+                assert oms.nodes[NODE].online and running.node.transport.link == 2
+
+    asyncio.run(scenario())

@@ -177,6 +177,9 @@ class State(Wire):
     devices: dict[str, DeviceHealth] = Field(default_factory=dict)
     last_seq: int | None = None
     outbox: int | None = None
+    link: int | None = Field(default=None, ge=1)
+    """The node's connection this state belongs to (1, 2, ... within a boot): a Will of an
+    earlier connection that a cluster member publishes late is told from the current one."""
 
 
 class Ack(Wire):

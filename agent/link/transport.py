@@ -80,12 +80,14 @@ class Subscription:
 class Presence:
     """The retained state topic with the birth and Will payloads.
 
-    ``birth`` is called on every connect, so the birth carries fresh health and seq.
+    Both are made for each connection, with its number (``MqttTransport.link``, 1, 2, ...
+    in this process): the Will at CONNECT, the birth after CONNACK, so they name the same
+    connection and the birth carries fresh health and seq.
     """
 
     topic: str
-    birth: Callable[[], bytes]
-    will: bytes
+    birth: Callable[[int], bytes]
+    will: Callable[[int], bytes]
 
 
 def backoff_delays(
@@ -138,6 +140,8 @@ class MqttTransport:
         self.url: str | None = None
         self._delay = backoff_delays(broker.backoff_initial_s, broker.backoff_max_s)
         self._v311_only: set[str] = set()
+        self.link = 0
+        """The number of the current (or last) connection attempt of this process."""
 
     def _client_for(self, url: str, *, v5: bool) -> aiomqtt.Client:
         parts = urlsplit(url)
@@ -161,8 +165,11 @@ class MqttTransport:
             properties.SessionExpiryInterval = b.session_expiry_s
             session = {"clean_start": False, "properties": properties}
         will = None
+        self.link += 1
         if self.presence is not None:
-            will = aiomqtt.Will(self.presence.topic, self.presence.will, qos=1, retain=True)
+            will = aiomqtt.Will(
+                self.presence.topic, self.presence.will(self.link), qos=1, retain=True
+            )
         client = aiomqtt.Client(
             parts.hostname or "127.0.0.1",
             parts.port or (8883 if tls else 1883),
@@ -239,7 +246,8 @@ class MqttTransport:
                 raise aiomqtt.MqttError(f"the broker refused the subscription ({refused[0]})")
         if self.presence is not None:
             stage.detail = "publish the birth"
-            await client.publish(self.presence.topic, self.presence.birth(), qos=1, retain=True)
+            birth = self.presence.birth(self.link)
+            await client.publish(self.presence.topic, birth, qos=1, retain=True)
         stage.name = "up"
         self._client = client
         self._link = link
