@@ -33,14 +33,16 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from biip import ParseConfig, ParseError
-from biip.checksums import gs1_standard_check_digit
-from biip.gs1_digital_link_uris import GS1DigitalLinkURI
-from biip.gs1_messages import GS1Message
-from biip.gtin import Gtin
-from biip.upc import Upc
-
 from devices.events import Scan
+from devices.scanners.gs1lib import (
+    GS1DigitalLinkURI,
+    GS1Message,
+    Gtin,
+    ParseConfig,
+    ParseError,
+    Upc,
+    gs1_standard_check_digit,
+)
 
 GS = "\x1d"
 MAX_TEXT_LENGTH = 4096

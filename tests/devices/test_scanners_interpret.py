@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from devices.events import Scan
@@ -196,3 +199,27 @@ def test_absurdly_long_data_is_an_error_and_cut_short():
 
 def test_surrounding_spaces_are_ignored():
     assert scan(" 9501101531000 ").gtin == "09501101531000"
+
+
+def test_biip_parses_without_loading_its_company_prefix_table() -> None:
+    """A fresh interpreter: interpret() parses GS1 and GTINs, and the ~20 MB table stays out."""
+    code = (
+        "from devices.scanners.interpret import interpret\n"
+        "from devices.scanners import gs1lib\n"
+        "import biip.gs1_prefixes as p, biip.gtin as g\n"
+        "s = interpret('s', '0109506000134352\\x1d10AB12', ']C1', at=0.0)\n"
+        "assert s.gtin == '09506000134352' and s.fields['10'] == 'AB12', s\n"
+        "assert interpret('s', '4006381333931', None, at=0.0).gtin == '04006381333931'\n"
+        "assert interpret('s', '4006381333932', None, at=0.0).error\n"
+        "gtin = g.Gtin.parse('4006381333931')\n"
+        "assert gtin.prefix is not None and gtin.prefix.usage, gtin\n"
+        "assert gtin.company_prefix is None, gtin\n"
+        "assert p._GS1_COMPANY_PREFIX_TRIE == {}\n"
+        "assert not gs1lib.company_prefix_table_loaded()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
