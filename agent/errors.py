@@ -13,14 +13,33 @@ Errors are named by what happens next, so a caller can decide without reading te
         ├── DeviceFault          needs a person (paper out, head open, overload): raise an alarm
         └── DeviceProtocolError  the device answered nonsense: count it, retry the request
 
-This module imports nothing from the project, so ``devices/`` may depend on it.
+The root and the drivers' branch live at the bottom layer, in ``devices.errors``, so that
+drivers own their errors and imports point down; this module adds the agent's own and
+re-exports those, so ``agent.errors`` names the whole tree.
 """
 
 from __future__ import annotations
 
+from devices.errors import (
+    AgentError,
+    DeviceError,
+    DeviceFault,
+    DeviceProtocolError,
+    DeviceUnavailable,
+)
 
-class AgentError(Exception):
-    """Root of every error zone-agent raises on purpose."""
+__all__ = [
+    "AgentError",
+    "ConfigError",
+    "DeviceError",
+    "DeviceFault",
+    "DeviceProtocolError",
+    "DeviceUnavailable",
+    "LinkUnavailable",
+    "MessageRejected",
+    "OutboxFull",
+    "StoreError",
+]
 
 
 class ConfigError(AgentError):
@@ -83,19 +102,3 @@ class OutboxFull(StoreError):
 
 class LinkUnavailable(AgentError):
     """No broker can be reached right now; the link retries with backoff."""
-
-
-class DeviceError(AgentError):
-    """Base of every error a device driver raises."""
-
-
-class DeviceUnavailable(DeviceError):
-    """The device is gone or unreachable; the driver reopens it with backoff."""
-
-
-class DeviceFault(DeviceError):
-    """The device reports a condition a person must clear (paper out, head open, overload)."""
-
-
-class DeviceProtocolError(DeviceError):
-    """The device answered something that is not its protocol; the request may be retried."""

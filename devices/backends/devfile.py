@@ -18,7 +18,7 @@ import stat
 import termios
 import tty
 
-from agent.errors import DeviceUnavailable
+from devices.errors import DeviceUnavailable
 
 _BAUD = {
     1200: termios.B1200,

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.errors import DeviceUnavailable
+from devices.errors import DeviceUnavailable
 
 
 @dataclass(frozen=True, slots=True)

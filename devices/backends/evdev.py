@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agent.errors import DeviceUnavailable
+from devices.errors import DeviceUnavailable
 
 EV_KEY = 1  # linux/input-event-codes.h: the event type of key presses
 FAKE_SCHEME = "fake:"

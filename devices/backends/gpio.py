@@ -28,7 +28,7 @@ from typing import Any
 import gpiozero
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from agent.errors import DeviceUnavailable
+from devices.errors import DeviceUnavailable
 
 RGB = tuple[float, float, float]
 

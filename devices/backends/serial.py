@@ -17,7 +17,7 @@ from typing import Literal
 
 import serial
 
-from agent.errors import DeviceUnavailable
+from devices.errors import DeviceUnavailable
 
 Parity = Literal["N", "E", "O"]
 

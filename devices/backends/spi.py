@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from agent.errors import DeviceUnavailable
+from devices.errors import DeviceUnavailable
 
 
 class SpiBus(Protocol):

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import errno
 
-from agent.errors import DeviceUnavailable
+from devices.errors import DeviceUnavailable
 
 
 def _reason(exc: BaseException) -> str:

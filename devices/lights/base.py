@@ -19,11 +19,11 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from agent.errors import DeviceError, DeviceUnavailable
 from devices._bridge import EventQueue
 from devices.backends.gpio import PressButton
 from devices.base import Device, HealthStatus
 from devices.config import DeviceConfig
+from devices.errors import DeviceError, DeviceUnavailable
 from devices.events import Button, ButtonPress
 from devices.lights.palette import (
     MAX_FLASH_HZ,

@@ -22,12 +22,12 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent.errors import DeviceError
 from devices.backends.gpio import is_mock, resolve_pin_factory
 from devices.backends.spi import FakeSpiBus, SpiBus, fake_bus, spi_bus
 from devices.base import HealthStatus
 from devices.config import FieldValueError
 from devices.context import DeviceContext
+from devices.errors import DeviceError
 from devices.events import Button
 from devices.lights.base import BcmPin, LightBar, LightBarConfig, SlotId
 from devices.lights.palette import Indication, Pattern, nearest_colour

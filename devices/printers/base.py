@@ -50,10 +50,10 @@ from typing import Any, Protocol, Self
 
 from pydantic import Field, model_validator
 
-from agent.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
 from devices._bridge import EventQueue
 from devices.base import Device, HealthStatus
 from devices.config import DeviceConfig
+from devices.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
 
 log = logging.getLogger("devices.printers")
 

@@ -16,7 +16,6 @@ from typing import Literal, Protocol, Self
 
 from pydantic import Field, model_validator
 
-from agent.errors import DeviceProtocolError
 from devices.backends.escpos import (
     Block,
     Code128,
@@ -32,6 +31,7 @@ from devices.backends.escpos import (
     render_blocks,
 )
 from devices.context import DeviceContext
+from devices.errors import DeviceProtocolError
 from devices.printers.base import Printer, PrinterConfig, PrinterStatus
 from devices.printers.sim import EscposSimulator
 

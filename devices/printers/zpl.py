@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Literal
 
-from agent.errors import DeviceProtocolError
 from devices.backends.devfile import DeviceFileLink
 from devices.backends.tcp import TcpLink
 from devices.context import DeviceContext
+from devices.errors import DeviceProtocolError
 from devices.printers.base import Printer, PrinterConfig, PrinterLink, PrinterStatus
 from devices.printers.sim import ZplSimulator
 

@@ -28,16 +28,16 @@ from typing import ClassVar, Literal, Self, TypeVar
 
 from pydantic import Field
 
-from agent.errors import (
+from devices.backends.serial import Parity, SerialPort, SerialSettings
+from devices.base import Device, HealthStatus
+from devices.config import DeviceConfig
+from devices.context import DeviceContext
+from devices.errors import (
     DeviceError,
     DeviceFault,
     DeviceProtocolError,
     DeviceUnavailable,
 )
-from devices.backends.serial import Parity, SerialPort, SerialSettings
-from devices.base import Device, HealthStatus
-from devices.config import DeviceConfig
-from devices.context import DeviceContext
 from devices.events import Weight
 
 log = logging.getLogger("devices.scales")

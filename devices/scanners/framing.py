@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from agent.errors import DeviceUnavailable
 from devices._bridge import EventQueue
 from devices.base import Device, HealthStatus
+from devices.errors import DeviceUnavailable
 from devices.events import Scan
 from devices.scanners.interpret import interpret
 
