@@ -240,7 +240,10 @@ async def cmd_dispatch(args: argparse.Namespace) -> int:
             status = EXIT_FAILURE
         elif args.follow:
             print(f"{order_id}: {progress.status} {progress.detail}".rstrip())
-            status = status if progress.status in ("packed", "picked") else EXIT_FAILURE
+            status = status if progress.status in ("shipped", "packed", "picked") else EXIT_FAILURE
+    for rma, ret in fulfilment.returns.items():
+        if args.follow and ret.status != "waiting":
+            print(f"return {rma}: {ret.status} {ret.detail}".rstrip())
     return status
 
 
