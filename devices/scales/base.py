@@ -8,7 +8,8 @@ three things: which command asks for a weight, how a reply frame parses into a
   workflow's ``read_stable()`` never interleave their bytes;
 * input is discarded before each request, so a stale frame is never taken for the answer;
 * a frame that is not the protocol is counted (``bad_frames``), logged on one line and
-  skipped;
+  skipped; line noise glued to the start of a reply (power-up, a loose cable) is cut off,
+  counted and logged the same way, and the reply behind it is read;
 * the port vanishing (USB unplugged) makes health ``unavailable``; a watcher reopens the port
   with capped exponential backoff and health returns to ``ok``; no reading is invented or
   replayed meanwhile;
@@ -213,6 +214,8 @@ class Scale(Device):
 
     protocol: ClassVar[str] = "scale"
     frame_end: ClassVar[bytes] = b"\r\n"
+    #: Bytes a reply frame can begin with: where a reply is looked for behind line noise.
+    frame_starts: ClassVar[bytes] = b""
     default_settings: ClassVar[SerialSettings] = SerialSettings()
 
     def __init__(self, config: ScaleConfig, port: SerialPort) -> None:
@@ -365,10 +368,30 @@ class Scale(Device):
                 )
             result = parse(frame)
             if result is None:
+                result = self._behind_noise(frame, parse)
+            if result is None:
                 self._bad_frame(frame, f"a frame that is not a {self.protocol} {what} reply")
                 rejected += 1
                 continue
             return result
+
+    def _behind_noise(self, frame: bytes, parse: Callable[[bytes], T | None]) -> T | None:
+        """The reply behind line noise glued to its start, or ``None``.
+
+        After a power-up, or through a loose cable, stray bytes arrive with no terminator
+        between them and the reply. Each position where a reply can begin
+        (``frame_starts``) is tried in turn, so the earliest complete reply wins; the bytes
+        before it are counted and logged as noise. Whatever ``parse`` raises for a reply
+        found this way (an error code) is raised as for a clean one.
+        """
+        for start in range(1, len(frame) - len(self.frame_end)):
+            if frame[start] not in self.frame_starts:
+                continue
+            result = parse(frame[start:])
+            if result is not None:
+                self._bad_frame(frame[:start], "line noise before a reply")
+                return result
+        return None
 
     def _to_weight(self, reading: Reading) -> Weight:
         match reading.condition:

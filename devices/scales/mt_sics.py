@@ -78,6 +78,8 @@ class MtSicsScale(Scale):
 
     protocol = "mt_sics"
     frame_end = b"\r\n"
+    # Every MT-SICS reply begins with its command's upper-case letters (S, T, Z, I4, ES...).
+    frame_starts = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     default_settings = SerialSettings(9600, 8, "N", 1)
 
     def __init__(self, config: ScaleConfig, port: SerialPort) -> None:

@@ -59,11 +59,14 @@ class Toledo8217Config(ScaleConfig):
 
 
 def frame_body(frame: bytes) -> bytes | None:
-    """What lies between the last ``<STX>`` and the ``<CR>``; ``None`` without an STX."""
-    start = frame.rfind(b"\x02")
-    if start < 0:
+    """What lies between the ``<STX>`` that starts the frame and its ``<CR>``; else ``None``.
+
+    Bytes before the STX are line noise: the driver finds the reply behind them (and counts
+    them) rather than this function silently skipping them.
+    """
+    if frame[:1] != b"\x02":
         return None
-    return frame[start + 1 :].rstrip(b"\r")
+    return frame[1:].rstrip(b"\r")
 
 
 def parse_status(frame: bytes) -> int | None:
@@ -95,6 +98,7 @@ class Toledo8217Scale(Scale):
 
     protocol = "toledo_8217"
     frame_end = b"\r"
+    frame_starts = b"\x02"
     default_settings = SerialSettings(9600, 7, "E", 1)
 
     def __init__(self, config: Toledo8217Config, port: SerialPort) -> None:

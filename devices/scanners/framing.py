@@ -75,6 +75,42 @@ def decode(frame: bytes, encoding: str) -> str:
     return frame.decode(encoding, errors="surrogateescape")
 
 
+# Control bytes that are never barcode data at the start of a read: what a line picks up at
+# power-up or through a loose cable. EOT, GS and RS are kept: ISO/IEC 15434 and GS1 use them.
+_NOISE_CONTROLS = frozenset(range(0x20)) - {0x04, 0x1D, 0x1E} | {0x7F}
+
+
+def strip_line_noise(frame: bytes, encoding: str) -> tuple[bytes, bytes]:
+    """Split stray bytes off the start of a read: ``(noise, read)``.
+
+    Noise is a run of control bytes (not EOT, GS or RS) and bytes that are not text in
+    ``encoding`` where they stand (a UTF-8 continuation byte, 0xFF...). The cut is the
+    earliest one after which the read is clean text, so a read beginning with a real
+    non-ASCII character keeps it. A frame that is noise through and through is returned
+    whole (``interpret`` reports it as a bad read), as is one with no noise.
+
+    Args:
+        frame: one read without its terminator.
+        encoding: the scanner's text encoding.
+    """
+    head = 0
+    while head < len(frame) and (frame[head] in _NOISE_CONTROLS or frame[head] >= 0x7F):
+        head += 1
+    if head == 0 or head == len(frame):
+        return b"", frame
+    for cut in range(head + 1):
+        rest = frame[cut:]
+        if rest[0] in _NOISE_CONTROLS:
+            continue
+        try:
+            rest.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        return frame[:cut], rest
+    # Bad bytes further in: drop the head anyway, the read's own error names the rest.
+    return frame[:head], frame[head:]
+
+
 def check_gs_substitute(value: str | None) -> str | None:
     """Validate a GS stand-in: 1 to 4 printable characters, or ``None``.
 

@@ -25,6 +25,7 @@ from devices.scanners.framing import (
     ScannerDevice,
     check_gs_substitute,
     decode,
+    strip_line_noise,
     unwrap,
 )
 from devices.scanners.interpret import MAX_TEXT_LENGTH
@@ -128,6 +129,8 @@ class SerialScanner(ScannerDevice):
         self._source = port
         self._reopen_s = (config.reopen_min_s, config.reopen_max_s)
         self._framer = LineFramer(config.name, config.terminator.encode("ascii"), config.max_length)
+        #: Reads that arrived with stray bytes before them (power-up, a loose cable).
+        self.line_noise = 0
 
     @classmethod
     def from_config(cls, config: SerialScannerConfig, context: DeviceContext) -> Self:
@@ -160,6 +163,15 @@ class SerialScanner(ScannerDevice):
 
     def _frame(self, frame: bytes, at: float) -> None:
         c = self.config
+        noise, frame = strip_line_noise(frame, c.encoding)
+        if noise:
+            self.line_noise += 1
+            log.warning(
+                "device %s: ignored %d byte(s) of line noise before a read: %r",
+                self.name,
+                len(noise),
+                noise[:16],
+            )
         text = decode(frame, c.encoding)
         self._deliver(unwrap(text, prefix=c.prefix, suffix=c.suffix, aim_ids=c.aim_ids), at)
 

@@ -10,7 +10,7 @@ from devices import registry
 from devices.base import HealthStatus
 from devices.context import DeviceContext
 from devices.events import Scan
-from devices.scanners.framing import LineFramer, unwrap
+from devices.scanners.framing import LineFramer, strip_line_noise, unwrap
 from devices.scanners.serial_scanner import SerialScanner, SerialScannerConfig
 
 GS = "\x1d"
@@ -259,3 +259,37 @@ def test_unwrap(frame, data, symbology):
     result = unwrap(frame, prefix="PRE", suffix="~")
     assert (result.data, result.symbology) == (data, symbology)
     assert unwrap("]C1X", aim_ids=False).data == "]C1X"
+
+
+@pytest.mark.parametrize(
+    "noise",
+    [b"\x00\x00", b"\xff\xfe\x80", b"\x00\xff\x07", b"\x7f\xc3"],
+    ids=["power-up zeros", "high bytes", "mixed", "del and half a utf-8 char"],
+)
+def test_line_noise_before_a_read_is_dropped_and_the_read_kept(tmp_path, noise):
+    async def body():
+        async with serial_rig(tmp_path) as (sim, driver, events, health):
+            # Noise glued to a read, then the same read split across two writes.
+            await sim.control("garbage", {"hex": (noise + b"]C10010614141").hex()})
+            await wait_until(lambda: driver._framer.pending > 0)
+            await sim.control("garbage", {"hex": b"2345678908\r".hex()})
+            await sim.control("garbage", {"hex": (noise + b"A-01-03\r").hex()})
+            scans = [await next_scan(events) for _ in range(2)]
+            return scans, driver.line_noise, driver.bad_reads, health.statuses
+
+    (first, second), noisy, bad_reads, statuses = run(body())
+    assert first.text == "00106141412345678908"
+    assert first.sscc == "106141412345678908"
+    assert first.error is None
+    assert second == Scan("scan1", "A-01-03", at=100.0)
+    assert (noisy, bad_reads) == (2, 0)
+    assert statuses == [HealthStatus.OK]
+
+
+def test_strip_line_noise_keeps_text_and_gives_up_on_pure_noise():
+    assert strip_line_noise(b"\xc3\x89TE", "utf-8") == (b"", b"\xc3\x89TE")  # a real É
+    assert strip_line_noise(b"\xff\xc3\x89TE", "utf-8") == (b"\xff", b"\xc3\x89TE")
+    assert strip_line_noise(b"\x1d0112", "utf-8") == (b"", b"\x1d0112")  # GS is data
+    assert strip_line_noise(b"\xff\xfe", "utf-8") == (b"", b"\xff\xfe")  # all noise: a bad read
+    assert strip_line_noise(b"\xffA\xffB", "utf-8") == (b"\xff", b"A\xffB")
+    assert strip_line_noise(b"\xe9t\xe9", "latin-1") == (b"", b"\xe9t\xe9")  # latin-1 text
