@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -262,3 +264,34 @@ def test_the_socket_error_filter_leaves_other_paho_errors_alone(
     levels = {r.getMessage().split(":")[0]: r.levelno for r in caplog.records}
     assert levels["failed to receive on socket"] == logging.DEBUG
     assert levels["Caught exception in on_message"] == logging.ERROR
+
+
+@pytest.mark.skipif(
+    shutil.which("nats-server", path="/usr/sbin:/usr/bin:/usr/local/bin") is None,
+    reason="nats-server is not installed (make test installs Debian's nats-server)",
+)
+def test_mqtt5_on_a_real_nats_server_falls_back_to_311(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # NATS's MQTT gateway speaks 3.1.1 only; it answers an MQTT 5 CONNECT with reason 132.
+    mqtt_port = free_port()
+    conf = tmp_path / "nats.conf"
+    conf.write_text(
+        f"server_name: t1\nlisten: 127.0.0.1:{free_port()}\nhttp: 0\n"
+        f'jetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
+        f"mqtt {{ listen: 127.0.0.1:{mqtt_port} }}\n"
+    )
+    nats = shutil.which("nats-server", path="/usr/sbin:/usr/bin:/usr/local/bin")
+    assert nats is not None
+    log = (tmp_path / "nats.log").open("wb")
+    proc = subprocess.Popen([nats, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        transport = _transport([f"mqtt://127.0.0.1:{mqtt_port}"], protocol="5")
+        with caplog.at_level(logging.WARNING, "agent.link"):
+            assert asyncio.run(_up_on(transport, timeout=30)) is not None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+    said = [r.getMessage() for r in caplog.records if "refused MQTT 5" in r.getMessage()]
+    assert len(said) == 1 and "132" in said[0], said
