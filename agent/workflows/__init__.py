@@ -1,4 +1,7 @@
-"""Domain state machines: picking, put wall, packing. Events in, effects out; no I/O."""
+"""Domain state machines: picking, put wall, packing, dispatch, returns; no I/O.
+
+Events in, effects out.
+"""
 
 from __future__ import annotations
 
