@@ -270,3 +270,18 @@ def test_send_one_command_checked_first_and_its_reply(tmp_path: Path, broker: Lo
             assert code == 1 and "no reply from dc1/nobody within 0.5 s" in err
 
     asyncio.run(scenario())
+
+
+def test_dispatch_cutoff_option_is_today_at_that_local_time() -> None:
+    import argparse
+    import datetime as dt
+
+    from agent.commands.oms import _cutoff
+
+    now = dt.datetime(2026, 12, 3, 11, 0).timestamp()
+    carrier, at = _cutoff("Royal Mail=17:30", now)
+    assert carrier == "Royal Mail"
+    assert dt.datetime.fromtimestamp(at / 1000) == dt.datetime(2026, 12, 3, 17, 30)
+    for bad in ("DPD", "DPD=25:00", "=17:30", "DPD=5pm"):
+        with pytest.raises(argparse.ArgumentTypeError, match="CARRIER=HH:MM"):
+            _cutoff(bad, now)

@@ -5,7 +5,9 @@
 * ``oms kpi FILE``: the KPI table from a recording (definitions in docs/kpi.md).
 * ``oms dispatch FILE``: routes an order file (JSON or CSV, see docs/orders.md) through the
   site with ``agent.fulfilment``: pick waves to the nodes owning the locations, then (unless
-  ``--no-follow``) each order to a put wall and a pack station as its picks come in.
+  ``--no-follow``) each order to a put wall and a pack station as its picks come in, its
+  parcel to a dispatch station (``--dock-carrier``, ``--cutoff``) and its returns to a
+  returns station.
 * ``oms send NODE COMMAND BODY``: one command (``pick``, ``pack``, ``pack_cancel``, ...) with
   a JSON body (text, ``@file`` or ``-`` for stdin), checked against the command's model
   first, resent until the node replies; prints the reply as JSON. Exit 0 when everything
@@ -64,6 +66,20 @@ def register(commands: Any, sim: Any) -> None:
         "--sscc-start", type=int, default=1, help="first SSCC serial reference for own labels"
     )
     dispatch.add_argument("--company-prefix", help="GS1 company prefix (default: the station's)")
+    dispatch.add_argument(
+        "--dock-carrier",
+        action="append",
+        metavar="CARRIER",
+        help="a carrier collected at the dispatch station (repeat; default: every carrier)",
+    )
+    dispatch.add_argument(
+        "--cutoff",
+        action="append",
+        default=[],
+        metavar="CARRIER=HH:MM",
+        type=_cutoff,
+        help="a carrier's cut-off today, local time (repeat), sent with its parcels",
+    )
     dispatch.set_defaults(func=cmd_dispatch)
     send = sub.add_parser("send", help="send one command to a node and print its reply")
     _broker_args(send)
@@ -197,7 +213,12 @@ async def cmd_dispatch(args: argparse.Namespace) -> int:
             print(f"{exc.file}: {field_}: {reason}", file=sys.stderr)
         return EXIT_USAGE
     fulfilment = Fulfilment(
-        orders, wave=args.wave, serial_start=args.sscc_start, company_prefix=args.company_prefix
+        orders,
+        wave=args.wave,
+        serial_start=args.sscc_start,
+        company_prefix=args.company_prefix,
+        dock_carriers=args.dock_carrier,
+        cutoffs=dict(args.cutoff),
     )
     out = args.record.open("a") if args.record else None
     per_node: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -245,6 +266,22 @@ async def cmd_dispatch(args: argparse.Namespace) -> int:
         if args.follow and ret.status != "waiting":
             print(f"return {rma}: {ret.status} {ret.detail}".rstrip())
     return status
+
+
+def _cutoff(text: str, now: float | None = None) -> tuple[str, int]:
+    """``CARRIER=HH:MM`` as (carrier, today at HH:MM local time in ms since the epoch)."""
+    import datetime as dt
+
+    carrier, sep, clock = text.rpartition("=")
+    try:
+        at = dt.datetime.strptime(clock.strip(), "%H:%M").time()
+    except ValueError:
+        at = None
+    if not sep or not carrier.strip() or at is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected CARRIER=HH:MM, e.g. DPD=17:30")
+    today = dt.datetime.fromtimestamp(now if now is not None else dt.datetime.now().timestamp())
+    when = dt.datetime.combine(today.date(), at)
+    return carrier.strip(), int(when.timestamp() * 1000)
 
 
 def _read_body(text: str) -> Any:
