@@ -321,3 +321,17 @@ def test_settings_need_a_bin_for_every_disposition_and_a_default_per_grade() -> 
     )
     with pytest.raises(ConfigError, match="B5"):
         ReturnsWorkflow.from_config(config, Floor())
+
+
+def test_two_rmas_of_one_order_open_by_the_order_one_after_the_other() -> None:
+    w = station(rma("R-A", tracking=None), rma("R-B", tracking=None))
+    assert events(feed(w, scan("WEB-1001")))[0][1]["rma"] == "R-A"
+    feed(w, scan("CLOSE"))
+    assert events(feed(w, scan("WEB-1001")))[0][1]["rma"] == "R-B"
+
+
+def test_an_unexpected_return_closed_is_not_opened_again_by_the_same_label() -> None:
+    w = station()
+    feed(w, scan("LABEL-77"))
+    feed(w, scan("CLOSE"))
+    assert refusal(feed(w, scan("LABEL-77")))["reason"] == "already_closed"

@@ -332,7 +332,7 @@ class ReturnsWorkflow:
         if target is not None:
             self._open(text, target, ret, step, now)
             return
-        if text in self.closed:
+        if text in self.closed or f"X-{_safe_id(text)}" in self.closed:
             self._refuse(
                 step,
                 now,
@@ -615,6 +615,8 @@ class ReturnsWorkflow:
         for ref in (ret.tracking, ret.order):
             if ref and self._refs.get(ref) == ret.rma:
                 del self._refs[ref]
+        for other in self.returns.values():  # another RMA of the same order opens by it now
+            self._index(other)
         step.unit.drop_task(f"rma:{ret.rma}")
         self.current = None
         if self.settings.closed_memory:
