@@ -20,6 +20,7 @@ from typing import Any
 from agent.config import NodeConfig
 from agent.errors import ConfigError
 from agent.floor import DeviceFloor
+from agent.metrics import node_families, render
 from agent.node import Node
 from agent.store import AsyncStore
 from agent.systemd import feed_watchdog, notify, watchdog_interval
@@ -147,6 +148,7 @@ async def start_web(config: NodeConfig, node: Node, floor: DeviceFloor) -> WebSe
         page=ROLE_PAGES.get(config.role, "zone.html"),
         control=control if floor.simulate else None,
         sim_state=sim_state if floor.simulate else None,
+        metrics=lambda: render(node_families(node, floor)),
     )
     port = await web.start(config.http.bind, config.http.port)
     url = f"http://{config.http.bind}:{port}"

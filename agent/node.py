@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
@@ -34,9 +35,10 @@ from agent.link.messages import (
 from agent.link.outbox import OutboxSender
 from agent.link.topics import NodeTopics, parse
 from agent.link.transport import MqttTransport, Presence, Subscription
-from agent.store import AsyncStore, OutboxRow, now_ms
+from agent.metrics import MISSCAN_EVENTS, NodeMetrics, bump
+from agent.store import AsyncStore, OutboxRow, Unit, now_ms
 from agent.workflows.base import Action, Step, Verdict, Workflow
-from devices.events import DeviceHealthChanged
+from devices.events import DeviceHealthChanged, Scan
 from devices.printers.base import PrintResult
 
 log = logging.getLogger("agent.node")
@@ -126,6 +128,7 @@ class Node:
             "inputs_refused": 0,
             "failed": 0,
         }
+        self.metrics = NodeMetrics(store.store.last_seq, self.sender.acked)
         self._outbox_full_logged = False
         self._failed: BaseException | None = None
         self._site_rebirth_at = float("-inf")
@@ -166,6 +169,7 @@ class Node:
         return self._state(online=False, link=link)
 
     async def _on_connected(self) -> None:
+        self.metrics.connects += 1
         self.online.set()
         await self.sender.on_connected()
 
@@ -335,11 +339,13 @@ class Node:
             envelope = codec.envelope_from(codec.unpack(payload))
             if envelope.id in self._seen:
                 self.stats["duplicates"] += 1
+                bump(self.metrics.commands, (self._command_label(name), "duplicate"))
                 duplicates.append(envelope.id)
                 return
             body = codec.body_from(envelope, name, self.commands)
         except MessageRejected as exc:
             self.stats["rejected"] += 1
+            bump(self.metrics.commands, (self._command_label(name), "invalid"))
             log.warning("command %s rejected: %s", name[:64], exc)
             msg_id = exc.message_id or (envelope.id if envelope else None)
             if msg_id is not None and msg_id not in self._seen:
@@ -355,6 +361,7 @@ class Node:
                 )
             return
         verdict = self._apply(name, envelope, body, step, now)
+        bump(self.metrics.commands, (name, verdict.status))
         if verdict.status == "rejected" and verdict.reason == "outbox_full":
             # Not remembered: the OMS may send it again once the outbox drains.
             step.emit("reply", self._reply(name, verdict), corr=envelope.id)
@@ -362,6 +369,10 @@ class Node:
         self._remember(envelope.id)
         index = step.unit.emit("reply", self._reply(name, verdict), corr=envelope.id)
         step.unit.inbox.append((envelope.id, name, index))
+
+    def _command_label(self, name: str) -> str:
+        """The command's name as a metric label: known names only (the wire may say anything)."""
+        return name if name in self.commands else "unknown"
 
     @staticmethod
     def _reply(name: str, verdict: Verdict) -> Reply:
@@ -409,7 +420,18 @@ class Node:
                 self._outbox_full_logged = True
             return
         self._outbox_full_logged = False
+        if not isinstance(event, Scan):
+            self.workflow.on_input(event, step, now)
+            return
+        bump(self.metrics.scans, event.device)
+        first = len(step.unit.events)
         self.workflow.on_input(event, step, now)
+        for pending in step.unit.events[first:]:
+            if pending.name in MISSCAN_EVENTS:
+                reason = getattr(pending.body, "reason", None)
+                if reason is None and isinstance(pending.body, dict):
+                    reason = pending.body.get("reason")
+                bump(self.metrics.misscans, (pending.name, str(reason or "unknown")[:64]))
 
     def _commit(
         self, step: Step, duplicates: list[str], tg: asyncio.TaskGroup
@@ -425,10 +447,17 @@ class Node:
             self._committed(rows or [], error, step, duplicates, tg, done)
 
         if step.unit:
-            self.store.submit(self.store.store.commit, step.unit, then=committed)
+            self.store.submit(self._timed_commit, step.unit, then=committed)
         else:
             committed([], None)
         return done
+
+    def _timed_commit(self, unit: Unit) -> list[OutboxRow]:
+        """``Store.commit`` (on the store thread), timed for ``zone_commit_duration_seconds``."""
+        start = time.perf_counter()
+        rows = self.store.store.commit(unit)
+        self.metrics.commit_seconds.observe(time.perf_counter() - start)
+        return rows
 
     def _committed(
         self,
@@ -451,6 +480,7 @@ class Node:
             return
         if rows:
             self.sender.committed(rows)
+            self.metrics.committed(rows, self.sender.acked)
         if step.actions or duplicates:
             tg.create_task(self._act(step.actions, duplicates, done))
         else:
@@ -478,6 +508,7 @@ class Node:
                 return
         if rows:
             self.sender.committed(rows)
+            self.metrics.committed(rows, self.sender.acked)
         if step.actions:
             await self.floor.perform(step.actions)
         for cid in duplicates:

@@ -11,6 +11,7 @@ Routes (see docs/simulation.md):
 * ``GET /api/stream``: the same as server-sent events, one per change.
 * ``GET /sim``: every simulator's state; ``GET /sim/{device}``: one.
 * ``POST /sim/{device}/{action}`` with a JSON object: act on a simulated device.
+* ``GET /metrics``: Prometheus metrics, text exposition format (docs/metrics.md).
 * ``GET /`` and ``/static/...``: the screen.
 """
 
@@ -54,6 +55,9 @@ class Response:
 StateFn = Callable[[], dict[str, Any]]
 ControlFn = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 SimStateFn = Callable[[str | None], dict[str, Any]]
+MetricsFn = Callable[[], bytes]
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _REASONS = {
     200: "OK",
@@ -74,6 +78,7 @@ class WebServer:
         control: acts on a simulator (``device, action, args``); ``None`` unless simulated.
         sim_state: a simulator's state (``None`` for all); ``None`` unless simulated.
         stream_interval_s: how often the event stream looks for changes.
+        metrics: renders ``GET /metrics`` (Prometheus text format); ``None``: no such route.
     """
 
     def __init__(
@@ -84,12 +89,14 @@ class WebServer:
         control: ControlFn | None = None,
         sim_state: SimStateFn | None = None,
         stream_interval_s: float = 0.2,
+        metrics: MetricsFn | None = None,
     ) -> None:
         self.state = state
         self.page = page
         self.control = control
         self.sim_state = sim_state
         self.stream_interval_s = stream_interval_s
+        self.metrics = metrics
         self._server: asyncio.Server | None = None
         self._clients: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}
         self.port = 0
@@ -172,6 +179,8 @@ class WebServer:
                 return Response.error(413, "body too large")
             if method == "GET" and path == "/api/state":
                 return Response.json(self.state())
+            if method == "GET" and path == "/metrics" and self.metrics is not None:
+                return Response(200, self.metrics(), METRICS_CONTENT_TYPE)
             if path.startswith("/sim"):
                 return await self._sim(method, path, body)
             if method == "GET" and path == "/":

@@ -14,6 +14,9 @@ writes the bytes into the scanner's pty before it answers. So two times are repo
 * from just before the HTTP request (an upper bound: it includes the HTTP round trip);
 * from just after its answer (a lower bound: the bytes were in the pty already).
 
+Then ``GET /metrics`` is scraped 100 times: how long a scrape takes (HTTP round trip
+included) and the node's RSS after them (the first scrape imports ``prometheus_client``).
+
 Prints one JSON object: latencies in ms (p50, p99, max), the node's RSS and the machine.
 Nothing is asserted; the figures go to bench/README.md by hand.
 """
@@ -25,6 +28,7 @@ import asyncio
 import json
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +89,15 @@ ORDER: dict[str, Any] = {
 }
 
 
+METRICS_SCRAPES = 100
+
+
+def _scrape(url: str) -> bytes:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        data: bytes = response.read()
+        return data
+
+
 async def _next(oms: OmsClient, name: str, timeout: float = 10) -> None:
     async with asyncio.timeout(timeout):
         while (await oms.events.get()).name != name:
@@ -120,6 +133,13 @@ async def run(scans: int, workdir: Path) -> dict[str, Any]:
                     after.append(t2 - t1)
                 assert node.pid is not None
                 status = proc_status(node.pid)
+                # What Prometheus costs the node: the first scrape imports prometheus_client.
+                scrapes: list[int] = []
+                for _ in range(METRICS_SCRAPES):
+                    t0 = time.monotonic_ns()
+                    await asyncio.to_thread(_scrape, control.url)
+                    scrapes.append(time.monotonic_ns() - t0)
+                scraped = proc_status(node.pid)
         finally:
             await node.stop()
     return {
@@ -127,6 +147,8 @@ async def run(scans: int, workdir: Path) -> dict[str, Any]:
         "scan_to_event_upper_ms": summary_ms(before),
         "scan_to_event_lower_ms": summary_ms(after),
         "node": status,
+        "node_after_metrics_scrapes": scraped,
+        "metrics_scrape_ms": summary_ms(scrapes),
         "machine": machine(),
     }
 

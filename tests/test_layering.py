@@ -84,3 +84,12 @@ def test_workflows_do_no_io() -> None:
         for p in py_files("agent/workflows")
     }
     assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_only_the_metrics_module_imports_prometheus_client() -> None:
+    users = {
+        str(p.relative_to(ROOT))
+        for p in py_files("agent") + py_files("devices")
+        if "prometheus_client" in {top(m) for m in imports(p)}
+    }
+    assert users <= {"agent/metrics.py"}

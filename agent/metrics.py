@@ -1,0 +1,330 @@
+"""Prometheus metrics of a node and of the reference OMS (``GET /metrics``), see docs/metrics.md.
+
+The hot paths only count: a counter is a plain ``int`` in a dict or an attribute, bumped
+where the thing happens (no lock, no label lookup object, no call into a library), and the
+commit-latency histogram is one ``bisect`` and two additions on the store thread. Gauges
+(outbox depth, the oldest unacknowledged event's age, device health, connection state) are
+read from the node when Prometheus scrapes. Only the scrape touches ``prometheus_client``
+(imported on the first scrape: ~1 MB RSS, see bench/README.md), which renders the text
+exposition format and adds the ``process_*`` metrics (RSS, CPU, open files) of the process.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from agent.floor import DeviceFloor
+    from agent.node import Node
+    from agent.store import OutboxRow
+
+COMMIT_BUCKETS_S = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+"""Upper bounds of the commit-latency buckets: 0.2 ms on an SSD, milliseconds on an SD card."""
+
+MISSCAN_EVENTS = frozenset({"misscan", "pack_refused", "load_refused", "return_refused"})
+"""Events a workflow emits when a scan does not fit (each role names its own)."""
+
+MAX_LABEL_VALUES = 64
+"""Distinct values kept per free-text label (reasons, devices); the rest count as ``other``."""
+
+Kind = Literal["counter", "gauge", "histogram"]
+
+
+class Histogram:
+    """Cumulative-bucket histogram fed with plain arithmetic (see the module doc).
+
+    Args:
+        bounds: the buckets' upper bounds, ascending (``+Inf`` is implied).
+    """
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Iterable[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count one observation (``value <= bound`` falls in that bucket: Prometheus `le`)."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, count of observations <= le)`` for every bucket, ``+Inf`` last."""
+        out: list[tuple[str, int]] = []
+        running = 0
+        for bound, count in zip((*map(repr, self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
+
+
+@dataclass(slots=True)
+class Family:
+    """One metric with its samples, built at scrape time.
+
+    Attributes:
+        name: the full name; counters end in ``_total`` (as exposed).
+        kind: counter, gauge or histogram.
+        help: what it counts, in its unit.
+        labels: the label names, in order.
+        samples: ``(label values, value)``; for a histogram the value is a ``Histogram``.
+    """
+
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+    samples: list[tuple[tuple[str, ...], Any]] = field(default_factory=list)
+
+
+def counter(
+    name: str, help_: str, values: Mapping[Any, int] | int, labels: tuple[str, ...] = ()
+) -> Family:
+    """A counter family from a plain int or a dict of ints keyed by label value(s)."""
+    return _family(name, "counter", help_, values, labels)
+
+
+def gauge(
+    name: str, help_: str, values: Mapping[Any, float] | float, labels: tuple[str, ...] = ()
+) -> Family:
+    """A gauge family from a number or a dict of numbers keyed by label value(s)."""
+    return _family(name, "gauge", help_, values, labels)
+
+
+def _family(
+    name: str, kind: Kind, help_: str, values: Mapping[Any, float] | float, labels: tuple[str, ...]
+) -> Family:
+    if not isinstance(values, Mapping):
+        return Family(name, kind, help_, (), [((), values)])
+    samples = [
+        ((key,) if isinstance(key, str) else tuple(key), value)
+        for key, value in sorted(values.items())
+    ]
+    return Family(name, kind, help_, labels, samples)
+
+
+def bump(counts: dict[Any, int], key: Any) -> None:
+    """``counts[key] += 1``, folding keys beyond ``MAX_LABEL_VALUES`` into ``"other"``."""
+    if key in counts:
+        counts[key] += 1
+    elif len(counts) < MAX_LABEL_VALUES:
+        counts[key] = 1
+    else:
+        other: Any = "other" if isinstance(key, str) else tuple("other" for _ in key)
+        counts[other] = counts.get(other, 0) + 1
+
+
+def render(families: Iterable[Family]) -> bytes:
+    """The Prometheus text exposition of ``families`` plus this process's ``process_*``."""
+    from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+
+    built: list[Any] = []
+    for fam in families:
+        labels = list(fam.labels)
+        if fam.kind == "counter":
+            metric: Any = CounterMetricFamily(fam.name, fam.help, labels=labels)
+            for values, value in fam.samples:
+                metric.add_metric(list(values), value)
+        elif fam.kind == "gauge":
+            metric = GaugeMetricFamily(fam.name, fam.help, labels=labels)
+            for values, value in fam.samples:
+                metric.add_metric(list(values), value)
+        else:
+            metric = HistogramMetricFamily(fam.name, fam.help, labels=labels)
+            for values, hist in fam.samples:
+                metric.add_metric(list(values), hist.cumulative(), hist.total)
+        built.append(metric)
+
+    class _Collector:
+        def collect(self) -> Iterator[Any]:
+            yield from built
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector())
+    ProcessCollector(registry=registry)
+    data: bytes = generate_latest(registry)
+    return data
+
+
+class NodeMetrics:
+    """The counters a node bumps as it works (read by ``node_families`` at scrape time).
+
+    Attributes:
+        events: events committed to the outbox, by event name (each one is published until
+            the OMS acknowledges it).
+        commands: commands by ``(command, outcome)``; outcome is the reply's status,
+            ``duplicate`` (answered again) or ``invalid`` (refused before the workflow).
+        scans: scans by scanner.
+        misscans: scans the workflow refused, by ``(event, reason)``.
+        connects: MQTT connections made (the first one included).
+        commit_seconds: store commit latency (one transaction, one fsync).
+    """
+
+    __slots__ = (
+        "_unacked",
+        "commands",
+        "commit_seconds",
+        "connects",
+        "events",
+        "misscans",
+        "scans",
+    )
+
+    def __init__(self, last_seq: int, acked: int) -> None:
+        self.events: dict[str, int] = {}
+        self.commands: dict[tuple[str, str], int] = {}
+        self.scans: dict[str, int] = {}
+        self.misscans: dict[tuple[str, str], int] = {}
+        self.connects = 0
+        self.commit_seconds = Histogram(COMMIT_BUCKETS_S)
+        # (last seq of a commit, when it was committed): the oldest unacknowledged event's
+        # age without a timestamp per event. Events restored at start count from then.
+        self._unacked: deque[tuple[int, float]] = deque()
+        if last_seq > acked:
+            self._unacked.append((last_seq, time.monotonic()))
+
+    def committed(self, rows: list[OutboxRow], acked: int) -> None:
+        """Count a commit's events; remember when its last seq was committed."""
+        events = self.events
+        for row in rows:
+            name = row.name
+            if name in events:
+                events[name] += 1
+            else:
+                bump(events, name)
+        unacked = self._unacked
+        while unacked and unacked[0][0] <= acked:
+            unacked.popleft()
+        unacked.append((rows[-1].seq, time.monotonic()))
+
+    def oldest_unacked_age_s(self, acked: int, last_seq: int) -> float:
+        """Seconds since the oldest event not yet acknowledged was committed (0: none)."""
+        unacked = self._unacked
+        while unacked and unacked[0][0] <= acked:
+            unacked.popleft()
+        if last_seq <= acked or not unacked:
+            return 0.0
+        return max(0.0, time.monotonic() - unacked[0][1])
+
+
+def node_families(node: Node, floor: DeviceFloor) -> list[Family]:
+    """Every metric of a running node, read now."""
+    m = node.metrics
+    config = node.config
+    sender = node.sender
+    last_seq = node.store.store.last_seq
+    health = floor.health()
+    status = {
+        (name, h.kind, s): 1 if h.status == s else 0
+        for name, h in health.items()
+        for s in ("starting", "ok", "unavailable", "fault")
+    }
+    stats = node.stats
+    return [
+        gauge(
+            "zone_node_info",
+            "Always 1; the node's identity in its labels.",
+            {(config.site, config.node, config.role, str(node.boot)): 1},
+            ("site", "node", "role", "boot"),
+        ),
+        counter(
+            "zone_events_published_total",
+            "Events committed to the outbox (each published until acknowledged), by event.",
+            m.events,
+            ("event",),
+        ),
+        counter(
+            "zone_commands_total",
+            "Commands received, by command and outcome (accepted, rejected, duplicate, invalid).",
+            m.commands,
+            ("command", "outcome"),
+        ),
+        gauge("zone_outbox_events", "Events not yet acknowledged by the OMS.", sender.pending),
+        gauge(
+            "zone_outbox_oldest_unacked_age_seconds",
+            "Age of the oldest event the OMS has not acknowledged (0 when none).",
+            m.oldest_unacked_age_s(sender.acked, last_seq),
+        ),
+        counter(
+            "zone_outbox_resends_total",
+            "Times the outbox resent its unacknowledged events for want of an ack.",
+            sender.resends,
+        ),
+        gauge("zone_outbox_last_seq", "Seq of the latest committed event.", last_seq),
+        gauge(
+            "zone_mqtt_connected",
+            "1 while connected to the broker.",
+            1 if node.transport.connected.is_set() else 0,
+        ),
+        counter("zone_mqtt_connects_total", "MQTT connections made.", m.connects),
+        counter(
+            "zone_mqtt_reconnects_total",
+            "MQTT connections made after the first one.",
+            max(0, m.connects - 1),
+        ),
+        gauge(
+            "zone_device_up",
+            "1 when the device is ok, else 0.",
+            {(n, h.kind): 1 if h.status == "ok" else 0 for n, h in health.items()},
+            ("device", "kind"),
+        ),
+        gauge(
+            "zone_device_status",
+            "1 for the device's current status (starting, ok, unavailable, fault), else 0.",
+            status,
+            ("device", "kind", "status"),
+        ),
+        counter("zone_scans_total", "Barcode scans taken, by scanner.", m.scans, ("device",)),
+        counter(
+            "zone_misscans_total",
+            "Scans the workflow refused, by the event it published and its reason.",
+            m.misscans,
+            ("event", "reason"),
+        ),
+        counter(
+            "zone_inputs_total",
+            "Device inputs taken (presses, scans, weights, ...).",
+            stats["inputs"],
+        ),
+        counter(
+            "zone_inputs_refused_total",
+            "Device inputs not taken because the outbox was full.",
+            stats["inputs_refused"],
+        ),
+        counter(
+            "zone_handling_failures_total",
+            "Commands or inputs dropped because handling them raised (a bug: see the log).",
+            stats["failed"],
+        ),
+        Family(
+            "zone_commit_duration_seconds",
+            "histogram",
+            "Store commit latency: one SQLite transaction with its fsync.",
+            (),
+            [((), m.commit_seconds)],
+        ),
+    ]
