@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -264,8 +266,16 @@ def test_sigint_stops_a_demo_kept_running_in_the_background(tmp_path: Path) -> N
         preexec_fn=_ignore_sigint,
     )
     try:
-        _read_until(demo, "still running", 90)
+        seen = "".join(_read_until(demo, "still running", 90))
         assert len(_processes_mentioning(str(workdir))) == 7  # six nodes and the broker
+        # The dashboard, served by the demo's OMS, is up and shows the site.
+        found = re.search(r"dashboard: (http://127\.0\.0\.1:\d+/)", seen)
+        assert found is not None, seen
+        with urllib.request.urlopen(found.group(1) + "api/state", timeout=10) as response:
+            site = json.loads(response.read())
+        assert len(site["nodes"]) == 6 and all(n["online"] for n in site["nodes"])
+        assert site["orders_total"] == 1 and site["orders_done"] == 1, site["orders"]
+        assert any(row[0] == "lines picked" and row[1] != "-" for row in site["kpis"])
         demo.send_signal(signal.SIGINT)
         rest, _ = demo.communicate(timeout=60)
     finally:

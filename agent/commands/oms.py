@@ -2,6 +2,11 @@
 
 * ``oms watch``: a live table of the site's nodes (online, boot, role, devices, outbox);
   ``--record FILE`` also writes every event, once and in order, as JSON lines.
+* ``oms serve``: the supervisor dashboard (``agent.dashboard``): one live page of the whole
+  site (nodes, orders stuck first, exceptions, KPIs, picks per hour) over SSE, with
+  ``/metrics``; on 127.0.0.1 unless ``--bind`` says otherwise. ``--orders FILE`` also routes
+  an order file through the site as ``oms dispatch`` does; ``--no-ack`` watches beside
+  another OMS without acknowledging events on its behalf.
 * ``oms kpi FILE``: the KPI table from a recording (definitions in docs/kpi.md).
 * ``oms dispatch FILE``: routes an order file (JSON or CSV, see docs/orders.md) through the
   site with ``agent.fulfilment``: pick waves to the nodes owning the locations, then (unless
@@ -35,14 +40,32 @@ from agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 
 def register(commands: Any, sim: Any) -> None:
-    """Add ``oms watch``, ``oms kpi``, ``oms dispatch`` and ``oms send``."""
-    oms = commands.add_parser("oms", help="the reference OMS: watch, kpi, dispatch, send")
+    """Add ``oms watch``, ``oms serve``, ``oms kpi``, ``oms dispatch`` and ``oms send``."""
+    oms = commands.add_parser("oms", help="the reference OMS: watch, serve, kpi, dispatch, send")
     sub = oms.add_subparsers(dest="oms_command", required=True, metavar="ACTION")
     watch = sub.add_parser("watch", help="live table of the site's nodes")
     _broker_args(watch)
     watch.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
     watch.add_argument("--record", type=Path, help="append every event to this JSON-lines file")
     watch.set_defaults(func=cmd_watch)
+    serve = sub.add_parser("serve", help="the supervisor dashboard of the site (a web page)")
+    _broker_args(serve)
+    serve.add_argument("--bind", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8900, help="port (8900; 0 picks a free one)")
+    serve.add_argument("--orders", type=Path, help="also route this order file (docs/orders.md)")
+    serve.add_argument("--wave", default="W1", help="wave id for --orders")
+    serve.add_argument(
+        "--no-ack",
+        dest="ack",
+        action="store_false",
+        help="do not acknowledge events (watching beside the OMS that does)",
+    )
+    serve.add_argument(
+        "--stuck-after", type=float, default=60.0, help="an order without news this long is stuck"
+    )
+    serve.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
+    serve.add_argument("--record", type=Path, help="append every event to this JSON-lines file")
+    serve.set_defaults(func=cmd_serve)
     kpi = sub.add_parser("kpi", help="the KPI table from a recording")
     kpi.add_argument("file", type=Path)
     kpi.add_argument("--json", action="store_true")
@@ -164,6 +187,55 @@ async def cmd_watch(args: argparse.Namespace) -> int:
                 live.update(_table(oms, open_work))
     if out is not None:
         out.close()
+    return EXIT_OK
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the dashboard until Ctrl-C (or ``--seconds``); route ``--orders`` if given."""
+    from agent.dashboard import SiteView, serve_dashboard
+    from agent.errors import ConfigError
+    from agent.fulfilment import Fulfilment, drive, read_order_file
+    from agent.oms import event_record
+
+    fulfilment = None
+    if args.orders is not None:
+        try:
+            fulfilment = Fulfilment(read_order_file(args.orders), wave=args.wave)
+        except ConfigError as exc:
+            for field_, reason in exc.problems:
+                print(f"{exc.file}: {field_}: {reason}", file=sys.stderr)
+            return EXIT_USAGE
+    out = args.record.open("a") if args.record else None
+
+    async with _client(args, auto_ack=args.ack) as oms:
+        view = SiteView(oms, fulfilment, stuck_after_s=args.stuck_after)
+
+        def on_event(event: Any) -> None:
+            view.on_event(event)
+            if out is not None:
+                out.write(event_record(event))
+                out.flush()
+
+        try:
+            web = await serve_dashboard(view, args.bind, args.port)
+        except OSError as exc:
+            print(f"zone-agent: cannot listen on {args.bind}:{args.port}: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        print(f"dashboard on http://{args.bind}:{web.port}/ (metrics on /metrics)", flush=True)
+        try:
+            async with asyncio.timeout(args.seconds):
+                if fulfilment is not None:
+                    await oms.wait_connected()
+                    await asyncio.sleep(2.0)  # retained births arrive right after subscribing
+                    await drive(oms, fulfilment, on_event=on_event, on_send=view.on_reply)
+                while True:
+                    on_event(await oms.events.get())
+        except TimeoutError:
+            pass
+        finally:
+            await web.close()
+            if out is not None:
+                out.close()
     return EXIT_OK
 
 

@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agent.config import BrokerConfig
+from agent.dashboard import SiteView, serve_dashboard
 from agent.demo.people import (
     Catalogue,
     Incidents,
@@ -175,7 +176,7 @@ async def _operate(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    async with oms:
+    async with oms, contextlib.AsyncExitStack() as stack:
         with Progress(*columns, console=console) as progress:
 
             def say(text: str) -> None:
@@ -199,6 +200,14 @@ async def _operate(
                 dock_carriers=DOCK_CARRIERS,
                 cutoffs={"DPD": now_ms + 7_200_000, "Royal Mail": now_ms - 60_000},
             )
+            # The supervisor dashboard, served by this OMS process: it is the one OMS of the
+            # demo's site (the one that acknowledges), so the page shows exactly what it got.
+            site_view = SiteView(oms, fulfilment)
+            dashboard = await serve_dashboard(site_view, "127.0.0.1", 0)
+            stack.push_async_callback(dashboard.close)
+            progress.console.print(
+                f"  [bold]dashboard[/]: http://127.0.0.1:{dashboard.port}/ (metrics: /metrics)"
+            )
             total_lines = sum(len(o.lines) for o in orders.orders)
             to_dock = sum(fulfilment.carrier_of(o) in DOCK_CARRIERS for o in orders.orders)
             lines = progress.add_task("lines picked", total=total_lines)
@@ -208,6 +217,7 @@ async def _operate(
 
             def on_event(event: NodeEvent) -> None:
                 recorder(event)
+                site_view.on_event(event)
                 done, _ = fulfilment.lines()
                 progress.update(lines, completed=done)
                 counts = fulfilment.counts()
@@ -227,6 +237,7 @@ async def _operate(
                     say(f"OMS: manifest {field_of(event.body, 'manifest')}: {loaded} shipped")
 
             def on_send(send: Send, reply: Reply) -> None:
+                site_view.on_reply(send, reply)
                 if reply.status != "accepted" or any(i.status != "accepted" for i in reply.items):
                     say(f"OMS: {send.node} refused {send.command}: {reply.reason or reply.items}")
 
@@ -328,7 +339,10 @@ async def _operate(
                 )
             )
         if options.keep_running:
-            console.print("[bold]still running[/]: open the screens above; Ctrl-C stops everything")
+            console.print(
+                "[bold]still running[/]: open the dashboard and the screens above; "
+                "Ctrl-C stops everything"
+            )
             await _keep_recording(oms, on_event)
         return EXIT_OK if not incidents.stuck else EXIT_FAILED
 

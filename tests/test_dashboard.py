@@ -1,0 +1,238 @@
+"""The supervisor dashboard (``agent.dashboard``): live in headless chromium, and its model.
+
+The browser test runs a real pick node (in this process, simulated shelf and scanner) on a
+real Mosquitto, the reference OMS routing three orders through it with ``Fulfilment``, and
+the dashboard served from that OMS process; the page is read at a wall TV's 1920x1080 and a
+10-inch tablet's 1280x800 while presses, a mis-scan and an unplugged scanner arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.dashboard import SiteView, serve_dashboard
+from agent.fulfilment import Fulfilment, OrderFile, drive
+from agent.localbroker import LocalBroker
+from tests.browser import Page, browser, needs_chromium
+from tests.harness import Running, node_file, node_in_process, oms_for
+from tests.test_metrics import documented_metrics
+
+pytestmark = pytest.mark.broker
+
+SCANNER = '[[devices]]\nname = "scanner"\nkind = "serial_scanner"\nport = "/dev/zone-scanner"\n'
+CATALOGUE = {
+    "MUG": {"location": "A1", "barcodes": ["4012345000009"], "unit_weight_g": 380},
+    "TEE": {"location": "A2", "barcodes": ["4012345000108"], "unit_weight_g": 180},
+    "GHOST": {"location": "Z9", "barcodes": ["4012345000405"], "unit_weight_g": 10},
+}
+ORDERS = OrderFile.model_validate(
+    {
+        "catalogue": CATALOGUE,
+        "orders": [
+            {"order": "o1", "lines": [{"sku": "MUG", "qty": 1}]},
+            {"order": "o2", "lines": [{"sku": "TEE", "qty": 2}]},
+            {"order": "o3", "lines": [{"sku": "GHOST", "qty": 1}]},
+        ],
+    }
+)
+SERVE = [sys.executable, "-m", "agent.cli", "oms", "serve"]
+SIZES = [(1920, 1080, 16.0), (1280, 800, 12.0)]
+"""Viewport, and the smallest text size (px) a table cell may have there."""
+
+
+def layout_problems(page: Page, width: int, height: int, min_font: float) -> list[str]:
+    """What does not fit: page scrolling, a panel outside the viewport, text too small."""
+    problems = []
+    scroll = page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+    )
+    if scroll[0] > width or scroll[1] > height:
+        problems.append(f"page scrolls: {scroll} in {width}x{height}")
+    for selector in ("#stages", "#nodes", "#orders", "#exceptions", "#kpis", "#chart-box"):
+        box = page.rect(selector)
+        if box["left"] < 0 or box["top"] < 0 or box["right"] > width or box["bottom"] > height:
+            problems.append(f"{selector} outside the screen: {box}")
+        if box["height"] < (40 if selector == "#stages" else 80) or box["width"] < 200:
+            problems.append(f"{selector} too small: {box}")
+    font = page.evaluate("parseFloat(getComputedStyle(document.querySelector('td')).fontSize)")
+    if font < min_font:
+        problems.append(f"table text {font}px < {min_font}px")
+    return problems
+
+
+def order_rows(page: Page) -> list[tuple[str, str]]:
+    rows = page.evaluate(
+        "[...document.querySelectorAll('#order-rows tr')].map(r => [r.dataset.order, r.className])"
+    )
+    return [(o, c) for o, c in rows]
+
+
+def wait_eval(page: Page, expression: str, timeout: float = 15) -> Any:
+    """Wait until ``expression`` is truthy in the page; returns its value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{expression} stayed {value!r}")
+
+
+async def press(running: Running, slot: str) -> None:
+    await running.floor.simulators["shelf"].control("press", {"slot": slot, "button": "confirm"})
+
+
+@needs_chromium
+def test_dashboard_live_at_tv_and_tablet_sizes(tmp_path: Path, broker: LocalBroker) -> None:
+    path = node_file(tmp_path, broker, extra="[settings]\ncounters_every_s = 1\n" + SCANNER)
+
+    async def scenario() -> None:
+        async with oms_for(broker) as oms, node_in_process(path) as running:
+            await asyncio.wait_for(running.node.online.wait(), 10)
+            async with asyncio.timeout(10):
+                while not (oms.nodes.get("zone-a1") and oms.nodes["zone-a1"].state):
+                    await asyncio.sleep(0.02)
+            fulfilment = Fulfilment(ORDERS, wave="W1")
+            view = SiteView(oms, fulfilment, stuck_after_s=1.5, bucket_s=1)
+            web = await serve_dashboard(view, "127.0.0.1", 0)
+            driver = asyncio.create_task(
+                drive(oms, fulfilment, on_event=view.on_event, on_send=view.on_reply)
+            )
+            url = f"http://127.0.0.1:{web.port}/"
+            try:
+                await asyncio.to_thread(check_page, url, running, asyncio.get_running_loop())
+                metrics = await asyncio.to_thread(
+                    lambda: urllib.request.urlopen(url + "metrics", timeout=10).read().decode()
+                )
+                assert 'oms_events_total{event="picked",node="zone-a1"} 2.0' in metrics
+                assert 'oms_orders{status="unrouted"} 1.0' in metrics
+                assert 'oms_nodes{online="true",role="pick"} 1.0' in metrics
+                typed = set(re.findall(r"^# TYPE (\S+) ", metrics, re.MULTILINE))
+                typed |= {n + "_total" for n in typed}
+                documented = {n for n in documented_metrics() if n.startswith("oms_")}
+                assert documented and documented <= typed, documented - typed
+            finally:
+                driver.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await driver
+                await web.close()
+
+    def check_page(url: str, running: Running, loop: asyncio.AbstractEventLoop) -> None:
+        def run(coro: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
+
+        with browser() as page:
+            width, height, min_font = SIZES[0]
+            page.open(url)
+            page.viewport(width, height)
+            node = page.wait_text('#node-rows tr[data-node="zone-a1"]', "online")
+            assert "pick" in node and "shelf" in node and "scanner" in node
+            # o3's line is at a location no node owns: unrouted, listed first; the two
+            # others are on the floor.
+            page.wait_text("#order-rows", "o2")
+            first = order_rows(page)[0]
+            assert first == ("o3", "problem"), order_rows(page)
+            page.wait_text('#order-rows tr[data-order="o3"]', "UNROUTED")
+            assert (
+                page.evaluate("document.querySelector('#stages [data-stage=pick] b').innerText")
+                == "2"
+            )
+
+            run(press(running, "A1"))
+            page.wait_text('#order-rows tr[data-order="o1"]', "picked")
+            page.wait_text('#kpi-rows tr[data-kpi="lines picked"]', "1")
+            assert order_rows(page)[-1] == ("o1", "done")
+            # Picks per hour: a point a second, rising once the pick is in its window.
+            wait_eval(page, "Number(document.getElementById('chart').dataset.last) > 0")
+            assert page.evaluate("document.getElementById('rate-line').getAttribute('d')")
+
+            run(running.floor.simulators["scanner"].control("scan", {"code": "NOT-A-THING"}))
+            page.wait_text("#exception-list li:first-child", "MIS-SCAN")
+            assert "NOT-A-THING" in page.wait_text("#exception-list", "unknown_code")
+
+            # o2 has had no news for 1.5 s: stuck, after the unrouted one, before o1.
+            o2 = "document.querySelector('#order-rows tr[data-order=o2]')"
+            wait_eval(page, f"({o2} || {{}}).className === 'stuck'")
+            assert [o for o, _ in order_rows(page)] == ["o3", "o2", "o1"]
+            assert page.wait_text("#stages [data-stage=stuck]", "stuck").startswith("2")
+            assert layout_problems(page, width, height, min_font) == []
+
+            # The tablet: the same page, resized; the next events still arrive.
+            width, height, min_font = SIZES[1]
+            page.viewport(width, height)
+            run(running.floor.simulators["scanner"].control("unplug", {}))
+            page.wait_text("#exception-list li:first-child", "DEVICE")
+            page.wait_text('#node-rows tr[data-node="zone-a1"]', "scanner: ")
+            run(press(running, "A2"))
+            page.wait_text('#order-rows tr[data-order="o2"]', "picked")
+            page.wait_text('#kpi-rows tr[data-kpi="lines picked"]', "2")
+            # Both done now, the one done longest ago first; the problem stays on top.
+            assert order_rows(page) == [("o3", "problem"), ("o1", "done"), ("o2", "done")]
+            assert layout_problems(page, width, height, min_font) == []
+            page.screenshot(tmp_path / "dashboard-1280x800.png")
+            page.viewport(*SIZES[0][:2])
+            page.screenshot(tmp_path / "dashboard-1920x1080.png")
+
+    asyncio.run(scenario())
+
+
+def test_the_page_embeds_its_first_state(tmp_path: Path, broker: LocalBroker) -> None:
+    async def scenario() -> None:
+        async with oms_for(broker) as oms:
+            web = await serve_dashboard(SiteView(oms), "127.0.0.1", 0)
+            try:
+                url = f"http://127.0.0.1:{web.port}"
+                page = await asyncio.to_thread(
+                    lambda: urllib.request.urlopen(url + "/", timeout=10).read().decode()
+                )
+                assert '<script id="state" type="application/json">' in page
+                state = json.loads(
+                    await asyncio.to_thread(
+                        lambda: urllib.request.urlopen(url + "/api/state", timeout=10).read()
+                    )
+                )
+                assert state["site"] == "dc1" and state["orders"] == []
+            finally:
+                await web.close()
+
+    asyncio.run(scenario())
+
+
+def test_oms_serve_prints_its_loopback_url_and_serves_page_state_and_metrics(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
+    proc = subprocess.Popen(
+        [*SERVE, "--site", "dc1", "--broker", broker.url, "--port", "0", "--seconds", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        found = re.search(r"dashboard on (http://127\.0\.0\.1:\d+/)", line)
+        assert found is not None, line + proc.stdout.read()
+        url = found.group(1)
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert b'id="exception-list"' in response.read()
+        with urllib.request.urlopen(url + "api/state", timeout=10) as response:
+            assert json.loads(response.read())["site"] == "dc1"
+        with urllib.request.urlopen(url + "metrics", timeout=10) as response:
+            text = response.read().decode()
+        assert "oms_mqtt_connected" in text and "process_resident_memory_bytes" in text
+    finally:
+        proc.terminate()
+        proc.wait(10)
