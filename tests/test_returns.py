@@ -239,15 +239,16 @@ def test_every_refusal_names_its_reason_and_changes_nothing() -> None:
     assert refusal(feed(w, scan("REASON-broken")))["reason"] == "unknown_reason"
     assert refusal(feed(w, scan("GRADE-E")))["reason"] == "unknown_grade"
     feed(w, scan("REASON-defective"))
-    feed(w, scan("GRADE-D"))  # -> return to vendor, bin B4
-    assert refusal(feed(w, scan("GRADE-A")))["reason"] == "put_first"
+    feed(w, scan("GRADE-A"))  # -> quarantine, B3 ...
+    step = feed(w, scan("GRADE-D"))  # ... corrected before the put: return to vendor, B4
+    assert events(step) == [] and lights(step) == {"B3": (None, None), "B4": ("yellow", "rtv")}
     body = refusal(feed(w, press("B1")))
     assert (body["reason"], body["bin"], body["rma"]) == ("wrong_bin", "B1", "RMA-1")
     assert "B4" in body["detail"]
     assert [n for n, _ in events(feed(w, press("B4")))] == ["return_received"]
     feed(w, scan("CLOSE"))
     assert refusal(feed(w, scan("RMA-1")))["reason"] == "already_closed"
-    assert w.counts["return_refusals"] == 15
+    assert w.counts["return_refusals"] == 14
 
 
 def test_an_rma_sent_again_or_already_closed_is_not_changed() -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent.config import NodeConfig
+from agent.errors import ConfigError
 from agent.link.messages import Envelope, ItemResult, Wire
 from agent.store import StoredTask
 from agent.workflows.base import FloorInfo, Step, Verdict
@@ -138,8 +139,6 @@ class DispatchWorkflow:
         Raises:
             ConfigError: a ``[settings]`` value is invalid, or a lane has no light.
         """
-        from agent.errors import ConfigError
-
         settings: DispatchSettings = settings_from(DispatchSettings, config.settings)
         known = set(floor.locations())
         for n, lane in enumerate(settings.lanes):

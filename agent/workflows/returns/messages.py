@@ -159,8 +159,9 @@ class ReturnRefused(Wire):
     ``reason``: ``unreadable`` (the scanner flagged the read), ``no_return`` (a product
     scanned with no return open), ``return_in_progress`` (another RMA scanned: close the
     open one first), ``already_closed`` (that RMA was received and closed), ``not_now`` (a
-    reason, grade, close or bin with nothing to apply it to), ``put_first`` (the unit in
-    hand goes into its lit bin first), ``unknown_reason`` / ``unknown_grade`` (the prefix
+    reason, grade, close or bin with nothing to apply it to), ``put_first`` (a unit or close
+    scanned while the unit in hand waits for its bin; a reason or grade scanned then
+    corrects it instead), ``unknown_reason`` / ``unknown_grade`` (the prefix
     but not one of the codes), ``unknown_code`` (not a product, RMA or station code while
     a return is open), ``wrong_bin`` (``bin``: the one pressed; ``detail``: the right one).
     """

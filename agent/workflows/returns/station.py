@@ -452,15 +452,15 @@ class ReturnsWorkflow:
                 step, now, code, "not_now", "Scan a unit first, then its reason and grade."
             )
             return
-        if unit.bin is not None:
-            self._refuse(step, now, code, "put_first", f"First finish the unit: {self._prompt()}")
-            return
         if code in self._reasons:
             unit.reason = self._reasons[code]
         else:
             unit.grade = self._grades[code]
         if unit.reason is not None and unit.grade is not None:
+            # A reason or grade scanned again before the put corrects it: the bin may move.
             disposition = self.settings.disposition(unit.grade, unit.reason, unit.hazardous)
+            if unit.bin is not None and unit.bin != self._bin_of[disposition]:
+                step.off(unit.bin)
             unit.disposition = disposition
             unit.bin = self._bin_of[disposition]
             self._light_bin(unit, step)
