@@ -76,6 +76,7 @@ DONE_STAGES = frozenset({"shipped", "returned"})
 PROBLEM_STATUSES = frozenset({"unfulfilled", "unrouted", "refused"})
 FINAL_STATUSES = frozenset({"shipped", "packed", "picked"})
 """A ``Fulfilment`` ends an order at these (``packed`` goes on at once when it ships)."""
+RETURN_LABELS = {"returns": "return open", "returned": "returned"}
 STAGES = ("pick", "wall", "pack", "packed", "dispatch", "shipped", "returns")
 
 
@@ -211,14 +212,15 @@ class SiteView:
             stuck = problem or (not done and idle_s is not None and idle_s >= self.stuck_after_s)
             where = seen.node if seen is not None else ""
             if p is not None:
-                where = {"wall": p.wall, "pack": p.station, "dispatch": p.dock}.get(
-                    stage, where
-                ) or where
+                at = {"wall": p.wall, "pack": p.station, "packed": p.station}
+                at |= {"dispatch": p.dock, "shipped": p.dock}
+                where = at.get(stage, where) or where
             rows.append(
                 {
                     "order": order_id,
                     "stage": stage,
                     "status": status,
+                    "label": RETURN_LABELS.get(stage, status.replace("_", " ")),
                     "detail": p.detail if p is not None else "",
                     "where": where,
                     "idle_s": idle_s,
@@ -294,7 +296,9 @@ class SiteView:
                     "boot": view.boot,
                     "devices": devices,
                     "devices_ok": all(d["status"] == "ok" for d in devices),
-                    "open": self.open_work.get(name, at_node.get(name)),
+                    "open": self.open_work.get(
+                        name, at_node.get(name, 0 if self.fulfilment is not None else None)
+                    ),
                     "events": view.delivered,
                     "outbox": state.outbox if state else None,
                 }

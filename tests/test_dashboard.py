@@ -236,3 +236,73 @@ def test_oms_serve_prints_its_loopback_url_and_serves_page_state_and_metrics(
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _event(node: str, name: str, body: dict[str, Any], ts: int) -> Any:
+    from agent.link.messages import Envelope
+    from agent.oms import NodeEvent
+
+    return NodeEvent(node, name, Envelope(v=1, id="x", ts=ts, seq=1, body=body), body)
+
+
+def test_without_a_router_orders_follow_their_events_and_exceptions_read_as_words() -> None:
+    """No Fulfilment (``oms serve`` beside the OMS that routes): stages come from events."""
+    from agent.config import BrokerConfig
+    from agent.oms import OmsClient
+
+    now = [100_000]
+    view = SiteView(
+        OmsClient(BrokerConfig(urls=["mqtt://127.0.0.1:1"]), "dc1"),
+        stuck_after_s=30,
+        clock=lambda: now[0],
+    )
+    feed = [
+        ("zone-a", "picked", {"order": "A", "task": "A-1", "picked": 1}, 10_000),
+        (
+            "zone-a",
+            "short",
+            {
+                "order": "B",
+                "sku": "TEE",
+                "location": "A2",
+                "qty": 2,
+                "picked": 0,
+                "reason": "empty",
+            },
+            20_000,
+        ),
+        (
+            "pack-1",
+            "weighed",
+            {"order": "A", "verdict": "under", "actual_g": 300.0, "expected_g": 380.0},
+            90_000,
+        ),
+        (
+            "pack-1",
+            "print_failed",
+            {"order": "A", "document": "label", "printer": "label", "reason": "paper out"},
+            91_000,
+        ),
+        ("dock-1", "load_refused", {"code": "LANE-X", "reason": "wrong_lane"}, 92_000),
+        ("dock-1", "shipped", {"order": "C", "parcel": "P1"}, 95_000),
+    ]
+    for node, name, body, ts in feed:
+        view.on_event(_event(node, name, body, ts))
+    state = view.snapshot()
+    rows = {r["order"]: r for r in state["orders"]}
+    assert (rows["A"]["stage"], rows["A"]["where"], rows["A"]["stuck"]) == ("pack", "pack-1", False)
+    assert (rows["B"]["stage"], rows["B"]["idle_s"], rows["B"]["stuck"]) == ("pick", 80, True)
+    assert rows["C"]["done"] and not rows["C"]["stuck"]
+    assert [r["order"] for r in state["orders"]] == ["B", "A", "C"]
+    texts = [(x["kind"], x["text"]) for x in state["exceptions"]]
+    assert texts == [
+        ("load_refused", "load refused LANE-X (wrong_lane)"),
+        ("print_failed", "label for A failed on label: paper out"),
+        ("weighed", "check-weigh under A: 300.0 g, expected 380.0 g"),
+        ("short", "short B TEE at A2: 0/2 (empty)"),
+    ]
+    assert state["stages"]["pick"] == 1 and state["stages"]["pack"] == 1
+    # A point every 10 s from the bucket after the first line: at 20 s both lines (the pick
+    # at 10 s, the short at 20 s) are in the last minute, 120 an hour; at 100 s neither.
+    assert state["picks_per_hour"][0] == [20_000, 120.0]
+    assert state["picks_per_hour"][-1] == [100_000, 0.0]
