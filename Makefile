@@ -49,8 +49,9 @@ pytest: setup browser
 
 test: lint typecheck pytest
 
+# make demo ARGS=--keep-running (make itself would take a bare --keep-running as its own)
 demo: setup
-	$(PY) -m agent.demo
+	$(PY) -m agent.demo $(ARGS)
 
 bench: setup
 	$(PY) -m bench
