@@ -1,45 +1,7 @@
-"""Zone picking: every open task's slot lights with its quantity; the picker confirms it.
+"""Zone picking's state machine (see the package docstring for the whole flow).
 
-A task (a *line*) is ``waiting`` while its wave has begun but is not released, then
-``open``. A slot shows one line at a time: the most urgent (priority 0 first), then the
-earliest released, then the earliest received; when it is confirmed the next line of that
-slot lights. ``wave_begin`` holds a wave's lines dark, ``wave_release`` lights them,
-``wave_cancel`` cancels them; a line whose wave was never begun is released at once.
-
-What confirms a line is a node setting (``PickSettings.confirm``):
-
-* ``button``: the slot's confirm button;
-* ``scan``: a scan of the item (any of the line's barcodes; GS1 codes compare by GTIN);
-* ``location_then_item``: a scan of the location's barcode, then of the item.
-
-In the scan modes the confirm button still confirms a line whose quantity the picker has
-lowered (a short pick of nothing cannot be scanned). A wrong scan flashes the error
-pattern on the slot it concerns (the *focus*: the slot whose location was scanned or whose
-button was pressed last, else the only lit slot), sends ``misscan`` and leaves the line
-open; the slot shows its line again on the next correct action.
-
-Short picks: plus/minus on the slot (or the ``short_barcode`` scan, see ``PickSettings``)
-change the quantity actually picked, shown on the slot's display; a reason barcode picks the
-reason (default ``empty``). Confirming then sends ``short`` instead of ``picked``.
-
-Pickers log in and out by scanning their badge; each gets a colour no other logged-in
-picker has. Lines are assigned **by order**: when a line is released, its order goes to the
-picker who already has it, else to the logged-in picker with the fewest open orders (ties:
-who logged in first). A picker who logs out hands their orders on the same way; with
-nobody logged in lines stay unassigned (blue, or reddish purple for express) and
-confirmations carry no picker. Lines are shown in their picker's colour, express ones
-blinking slowly; with ``colour_by = "order"`` (batch picking: one picker, several orders)
-each open order gets its own colour instead, and after a pick the put-to-light position of
-the line's tote on the cart (``tote_slots``, or the slot named like the container) shows
-the colour and how many to put there; its confirm button turns it off.
-
-When the last line of an order's tote (``container``) in this zone is confirmed, the zone
-lamp shows ``DONE`` and ``zone_done`` lets the OMS send the tote on. The lamp is reached
-through a ``Light`` action on the location ``ZONE_LAMP``.
-
-Lines past their deadline go dark and are reported ``expired``. Every confirmation carries
-``lit_at`` and ``confirmed_at`` (ms); the node counts lines, units, shorts, scans and
-mis-scans and publishes them every ``counters_every_s`` in a ``counters`` event.
+The open lines, the logged-in pickers and the order assignment live here; what survives a
+restart is in the store (one task per line, per begun wave and per logged-in picker).
 """
 
 from __future__ import annotations
@@ -52,10 +14,7 @@ from operator import attrgetter
 from sys import intern
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from agent.config import NodeConfig
-from agent.errors import ConfigError
 from agent.link.messages import (
     CancelCommand,
     Envelope,
@@ -64,12 +23,21 @@ from agent.link.messages import (
     PickTask,
     WaveCommand,
     Wire,
-    register_event,
 )
 from agent.store import StoredTask
 from agent.workflows.base import ZONE_LAMP, FloorInfo, Step, Verdict
+from agent.workflows.picking.messages import (
+    Counters,
+    Expired,
+    Misscan,
+    Picked,
+    PickerChange,
+    Short,
+    ZoneDone,
+)
+from agent.workflows.picking.settings import PickSettings, settings_from
 from devices.events import Button, ButtonPress, Scan
-from devices.lights.palette import DONE, ERROR, PICKER_ORDER, Colour, express
+from devices.lights.palette import DONE, ERROR, Colour, express
 
 TASK = "pick"
 WAVE = "wave"
@@ -77,166 +45,6 @@ PICKER = "picker"
 
 DEFAULT = Colour.BLUE.value
 """Colour of a line nobody is assigned to."""
-
-Reason = Literal["empty", "damaged", "not_found"]
-
-
-# --- settings ----------------------------------------------------------------------------
-
-
-def _default_picker_colours() -> list[Colour]:
-    return [c for c in PICKER_ORDER if c not in (Colour.VERMILLION, Colour.BLUISH_GREEN)]
-
-
-class PickSettings(BaseModel):
-    """The ``[settings]`` table of a pick node.
-
-    Attributes:
-        confirm: what confirms a line: ``button``, ``scan`` (the item) or
-            ``location_then_item``.
-        badge_prefix: a scan starting with this logs the picker named by the rest in or out.
-        location_prefix: a location's barcode is this followed by the location id.
-        short_barcode: scanning it takes one unit off the focused line; scanning it followed
-            by ``-N`` sets the quantity picked to N (``None``: no short barcode).
-        reason_prefix: scanning this followed by a reason sets the short reason
-            (``None``: no reason barcodes).
-        default_reason: the reason of a short nobody gave a reason for.
-        colour_by: ``picker`` (each picker's colour) or ``order`` (batch picking).
-        tote_slots: container id to the cart slot that is its put-to-light position.
-        picker_colours: the colours pickers (or orders) get, in turn; ERROR's vermillion
-            and DONE's bluish green are left out so a picker's light never reads as either.
-        counters_every_s: how often the ``counters`` event goes out (0: never).
-        done_memory: how many finished line ids are remembered, so a cancel can say "done".
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    confirm: Literal["button", "scan", "location_then_item"] = "button"
-    badge_prefix: str = Field(default="BADGE-", min_length=1, max_length=32)
-    location_prefix: str = Field(default="", max_length=32)
-    short_barcode: str | None = Field(default="SHORT", min_length=1, max_length=32)
-    reason_prefix: str | None = Field(default="REASON-", min_length=1, max_length=32)
-    default_reason: Reason = "empty"
-    colour_by: Literal["picker", "order"] = "picker"
-    tote_slots: dict[str, str] = Field(default_factory=dict)
-    picker_colours: list[Colour] = Field(default_factory=_default_picker_colours, min_length=1)
-    counters_every_s: int = Field(default=60, ge=0, le=86_400)
-    done_memory: int = Field(default=1000, ge=0, le=100_000)
-
-
-def settings_from(model: type[BaseModel], raw: Mapping[str, Any]) -> Any:
-    """Validate a node file's ``[settings]`` with ``model``.
-
-    Raises:
-        ConfigError: file ``(node file)``, field ``settings.<name>`` and the reason.
-    """
-    try:
-        return model.model_validate(dict(raw))
-    except ValidationError as exc:
-        problems = [
-            ("settings." + ".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()
-        ]
-        field, reason = problems[0]
-        raise ConfigError("(node file)", field, reason, problems) from None
-
-
-# --- events ------------------------------------------------------------------------------
-
-
-class Picked(Wire):
-    """A pick line confirmed by the picker with its full quantity."""
-
-    task: str
-    order: str
-    location: str
-    sku: str
-    qty: int
-    picked: int
-    wave: str | None = None
-    container: str | None = None
-    lit_at: int | None = None
-    confirmed_at: int
-    picker: str | None = None
-    express: bool = False
-
-
-class Short(Picked):
-    """A pick line confirmed with less than asked for (``picked < qty``), and why."""
-
-    reason: str
-
-
-class Misscan(Wire):
-    """A scan that was not what the node expected; nothing was confirmed.
-
-    ``reason``: ``wrong_item`` (not one of the line's barcodes), ``wrong_location`` (no
-    line lit there), ``location_first`` (scan the location before the item),
-    ``unknown_code`` (no line expects it), ``unreadable`` (the scanner flagged the read),
-    ``no_line`` (a short or reason code with no line to apply it to).
-    """
-
-    code: str
-    reason: str
-    expected: list[str] = Field(default_factory=list)
-    location: str | None = None
-    task: str | None = None
-    picker: str | None = None
-    at: int
-
-
-class PickerChange(Wire):
-    """A picker logged in (``login``) or out (``logout``) by scanning their badge.
-
-    A refused login has ``colour`` None and ``reason`` ``no_free_colour``.
-    """
-
-    picker: str
-    colour: str | None = None
-    orders: int = 0
-    reason: str | None = None
-    at: int
-
-
-class ZoneDone(Wire):
-    """This zone's part of an order's tote is complete: the tote may move on."""
-
-    order: str
-    container: str | None = None
-    lines: int
-    short: int
-    picker: str | None = None
-    at: int
-
-
-class Expired(Wire):
-    """A line's deadline passed before it was confirmed; it is dropped and dark."""
-
-    task: str
-    order: str
-    location: str
-    deadline: int
-    lit_at: int | None = None
-    at: int
-
-
-class Counters(Wire):
-    """The node's counters since ``since`` (its start), published periodically."""
-
-    since: int
-    at: int
-    counts: dict[str, int]
-    open_lines: int
-    pickers: int
-
-
-register_event("picked", Picked)
-register_event("short", Short)
-register_event("misscan", Misscan)
-register_event("login", PickerChange)
-register_event("logout", PickerChange)
-register_event("zone_done", ZoneDone)
-register_event("expired", Expired)
-register_event("counters", Counters)
 
 
 # --- state -------------------------------------------------------------------------------
@@ -1136,21 +944,3 @@ class PickingWorkflow:
             "zone_done": self._zone_lit,
             "counts": dict(self.counts),
         }
-
-
-__all__ = [
-    "ZONE_LAMP",
-    "Counters",
-    "Expired",
-    "Line",
-    "Misscan",
-    "PickSettings",
-    "Picked",
-    "PickerChange",
-    "PickingWorkflow",
-    "Short",
-    "ZoneDone",
-    "gtin14",
-    "scan_matches",
-    "settings_from",
-]
