@@ -17,6 +17,7 @@ The fake is gpiozero's own ``MockFactory``; the helpers at the end (``tap_pins``
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 import weakref
@@ -71,9 +72,27 @@ def resolve_pin_factory(given: Any) -> Any:
         return LGPIOFactory()
 
 
+#: Level changes each simulated pin keeps in ``states`` (gpiozero keeps every one).
+MOCK_PIN_HISTORY = 256
+
+
+class _BoundedMockPWMPin(MockPWMPin):  # type: ignore[misc]
+    """gpiozero's PWM mock pin, keeping only the last ``MOCK_PIN_HISTORY`` level changes.
+
+    gpiozero appends every change to ``states`` for good: a simulated node that lights
+    thousands of lines (a demo left running, a benchmark) grew by ~0.25 KB per line per pin
+    for as long as it ran. Tests read only the latest changes.
+    """
+
+    def clear_states(self) -> None:
+        super().clear_states()
+        history: list[Any] = getattr(self, "states")  # noqa: B009 (set by gpiozero, untyped)
+        self.states = collections.deque(history, maxlen=MOCK_PIN_HISTORY)
+
+
 def mock_factory() -> Any:
     """A fresh gpiozero ``MockFactory`` whose pins support PWM (needed by RGB LEDs)."""
-    return MockFactory(pin_class=MockPWMPin)
+    return MockFactory(pin_class=_BoundedMockPWMPin)
 
 
 def is_mock(factory: Any) -> bool:
