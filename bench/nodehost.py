@@ -15,6 +15,10 @@ Operations:
 * ``{"op": "wait_lit", "count": N, "timeout": s}``: answers ``{"armed": true}`` at once, then
   ``{"t": ns, "lit": n}`` when N slots are lit (or the timeout passes).
 * ``{"op": "status"}``: pid, open tasks, last seq, outbox, RSS.
+* ``{"op": "heap_mark"}`` / ``{"op": "heap_diff", "top": N}``: with ``BENCH_TRACEMALLOC=1``
+  in the environment the node runs under tracemalloc (25 frames); ``heap_mark`` takes a
+  snapshot after a full collection, ``heap_diff`` answers ``{"top": [...]}``: the N biggest
+  growths since the mark, by allocating traceback (bench/hostile.py uses it).
 * ``{"op": "stop"}``: clean stop.
 
 With ``BENCH_PROFILE=FILE`` in the environment the whole run is profiled with cProfile
@@ -24,11 +28,13 @@ With ``BENCH_PROFILE=FILE`` in the environment the whole run is profiled with cP
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
 import sys
 import time
+import tracemalloc
 from typing import Any
 
 from agent.app import run_node
@@ -73,6 +79,22 @@ async def _press_many(node: Node, slots: list[str], count: int, until_seq: int) 
     _say({"t0": t0, "t1": time.monotonic_ns(), "last_seq": node.store.store.last_seq})
 
 
+def _heap_diff(base: tracemalloc.Snapshot, top: int) -> list[str]:
+    """The ``top`` biggest growths since ``base``, each with the innermost frames of ours."""
+    now = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    out = []
+    for stat in now.compare_to(base, "traceback")[:top]:
+        frames = [f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}" for f in stat.traceback]
+        ours = [f for f in frames if "site-packages" not in f][-4:]
+        out.append(
+            f"{stat.size_diff / 2**20:+.2f} MB ({stat.count_diff:+d} blocks) "
+            + " <- ".join(reversed(ours or frames[-3:]))
+        )
+    return out
+
+
 async def main(path: str) -> None:
     """Run the node and serve stdin until ``stop`` or end of input."""
     logging.basicConfig(level=logging.WARNING, format="nodehost %(levelname)s %(message)s")
@@ -86,6 +108,7 @@ async def main(path: str) -> None:
     await asyncio.wait_for(node.ready.wait(), 10)
     _say({"ready": True, "pid": os.getpid()})
     background: set[asyncio.Task[None]] = set()
+    marks: dict[str, tracemalloc.Snapshot] = {}
     while True:
         line = await asyncio.to_thread(sys.stdin.readline)
         if not line:
@@ -114,9 +137,18 @@ async def main(path: str) -> None:
                     "last_seq": node.store.store.last_seq,
                     "outbox": node.sender.pending,
                     "online": node.online.is_set(),
+                    "stats": dict(node.stats),
                     **proc_status(os.getpid()),
                 }
             )
+        elif op == "heap_mark":
+            gc.collect()
+            marks["base"] = tracemalloc.take_snapshot()
+            traced = tracemalloc.get_traced_memory()[0]
+            _say({"marked": True, "traced_mb": round(traced / 2**20, 1)})
+        elif op == "heap_diff":
+            gc.collect()
+            _say({"top": _heap_diff(marks["base"], int(req.get("top", 15)))})
         elif op == "stop":
             break
     stop.set()
@@ -125,6 +157,8 @@ async def main(path: str) -> None:
 
 
 if __name__ == "__main__":
+    if os.environ.get("BENCH_TRACEMALLOC"):
+        tracemalloc.start(25)
     profile_to = os.environ.get("BENCH_PROFILE")
     if profile_to:
         import cProfile
