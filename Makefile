@@ -1,6 +1,7 @@
 # zone-agent: `make demo` runs a simulated warehouse zone; `make test` runs every check.
 # Both set up what they need on a fresh Debian / Raspberry Pi OS machine, and are safe to
-# run again: a venv in .venv, the package installed editable, Mosquitto through apt-get.
+# run again: a venv in .venv, the package installed editable, Mosquitto, NATS and RabbitMQ
+# (the clustered-broker tests) through apt-get.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,6 +19,8 @@ system-packages:
 	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
 	$(PYTHON) -c "import ensurepip, venv" >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing="$$missing nats-server"; \
+	[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$$missing rabbitmq-server"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
