@@ -17,6 +17,7 @@ import pytest
 from agent.config import BrokerConfig
 from agent.link import codec
 from agent.link.messages import MAX_TASKS_PER_COMMAND, PickTask
+from agent.localbroker import LocalBroker
 from agent.localcluster import BrokerCluster
 from agent.oms import OmsClient
 from devices.events import Button, ButtonPress
@@ -33,9 +34,10 @@ def _unique(prefix: str) -> str:
     return f"{prefix}{next(_names)}"
 
 
-def _oms(broker: BrokerCluster, **kw: object) -> OmsClient:
+def _oms(broker: BrokerCluster | LocalBroker, **kw: object) -> OmsClient:
+    urls = broker.urls if isinstance(broker, BrokerCluster) else [broker.url]
     return OmsClient(
-        BrokerConfig(urls=broker.urls, backoff_initial_s=0.05, backoff_max_s=0.5),
+        BrokerConfig(urls=urls, backoff_initial_s=0.05, backoff_max_s=0.5),
         SITE,
         client_id=_unique("oms-"),
         **kw,  # type: ignore[arg-type]
@@ -65,17 +67,10 @@ def test_birth_ping_pick_reply_and_ack(tmp_path: Path, single_broker: BrokerClus
 
 
 def test_an_oms_started_after_the_node_learns_its_state(
-    tmp_path: Path, single_broker: BrokerCluster, request: pytest.FixtureRequest
+    tmp_path: Path, single_broker: BrokerCluster
 ) -> None:
-    """Retained birth: on RabbitMQ a wildcard subscription gets no retained message."""
-    if single_broker.kind == "rabbitmq":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="RabbitMQ delivers no retained message to a wildcard subscription; "
-                "needs the OMS's site-wide rebirth request (lead, in progress)",
-            )
-        )
+    """On RabbitMQ a wildcard subscription gets no retained message: the OMS's site-wide
+    rebirth request is what tells it (on NATS the retained birth does it too)."""
     name = _unique("zone-b")
     path = node_file(tmp_path, single_broker, node=name)  # type: ignore[arg-type]
 
@@ -112,16 +107,32 @@ def test_the_will_says_offline_with_the_boot_of_the_birth(
         node.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transport: a message the broker delivers right after CONNACK (a command queued "
-    "in the persistent session) reaches aiomqtt's own on_message before _Link installs its "
-    "handler, is PUBACKed and lost; only the OMS's resend hides it (Mosquitto too)",
+_LOST_AFTER_CONNACK = (
+    "transport: messages the broker delivers right after CONNACK (commands queued in the "
+    "persistent session) reach aiomqtt's own on_message before _Link installs its handler, "
+    "are PUBACKed and lost; only the OMS's resend hides it. A race: seen on NATS, RabbitMQ "
+    "and Mosquitto, in some runs only, so not strict (a strict xfail would be flaky)"
 )
+
+
 def test_a_command_sent_while_the_node_is_away_waits_in_its_session(
-    tmp_path: Path, single_broker: BrokerCluster
+    tmp_path: Path, single_broker: BrokerCluster, request: pytest.FixtureRequest
 ) -> None:
-    """Persistent session: the broker keeps a QoS 1 command for the stopped node."""
+    """Persistent session: the broker keeps QoS 1 commands for the stopped node."""
+    request.applymarker(pytest.mark.xfail(strict=False, reason=_LOST_AFTER_CONNACK))
+    _commands_wait_while_away(tmp_path, single_broker)
+
+
+@pytest.mark.xfail(strict=False, reason=_LOST_AFTER_CONNACK)
+def test_a_command_sent_while_the_node_is_away_waits_on_mosquitto(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
+    """The same on Mosquitto."""
+    _commands_wait_while_away(tmp_path, broker)
+
+
+def _commands_wait_while_away(tmp_path: Path, broker: BrokerCluster | LocalBroker) -> None:
+    single_broker = broker
     name = _unique("zone-b")
     path = node_file(tmp_path, single_broker, node=name)  # type: ignore[arg-type]
 
@@ -131,18 +142,20 @@ def test_a_command_sent_while_the_node_is_away_waits_in_its_session(
             async with node_in_process(path):
                 await _wait_online(oms, name)
             # Not through oms.send: that would resend at the birth and hide a lost message.
-            payload = codec.encode(
-                {"tasks": [_tasks(1)[0].model_dump()]}, msg_id="while-away", ts=1
-            )
-            await oms.transport.publish(f"wh/v1/{SITE}/{name}/cmd/pick", payload)
+            # Several, so that some arrive in the same read as the CONNACK.
+            waiting = {f"while-away-{i}" for i in range(20)}
+            for i, msg_id in enumerate(sorted(waiting)):
+                task = _tasks(1, prefix=f"away{i}-")[0].model_dump()
+                payload = codec.encode({"tasks": [task]}, msg_id=msg_id, ts=1)
+                await oms.transport.publish(f"wh/v1/{SITE}/{name}/cmd/pick", payload)
             await asyncio.sleep(0.5)
             async with node_in_process(path):
                 async with asyncio.timeout(8):
-                    while True:
+                    while waiting:
                         event = await oms.events.get()
-                        if event.name == "reply" and event.envelope.corr == "while-away":
-                            break
-                assert event.body.status == "accepted"  # type: ignore[union-attr]
+                        if event.name == "reply":
+                            assert event.body.status == "accepted"  # type: ignore[union-attr]
+                            waiting.discard(event.envelope.corr or "")
 
     asyncio.run(scenario())
 
