@@ -12,9 +12,7 @@ import asyncio
 from bench.hostile import Case, Generator, Tally, check, check_repeat, run_hostile
 
 
-def test_a_few_thousand_hostile_payloads_answered_as_documented_and_nothing_lost(
-    broker, tmp_path
-):
+def test_a_few_thousand_hostile_payloads_answered_as_documented_and_nothing_lost(broker, tmp_path):
     result = asyncio.run(
         asyncio.wait_for(run_hostile(tmp_path, broker.port, 3000, per_round=300), 240)
     )
