@@ -1,51 +1,7 @@
-"""Pack station (role ``pack``): verify by scan, choose the box, check-weigh, print the label.
+"""The pack station's state machine (see the package docstring for the whole flow).
 
-The OMS queues orders at the station with ``pack`` (one order per command: its lines with
-barcodes, unit weights, dimensions and fragility; express; gift note and bonus item; the
-carrier's label as raw ZPL, or the fields for the station's own label; whether a packing
-slip is wanted). ``pack_cancel`` removes orders not packed yet.
-
-At the bench, one order at a time:
-
-1. **Start**: the packer scans the order's (or its tote's) barcode. The screen lists the
-   lines and suggests a box and a packaging material (``agent.workflows.cartons``).
-2. **Verify**: every unit is scanned. A code of no line (``wrong_item``: a product code,
-   ``unknown_code``: anything else), a unit more than the line asks for (``surplus``) and a
-   read the scanner flagged (``unreadable``, e.g. a bad check digit, with the reason) are
-   refused: the screen says why in words and a ``pack_refused`` event goes out. GS1 codes
-   (GS1-128, DataMatrix) match a line by their GTIN (AI 01) against the line's barcodes
-   normalised to GTIN-14. When the last unit is in, ``verified`` goes out and the packing
-   slip is printed (when wanted and the station has an ESC/POS printer).
-3. **Box**: the packer accepts the suggestion (the ``confirm_barcode`` or the suggested
-   box's barcode) or overrides it by scanning another box's barcode, at any time from the
-   start until the parcel passes the check-weigh.
-4. **Check-weigh**: the parcel's weight comes from the scale's live readings; only a
-   reading the scale calls stable counts, and only after the previous parcel has left the
-   scale (a reading under ``min_weight_g``). Expected = items + empty box + estimated
-   packaging. It fails when the difference exceeds *both* ``tolerance_pct`` of the expected
-   weight and ``tolerance_g`` (defaults 5 % and 50 g, see ``PackSettings``). Each verdict
-   is a ``weighed`` event. A failure blocks the label until a new stable reading passes
-   (re-weigh) or a supervisor scans their badge and then a reason barcode (recorded in a
-   ``weighed`` event with verdict ``override``, the supervisor's name and the reason).
-5. **Label**: the carrier's ZPL byte for byte, else the station's own 4x6 ZPL label with the
-   SSCC (``agent.workflows.labels``), as job ``{order}-label`` on the label printer. When
-   the printer confirms it, ``label_printed`` and ``packed`` go out (box, weight, timings)
-   and the order is done.
-
-Printing never prints twice. The job id is stable per order and persisted as *submitted*
-before the print action runs. A failed job (``PrintResult`` not ok: it may have printed in
-part) and a job whose result was lost in a restart are **not** printed again by
-themselves: the screen asks the packer, who either scans the order barcode again (a reprint
-as ``{order}-label-2``, ``-3``...) or the confirm barcode (it did print). A job the printer
-holds (paper out, head open) prints when the fault is cleared; when the printer reports a
-fault or is unreachable (``devices.events.DeviceHealthChanged`` input, or already so when
-the job is submitted), or no result came within ``label_timeout_s``, the packer and the OMS
-(``print_delayed``) are told once. A packing slip (job ``{order}-slip``, a ``PrintSlip``
-action) is printed once, when the order is verified; its faults are reported the same way
-but never hold the parcel.
-
-Everything about an order (lines, scans, box, verdicts, label job) is a store task, so a
-restart in the middle of an order carries on where it was.
+The queued orders and the one at the bench live here, each a store task (``pack_order``),
+so a restart in the middle of an order carries on where it was.
 """
 
 from __future__ import annotations
@@ -53,29 +9,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Any, Literal
 
 from agent.config import NodeConfig
 from agent.errors import ConfigError
-from agent.link.messages import (
-    MAX_BARCODES_PER_TASK,
-    ArrayAsTuple,
-    Barcode,
-    Envelope,
-    Id,
-    ItemResult,
-    Text,
-    Wire,
-    register_command,
-    register_event,
-)
+from agent.link.messages import Envelope, ItemResult, Wire
 from agent.store import StoredTask
 from agent.workflows.base import FloorInfo, Print, PrintSlip, Slip, Step, Verdict
 from agent.workflows.cartons import (
-    DEFAULT_BOXES,
-    MATERIALS,
     BoxSize,
     Item,
     Material,
@@ -83,14 +24,25 @@ from agent.workflows.cartons import (
     expected_weight_g,
     suggest_box,
 )
-from agent.workflows.labels import LabelData, build_sscc, shipping_label, sscc_error
+from agent.workflows.labels import LabelData, build_sscc, shipping_label
+from agent.workflows.packing.messages import (
+    LabelPrinted,
+    OwnLabel,
+    PackCancel,
+    PackCommand,
+    PackCounters,
+    Packed,
+    PackRefused,
+    PrintProblem,
+    Verified,
+    Weighed,
+)
+from agent.workflows.packing.settings import PackSettings
 from agent.workflows.picking import gtin14, scan_matches, settings_from
 from devices.events import DeviceHealthChanged, Scan, Weight
 from devices.printers.base import PrintResult
 
 ORDER = "pack_order"
-MAX_LINES = 100
-MAX_ZPL_BYTES = 60_000
 SCALE_KINDS = frozenset({"mt_sics", "toledo_8217", "nci"})
 MAX_REFUSALS_SHOWN = 5
 
@@ -105,328 +57,6 @@ Phase = Literal[
     "label_failed",
     "label_unknown",
 ]
-
-
-# --- commands ----------------------------------------------------------------------------
-
-Dim = Annotated[int, Field(ge=1, le=5000)]
-
-
-class PackLine(Wire):
-    """One order line to verify at the bench.
-
-    Attributes:
-        sku: the SKU.
-        qty: units to scan.
-        barcodes: codes that count as this SKU (EAN/UPC/GTIN compare as GTIN-14).
-        unit_weight_g: one unit's weight, for the check-weigh.
-        dims_mm: one unit's length, width and height in millimetres, for the box choice.
-        fragile: needs protective packaging.
-        description: what the packer reads.
-    """
-
-    sku: Id
-    qty: int = Field(ge=1, le=9999)
-    barcodes: list[Barcode] = Field(min_length=1, max_length=MAX_BARCODES_PER_TASK)
-    unit_weight_g: float = Field(ge=0, le=100_000)
-    dims_mm: Annotated[tuple[Dim, Dim, Dim], ArrayAsTuple] | None = None
-    fragile: bool = False
-    description: Text = ""
-
-
-class ShipTo(Wire):
-    """The addressee of the station's own label."""
-
-    name: Annotated[str, Field(min_length=1, max_length=128)]
-    address: list[Annotated[str, Field(max_length=128)]] = Field(default_factory=list, max_length=4)
-    postcode: Annotated[str, Field(max_length=16)] = ""
-    city: Annotated[str, Field(max_length=64)] = ""
-    country: Annotated[str, Field(max_length=64)] = ""
-
-
-class OwnLabel(Wire):
-    """The fields of the station's own label: ship-to, carrier, service and the SSCC.
-
-    Give ``sscc`` (18 digits, check digit verified) or the data to build one:
-    ``serial_reference`` with ``extension`` and ``company_prefix`` (else the node's
-    ``gs1_company_prefix`` setting).
-    """
-
-    ship_to: ShipTo
-    carrier: Annotated[str, Field(min_length=1, max_length=64)]
-    service: Annotated[str, Field(max_length=64)] = ""
-    sscc: Annotated[str, Field(pattern=r"^[0-9]{18}$")] | None = None
-    extension: int = Field(default=0, ge=0, le=9)
-    company_prefix: Annotated[str, Field(pattern=r"^[0-9]{7,10}$")] | None = None
-    serial_reference: Annotated[str, Field(pattern=r"^[0-9]{1,9}$")] | None = None
-
-    @model_validator(mode="after")
-    def _sscc(self) -> OwnLabel:
-        if (self.sscc is None) == (self.serial_reference is None):
-            raise ValueError("give sscc or serial_reference (to build one), not both")
-        if self.sscc is not None and (error := sscc_error(self.sscc)) is not None:
-            raise ValueError(error)
-        if self.serial_reference is not None and self.company_prefix is not None:
-            build_sscc(self.extension, self.company_prefix, self.serial_reference)
-        return self
-
-
-class PackCommand(Wire):
-    """Queue one order at the pack station.
-
-    Exactly one of ``carrier_zpl`` (the carrier's label, printed byte for byte) and
-    ``label`` (fields for the station's own label).
-    """
-
-    order: Id
-    tote: Id | None = None
-    lines: list[PackLine] = Field(min_length=1, max_length=MAX_LINES)
-    express: bool = False
-    gift_note: Annotated[str, Field(max_length=500)] = ""
-    bonus_item: Text = ""
-    carrier_zpl: bytes | None = Field(default=None, max_length=MAX_ZPL_BYTES)
-    label: OwnLabel | None = None
-    packing_slip: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> PackCommand:
-        skus = [line.sku for line in self.lines]
-        if len(set(skus)) != len(skus):
-            raise ValueError("a sku appears twice in one order: give one line per sku")
-        if (self.carrier_zpl is None) == (self.label is None):
-            raise ValueError("give carrier_zpl or label, exactly one")
-        if self.carrier_zpl is not None and not (
-            b"^XA" in self.carrier_zpl and b"^XZ" in self.carrier_zpl
-        ):
-            raise ValueError("carrier_zpl is not a ZPL label (no ^XA ... ^XZ)")
-        return self
-
-
-class PackCancel(Wire):
-    """Remove orders not packed yet; the reply says ``cancelled``, ``done`` or ``unknown``."""
-
-    orders: list[Id] = Field(min_length=1, max_length=100)
-
-
-# --- events ------------------------------------------------------------------------------
-
-
-class PackRefused(Wire):
-    """A scan the station refused; nothing changed.
-
-    ``reason``: ``unreadable`` (the scanner flagged the read; ``detail`` says why),
-    ``no_order`` (scan the order first), ``unknown_code``, ``wrong_item`` (a product of no
-    line of this order), ``surplus`` (the line is complete), ``order_in_progress`` (another
-    order is open), ``not_now`` (a box, badge, reason or confirm code with nothing to
-    apply it to), ``unknown_reason`` (not one of the reason codes).
-    """
-
-    order: str | None = None
-    code: str
-    reason: str
-    detail: str = ""
-    sku: str | None = None
-    at: int
-
-
-class Verified(Wire):
-    """Every unit of the order was scanned."""
-
-    order: str
-    tote: str | None = None
-    lines: int
-    units: int
-    started_at: int
-    verified_at: int
-
-
-class Weighed(Wire):
-    """One check-weigh verdict: ``pass``, ``over``, ``under`` or ``override``.
-
-    ``override``: a supervisor released a failed parcel; ``supervisor`` (the name, never the
-    badge code) and ``reason`` say who and why.
-    """
-
-    order: str
-    attempt: int
-    actual_g: float
-    expected_g: float
-    diff_g: float
-    allowed_g: float
-    verdict: Literal["pass", "over", "under", "override"]
-    box: str
-    material: str
-    supervisor: str | None = None
-    reason: str | None = None
-    at: int
-
-
-class LabelPrinted(Wire):
-    """The shipping label is printed.
-
-    ``confirmed_by``: the printer, or the packer (after a failure or a restart left the
-    result unknown, the packer scanned the confirm barcode: it did print).
-    """
-
-    order: str
-    job_id: str
-    printer: str
-    source: Literal["carrier", "own"]
-    sscc: str | None = None
-    attempt: int
-    confirmed_by: Literal["printer", "packer"] = "printer"
-    at: int
-
-
-class PrintProblem(Wire):
-    """A label or slip did not print (``print_failed``) or is late (``print_delayed``)."""
-
-    order: str
-    job_id: str
-    printer: str
-    document: Literal["label", "slip"]
-    reason: str
-    at: int
-
-
-class Packed(Wire):
-    """The order is packed and labelled: ready to ship.
-
-    Timings (ms since the epoch): ``received_at`` (the command), ``started_at`` (order
-    scanned), ``verified_at`` (last unit), ``weighed_at`` (passed or released),
-    ``labelled_at`` (label confirmed).
-    """
-
-    order: str
-    tote: str | None = None
-    box: str
-    box_suggested: str
-    material: str
-    units: int
-    weight_g: float
-    expected_g: float
-    check: Literal["pass", "override"]
-    express: bool
-    received_at: int
-    started_at: int
-    verified_at: int
-    weighed_at: int
-    labelled_at: int
-
-
-class PackCounters(Wire):
-    """The station's counters since ``since`` (its start), published periodically."""
-
-    since: int
-    at: int
-    counts: dict[str, int]
-    queued: int
-
-
-register_command("pack", PackCommand)
-register_command("pack_cancel", PackCancel)
-register_event("pack_refused", PackRefused)
-register_event("verified", Verified)
-register_event("weighed", Weighed)
-register_event("label_printed", LabelPrinted)
-register_event("print_failed", PrintProblem)
-register_event("print_delayed", PrintProblem)
-register_event("packed", Packed)
-register_event("pack_counters", PackCounters)
-
-
-# --- settings ----------------------------------------------------------------------------
-
-
-def _default_boxes() -> list[BoxSize]:
-    return list(DEFAULT_BOXES)
-
-
-class PackSettings(BaseModel):
-    """The ``[settings]`` table of a pack node.
-
-    Attributes:
-        boxes: the station's standard boxes (3 to 5 recommended; 1 to 8 allowed).
-        confirm_barcode: accepts the suggested box; also says "the label did print".
-        fragile_material: packaging for orders with a fragile line (``cartons.MATERIALS``).
-        standard_material: packaging for the other orders.
-        packaging_g_per_litre: calibrated material densities, overriding the estimates.
-        fragile_padding_mm: room around a fragile item on every side.
-        standard_padding_mm: room around any other item.
-        fill_ratio: the share of a box's volume the padded items may take.
-        tolerance_pct: check-weigh fails only when the difference exceeds this share of the
-            expected weight...
-        tolerance_g: ...and this many grams. 5 % alone fails light parcels on noise (a
-            300 g parcel would allow 15 g), an absolute limit alone misses a missing unit in
-            a heavy one; so both, as in domain notes §2.2 (ShipHero: > 5 % and >= 1 oz
-            below 1 lb; Doran: 5 lb +/- 0.25 lb = 5 %). 50 g catches a missing unit of
-            about 50 g or more in a light parcel; for parcels over 1 kg 5 % governs.
-        min_weight_g: readings below this mean an empty scale.
-        supervisors: badge code to supervisor name; only these can release a failed parcel.
-            Events carry the name, never the badge code.
-        reason_prefix: a reason barcode is this followed by one of ``override_reasons``.
-        override_reasons: the reasons a supervisor may give.
-        label_printer: the ZPL printer's device name (default: the node's first).
-        slip_printer: the ESC/POS printer's device name (default: the node's first, if any).
-        scale: the scale's device name (default: the node's first).
-        dpi: the label printer's resolution (203: 812 x 1218 dots, 300: 1200 x 1800).
-        gs1_company_prefix: builds SSCCs from a command's ``serial_reference``.
-        ship_from: the sender's lines on the station's own label.
-        slip_title: the heading of packing slips.
-        label_timeout_s: a label without a result this long is reported late.
-        counters_every_s: how often ``pack_counters`` goes out (0: never).
-        done_memory: how many packed order ids are remembered for replies.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    boxes: list[BoxSize] = Field(default_factory=_default_boxes, min_length=1, max_length=8)
-    confirm_barcode: str = Field(default="CONFIRM", min_length=1, max_length=64)
-    fragile_material: str = "air_pillow"
-    standard_material: str = "crunched_paper"
-    packaging_g_per_litre: dict[str, float] = Field(default_factory=dict)
-    fragile_padding_mm: int = Field(default=25, ge=0, le=200)
-    standard_padding_mm: int = Field(default=5, ge=0, le=200)
-    fill_ratio: float = Field(default=0.8, gt=0, le=1)
-    tolerance_pct: float = Field(default=5.0, ge=0, le=100)
-    tolerance_g: float = Field(default=50.0, ge=0, le=100_000)
-    min_weight_g: float = Field(default=20.0, ge=0)
-    supervisors: dict[str, str] = Field(default_factory=dict)
-    reason_prefix: str = Field(default="REASON-", min_length=1, max_length=32)
-    override_reasons: list[str] = Field(
-        default_factory=lambda: [
-            "item_weight_wrong",
-            "extra_packaging",
-            "scale_check",
-            "customer_request",
-        ],
-        min_length=1,
-    )
-    label_printer: str | None = None
-    slip_printer: str | None = None
-    scale: str | None = None
-    dpi: Literal[203, 300] = 203
-    gs1_company_prefix: str | None = Field(default=None, pattern=r"^[0-9]{7,10}$")
-    ship_from: list[str] = Field(default_factory=list, max_length=3)
-    slip_title: str = Field(default="Packing slip", max_length=32)
-    label_timeout_s: float = Field(default=20.0, gt=0)
-    counters_every_s: int = Field(default=60, ge=0, le=86_400)
-    done_memory: int = Field(default=1000, ge=0, le=100_000)
-
-    @model_validator(mode="after")
-    def _check(self) -> PackSettings:
-        for name in (self.fragile_material, self.standard_material, *self.packaging_g_per_litre):
-            if name not in MATERIALS:
-                raise ValueError(f"unknown material {name!r}; known: {', '.join(MATERIALS)}")
-        codes = [b.barcode for b in self.boxes] + [self.confirm_barcode]
-        if len(set(codes)) != len(codes):
-            raise ValueError("box barcodes and the confirm barcode must all differ")
-        if len({b.name for b in self.boxes}) != len(self.boxes):
-            raise ValueError("two boxes have the same name")
-        return self
-
-
-# --- state -------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -562,7 +192,7 @@ def _grams(value: float) -> str:
 
 
 class PackingWorkflow:
-    """The pack station's state machine (see the module docstring).
+    """The pack station's state machine (see the package docstring).
 
     Args:
         settings: the node's pack settings.
@@ -1564,22 +1194,3 @@ class PackingWorkflow:
             "tolerance": {"pct": self.settings.tolerance_pct, "g": self.settings.tolerance_g},
             "counts": dict(self.counts),
         }
-
-
-__all__ = [
-    "LabelPrinted",
-    "OwnLabel",
-    "PackCancel",
-    "PackCommand",
-    "PackCounters",
-    "PackLine",
-    "PackRefused",
-    "PackSettings",
-    "Packed",
-    "PackingWorkflow",
-    "PrintProblem",
-    "ShipTo",
-    "Verified",
-    "Weighed",
-    "check_weight",
-]
