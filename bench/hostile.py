@@ -94,7 +94,7 @@ def _task(tid: str, location: str = NOWHERE, **over: Any) -> dict[str, Any]:
 class Generator:
     """Seeded hostile payloads; remembers applied ids so repeats can be checked."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, skip: frozenset[str] = frozenset()) -> None:
         self.rng = random.Random(seed)
         self.count = 0
         self.applied: list[str] = []  # ids the node applied (their reply is remembered)
@@ -121,6 +121,10 @@ class Generator:
         # The heavy kinds are rarer: a megabyte through the broker costs what 5,000 small
         # payloads do.
         self.weights = [10 if k not in (self.megabyte, self.big_string) else 1 for k in self.kinds]
+        # --skip: leave kinds out, to see which one memory growth comes from
+        self.weights = [
+            0 if k.__name__ in skip else w for k, w in zip(self.kinds, self.weights, strict=True)
+        ]
 
     def next(self) -> Case:
         """One more hostile payload."""
@@ -471,6 +475,7 @@ async def run_hostile(
     per_round: int = 400,
     seed: int = 1,
     heap: int = 0,
+    skip: frozenset[str] = frozenset(),
     log: Callable[[str], None] = lambda _s: None,
 ) -> dict[str, Any]:
     """Flood a fresh node host with ``payloads`` hostile payloads; returns the figures.
@@ -483,6 +488,7 @@ async def run_hostile(
             queued messages per client, so the broker drops none).
         seed: the generator's seed.
         heap: with N > 0, run the node under tracemalloc and report its N biggest growths.
+        skip: kinds to leave out (names of ``Generator`` methods).
         log: progress lines.
     """
     node = "zone-hostile"
@@ -491,7 +497,7 @@ async def run_hostile(
     proc = spawn_host(path, work / f"{node}.log", tracemalloc=heap > 0)
     host = NodeHost(proc)
     driver = Driver(port, node)
-    gen = Generator(seed)
+    gen = Generator(seed, skip)
     cases: dict[str, Case] = {}
     mismatches: list[str] = []
     mismatched = 0
@@ -621,6 +627,7 @@ def main() -> None:
     parser.add_argument("--round", type=int, default=400, dest="per_round")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--heap", type=int, default=0, help="tracemalloc: top N growths")
+    parser.add_argument("--skip", nargs="*", default=[], help="kinds to leave out")
     parser.add_argument("--workdir", default="/var/tmp")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
@@ -639,6 +646,7 @@ def main() -> None:
                     per_round=args.per_round,
                     seed=args.seed,
                     heap=args.heap,
+                    skip=frozenset(args.skip),
                     log=say,
                 )
             )
