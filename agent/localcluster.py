@@ -130,7 +130,7 @@ def mqtt_probe(
                 if kind != 0x20 or len(body) < 2 or body[1] != 0:
                     return False
                 if not clean:
-                    sub = struct.pack("!H", 1) + _mqtt_string("zone-agent/probe") + b"\x01"
+                    sub = struct.pack("!H", 1) + _mqtt_string("wh/v1/_probe") + b"\x01"
                     sock.sendall(_mqtt_packet(0x82, sub))
                     kind, body = _read_packet(sock)
                     if kind != 0x90 or body[-1:] == b"\x80":
