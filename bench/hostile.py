@@ -212,7 +212,7 @@ class Generator:
 
     def deep_nesting(self, mid: str) -> Case:
         nested: Any = "x"
-        for _ in range(self.rng.randint(20, 400)):
+        for _ in range(self.rng.randint(20, 1000)):  # the envelope adds 2 levels
             nested = [nested]
         body = {"tasks": nested}
         return Case("deep_nesting", "pick", codec.pack_local(_env(body, mid)), mid, "invalid_body")
