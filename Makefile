@@ -54,7 +54,7 @@ test: lint typecheck pytest
 
 # make demo ARGS=--keep-running (make itself would take a bare --keep-running as its own)
 demo: setup
-	$(PY) -m agent.demo $(ARGS)
+	$(PY) -m agent.oms.demo $(ARGS)
 
 bench: setup
 	$(PY) -m bench

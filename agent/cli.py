@@ -25,7 +25,7 @@ EXIT_DEVICE = 3
 
 COMMAND_MODULES = (
     "agent.commands.node",
-    "agent.commands.oms",
+    "agent.oms.commands",
     "agent.commands.scanners",
     "agent.commands.scales",
     "agent.commands.lights",
@@ -39,7 +39,7 @@ COMMAND_MODULES = (
 OWNER = {
     "run": "agent.commands.node",
     "check-config": "agent.commands.node",
-    "oms": "agent.commands.oms",
+    "oms": "agent.oms.commands",
     "scanner": "agent.commands.scanners",
     "scale": "agent.commands.scales",
     "probe": "agent.commands.scales",

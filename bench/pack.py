@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import BrokerConfig
-from agent.demo.site import Control, NodeProcess
 from agent.localbroker import LocalBroker
 from agent.oms import OmsClient
+from agent.oms.demo.site import Control, NodeProcess
 from bench.common import machine, proc_status, summary_ms
 
 SITE = "bench"

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import BrokerConfig
-from agent.demo.site import Control, NodeProcess
 from agent.link.messages import PickTask
 from agent.localbroker import LocalBroker, free_port
 from agent.oms import OmsClient
+from agent.oms.demo.site import Control, NodeProcess
 from bench.common import machine, percentile
 
 SITE = "bench"

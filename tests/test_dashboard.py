@@ -1,4 +1,4 @@
-"""The supervisor dashboard (``agent.dashboard``): live in headless chromium, and its model.
+"""The supervisor dashboard (``agent.oms.dashboard``): live in headless chromium, and its model.
 
 The browser test runs a real pick node (in this process, simulated shelf and scanner) on a
 real Mosquitto, the reference OMS routing three orders through it with ``Fulfilment``, and
@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from agent.dashboard import SiteView, serve_dashboard
-from agent.fulfilment import Fulfilment, OrderFile, drive
 from agent.localbroker import LocalBroker
+from agent.oms.dashboard import SiteView, serve_dashboard
+from agent.oms.fulfilment import Fulfilment, OrderFile, drive
 from tests.browser import Page, browser, needs_chromium
 from tests.harness import Running, node_file, node_in_process, oms_for
 from tests.test_metrics import documented_metrics

@@ -2,7 +2,7 @@
 
 The demo runs as ``make demo`` would (its own process, six node processes, a private
 Mosquitto), with a handful of orders at high speed. The KPIs it printed are recomputed here
-from the recorded events, independently of ``agent.kpi``.
+from the recorded events, independently of ``agent.oms.kpi``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pytest
 pytestmark = pytest.mark.broker
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = [sys.executable, "-m", "agent.demo"]
+DEMO = [sys.executable, "-m", "agent.oms.demo"]
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -39,7 +39,7 @@ def _processes_mentioning(text: str) -> list[str]:
             state = (entry / "stat").read_text().split(") ", 1)[1][:1]
         except (OSError, IndexError):
             continue
-        if text in cmdline and state != "Z" and "-m agent.demo" not in cmdline:
+        if text in cmdline and state != "Z" and "-m agent.oms.demo" not in cmdline:
             found.append(cmdline)
     return found
 

@@ -93,3 +93,25 @@ def test_only_the_metrics_module_imports_prometheus_client() -> None:
         if "prometheus_client" in {top(m) for m in imports(p)}
     }
     assert users <= {"agent/metrics.py"}
+
+
+def test_the_node_never_imports_the_oms_side() -> None:
+    # agent/oms/ (the reference OMS, fulfilment, KPIs, dashboard, demo) talks to nodes only
+    # over the broker; what runs on a Pi must not depend on it, so nothing outside the
+    # package imports it (tests and bench may).
+    bad = {
+        str(p.relative_to(ROOT)): sorted(
+            m for m in imports(p) if m == "agent.oms" or m.startswith("agent.oms.")
+        )
+        for p in py_files("agent")
+        if "oms" not in p.relative_to(ROOT / "agent").parts[:1]
+    }
+    assert {k: v for k, v in bad.items() if v} == {}
+    assert (ROOT / "agent" / "oms" / "client.py").exists()
+
+
+def test_the_node_modules_stay_out_of_the_oms_package() -> None:
+    # The other direction of "a reader sees at a glance what runs where": the OMS side is
+    # the package, and the node's own layers (DESIGN.md §2) are not in it.
+    inside = {p.name for p in (ROOT / "agent" / "oms").rglob("*.py")}
+    assert not inside & {"node.py", "app.py", "floor.py", "store.py", "transport.py"}

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.kpi import Kpis, percentile
 from agent.localbroker import LocalBroker
+from agent.oms.kpi import Kpis, percentile
 from devices.events import Button, ButtonPress
 from tests.harness import node_file, node_in_process
 
@@ -276,7 +276,7 @@ def test_dispatch_cutoff_option_is_today_at_that_local_time() -> None:
     import argparse
     import datetime as dt
 
-    from agent.commands.oms import _cutoff
+    from agent.oms.commands import _cutoff
 
     now = dt.datetime(2026, 12, 3, 11, 0).timestamp()
     carrier, at = _cutoff("Royal Mail=17:30", now)

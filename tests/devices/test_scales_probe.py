@@ -10,7 +10,9 @@ from scale_helpers import MODULES, run, simulator
 from agent.errors import DeviceUnavailable
 from devices.scales.probe import identify, probe_port
 
-PROBE_S = 0.1
+PROBE_S = 0.5
+# A protocol that does answer is found as soon as it does; the probes before it wait this
+# long for nothing. 0.1 s failed on a loaded 2-core machine (the pty reply came later).
 # Waiting for a reply that never comes: every attempt runs to its timeout, so keep it short
 # (the simulator answers within a millisecond).
 SILENCE_S = 0.1

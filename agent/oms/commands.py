@@ -2,14 +2,14 @@
 
 * ``oms watch``: a live table of the site's nodes (online, boot, role, devices, outbox);
   ``--record FILE`` also writes every event, once and in order, as JSON lines.
-* ``oms serve``: the supervisor dashboard (``agent.dashboard``): one live page of the whole
+* ``oms serve``: the supervisor dashboard (``agent.oms.dashboard``): one live page of the whole
   site (nodes, orders stuck first, exceptions, KPIs, picks per hour) over SSE, with
   ``/metrics``; on 127.0.0.1 unless ``--bind`` says otherwise. ``--orders FILE`` also routes
   an order file through the site as ``oms dispatch`` does; ``--no-ack`` watches beside
   another OMS without acknowledging events on its behalf.
 * ``oms kpi FILE``: the KPI table from a recording (definitions in docs/kpi.md).
 * ``oms dispatch FILE``: routes an order file (JSON or CSV, see docs/orders.md) through the
-  site with ``agent.fulfilment``: pick waves to the nodes owning the locations, then (unless
+  site with ``agent.oms.fulfilment``: pick waves to the nodes owning the locations, then (unless
   ``--no-follow``) each order to a put wall and a pack station as its picks come in, its
   parcel to a dispatch station (``--dock-carrier``, ``--cutoff``) and its returns to a
   returns station.
@@ -192,10 +192,10 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 
 async def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the dashboard until Ctrl-C (or ``--seconds``); route ``--orders`` if given."""
-    from agent.dashboard import SiteView, serve_dashboard
     from agent.errors import ConfigError
-    from agent.fulfilment import Fulfilment, drive, read_order_file
     from agent.oms import event_record
+    from agent.oms.dashboard import SiteView, serve_dashboard
+    from agent.oms.fulfilment import Fulfilment, drive, read_order_file
 
     fulfilment = None
     if args.orders is not None:
@@ -241,7 +241,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_kpi(args: argparse.Namespace) -> int:
     """Print the KPI table of a recording."""
-    from agent.kpi import Kpis
+    from agent.oms.kpi import Kpis
 
     kpis = Kpis()
     try:
@@ -275,8 +275,8 @@ def cmd_kpi(args: argparse.Namespace) -> int:
 async def cmd_dispatch(args: argparse.Namespace) -> int:
     """Route an order file through the site: pick waves, put walls, pack stations."""
     from agent.errors import ConfigError
-    from agent.fulfilment import Fulfilment, drive, read_order_file
     from agent.oms import event_record
+    from agent.oms.fulfilment import Fulfilment, drive, read_order_file
 
     try:
         orders = read_order_file(args.file)

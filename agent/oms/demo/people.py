@@ -36,8 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.demo.site import Control
-from agent.fulfilment import CatalogueItem, ReturnEntry
+from agent.oms.demo.site import Control
+from agent.oms.fulfilment import CatalogueItem, ReturnEntry
 from agent.workflows.cartons import DEFAULT_BOXES, MATERIALS, Item, expected_weight_g
 
 Say = Callable[[str], None]

@@ -24,13 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.kpi import Kpis, field_of
 from agent.metrics import Family, bump, counter, gauge, render
+from agent.oms.kpi import Kpis, field_of
 
 if TYPE_CHECKING:
-    from agent.fulfilment import Fulfilment, Send
     from agent.link.messages import Reply
     from agent.oms import NodeEvent, OmsClient
+    from agent.oms.fulfilment import Fulfilment, Send
     from agent.web import WebServer
 
 MAX_EXCEPTIONS = 60

@@ -1,4 +1,4 @@
-"""``python -m agent.demo``: parse the options and run the warehouse demo."""
+"""``python -m agent.oms.demo``: parse the options and run the warehouse demo."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agent.demo.warehouse import EXIT_INTERRUPTED, Options, run
+from agent.oms.demo.warehouse import EXIT_INTERRUPTED, Options, run
 
-SAMPLE_ORDERS = Path(__file__).resolve().parents[2] / "examples" / "orders.json"
+SAMPLE_ORDERS = Path(__file__).resolve().parents[3] / "examples" / "orders.json"
 
 
 def _positive(text: str) -> float:
@@ -26,7 +26,7 @@ def _positive(text: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Run the demo with the command line's options; the exit code."""
     parser = argparse.ArgumentParser(
-        prog="python -m agent.demo",
+        prog="python -m agent.oms.demo",
         description="A small warehouse on simulated hardware: two pick zones, a put wall and "
         "a pack station, each its own process, run by the reference OMS.",
     )

@@ -1,12 +1,12 @@
 """The demo run: broker, six node processes, the reference OMS, simulated people, KPIs.
 
 ``run(options)`` starts a private Mosquitto on a free loopback port and the four nodes of
-``agent.demo.site`` (each ``zone-agent run --simulate`` in its own process), waits for
+``agent.oms.demo.site`` (each ``zone-agent run --simulate`` in its own process), waits for
 their births, and has the reference OMS route the sample orders through the site with
-``agent.fulfilment`` while the people of ``agent.demo.people`` work. The terminal shows
+``agent.oms.fulfilment`` while the people of ``agent.oms.demo.people`` work. The terminal shows
 rich progress bars (nodes online, lines picked, orders packed and shipped, returns received)
 and what goes wrong; at the
-end, the KPI table computed from the events the OMS received (``agent.kpi``). Every
+end, the KPI table computed from the events the OMS received (``agent.oms.kpi``). Every
 process it started is stopped on the way out, also on Ctrl-C or an error.
 """
 
@@ -27,8 +27,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agent.config import BrokerConfig
-from agent.dashboard import SiteView, serve_dashboard
-from agent.demo.people import (
+from agent.errors import ConfigError
+from agent.link.messages import Reply, Wire
+from agent.localbroker import LocalBroker
+from agent.oms.client import NodeEvent, OmsClient, event_record
+from agent.oms.dashboard import SiteView, serve_dashboard
+from agent.oms.demo.people import (
     Catalogue,
     Incidents,
     Loader,
@@ -38,7 +42,7 @@ from agent.demo.people import (
     picker,
     put_wall_operator,
 )
-from agent.demo.site import (
+from agent.oms.demo.site import (
     DOCK_CARRIERS,
     ROLES,
     SITE,
@@ -48,19 +52,15 @@ from agent.demo.site import (
     NodeProcess,
     write_node_files,
 )
-from agent.errors import ConfigError
-from agent.fulfilment import Fulfilment, OrderFile, Send, drive, read_order_file
-from agent.kpi import Kpis, field_of
-from agent.link.messages import Reply, Wire
-from agent.localbroker import LocalBroker
-from agent.oms import NodeEvent, OmsClient, event_record
+from agent.oms.fulfilment import Fulfilment, OrderFile, Send, drive, read_order_file
+from agent.oms.kpi import Kpis, field_of
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 @dataclass(frozen=True)
 class Options:
-    """What ``python -m agent.demo`` was asked to do (see ``--help``)."""
+    """What ``python -m agent.oms.demo`` was asked to do (see ``--help``)."""
 
     orders: int
     speed: float
