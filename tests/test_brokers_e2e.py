@@ -107,23 +107,15 @@ def test_the_will_says_offline_with_the_boot_of_the_birth(
         node.stop()
 
 
-_LOST_AFTER_CONNACK = (
-    "transport: messages the broker delivers right after CONNACK (commands queued in the "
-    "persistent session) reach aiomqtt's own on_message before _Link installs its handler, "
-    "are PUBACKed and lost; only the OMS's resend hides it. A race: seen on NATS, RabbitMQ "
-    "and Mosquitto, in some runs only, so not strict (a strict xfail would be flaky)"
-)
-
-
 def test_a_command_sent_while_the_node_is_away_waits_in_its_session(
-    tmp_path: Path, single_broker: BrokerCluster, request: pytest.FixtureRequest
+    tmp_path: Path, single_broker: BrokerCluster
 ) -> None:
-    """Persistent session: the broker keeps QoS 1 commands for the stopped node."""
-    request.applymarker(pytest.mark.xfail(strict=False, reason=_LOST_AFTER_CONNACK))
+    """Persistent session: the broker keeps QoS 1 commands for the stopped node, and the
+    node takes those the broker delivers right after CONNACK (the transport hooks paho
+    before it connects; they used to be PUBACKed into aiomqtt's unread queue)."""
     _commands_wait_while_away(tmp_path, single_broker)
 
 
-@pytest.mark.xfail(strict=False, reason=_LOST_AFTER_CONNACK)
 def test_a_command_sent_while_the_node_is_away_waits_on_mosquitto(
     tmp_path: Path, broker: LocalBroker
 ) -> None:

@@ -204,11 +204,15 @@ class MqttTransport:
             url = urls[member % len(urls)]
             v5 = self.broker.protocol == "5" and url not in self._v311_only
             client = self._client_for(url, v5=v5)
+            # Hooked before CONNECT: a persistent session's queued commands arrive right
+            # after CONNACK, and aiomqtt's own handler would PUBACK them into a queue
+            # nobody reads.
+            link = _Link(client, self.on_message, self._slots)
             stage = _Stage()
             try:
                 async with client:
                     stage.name = "session"
-                    await self._serve(client, url, stage)
+                    await self._serve(client, link, url, stage)
             except aiomqtt.MqttError as exc:
                 if v5 and stage.name == "connect" and _refuses_v5(exc):
                     # Seen on NATS and RabbitMQ: MQTT 3.1.1 only. Say so once and go on
@@ -236,8 +240,10 @@ class MqttTransport:
                 self._down()
             await asyncio.sleep(delay)
 
-    async def _serve(self, client: aiomqtt.Client, url: str, stage: _Stage) -> NoReturn:
-        link = _Link(client, self.on_message, self._slots)
+    async def _serve(
+        self, client: aiomqtt.Client, link: _Link, url: str, stage: _Stage
+    ) -> NoReturn:
+        link.connected()
         for sub in self.subscriptions:
             stage.detail = f"subscribe to {sub.topic}"
             codes = await client.subscribe(sub.topic, qos=1)
@@ -366,7 +372,7 @@ class _Link:
     """One connection's hot path, on top of aiomqtt's paho client (see the module doc).
 
     Args:
-        client: the connected aiomqtt client.
+        client: the aiomqtt client, hooked before it connects (see ``MqttTransport.run``).
         on_message: called for each message (topic, payload), inside paho's read.
         slots: the transport's in-flight slots; each publish took one, PUBACK returns it.
     """
@@ -389,10 +395,13 @@ class _Link:
         self.paho.on_message = self._message
         self.paho.on_publish = self._published
         self.paho.on_socket_register_write = self._register_write
+
+    def connected(self) -> None:
+        """CONNACK is in: watch the connection's end (aiomqtt made its future anew)."""
         # aiomqtt's message iterator used to read this future's exception; we bypass it, so
         # read it here, or a link lost while nobody waits in closed() logs "Future exception
         # was never retrieved" when the future is collected.
-        client._disconnected.add_done_callback(_retrieve)
+        self.client._disconnected.add_done_callback(_retrieve)
 
     async def closed(self) -> NoReturn:
         """Wait until the connection ends; raises ``aiomqtt.MqttError`` then."""
