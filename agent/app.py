@@ -126,6 +126,7 @@ def node_state(node: Node, floor: DeviceFloor) -> dict[str, Any]:
         "boot": node.boot,
         "last_seq": node.store.store.last_seq,
         "outbox": node.sender.pending,
+        "inputs": node.stats["inputs"],
         "devices": {k: v.model_dump() for k, v in floor.health().items()},
         "lights": floor.lights(),
         "workflow": workflow_state() if workflow_state is not None else {},

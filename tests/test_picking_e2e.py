@@ -4,9 +4,11 @@ driven and read only through the node's HTTP control API (as docs/simulation.md 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -107,13 +109,26 @@ class Control:
         return await asyncio.to_thread(self._call, "POST", path, body)
 
     async def press(self, slot: str, button: str = "confirm") -> None:
-        await self.post("/sim/shelf/press", {"slot": slot, "button": button})
+        async with self._taken():
+            await self.post("/sim/shelf/press", {"slot": slot, "button": button})
 
     async def scan(self, code: str, symbology: str | None = None) -> None:
         body: dict[str, Any] = {"code": code}
         if symbology is not None:
             body["symbology"] = symbology
-        assert (await self.post("/sim/scanner/scan", body)) == {"sent": True}
+        async with self._taken():
+            assert (await self.post("/sim/scanner/scan", body)) == {"sent": True}
+
+    @contextlib.asynccontextmanager
+    async def _taken(self, timeout: float = 10) -> AsyncIterator[None]:
+        """Return once the node has handled the input made in the block (its ``inputs``
+        count moved): a scan travels by pty and a press by a pin callback, so without this
+        a press right after a scan may be handled first, as no picker could make it."""
+        before = (await self.get("/api/state"))["inputs"]
+        yield
+        async with asyncio.timeout(timeout):
+            while (await self.get("/api/state"))["inputs"] <= before:
+                await asyncio.sleep(0.01)
 
     async def slot(self, slot: str) -> dict[str, Any]:
         return (await self.get("/sim/shelf"))["slots"][slot]  # type: ignore[no-any-return]
