@@ -390,6 +390,21 @@ class RabbitCluster(BrokerCluster):
                 Member(f"r{i + 1}", free_port(), {"amqp": free_port(), "dist": free_port()})
             )
 
+    def start(self, timeout: float | None = None) -> None:
+        """Start the members one after the other, each ready before the next joins.
+
+        Started together, a member sometimes never gets into RabbitMQ 3.10's MQTT client-id
+        registry (its log repeats "MQTT cannot accept a connection: client ID registration
+        timed out" for minutes); joined one at a time, as an operator would, it does.
+        """
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
+        deadline = began + (timeout or self.start_timeout)
+        for i, member in enumerate(self.members):
+            self._spawn(member)
+            self._wait_ready([i], max(1.0, deadline - time.monotonic()))
+        self.started_in = time.monotonic() - began
+
     def node_name(self, member: Member) -> str:
         """The Erlang node name, ``rN@localhost``."""
         return f"{member.name}@localhost"
