@@ -35,8 +35,8 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 lint: setup
-	$(PY) -m ruff check agent devices tests bench
-	$(PY) -m ruff format --check agent devices tests bench
+	$(PY) -m ruff check agent devices tests bench testing
+	$(PY) -m ruff format --check agent devices tests bench testing
 
 typecheck: setup
 	$(PY) -m mypy agent devices

@@ -20,8 +20,9 @@ from typing import Any
 from agent.config import NodeConfig
 from agent.errors import ConfigError
 from agent.floor import DeviceFloor
-from agent.metrics import node_families, render
+from agent.metrics import render
 from agent.node import Node
+from agent.status import node_families, node_state
 from agent.store import AsyncStore
 from agent.systemd import feed_watchdog, notify, watchdog_interval
 from agent.web import WebServer
@@ -113,24 +114,6 @@ async def run_node(
     finally:
         await store.close()
     log.info("stopped")
-
-
-def node_state(node: Node, floor: DeviceFloor) -> dict[str, Any]:
-    """What the node's screen and ``GET /api/state`` show."""
-    workflow_state = getattr(node.workflow, "snapshot", None)
-    return {
-        "site": node.config.site,
-        "node": node.config.node,
-        "role": node.config.role,
-        "online": node.online.is_set(),
-        "boot": node.boot,
-        "last_seq": node.store.store.last_seq,
-        "outbox": node.sender.pending,
-        "inputs": node.stats["inputs"],
-        "devices": {k: v.model_dump() for k, v in floor.health().items()},
-        "lights": floor.lights(),
-        "workflow": workflow_state() if workflow_state is not None else {},
-    }
 
 
 async def start_web(config: NodeConfig, node: Node, floor: DeviceFloor) -> WebServer:

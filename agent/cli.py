@@ -18,10 +18,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_DEVICE = 3
+from agent.errors import EXIT_OK
 
 COMMAND_MODULES = (
     "agent.commands.node",

@@ -29,6 +29,10 @@ from devices.errors import (
 )
 
 __all__ = [
+    "EXIT_DEVICE",
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_USAGE",
     "AgentError",
     "ConfigError",
     "DeviceError",
@@ -40,6 +44,13 @@ __all__ = [
     "OutboxFull",
     "StoreError",
 ]
+
+
+# The process's exit codes, beside the errors that map to them (README, "Exit codes"):
+EXIT_OK = 0  # done, or stopped cleanly by SIGTERM/SIGINT
+EXIT_FAILURE = 1  # a runtime failure (store unusable, a bug): systemd restarts the service
+EXIT_USAGE = 2  # bad usage or an invalid node file: fix it, restarting will not help
+EXIT_DEVICE = 3  # a device could not be reached by a commissioning command
 
 
 class ConfigError(AgentError):

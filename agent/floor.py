@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from agent.config import NodeConfig
-from agent.link.messages import DeviceHealth
+from agent.wire.messages import DeviceHealth
 from agent.workflows.base import ZONE_LAMP, Action, Light, Print, PrintSlip
 from devices import registry
 from devices.base import Device, Health

@@ -21,8 +21,12 @@ from typing import Any, Protocol
 from agent import __version__
 from agent.config import NodeConfig
 from agent.errors import LinkUnavailable, MessageRejected, OutboxFull
-from agent.link import codec
-from agent.link.messages import (
+from agent.link.outbox import OutboxSender
+from agent.link.transport import MqttTransport, Presence, Subscription
+from agent.metrics import MISSCAN_EVENTS, NodeMetrics, bump
+from agent.store import AsyncStore, OutboxRow, Unit, now_ms
+from agent.wire import codec
+from agent.wire.messages import (
     PROTOCOL,
     Ack,
     DeviceHealth,
@@ -32,11 +36,7 @@ from agent.link.messages import (
     State,
     Wire,
 )
-from agent.link.outbox import OutboxSender
-from agent.link.topics import NodeTopics, parse
-from agent.link.transport import MqttTransport, Presence, Subscription
-from agent.metrics import MISSCAN_EVENTS, NodeMetrics, bump
-from agent.store import AsyncStore, OutboxRow, Unit, now_ms
+from agent.wire.topics import NodeTopics, parse
 from agent.workflows.base import Action, Step, Verdict, Workflow
 from devices.events import DeviceHealthChanged, Scan
 from devices.printers.base import PrintResult

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.errors import OutboxFull, StoreError
-from agent.link.codec import encode, new_id, pack_local, unpack_local
-from agent.link.messages import Wire
+from agent.wire.codec import encode, new_id, pack_local, unpack_local
+from agent.wire.messages import Wire
 
 log = logging.getLogger("agent.store")
 T = TypeVar("T")

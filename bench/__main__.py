@@ -26,12 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.config import BrokerConfig
-from agent.link import codec
-from agent.link.messages import Ack, PickTask
-from agent.localbroker import LocalBroker
+from agent.link.settings import BrokerConfig
 from agent.oms import NodeEvent, OmsClient
+from agent.oms.demo.broker import LocalBroker
 from agent.store import now_ms
+from agent.wire import codec
+from agent.wire.messages import Ack, PickTask
 from bench.common import (
     REFERENCE,
     SITE,

@@ -48,10 +48,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.config import BrokerConfig
-from agent.link.messages import Reply
-from agent.localbroker import LocalBroker, free_port
+from agent.link.settings import BrokerConfig
 from agent.oms import OmsClient
+from agent.oms.demo.broker import LocalBroker, free_port
+from agent.wire.messages import Reply
 from bench.common import SITE
 
 NODE = "zone-chaos"

@@ -8,9 +8,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from agent.link import codec
-from agent.link.messages import PickTask
 from agent.store import now_ms
+from agent.wire import codec
+from agent.wire.messages import PickTask
 
 SITE = "dc1"
 TICKS = os.sysconf("SC_CLK_TCK")

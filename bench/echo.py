@@ -1,7 +1,7 @@
 """The Python floor: a bare aiomqtt echo (subscribe, decode, re-encode, publish).
 
 Run as its own process: ``python -m bench.echo PORT IN_TOPIC OUT_TOPIC``. Each message on
-``IN_TOPIC`` is decoded with ``agent.link.codec`` (limits, envelope validation), encoded
+``IN_TOPIC`` is decoded with ``agent.wire.codec`` (limits, envelope validation), encoded
 again with the same id and published at QoS 1 on ``OUT_TOPIC``. TCP_NODELAY is set, and
 publishes awaiting PUBACK are bounded (100), as ``agent.link.transport`` does: aiomqtt
 scans every pending publish on each call. It prints ``ready`` once subscribed.
@@ -15,7 +15,7 @@ import sys
 
 import aiomqtt
 
-from agent.link import codec
+from agent.wire import codec
 
 
 async def echo(port: int, inbound: str, outbound: str) -> None:

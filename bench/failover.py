@@ -1,6 +1,6 @@
 """``python -m bench.failover``: a clustered broker loses the member the node is on.
 
-For NATS and RabbitMQ, a 3-member cluster on loopback (``agent.localcluster``, with the
+For NATS and RabbitMQ, a 3-member cluster on loopback (``testing.localcluster``, with the
 failover settings of docs/brokers/); a simulated pick node (in this process) has every
 member in ``broker.urls``, the reference OMS starts on another member. Each round: tasks
 arrive, half are confirmed, the node's member is SIGKILLed while a wave of
@@ -26,14 +26,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from agent.config import BrokerConfig
-from agent.link.messages import MAX_TASKS_PER_COMMAND, PickTask
+from agent.link.settings import BrokerConfig
 from agent.link.transport import MqttTransport
-from agent.localbroker import LocalBroker
-from agent.localcluster import BrokerCluster, NatsCluster, RabbitCluster, missing_broker
 from agent.oms import OmsClient
+from agent.oms.demo.broker import LocalBroker
+from agent.wire.messages import MAX_TASKS_PER_COMMAND, PickTask
 from bench.common import machine
 from devices.events import Button, ButtonPress
+from testing.localcluster import BrokerCluster, NatsCluster, RabbitCluster, missing_broker
 from tests.harness import SITE, node_file, node_in_process
 
 NODE = "zone-a1"

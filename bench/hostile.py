@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.link import codec
-from agent.link.messages import Ack
-from agent.localbroker import LocalBroker
+from agent.oms.demo.broker import LocalBroker
 from agent.store import now_ms
+from agent.wire import codec
+from agent.wire.messages import Ack
 from bench.common import SITE, node_toml
 from bench.mqttraw import RawClient
 

@@ -4,7 +4,7 @@ Why not aiomqtt: the driver must be faster than every edge it measures, includin
 pipeline (~6,000 msg/s), and aiomqtt costs ~0.5 ms of CPU per message (reference/mqtt.md
 §9). This client does only what the benchmarks need: CONNECT (clean session), SUBSCRIBE at
 QoS 1, QoS 1 PUBLISH with a bound on publishes awaiting PUBACK, PUBACK of what arrives,
-TCP_NODELAY. Payloads are built and read with ``agent.link.codec``, so it speaks the same
+TCP_NODELAY. Payloads are built and read with ``agent.wire.codec``, so it speaks the same
 envelope as the reference OMS.
 """
 

@@ -32,9 +32,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from agent.config import BrokerConfig
-from agent.localbroker import LocalBroker
+from agent.link.settings import BrokerConfig
 from agent.oms import OmsClient
+from agent.oms.demo.broker import LocalBroker
 from agent.oms.demo.site import Control, NodeProcess
 from bench.common import machine, proc_status, summary_ms
 

@@ -31,11 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.config import BrokerConfig
-from agent.link.messages import PickTask
-from agent.localbroker import LocalBroker, free_port
+from agent.link.settings import BrokerConfig
 from agent.oms import OmsClient
+from agent.oms.demo.broker import LocalBroker, free_port
 from agent.oms.demo.site import Control, NodeProcess
+from agent.wire.messages import PickTask
 from bench.common import machine, percentile
 
 SITE = "bench"

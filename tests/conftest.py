@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.localbroker import LocalBroker
-from agent.localcluster import BrokerCluster, NatsCluster, RabbitCluster, missing_broker
+from agent.oms.demo.broker import LocalBroker
+from testing.localcluster import BrokerCluster, NatsCluster, RabbitCluster, missing_broker
 
 
 @pytest.fixture

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.app import run_node
-from agent.config import BrokerConfig, NodeConfig, load_config
+from agent.config import NodeConfig, load_config
 from agent.floor import DeviceFloor
-from agent.localbroker import LocalBroker
+from agent.link.settings import BrokerConfig
 from agent.node import Node
 from agent.oms import OmsClient
+from agent.oms.demo.broker import LocalBroker
 
 SITE = "dc1"
 

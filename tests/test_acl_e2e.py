@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from agent.config import BrokerConfig
+from agent.link.settings import BrokerConfig
 from agent.link.transport import MqttTransport, Subscription
-from agent.localbroker import LocalBroker
+from agent.oms.demo.broker import LocalBroker
 from tests.conftest import cluster_or_skip
 
 pytestmark = pytest.mark.broker

@@ -5,7 +5,7 @@ under ``agent/workflows/`` has registered its own, plus ``ack``, ``state`` and `
 one entry under ``components.messages`` of docs/asyncapi.yaml, keyed ``cmd.<name>``,
 ``evt.<name>``, ``ack``, ``state`` or ``batch``, and the document has no other. Adding a
 message type: register it in its workflow module, then regenerate the document with
-``python -m agent.link.asyncapi > docs/asyncapi.yaml``.
+``python -m agent.oms.asyncapi > docs/asyncapi.yaml``.
 
 The examples in docs/protocol.md are the output of the script printed above them; run this
 file (``.venv/bin/python tests/test_asyncapi.py``) to paste a fresh output in.
@@ -25,14 +25,14 @@ import yaml
 
 import agent
 import agent.workflows
-from agent.link.asyncapi import render
-from agent.link.messages import COMMANDS, EVENTS, PROTOCOL, Ack, State, Wire
-from agent.link.topics import NodeTopics, site_rebirth
+from agent.oms.asyncapi import render
+from agent.wire.messages import COMMANDS, EVENTS, PROTOCOL, Ack, State, Wire
+from agent.wire.topics import NodeTopics, site_rebirth
 
 ROOT = Path(__file__).resolve().parent.parent
 ASYNCAPI = ROOT / "docs" / "asyncapi.yaml"
 PROTOCOL_MD = ROOT / "docs" / "protocol.md"
-REGENERATE = "python -m agent.link.asyncapi > docs/asyncapi.yaml"
+REGENERATE = "python -m agent.oms.asyncapi > docs/asyncapi.yaml"
 
 SCRIPT = re.compile(r"<!-- examples-script -->\n```python\n(.*?)\n```\n", re.S)
 OUTPUT = re.compile(r"(<!-- examples-begin -->\n)(.*?)(<!-- examples-end -->)", re.S)

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import BrokerConfig
-from agent.link import codec
-from agent.link.messages import MAX_TASKS_PER_COMMAND, PickTask
-from agent.localbroker import LocalBroker
-from agent.localcluster import BrokerCluster
+from agent.link.settings import BrokerConfig
 from agent.oms import OmsClient
+from agent.oms.demo.broker import LocalBroker
+from agent.wire import codec
+from agent.wire.messages import MAX_TASKS_PER_COMMAND, PickTask
 from devices.events import Button, ButtonPress
+from testing.localcluster import BrokerCluster
 from tests.harness import SITE, NodeProcess, node_file, node_in_process
 from tests.test_link_e2e import _collect, _tasks, _wait_online
 

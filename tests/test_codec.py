@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.errors import MessageRejected
-from agent.link import codec
-from agent.link.messages import COMMANDS, MAX_PAYLOAD_BYTES, PickCommand, PickTask, Reply
+from agent.wire import codec
+from agent.wire.messages import COMMANDS, MAX_PAYLOAD_BYTES, PickCommand, PickTask, Reply
 
 
 def _pick(**task: object) -> bytes:

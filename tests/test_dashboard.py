@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from agent.localbroker import LocalBroker
 from agent.oms.dashboard import SiteView, serve_dashboard
+from agent.oms.demo.broker import LocalBroker
 from agent.oms.fulfilment import Fulfilment, OrderFile, drive
 from tests.browser import Page, browser, needs_chromium
 from tests.harness import Running, node_file, node_in_process, oms_for
@@ -239,15 +239,15 @@ def test_oms_serve_prints_its_loopback_url_and_serves_page_state_and_metrics(
 
 
 def _event(node: str, name: str, body: dict[str, Any], ts: int) -> Any:
-    from agent.link.messages import Envelope
     from agent.oms import NodeEvent
+    from agent.wire.messages import Envelope
 
     return NodeEvent(node, name, Envelope(v=1, id="x", ts=ts, seq=1, body=body), body)
 
 
 def test_without_a_router_orders_follow_their_events_and_exceptions_read_as_words() -> None:
     """No Fulfilment (``oms serve`` beside the OMS that routes): stages come from events."""
-    from agent.config import BrokerConfig
+    from agent.link.settings import BrokerConfig
     from agent.oms import OmsClient
 
     now = [100_000]

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from agent.errors import ConfigError
-from agent.link.messages import Envelope
 from agent.store import PendingEvent, StoredTask
+from agent.wire.messages import Envelope
 from agent.workflows.base import Light, Step
 from agent.workflows.dispatch import (
     DispatchSettings,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from agent.localbroker import LocalBroker
 from agent.oms import NodeEvent, OmsClient
+from agent.oms.demo.broker import LocalBroker
 from tests.harness import SITE, NodeProcess, oms_for
 from tests.test_picking_e2e import DARK, Control, body, next_events, run, wait_online
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import BrokerConfig
-from agent.localcluster import BrokerCluster
+from agent.link.settings import BrokerConfig
 from agent.oms import OmsClient
 from devices.events import Button, ButtonPress
+from testing.localcluster import BrokerCluster
 from tests.conftest import cluster_or_skip
 from tests.harness import SITE, node_file, node_in_process
 from tests.test_link_e2e import _collect, _tasks, _wait_online

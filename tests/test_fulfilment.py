@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from agent.errors import ConfigError
-from agent.link.messages import (
+from agent.oms.fulfilment import Fulfilment, OrderFile, Send, read_order_file
+from agent.wire.messages import (
     CancelCommand,
     ItemResult,
     PickCommand,
@@ -18,7 +19,6 @@ from agent.link.messages import (
     State,
     WaveCommand,
 )
-from agent.oms.fulfilment import Fulfilment, OrderFile, Send, read_order_file
 from agent.workflows.dispatch import LoadCommand
 from agent.workflows.packing import OwnLabel, PackCommand, PackLine, ShipTo
 from agent.workflows.picking import Picked

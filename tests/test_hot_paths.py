@@ -7,11 +7,11 @@ import random
 from pathlib import Path
 from typing import Any
 
-from agent.config import BrokerConfig
-from agent.link.messages import CancelCommand, Envelope, PickCommand, PickTask, WaveCommand
+from agent.link.settings import BrokerConfig
 from agent.link.transport import MqttTransport, Subscription
-from agent.localbroker import LocalBroker
+from agent.oms.demo.broker import LocalBroker
 from agent.store import Store, StoredTask, Unit
+from agent.wire.messages import CancelCommand, Envelope, PickCommand, PickTask, WaveCommand
 from agent.workflows.base import Step
 from agent.workflows.picking import Line, PickingWorkflow
 from devices.events import Button, ButtonPress

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.link.messages import PROTOCOL, PickTask, Reply
-from agent.localbroker import LocalBroker
 from agent.oms import OmsClient
+from agent.oms.demo.broker import LocalBroker
+from agent.wire.messages import PROTOCOL, PickTask, Reply
 from tests.harness import node_file, node_in_process, oms_for
 
 pytestmark = pytest.mark.broker
@@ -228,8 +228,8 @@ def test_outbox_limit_rejects_new_work_until_acknowledged(
 
 def test_an_ack_for_another_store_deletes_nothing(tmp_path: Path, broker: LocalBroker) -> None:
     """An ack meant for a replaced store (queued at the broker, or from a stale OMS) is ignored."""
-    from agent.link import codec
-    from agent.link.messages import Ack
+    from agent.wire import codec
+    from agent.wire.messages import Ack
 
     async def scenario() -> None:
         async with (

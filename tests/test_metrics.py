@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.localbroker import LocalBroker
 from agent.metrics import Histogram
+from agent.oms.demo.broker import LocalBroker
 from tests.harness import NodeProcess, oms_for
 from tests.test_packing_e2e import GTIN_A, NODE, order, pack_node_file, started, wait_online
 from tests.test_picking_e2e import Control

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.localbroker import LocalBroker
+from agent.oms.demo.broker import LocalBroker
 from agent.oms.kpi import Kpis, percentile
 from devices.events import Button, ButtonPress
 from tests.harness import node_file, node_in_process

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.localbroker import LocalBroker
+from agent.oms.demo.broker import LocalBroker
 from tests.harness import NodeProcess, oms_for
 from tests.test_packing_e2e import (
     GTIN_A,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent.localbroker import LocalBroker
+from agent.oms.demo.broker import LocalBroker
 from tests.browser import browser, needs_chromium
 from tests.harness import NodeProcess, oms_for
 from tests.test_packing_e2e import (

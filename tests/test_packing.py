@@ -8,9 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from agent.errors import ConfigError
-from agent.link.codec import pack_local, unpack_local
-from agent.link.messages import Envelope
 from agent.store import StoredTask
+from agent.wire.codec import pack_local, unpack_local
+from agent.wire.messages import Envelope
 from agent.workflows.base import Print, PrintSlip, Step
 from agent.workflows.cartons import MATERIALS, BoxSize, Item, expected_weight_g, suggest_box
 from agent.workflows.labels import (

@@ -14,8 +14,8 @@ import pytest
 from agent.app import device_context
 from agent.config import load_config
 from agent.floor import DeviceFloor
-from agent.localbroker import LocalBroker
 from agent.oms import NodeEvent, OmsClient
+from agent.oms.demo.broker import LocalBroker
 from agent.workflows.base import Print, PrintSlip, Slip
 from agent.workflows.packing import PackingWorkflow
 from devices.printers.base import PrintResult

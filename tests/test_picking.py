@@ -8,8 +8,8 @@ import pytest
 
 from agent.config import parse_config
 from agent.errors import ConfigError
-from agent.link.messages import CancelCommand, Envelope, PickCommand, PickTask, WaveCommand
 from agent.store import StoredTask
+from agent.wire.messages import CancelCommand, Envelope, PickCommand, PickTask, WaveCommand
 from agent.workflows.base import Light, Step
 from agent.workflows.picking import (
     ZONE_LAMP,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.link.messages import Envelope, PickCommand, PickTask
+from agent.wire.messages import Envelope, PickCommand, PickTask
 from agent.workflows.base import Light, Step
 from agent.workflows.picking import PickingWorkflow
 from devices.events import Button, ButtonPress

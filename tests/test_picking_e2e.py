@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from agent.localbroker import LocalBroker
 from agent.oms import NodeEvent, OmsClient
+from agent.oms.demo.broker import LocalBroker
 from agent.store import now_ms
 from tests.harness import SITE, NodeProcess, oms_for
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.localbroker import LocalBroker
 from agent.oms import OmsClient
+from agent.oms.demo.broker import LocalBroker
 from tests.harness import NodeProcess, node_file, oms_for
 from tests.test_link_e2e import _replies_by_command, _tasks
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from agent.link.messages import CancelCommand, Envelope
-from agent.localbroker import LocalBroker
+from agent.oms.demo.broker import LocalBroker
+from agent.wire.messages import CancelCommand, Envelope
 from agent.workflows.base import Light, Step
 from agent.workflows.putwall import PutCommand, PutWallWorkflow
 from devices.events import Button, ButtonPress, Scan

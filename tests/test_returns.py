@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from agent.errors import ConfigError
-from agent.link.messages import Envelope
 from agent.store import StoredTask
+from agent.wire.messages import Envelope
 from agent.workflows.base import Light, Print, Step
 from agent.workflows.returns import DEFAULT_POLICY, ReturnsSettings, ReturnsWorkflow, RmaCommand
 from devices.events import Button, ButtonPress, Scan

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import BrokerConfig
-from agent.localbroker import LocalBroker, free_port
+from agent.link.settings import BrokerConfig
 from agent.oms import OmsClient
+from agent.oms.demo.broker import LocalBroker, free_port
 from tests.harness import SITE, node_file, node_in_process
 
 pytestmark = [

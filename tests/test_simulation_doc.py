@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.localbroker import LocalBroker
+from agent.oms.demo.broker import LocalBroker
 
 pytestmark = pytest.mark.broker
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.localbroker import LocalBroker
+from agent.oms.demo.broker import LocalBroker
 from tests.browser import Page, browser, needs_chromium
 from tests.harness import NodeProcess, oms_for
 from tests.test_dispatch_e2e import NODE as DOCK

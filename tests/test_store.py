@@ -8,8 +8,8 @@ import msgpack
 import pytest
 
 from agent.errors import OutboxFull
-from agent.link.messages import Reply
 from agent.store import Store, StoredTask, Unit
+from agent.wire.messages import Reply
 
 
 def test_boot_counter_and_store_id_survive_reopen(tmp_path: Path) -> None:

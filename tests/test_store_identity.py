@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import BrokerConfig
-from agent.link import codec
-from agent.link.messages import Empty, Reply, State
-from agent.link.topics import NodeTopics
-from agent.localbroker import LocalBroker
+from agent.link.settings import BrokerConfig
 from agent.oms import NodeEvent, OmsClient
+from agent.oms.demo.broker import LocalBroker
+from agent.wire import codec
+from agent.wire.messages import Empty, Reply, State
+from agent.wire.topics import NodeTopics
 from tests.harness import SITE, node_file, node_in_process, oms_for
 
 pytestmark = pytest.mark.broker

@@ -18,8 +18,8 @@ import pytest
 
 import agent.workflows
 from agent.errors import MessageRejected
-from agent.link import codec
-from agent.link.messages import COMMANDS, Ack
+from agent.wire import codec
+from agent.wire.messages import COMMANDS, Ack
 
 for _module in pkgutil.iter_modules(agent.workflows.__path__):
     importlib.import_module(f"agent.workflows.{_module.name}")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import BrokerConfig
+from agent.link.settings import BrokerConfig
 from agent.link.transport import MqttTransport, Subscription
-from agent.localbroker import LocalBroker, free_port
+from agent.oms.demo.broker import LocalBroker, free_port
 
 pytestmark = pytest.mark.broker
 

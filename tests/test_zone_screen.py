@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.link.messages import PickTask
-from agent.localbroker import LocalBroker
+from agent.oms.demo.broker import LocalBroker
+from agent.wire.messages import PickTask
 from tests.browser import browser, dump_dom, needs_chromium
 from tests.harness import node_file, node_in_process, oms_for
 

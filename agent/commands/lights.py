@@ -22,8 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.cli import EXIT_DEVICE, EXIT_OK, EXIT_USAGE
-from agent.errors import DeviceError
+from agent.errors import EXIT_DEVICE, EXIT_OK, EXIT_USAGE, DeviceError
 from devices.backends.gpio import mock_factory
 from devices.context import DeviceContext
 from devices.events import Button

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from agent.config import gaps, load_config
-from agent.errors import AgentError, ConfigError
+from agent.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AgentError, ConfigError
 
 log = logging.getLogger("agent")
 

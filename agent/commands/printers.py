@@ -26,8 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.cli import EXIT_DEVICE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from agent.errors import DeviceError
+from agent.errors import EXIT_DEVICE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, DeviceError
 from devices.context import DeviceContext
 from devices.printers.base import Printer, PrinterConfig
 from devices.printers.escpos import EscposPrinter, EscposPrinterConfig, sample_slip

@@ -27,8 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.cli import EXIT_DEVICE, EXIT_OK, EXIT_USAGE
-from agent.errors import DeviceError, DeviceUnavailable
+from agent.errors import EXIT_DEVICE, EXIT_OK, EXIT_USAGE, DeviceError, DeviceUnavailable
 from devices.backends.serial import list_ports
 from devices.base import HealthStatus
 from devices.context import DeviceContext

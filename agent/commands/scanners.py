@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.cli import EXIT_DEVICE, EXIT_OK, EXIT_USAGE
+from agent.errors import EXIT_DEVICE, EXIT_OK, EXIT_USAGE
 from devices.base import Health, HealthStatus
 from devices.context import DeviceContext
 from devices.events import Scan

@@ -1,4 +1,6 @@
-"""The wire: message models, codec, topics, MQTT transport and the outbox sender.
+"""The link to the broker: the MQTT transport, its settings and the outbox sender.
 
-Only ``agent.link.codec`` imports msgpack and only ``agent.link.transport`` imports aiomqtt.
+Above the store (the outbox sender reads it) and below the node. Only
+``agent.link.transport`` imports aiomqtt and paho; the message models and the codec it
+carries are in :mod:`agent.wire`.
 """

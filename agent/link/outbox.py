@@ -19,10 +19,10 @@ import logging
 from collections import deque
 
 from agent.errors import LinkUnavailable
-from agent.link.codec import encode_batch, new_id
-from agent.link.topics import NodeTopics
 from agent.link.transport import MqttTransport
 from agent.store import AsyncStore, OutboxRow, now_ms
+from agent.wire.codec import encode_batch, new_id
+from agent.wire.topics import NodeTopics
 
 log = logging.getLogger("agent.outbox")
 

@@ -46,8 +46,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.config import BrokerConfig
 from agent.errors import LinkUnavailable
+from agent.link.settings import BrokerConfig
 
 log = logging.getLogger("agent.link")
 

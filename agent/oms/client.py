@@ -28,10 +28,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.config import BrokerConfig
 from agent.errors import LinkUnavailable, MessageRejected
-from agent.link import codec
-from agent.link.messages import (
+from agent.link.settings import BrokerConfig
+from agent.link.transport import MqttTransport, Subscription
+from agent.store import now_ms
+from agent.wire import codec
+from agent.wire.messages import (
     COMMANDS,
     EVENTS,
     MAX_TASKS_PER_COMMAND,
@@ -43,9 +45,7 @@ from agent.link.messages import (
     State,
     Wire,
 )
-from agent.link.topics import NodeTopics, oms_filters, parse, site_rebirth
-from agent.link.transport import MqttTransport, Subscription
-from agent.store import now_ms
+from agent.wire.topics import NodeTopics, oms_filters, parse, site_rebirth
 from agent.workflows import register_all
 
 log = logging.getLogger("agent.oms")

@@ -36,7 +36,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from agent.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 
 def register(commands: Any, sim: Any) -> None:
@@ -128,7 +128,7 @@ def _broker_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace, **kw: Any) -> Any:
-    from agent.config import BrokerConfig
+    from agent.link.settings import BrokerConfig
     from agent.oms import OmsClient
 
     return OmsClient(
@@ -375,7 +375,7 @@ async def cmd_send(args: argparse.Namespace) -> int:
     """Send one command, wait for the reply, print it."""
     from pydantic import ValidationError
 
-    from agent.link.messages import COMMANDS
+    from agent.wire.messages import COMMANDS
     from agent.workflows import register_all
 
     register_all()

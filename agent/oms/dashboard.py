@@ -28,10 +28,10 @@ from agent.metrics import Family, bump, counter, gauge, render
 from agent.oms.kpi import Kpis, field_of
 
 if TYPE_CHECKING:
-    from agent.link.messages import Reply
     from agent.oms import NodeEvent, OmsClient
     from agent.oms.fulfilment import Fulfilment, Send
     from agent.web import WebServer
+    from agent.wire.messages import Reply
 
 MAX_EXCEPTIONS = 60
 MAX_ORDERS_SHOWN = 40

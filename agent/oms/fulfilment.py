@@ -54,7 +54,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.errors import ConfigError
-from agent.link.messages import (
+from agent.oms.kpi import field_of
+from agent.wire.messages import (
     MAX_BARCODES_PER_TASK,
     MAX_TASKS_PER_COMMAND,
     Barcode,
@@ -67,7 +68,6 @@ from agent.link.messages import (
     WaveCommand,
     Wire,
 )
-from agent.oms.kpi import field_of
 from agent.workflows.dispatch.messages import LoadCommand, Parcel
 from agent.workflows.packing import OwnLabel, PackCommand, PackLine, ShipTo
 from agent.workflows.putwall import PutCommand, PutItem, PutOrder

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from agent.link.messages import Envelope, ItemResult, Wire
 from agent.store import StoredTask, Unit
+from agent.wire.messages import Envelope, ItemResult, Wire
 
 ZONE_LAMP = "@zone"
 """The location name of the zone-complete lamp (never a valid slot id)."""

@@ -21,7 +21,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.config import NodeConfig
-from agent.link.messages import (
+from agent.store import StoredTask
+from agent.wire.messages import (
     MAX_BARCODES_PER_TASK,
     Barcode,
     CancelCommand,
@@ -32,7 +33,6 @@ from agent.link.messages import (
     register_command,
     register_event,
 )
-from agent.store import StoredTask
 from agent.workflows.base import FloorInfo, Step, Verdict
 from agent.workflows.picking import Misscan, scan_matches, settings_from
 from devices.events import Button, ButtonPress, Scan

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from printer_helpers import sim_in_thread
 
-from agent.cli import EXIT_DEVICE, EXIT_OK, EXIT_USAGE, main
+from agent.cli import main
+from agent.errors import EXIT_DEVICE, EXIT_OK, EXIT_USAGE
 from devices.printers.escpos import sample_slip
 from devices.printers.sim import EscposSimulator
 from devices.printers.zpl import sample_label

@@ -13,7 +13,8 @@ import pytest
 import serial
 from scale_helpers import SimThread
 
-from agent.cli import EXIT_DEVICE, EXIT_OK, EXIT_USAGE, main
+from agent.cli import main
+from agent.errors import EXIT_DEVICE, EXIT_OK, EXIT_USAGE
 
 ZONE_AGENT = Path(sys.executable).parent / "zone-agent"
 

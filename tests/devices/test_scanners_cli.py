@@ -8,7 +8,8 @@ import sys
 
 from scanner_helpers import SAFETY_S, next_scan, run
 
-from agent.cli import EXIT_DEVICE, EXIT_USAGE, main
+from agent.cli import main
+from agent.errors import EXIT_DEVICE, EXIT_USAGE
 from devices.backends.serial import SerialPort
 from devices.context import DeviceContext
 from devices.scanners.serial_scanner import (

@@ -32,7 +32,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from agent.localbroker import die_with_parent
+from agent.oms.demo.broker import die_with_parent
 
 SITE = "demo"
 

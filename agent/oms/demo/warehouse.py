@@ -26,12 +26,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agent.config import BrokerConfig
 from agent.errors import ConfigError
-from agent.link.messages import Reply, Wire
-from agent.localbroker import LocalBroker
+from agent.link.settings import BrokerConfig
 from agent.oms.client import NodeEvent, OmsClient, event_record
 from agent.oms.dashboard import SiteView, serve_dashboard
+from agent.oms.demo.broker import LocalBroker
 from agent.oms.demo.people import (
     Catalogue,
     Incidents,
@@ -54,6 +53,7 @@ from agent.oms.demo.site import (
 )
 from agent.oms.fulfilment import Fulfilment, OrderFile, Send, drive, read_order_file
 from agent.oms.kpi import Kpis, field_of
+from agent.wire.messages import Reply, Wire
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from agent.link.messages import Id, Wire, register_command, register_event
+from agent.wire.messages import Id, Wire, register_command, register_event
 
 MAX_PARCELS_PER_COMMAND = 500
 

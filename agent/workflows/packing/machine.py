@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from agent.config import NodeConfig
 from agent.errors import ConfigError
-from agent.link.messages import Envelope, ItemResult, Wire
 from agent.store import StoredTask
+from agent.wire.messages import Envelope, ItemResult, Wire
 from agent.workflows.base import FloorInfo, Print, PrintSlip, Slip, Step, Verdict
 from agent.workflows.cartons import (
     BoxSize,

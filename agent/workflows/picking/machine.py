@@ -15,7 +15,8 @@ from sys import intern
 from typing import Any, Literal
 
 from agent.config import NodeConfig
-from agent.link.messages import (
+from agent.store import StoredTask
+from agent.wire.messages import (
     CancelCommand,
     Envelope,
     ItemResult,
@@ -24,7 +25,6 @@ from agent.link.messages import (
     WaveCommand,
     Wire,
 )
-from agent.store import StoredTask
 from agent.workflows.base import ZONE_LAMP, FloorInfo, Step, Verdict
 from agent.workflows.picking.messages import (
     Counters,

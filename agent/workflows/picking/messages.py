@@ -1,14 +1,14 @@
 """Zone picking's events (registered in the wire table on import).
 
 The commands a pick node takes (``pick``, ``cancel``, ``wave_*``) are shared with the other
-roles and live in ``agent.link.messages``.
+roles and live in ``agent.wire.messages``.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from agent.link.messages import Wire, register_event
+from agent.wire.messages import Wire, register_event
 
 
 class Picked(Wire):

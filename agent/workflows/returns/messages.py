@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from agent.link.messages import (
+from agent.wire.messages import (
     MAX_BARCODES_PER_TASK,
     Barcode,
     Id,

@@ -15,8 +15,8 @@ from typing import Any, Literal, cast
 
 from agent.config import NodeConfig
 from agent.errors import ConfigError
-from agent.link.messages import Envelope, Wire
 from agent.store import StoredTask
+from agent.wire.messages import Envelope, Wire
 from agent.workflows.base import FloorInfo, Print, Step, Verdict
 from agent.workflows.labels import field_text
 from agent.workflows.picking import gtin14, scan_matches, settings_from

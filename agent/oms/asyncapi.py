@@ -1,6 +1,6 @@
 """The AsyncAPI 3.0 document of the wire contract, built from the message models.
 
-``python -m agent.link.asyncapi > docs/asyncapi.yaml`` regenerates the document; a test
+``python -m agent.oms.asyncapi > docs/asyncapi.yaml`` regenerates the document; a test
 checks the committed file is what the code would write, so the contract for integrators
 cannot drift from the models. Channels and operations are from the node's point of view.
 """
@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from agent import __version__
-from agent.link.messages import COMMANDS, EVENTS, PROTOCOL, Ack, Envelope, State, Wire
+from agent.wire.messages import COMMANDS, EVENTS, PROTOCOL, Ack, Envelope, State, Wire
 from agent.workflows import register_all
 
 ENVELOPE_DOC = (
@@ -124,7 +124,7 @@ def document() -> dict[str, Any]:
             "version": PROTOCOL,
             "description": (
                 f"Generated from the message models of zone-agent {__version__} by "
-                "`python -m agent.link.asyncapi`; prose in docs/protocol.md. " + ENVELOPE_DOC
+                "`python -m agent.oms.asyncapi`; prose in docs/protocol.md. " + ENVELOPE_DOC
             ),
         },
         "defaultContentType": "application/msgpack",
@@ -168,7 +168,7 @@ def to_yaml(value: Any, indent: int = 0) -> str:
 def render() -> str:
     """The document as YAML text."""
     return (
-        "# Generated: python -m agent.link.asyncapi > docs/asyncapi.yaml\n"
+        "# Generated: python -m agent.oms.asyncapi > docs/asyncapi.yaml\n"
         + to_yaml(document())
         + "\n"
     )

@@ -15,7 +15,7 @@ import msgpack
 from pydantic import ValidationError
 
 from agent.errors import MessageRejected
-from agent.link.messages import (
+from agent.wire.messages import (
     MAX_PAYLOAD_BYTES,
     PROTOCOL_MAJOR,
     Envelope,

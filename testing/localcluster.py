@@ -1,6 +1,6 @@
 """Private NATS and RabbitMQ brokers on loopback, single or as a 3-member cluster.
 
-For the tests and the benchmarks, like :mod:`agent.localbroker` for Mosquitto: every
+For the tests and the benchmarks, like :mod:`agent.oms.demo.broker` for Mosquitto: every
 member listens on 127.0.0.1 only (client, cluster, MQTT, Erlang distribution and epmd
 ports, all free ones), keeps its data in ``workdir`` and can be killed (SIGKILL, no chance
 to hand anything over) and started again on the same ports. Each member runs with the
@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Self
 
 from agent.errors import LinkUnavailable
-from agent.localbroker import die_with_parent, free_port
+from agent.oms.demo.broker import die_with_parent, free_port
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 
