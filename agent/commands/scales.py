@@ -1,12 +1,14 @@
-"""``zone-agent scale ...`` and ``zone-agent probe``: commissioning of serial scales.
+"""``zone-agent scale ...``: commissioning of scales.
 
 ``zone-agent scale read --port PORT --protocol P`` opens the scale with the given line
 settings and prints one stable weight in grams (``--json`` for scripts), or one line saying
 why it could not: wrong port, busy port, no permission, no reply (with the settings the
 protocol expects), overload, never settled.
 
-``zone-agent probe`` lists the serial ports and says which scale protocol answers on each
-(``--port`` probes one port). A protocol counts only when a reply unique to it arrives.
+``zone-agent scale probe`` (also spelt ``zone-agent probe``) lists the serial ports and says
+which scale protocol answers on each (``--port`` probes one port). A protocol counts only
+when a reply unique to it arrives; when none does, the line says "no protocol answered" and
+what was sent at which settings and what came back.
 
 ``zone-agent sim scale --protocol P --link PATH`` plays a scale on a pseudo-terminal until
 Ctrl-C; the link path is printed on stdout first.
@@ -113,21 +115,30 @@ async def run_read(args: argparse.Namespace) -> int:
 
 
 def _probe_line(result: ProbeResult, description: str) -> str:
-    if result.protocol:
-        what = result.protocol
-    elif result.hint:
-        what = f"- ({result.hint}; heard {result.heard!r})"
-    else:
-        what = "- (no reply)"
+    what = result.protocol or f"- ({result.hint})"
     shown = f"  [{description}]" if description else ""
     return f"{result.port}  {what}{shown}"
 
 
+def _tried_as_dict(result: ProbeResult) -> list[dict[str, Any]]:
+    return [
+        {
+            "protocol": t.protocol,
+            "settings": t.settings,
+            "sent": [request.decode("latin-1") for request in t.sent],
+            "heard": t.heard.decode("latin-1"),
+            "error": t.error,
+        }
+        for t in result.tried
+    ]
+
+
 async def run_probe(args: argparse.Namespace) -> int:
-    """``probe``: say which scale protocol answers on each serial port."""
+    """``scale probe`` (alias ``probe``): which scale protocol answers on each serial port."""
+    command = "scale probe"
     ports = [(args.port, "")] if args.port else await asyncio.to_thread(list_ports)
     if not ports:
-        _err("zone-agent probe: no serial ports found (is the adapter plugged in?)")
+        _err(f"zone-agent {command}: no serial ports found (is the adapter plugged in?)")
         return EXIT_DEVICE
     found = 0
     report: list[dict[str, Any]] = []
@@ -141,7 +152,13 @@ async def run_probe(args: argparse.Namespace) -> int:
             continue
         found += result.protocol is not None
         report.append(
-            {"port": path, "protocol": result.protocol, "hint": result.hint, "error": None}
+            {
+                "port": path,
+                "protocol": result.protocol,
+                "hint": result.hint,
+                "error": None,
+                "tried": _tried_as_dict(result),
+            }
         )
         if not args.json:
             _out(_probe_line(result, description))
@@ -199,7 +216,7 @@ def _positive_float(text: str) -> float:
 
 
 def register(commands: Any, sim: Any) -> None:
-    """Add ``scale read``, ``probe`` and ``sim scale``."""
+    """Add ``scale read``, ``scale probe`` (alias ``probe``) and ``sim scale``."""
     scale = commands.add_parser("scale", help="commission serial scales")
     actions = scale.add_subparsers(dest="scale_command", required=True, metavar="ACTION")
     read = actions.add_parser("read", help="print one stable weight from a scale")
@@ -218,16 +235,21 @@ def register(commands: Any, sim: Any) -> None:
     read.add_argument("--json", action="store_true", help="print one JSON object")
     read.set_defaults(func=run_read)
 
-    probe = commands.add_parser("probe", help="find which scale protocol answers on each port")
-    probe.add_argument("--port", help="probe only this port")
-    probe.add_argument(
-        "--timeout",
-        type=_positive_float,
-        default=0.5,
-        help="seconds to wait for each protocol's reply (default 0.5)",
-    )
-    probe.add_argument("--json", action="store_true", help="print one JSON list")
-    probe.set_defaults(func=run_probe)
+    probe_help = "find which scale answers on each port"
+    for probe in (
+        actions.add_parser("probe", help=probe_help),
+        # The older spelling, kept so installers' notes and scripts keep working.
+        commands.add_parser("probe", help=f"{probe_help} (alias of `scale probe`)"),
+    ):
+        probe.add_argument("--port", help="probe only this port")
+        probe.add_argument(
+            "--timeout",
+            type=_positive_float,
+            default=0.5,
+            help="seconds to wait for each request's reply (default 0.5)",
+        )
+        probe.add_argument("--json", action="store_true", help="print one JSON list")
+        probe.set_defaults(func=run_probe)
 
     simulate = sim.add_parser("scale", help="a scale on a pty, until Ctrl-C")
     simulate.add_argument("--protocol", required=True, choices=PROTOCOLS, help="scale protocol")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import stat
 import termios
 from dataclasses import dataclass
 from typing import Literal
@@ -36,7 +37,7 @@ def _translate(port: str, exc: BaseException) -> DeviceUnavailable:
     text = str(exc)
     code = getattr(exc, "errno", None)
     if code == errno.ENOENT or "No such file" in text:
-        why = f"{port}: no such port (unplugged, or a wrong path: see `zone-agent probe`)"
+        why = f"{port}: no such port (unplugged, or a wrong path: see `zone-agent scale probe`)"
     elif code == errno.EACCES or "Permission denied" in text:
         why = f"{port}: permission denied (add the service user to the 'dialout' group)"
     elif code == errno.EBUSY or "busy" in text.lower() or "lock" in text.lower():
@@ -44,6 +45,36 @@ def _translate(port: str, exc: BaseException) -> DeviceUnavailable:
     else:
         why = f"{port}: {text or type(exc).__name__}"
     return DeviceUnavailable(why)
+
+
+class LineSettingsRefused(DeviceUnavailable):
+    """A real serial line refused the baud rate, data bits, parity or stop bits asked for."""
+
+
+# Unix98 pty slaves (/dev/pts/N) have majors 136-143 (Documentation/admin-guide/devices.txt).
+_PTY_SLAVE_MAJORS = range(136, 144)
+
+
+def is_pseudo_terminal(port: str) -> bool:
+    """Whether ``port`` (a path, maybe a symlink) is a pseudo-terminal's slave."""
+    try:
+        st = os.stat(port)
+    except OSError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) in _PTY_SLAVE_MAJORS
+
+
+def _move_pty_speed(port: str, baudrate: int) -> None:
+    """Set a pty's speed to one other than ``baudrate``, so the next open changes something."""
+    other = termios.B19200 if baudrate == 38400 else termios.B38400
+    fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        attrs = termios.tcgetattr(fd)
+        attrs[2] = (attrs[2] & ~termios.CBAUD) | other
+        attrs[4] = attrs[5] = other
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    finally:
+        os.close(fd)
 
 
 class SerialPort:
@@ -69,27 +100,22 @@ class SerialPort:
         return self._serial is not None and self._error is None
 
     async def open(self) -> None:
-        """Open the port; raises ``DeviceUnavailable`` with the reason."""
+        """Open the port; raises ``DeviceUnavailable`` with the reason.
+
+        Raises:
+            LineSettingsRefused: the port is a real line that refused the line settings.
+            DeviceUnavailable: missing, busy, no permission.
+        """
         s = self.settings
         try:
-            self._serial = await asyncio.to_thread(
-                serial.Serial,
-                self.port,
-                baudrate=s.baudrate,
-                bytesize=s.bytesize,
-                parity=s.parity,
-                stopbits=s.stopbits,
-                timeout=0,
-                write_timeout=1.0,
-                exclusive=True,
-            )
+            self._serial = await asyncio.to_thread(self._open_serial)
         except termios.error as exc:
-            # Not an OSError: a port refusing the line settings (a pseudo-terminal asked
-            # for 7E1) raises it from pyserial's configure step.
+            # Not an OSError: a port refusing the line settings raises it from pyserial's
+            # configure step. A pseudo-terminal has no line: see _open_serial.
             detail = exc.args[-1] if exc.args else exc
-            raise DeviceUnavailable(
-                f"{self.port}: cannot apply line settings {s.baudrate} "
-                f"{s.bytesize}{s.parity}{s.stopbits} ({detail})"
+            raise LineSettingsRefused(
+                f"{self.port}: the port refused the line settings {s.baudrate} "
+                f"{s.bytesize}{s.parity}{s.stopbits} ({detail}): the adapter cannot do them"
             ) from exc
         except (serial.SerialException, OSError, ValueError) as exc:
             raise _translate(self.port, exc) from exc
@@ -97,6 +123,37 @@ class SerialPort:
         self._buffer.clear()
         self._error = None
         asyncio.get_running_loop().add_reader(self._fd, self._on_readable)
+
+    def _serial_at_settings(self) -> serial.Serial:
+        s = self.settings
+        return serial.Serial(
+            self.port,
+            baudrate=s.baudrate,
+            bytesize=s.bytesize,
+            parity=s.parity,
+            stopbits=s.stopbits,
+            timeout=0,
+            write_timeout=1.0,
+            exclusive=True,
+        )
+
+    def _open_serial(self) -> serial.Serial:
+        """Open with pyserial; on a pseudo-terminal, get past its ``EINVAL`` on reopen.
+
+        A pty keeps CS8 without parity whatever is asked, and Linux answers ``tcsetattr``
+        with EINVAL when none of the requested changes can be made: reopening a pty at 7E1
+        once its speed already is 9600 (a 7E1 probe after an 8N1 one, a restarted driver)
+        fails although there is no line whose settings could be wrong. On a pty only, the
+        (ignored) speed is moved away and the open tried once more. On a real adapter the
+        error stands: it did refuse the settings.
+        """
+        try:
+            return self._serial_at_settings()
+        except termios.error as exc:
+            if not (exc.args and exc.args[0] == errno.EINVAL and is_pseudo_terminal(self.port)):
+                raise
+        _move_pty_speed(self.port, self.settings.baudrate)
+        return self._serial_at_settings()
 
     def _on_readable(self) -> None:
         try:

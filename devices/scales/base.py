@@ -73,6 +73,31 @@ def to_grams(value: float, unit: str) -> float:
     return round(value * factor, 3)
 
 
+def reply_behind_noise(
+    frame: bytes, parse: Callable[[bytes], T | None], starts: bytes, end_length: int
+) -> tuple[int, T] | None:
+    """Where in ``frame`` a reply ``parse`` accepts begins behind line noise, and the reply.
+
+    After a power-up, or through a loose cable, stray bytes arrive with no terminator
+    between them and the reply. Each position after the first where a reply can begin (a
+    byte in ``starts``) is tried in turn, so the earliest complete reply wins. The driver
+    and the probe both use this, so the probe is exactly as tolerant as a weight request.
+
+    Args:
+        frame: one frame, ending with the protocol's terminator.
+        parse: the frame parser; ``None`` for a frame that is not a reply.
+        starts: the bytes a reply can begin with.
+        end_length: the length of the terminator (a reply is longer than it).
+    """
+    for start in range(1, len(frame) - end_length):
+        if frame[start] not in starts:
+            continue
+        result = parse(frame[start:])
+        if result is not None:
+            return start, result
+    return None
+
+
 class ScaleConfig(DeviceConfig):
     """Settings every serial scale has (protocol modules subclass it).
 
@@ -376,22 +401,17 @@ class Scale(Device):
             return result
 
     def _behind_noise(self, frame: bytes, parse: Callable[[bytes], T | None]) -> T | None:
-        """The reply behind line noise glued to its start, or ``None``.
+        """The reply behind line noise glued to its start, or ``None`` (``reply_behind_noise``).
 
-        After a power-up, or through a loose cable, stray bytes arrive with no terminator
-        between them and the reply. Each position where a reply can begin
-        (``frame_starts``) is tried in turn, so the earliest complete reply wins; the bytes
-        before it are counted and logged as noise. Whatever ``parse`` raises for a reply
-        found this way (an error code) is raised as for a clean one.
+        The bytes before the reply are counted and logged as noise. Whatever ``parse`` raises
+        for a reply found this way (an error code) is raised as for a clean one.
         """
-        for start in range(1, len(frame) - len(self.frame_end)):
-            if frame[start] not in self.frame_starts:
-                continue
-            result = parse(frame[start:])
-            if result is not None:
-                self._bad_frame(frame[:start], "line noise before a reply")
-                return result
-        return None
+        found = reply_behind_noise(frame, parse, self.frame_starts, len(self.frame_end))
+        if found is None:
+            return None
+        start, result = found
+        self._bad_frame(frame[:start], "line noise before a reply")
+        return result
 
     def _to_weight(self, reading: Reading) -> Weight:
         match reading.condition:

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import tempfile
-import termios
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,6 +50,8 @@ class ScaleSimulator(Simulator):
         link: the path the driver opens; default ``<link_dir>/<name>.tty``.
         link_dir: directory for the default link (tests pass ``tmp_path``).
         seed: seed of the garbage generator, so a test sees the same bytes every run.
+        line_echo: the line sends every byte the host writes back to it before the
+            answer (a half-duplex RS-485 converter, a terminal adapter in local echo).
 
     Attributes:
         received: every byte the driver sent, for byte-exact assertions.
@@ -74,8 +74,10 @@ class ScaleSimulator(Simulator):
         link: str | Path | None = None,
         link_dir: str | Path | None = None,
         seed: int = 0,
+        line_echo: bool = False,
     ) -> None:
         super().__init__(config, context)
+        self.line_echo = line_echo
         # The node sets ``link_dir`` after construction (its --simulate directory), so the
         # default link is resolved when the simulator starts.
         self.link_dir = Path(link_dir) if link_dir is not None else self.default_link_dir
@@ -93,7 +95,6 @@ class ScaleSimulator(Simulator):
         self._pty: PtyEndpoint | None = None
         self._out: asyncio.Queue[bytes] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
-        self._slave_path = ""
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -188,7 +189,8 @@ class ScaleSimulator(Simulator):
 
     def _on_data(self, data: bytes) -> None:
         self.received += data
-        self._unpin_line_settings()
+        if self.line_echo:
+            self._out.put_nowait(data)
         if self.mode == "silent":
             return
         if self.mode == "garbage":
@@ -205,27 +207,6 @@ class ScaleSimulator(Simulator):
 
     def _plug(self, connect: Callable[[], str]) -> None:
         connect()
-        # Remember the pty itself: the link may be renamed or removed by the test or udev.
-        self._slave_path = os.path.realpath(self.link)
-
-    def _unpin_line_settings(self) -> None:
-        """Put the pty's speed back to 38400 baud, so the next open changes something.
-
-        A pty keeps CS8 without parity whatever is asked, and recent Linux kernels answer
-        ``tcsetattr`` with EINVAL when nothing the pty honours changes: reopening a pty at
-        7E1 (the 8217, a 7E1 probe after an 8N1 one) fails once the speed already is 9600.
-        Resetting the (ignored) speed after the driver spoke keeps every reopen valid.
-        """
-        with contextlib.suppress(OSError, termios.error):
-            fd = os.open(self._slave_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-            try:
-                attrs = termios.tcgetattr(fd)
-                if attrs[4] != termios.B38400:
-                    attrs[2] = (attrs[2] & ~termios.CBAUD) | termios.B38400
-                    attrs[4] = attrs[5] = termios.B38400
-                    termios.tcsetattr(fd, termios.TCSANOW, attrs)
-            finally:
-                os.close(fd)
 
     def _garbage(self) -> bytes:
         # High bytes are what a wrong baud rate produces; no protocol frame uses them.
@@ -341,6 +322,8 @@ class Toledo8217Simulator(ScaleSimulator):
     """A Mettler-Toledo 8217 ("weight only") scale: ``W Z T<CR> C E...F A B``.
 
     The unit printed is the driver config's ``unit`` (the 8217 frame carries none).
+    ``echo_test = False`` plays a scale without the echo test (``E`` ignored like any
+    unknown command), as many POS scales speaking 8217 are.
     """
 
     protocol = "toledo_8217"
@@ -356,9 +339,14 @@ class Toledo8217Simulator(ScaleSimulator):
         link: str | Path | None = None,
         link_dir: str | Path | None = None,
         seed: int = 0,
+        line_echo: bool = False,
+        echo_test: bool = True,
     ) -> None:
-        super().__init__(config, context, link=link, link_dir=link_dir, seed=seed)
+        super().__init__(
+            config, context, link=link, link_dir=link_dir, seed=seed, line_echo=line_echo
+        )
         self.unit = str(getattr(config, "unit", self.default_unit))
+        self.echo_test = echo_test
         self.echo = False
 
     def _status(self, *, outside_zero: bool = False) -> bytes:
@@ -414,7 +402,7 @@ class Toledo8217Simulator(ScaleSimulator):
                     if self.mode == "stable":
                         self.tare_g = 0.0
                     self._send(self._status())
-                case b"E":
+                case b"E" if self.echo_test:
                     self.echo = True
                     self._send(STX + b"E" + CR)
                 case b"A":

@@ -80,6 +80,18 @@ def parse_status(frame: bytes) -> int | None:
     return status
 
 
+def is_weight_reply(frame: bytes) -> bool:
+    """Whether ``frame`` is a reply to ``W``: ``<STX>`` weight or ``?`` status, ``<CR>``.
+
+    The probe's fallback for scales without the echo test: STX-framed digits or a status
+    character with bit 6 set is a reply no other protocol here sends.
+    """
+    if parse_status(frame) is not None:
+        return True
+    body = frame_body(frame)
+    return body is not None and _WEIGHT.fullmatch(body) is not None
+
+
 class Toledo8217Scale(Scale):
     """A Mettler-Toledo 8217-protocol scale (Ariva-S, Viva, PS60 and many POS scales).
 

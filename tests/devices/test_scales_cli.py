@@ -134,9 +134,10 @@ def test_usage_errors(capsys):
     assert caught.value.code == EXIT_USAGE
 
 
-def test_probe_one_port(tmp_path, capsys):
+@pytest.mark.parametrize("command", [["scale", "probe"], ["probe"]])
+def test_probe_one_port(command, tmp_path, capsys):
     with SimThread("nci", tmp_path) as sim:
-        code = main(["probe", "--port", sim.link, "--timeout", "0.2"])
+        code = main([*command, "--port", sim.link, "--timeout", "0.2"])
     assert code == EXIT_OK
     assert capsys.readouterr().out == f"{sim.link}  nci\n"
 
@@ -147,25 +148,30 @@ def test_probe_lists_ports_and_finds_nothing_on_noise(tmp_path, capsys):
         noisy.control("set", {"mode": "garbage"})
         ports = [(toledo.link, "USB-RS232 cable"), (noisy.link, "FTDI")]
         with mock.patch("agent.commands.scales.list_ports", return_value=ports):
-            code = main(["probe", "--timeout", "0.1", "--json"])
+            code = main(["scale", "probe", "--timeout", "0.1", "--json"])
     assert code == EXIT_OK
     report = json.loads(capsys.readouterr().out)
-    assert report[0] == {
+    assert {key: report[0][key] for key in ("port", "protocol", "hint", "error")} == {
         "port": toledo.link,
         "protocol": "toledo_8217",
         "hint": None,
         "error": None,
     }
+    assert [t["protocol"] for t in report[0]["tried"]] == ["mt_sics", "nci", "toledo_8217"]
+    assert report[0]["tried"][-1]["sent"] == ["Ehello"]
     assert report[1]["protocol"] is None
+    assert "no protocol answered" in report[1]["hint"]
     assert "wrong baud rate or parity" in report[1]["hint"]
 
 
 def test_probe_silent_port_exits_3(tmp_path, capsys):
     with SimThread("mt_sics", tmp_path) as sim:
         sim.control("set", {"mode": "silent"})
-        code = main(["probe", "--port", sim.link, "--timeout", "0.1"])
+        code = main(["scale", "probe", "--port", sim.link, "--timeout", "0.1"])
     assert code == EXIT_DEVICE
-    assert capsys.readouterr().out == f"{sim.link}  - (no reply)\n"
+    out = capsys.readouterr().out
+    assert out.startswith(f"{sim.link}  - ({sim.link}: no protocol answered (nothing came back")
+    assert "toledo_8217 at 9600 7E1: sent b'Ehello', b'W': heard nothing" in out
 
 
 def test_sim_scale_subprocess_serves_scale_read(tmp_path, capsys):

@@ -85,7 +85,7 @@ def test_listen_on_a_missing_port_exits_3(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()[-1]
     assert err == (
         f"zone-agent scanner listen: {tmp_path / 'nothing'}: no such port "
-        "(unplugged, or a wrong path: see `zone-agent probe`)"
+        "(unplugged, or a wrong path: see `zone-agent scale probe`)"
     )
 
 
