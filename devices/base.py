@@ -38,6 +38,8 @@ class Health:
 
 HealthListener = Callable[[str, Health], None]
 
+_WARN = frozenset({HealthStatus.UNAVAILABLE, HealthStatus.FAULT})
+
 
 class Device:
     """Base class of all drivers: name, health, lifecycle.
@@ -65,7 +67,10 @@ class Device:
         if new == self._health:
             return
         self._health = new
-        log.info("device %s: %s%s", self.name, status.value, f" ({detail})" if detail else "")
+        # Unavailable and fault are what `journalctl -p warning` must show (a device missing
+        # at start included); starting and ok are information.
+        level = logging.WARNING if status in _WARN else logging.INFO
+        log.log(level, "device %s: %s%s", self.name, status.value, f" ({detail})" if detail else "")
         for listener in self._listeners:
             listener(self.name, new)
 

@@ -135,6 +135,29 @@ class FileTarget:
 
 Target = NetworkTarget | SerialTarget | UsbTarget | FileTarget
 
+USB_SETUP = "docs/operating.md, USB receipt printers"
+
+
+def _usb_reason(exc: BaseException, text: str) -> str:
+    """What went wrong with a printer on libusb, in words that say what to do."""
+    if isinstance(exc, RuntimeError) and "usb library" in text:
+        return (
+            "USB printing needs pyusb, which is not installed "
+            "(pip install 'python-escpos[usb]'; zone-agent's own install has it)"
+        )
+    if type(exc).__name__ == "NoBackendError":
+        # pyusb found no libusb it could start: missing, or libusb_init refused (under the
+        # unit: no netlink socket for its hotplug monitor).
+        return (
+            "libusb cannot start: install libusb-1.0-0, and under systemd the "
+            f"usb-printer.conf drop-in ({USB_SETUP})"
+        )
+    if isinstance(exc, OSError) and exc.errno == errno.EPERM:
+        return f"blocked by the service's device policy: install usb-printer.conf ({USB_SETUP})"
+    if isinstance(exc, OSError) and exc.errno == errno.EACCES:
+        return f"{text}: the service user may not write the device: add the udev rule ({USB_SETUP})"
+    return text
+
 
 class EscposConnection:
     """A connection to an ESC/POS printer through python-escpos.
@@ -179,6 +202,8 @@ class EscposConnection:
 
     def _unavailable(self, exc: BaseException) -> DeviceUnavailable:
         text = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(self.target_spec, UsbTarget):
+            text = _usb_reason(exc, text)
         return DeviceUnavailable(f"{self.target}: {text}")
 
     def _open_blocking(self) -> Any:
@@ -209,6 +234,11 @@ class EscposConnection:
         try:
             self._printer = await asyncio.to_thread(self._open_blocking)
         except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        except RuntimeError as exc:
+            # python-escpos raises a bare RuntimeError when pyusb cannot be imported.
+            if not isinstance(self.target_spec, UsbTarget):
+                raise
             raise self._unavailable(exc) from exc
 
     def _check(self) -> Any:

@@ -9,7 +9,8 @@ Pin factory choice: an injected factory (``DeviceContext.pin_factory``, e.g. the
 ``MockFactory`` from ``mock_factory()``) always wins; otherwise ``GPIOZERO_PIN_FACTORY`` if
 set, else lgpio, the only factory that works on a Pi 5. gpiozero >= 2.0.1.post1 is needed
 on a Pi 5 with kernel >= 6.6.20 (gpiozero issue 1131), and lgpio writes a ``.lgd-nfy*`` pipe
-into the working directory, so the service sets ``LG_WD=/tmp`` (gpiozero issue 1106).
+into the working directory, so the unit sets ``LG_WD`` to the state directory (gpiozero
+issue 1106).
 
 The fake is gpiozero's own ``MockFactory``; the helpers at the end (``tap_pins``,
 ``press``, ``pin_level``, ``lamp_on``) let simulators read and drive mock pins.
@@ -18,7 +19,10 @@ The fake is gpiozero's own ``MockFactory``; the helpers at the end (``tap_pins``
 from __future__ import annotations
 
 import collections
+import grp
 import os
+import pwd
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -34,9 +38,73 @@ from devices.errors import DeviceUnavailable
 RGB = tuple[float, float, float]
 
 
+def _lgpio_errors() -> tuple[type[BaseException], ...]:
+    """Lgpio's own exception class, once gpiozero's lgpio factory has imported lgpio.
+
+    ``lgpio.error`` derives from ``Exception`` only (not ``OSError``), and carries lgpio's
+    text without the chip or the pin: "can not open gpiochip", "GPIO busy".
+    """
+    error = getattr(sys.modules.get("lgpio"), "error", None)
+    return (error,) if isinstance(error, type) and issubclass(error, BaseException) else ()
+
+
+def _owner_group(path: str) -> str:
+    gid = os.stat(path).st_gid
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _user() -> str:
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def chip_diagnosis(chip: int) -> str:
+    """Why ``/dev/gpiochip{chip}`` could not be opened, and what to do about it."""
+    path = f"/dev/gpiochip{chip}"
+    if not os.path.exists(path):
+        return (
+            f"{path} does not exist (not a Raspberry Pi, or the kernel has no GPIO driver; "
+            "on a Pi the service user also needs the 'gpio' group)"
+        )
+    group = _owner_group(path)
+    if not os.access(path, os.R_OK | os.W_OK):
+        user = _user()
+        return (
+            f"{path} is not readable and writable by user {user}: add it to the "
+            f"{group!r} group (usermod -aG {group} {user}; the unit's SupplementaryGroups=)"
+        )
+    # Permission bits allow it, so the open failed on the cgroup device filter (EPERM).
+    return (
+        f"{path} is blocked by the service's device policy (the unit needs "
+        f"DeviceAllow=char-gpiochip rw; group {group!r} is right)"
+    )
+
+
+def default_chip() -> int:
+    """The gpiochip gpiozero's lgpio factory opens: 4 on a Pi 5 with an old kernel, else 0."""
+    from gpiozero.pins.local import get_pi_revision
+
+    try:
+        revision = get_pi_revision()
+    except (gpiozero.GPIOZeroError, OSError):
+        return 0
+    pi5 = (revision & 0xFF0) >> 4 == 0x17
+    return 4 if pi5 and os.path.exists("/dev/gpiochip4") else 0
+
+
 @contextmanager
-def translate_errors(what: str) -> Iterator[None]:
-    """Turn gpiozero errors raised inside the block into ``DeviceUnavailable``."""
+def translate_errors(what: str, factory: Any = None) -> Iterator[None]:
+    """Turn gpiozero and lgpio errors raised inside the block into ``DeviceUnavailable``.
+
+    ``factory`` is the pin factory in use, when there is one: its chip is named in the
+    diagnosis.
+    """
     try:
         yield
     except gpiozero.GPIOPinInUse as exc:
@@ -45,18 +113,38 @@ def translate_errors(what: str) -> Iterator[None]:
         raise DeviceUnavailable(
             f"{what}: no GPIO library works here (install lgpio, or run with --simulate)"
         ) from exc
-    except (gpiozero.GPIOZeroError, OSError, RuntimeError) as exc:
-        text = str(exc) or type(exc).__name__
-        if "busy" in text.lower():
-            text += " (another process, an SPI/1-wire overlay or a fork holds the line)"
+    except (gpiozero.GPIOZeroError, OSError, RuntimeError, *_lgpio_errors()) as exc:
+        value = getattr(exc, "value", None)  # lgpio.error's str() is repr() of its text
+        text = value if isinstance(value, str) else (str(exc) or type(exc).__name__)
+        chip = getattr(factory, "chip", None)
+        filename = getattr(exc, "filename", None)
+        if isinstance(filename, str) and filename.startswith("/proc/"):
+            # gpiozero identifies the board from /proc/device-tree, then /proc/cpuinfo.
+            text = (
+                f"cannot identify the board: {filename} cannot be read ({exc}); a "
+                "systemd unit with ProcSubset=pid hides it"
+            )
+        elif "can not open gpiochip" in text:
+            number = chip if isinstance(chip, int) else default_chip()
+            text = f"lgpio can not open the GPIO chip: {chip_diagnosis(number)}"
+        elif "busy" in text.lower():
+            on = f" on /dev/gpiochip{chip}" if isinstance(chip, int) else ""
+            text += (
+                f"{on} (another process, an SPI/1-wire/UART overlay in config.txt or a "
+                "second zone-agent holds the line: gpioinfo shows its consumer)"
+            )
         raise DeviceUnavailable(f"{what}: {text}") from exc
 
 
 def resolve_pin_factory(given: Any) -> Any:
     """The pin factory drivers build on: ``given`` when injected, else the Pi's own.
 
+    gpiozero identifies the board from ``/proc/device-tree`` or ``/proc/cpuinfo`` first:
+    the service must not hide them (no ``ProcSubset=pid``; tests/test_systemd.py).
+
     Raises:
-        DeviceUnavailable: when no factory can be built (not a Pi, lgpio missing).
+        DeviceUnavailable: when no factory can be built (not a Pi, lgpio missing, the chip
+            cannot be opened: the reason names the chip and the group).
     """
     if given is not None:
         return given
@@ -126,7 +214,7 @@ class Lamp:
         self._lock = threading.Lock()
         self.blinking: tuple[float, float] | None = None
         self.target: RGB | None = None
-        with translate_errors(f"LED on GPIO {', '.join(map(str, pins))}"):
+        with translate_errors(f"LED on GPIO {', '.join(map(str, pins))}", factory):
             if self.is_rgb:
                 self._device: Any = gpiozero.RGBLED(
                     *pins, active_high=active_high, pwm=pwm, pin_factory=factory
@@ -191,7 +279,7 @@ class PressButton:
         bounce_s: float | None = None,
     ) -> None:
         self.pin = pin
-        with translate_errors(f"button on GPIO {pin}"):
+        with translate_errors(f"button on GPIO {pin}", factory):
             self._button: Any = gpiozero.Button(
                 pin, pull_up=pull_up, bounce_time=bounce_s or None, pin_factory=factory
             )
@@ -207,7 +295,7 @@ class TwoWireOutputs:
     """Two push-pull outputs (clock, data) for bit-banged buses, idle high."""
 
     def __init__(self, clk: int, dio: int, factory: Any) -> None:
-        with translate_errors(f"display on GPIO {clk}/{dio}"):
+        with translate_errors(f"display on GPIO {clk}/{dio}", factory):
             self._clk: Any = gpiozero.DigitalOutputDevice(
                 clk, initial_value=True, pin_factory=factory
             )

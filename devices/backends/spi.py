@@ -10,6 +10,7 @@ driver reads exactly the frames the driver wrote (``fake_bus``).
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from typing import Any, Protocol
@@ -28,6 +29,21 @@ class SpiBus(Protocol):
 
     def close(self) -> None:
         """Release the bus; safe to call twice."""
+
+
+def permission_reason(exc: PermissionError) -> str:
+    """What a refused open of a spidev node means, by its errno.
+
+    The file's permission bits refuse with EACCES: the user lacks the group. A cgroup
+    device filter (systemd's ``DevicePolicy=closed`` without ``DeviceAllow=char-spi``)
+    refuses with EPERM, whatever the groups: adding one would not help.
+    """
+    if exc.errno == errno.EPERM:
+        return (
+            "blocked by the service's device policy (the unit needs DeviceAllow=char-spi rw; "
+            "the group is not the problem)"
+        )
+    return "permission denied (add the service user to the 'spi' group)"
 
 
 class SpidevBus:
@@ -66,9 +82,7 @@ class SpidevBus:
                 f"{self.path}: no such device (enable SPI: dtparam=spi=on in config.txt)"
             ) from exc
         except PermissionError as exc:
-            raise DeviceUnavailable(
-                f"{self.path}: permission denied (add the service user to the 'spi' group)"
-            ) from exc
+            raise DeviceUnavailable(f"{self.path}: {permission_reason(exc)}") from exc
         except OSError as exc:
             raise DeviceUnavailable(f"{self.path}: {exc}") from exc
         self._spi = spi
