@@ -9,6 +9,7 @@ it every time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import Any
@@ -93,20 +94,34 @@ def test_identifies_the_scale(case, tmp_path):
     assert (after["grams"], after["tare_g"]) == (before["grams"], before["tare_g"])
 
 
+async def received_once_settled(sim: Any, length: int) -> bytes:
+    """What the simulator received, once ``length`` bytes are in (or 2 s passed).
+
+    The probe's last write (the 8217's F) is in the pty when the probe returns, but the
+    simulator reads it on its next turn of the loop.
+    """
+    for _ in range(200):
+        if len(sim.received) >= length:
+            break
+        await asyncio.sleep(0.01)
+    return bytes(sim.received)
+
+
 @pytest.mark.parametrize("protocol", sorted(MODULES))
 def test_bytes_sent_to_each_scale(protocol, tmp_path):
-    async def scenario():
-        async with simulator(protocol, tmp_path) as sim:
-            found = await identify(str(sim.link), PROBE_S)
-            return found, bytes(sim.received)
-
-    found, received = run(scenario())
-    assert found == protocol
     expected = {
         "mt_sics": b"\r\nI4\r\n",
         "nci": b"\r\nI4\r\n\rS\r",
         "toledo_8217": b"\r\nI4\r\n\rS\rEhelloF",
     }
+
+    async def scenario():
+        async with simulator(protocol, tmp_path) as sim:
+            found = await identify(str(sim.link), PROBE_S)
+            return found, await received_once_settled(sim, len(expected[protocol]))
+
+    found, received = run(scenario())
+    assert found == protocol
     assert received == expected[protocol]
 
 
@@ -114,7 +129,7 @@ def test_weight_request_after_an_unanswered_echo_test(tmp_path):
     async def scenario():
         async with custom_simulator("toledo_8217", tmp_path, echo_test=False) as sim:
             result = await probe_port(str(sim.link), PROBE_S)
-            return result, bytes(sim.received)
+            return result, await received_once_settled(sim, 16)
 
     result, received = run(scenario())
     assert result.protocol == "toledo_8217"
@@ -128,6 +143,7 @@ def test_toledo_echo_mode_is_left(tmp_path):
     async def scenario():
         async with simulator("toledo_8217", tmp_path) as sim:
             await identify(str(sim.link), PROBE_S)
+            await received_once_settled(sim, 16)
             return sim.echo
 
     assert run(scenario()) is False
