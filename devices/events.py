@@ -45,12 +45,20 @@ class Button(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ButtonPress:
-    """A debounced press of one button on one slot."""
+    """A debounced press of one button on one slot.
+
+    Attributes:
+        qty: the quantity the slot's display showed when the key was pressed, for slots
+            that report it (an ATOP tag's confirm and shortage keys: the picker may have
+            set it with the tag's up/down keys, so it is the quantity picked); ``None``
+            when the slot does not say (GPIO buttons: what the node showed).
+    """
 
     device: str
     slot: str
     button: Button
     at: float = 0.0
+    qty: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ KINDS: dict[str, str] = {
     "hid_scanner": "devices.scanners.hid_scanner",
     "gpio_slots": "devices.lights.gpio_slots",
     "led_strip": "devices.lights.led_strip",
+    "atop": "devices.lights.atop.driver",
     "mt_sics": "devices.scales.mt_sics",
     "toledo_8217": "devices.scales.toledo_8217",
     "nci": "devices.scales.nci",

@@ -267,7 +267,7 @@ class LightBar(Device):
         )
         self._buttons.append(handle)
 
-    def _pressed(self, slot: str, button: Button) -> None:
+    def _pressed(self, slot: str, button: Button, qty: int | None = None) -> None:
         """Handle a press on any thread: drop double presses, queue the rest."""
         now = self._clock()
         with self._press_lock:
@@ -276,7 +276,7 @@ class LightBar(Device):
                 self.presses_dropped += 1
                 return
             self._last_press[(slot, button)] = now
-        self._events.put_threadsafe(ButtonPress(self.name, slot, button, now))
+        self._events.put_threadsafe(ButtonPress(self.name, slot, button, now, qty))
 
     # -- what subclasses implement ------------------------------------------------------
 
