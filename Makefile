@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup system-packages browser test lint typecheck pytest demo bench clean
+.PHONY: setup system-packages browser test test-fast lint typecheck pytest demo bench clean
 
 setup: $(STAMP) system-packages
 
@@ -51,6 +51,12 @@ pytest: setup browser
 	$(PY) -m pytest
 
 test: lint typecheck pytest
+
+# The inner loop (under a minute): every test that needs no real broker, no NATS or RabbitMQ
+# and is not a long whole-process scenario. Nodes and the OMS meet on the in-process broker
+# (agent/link/memory.py). CI runs the full `make test`.
+test-fast: setup
+	$(PY) -m pytest -q -m "not broker and not slow and not cluster"
 
 # make demo ARGS=--keep-running (make itself would take a bare --keep-running as its own)
 demo: setup

@@ -21,8 +21,9 @@ from typing import Any, Protocol
 from agent import __version__
 from agent.config import NodeConfig
 from agent.errors import LinkUnavailable, MessageRejected, OutboxFull
+from agent.link.base import Presence, Subscription
+from agent.link.connect import open_transport
 from agent.link.outbox import OutboxSender
-from agent.link.transport import MqttTransport, Presence, Subscription
 from agent.metrics import MISSCAN_EVENTS, NodeMetrics, bump
 from agent.store import AsyncStore, OutboxRow, Unit, now_ms
 from agent.wire import codec
@@ -91,7 +92,7 @@ class Node:
         self.floor = floor
         self.topics = NodeTopics(config.site, config.node)
         self.boot = store.store.boot
-        self.transport = MqttTransport(
+        self.transport = open_transport(
             config.broker,
             client_id=config.client_id,
             subscriptions=[

@@ -15,6 +15,7 @@ from pathlib import Path
 from agent.app import run_node
 from agent.config import NodeConfig, load_config
 from agent.floor import DeviceFloor
+from agent.link.memory import MemoryBroker
 from agent.link.settings import BrokerConfig
 from agent.node import Node
 from agent.oms import OmsClient
@@ -22,9 +23,12 @@ from agent.oms.demo.broker import LocalBroker
 
 SITE = "dc1"
 
+Broker = MemoryBroker | LocalBroker
+"""A broker a test runs on: anything with a ``url`` (conftest.py's fixtures)."""
+
 
 def node_file(
-    tmp_path: Path, broker: LocalBroker, *, node: str = "zone-a1", slots: int = 4, extra: str = ""
+    tmp_path: Path, broker: Broker, *, node: str = "zone-a1", slots: int = 4, extra: str = ""
 ) -> Path:
     """A pick node with ``slots`` simulated GPIO slots named A1.. (4 pins per slot)."""
     lines = [
@@ -52,7 +56,7 @@ def node_file(
     return path
 
 
-def oms_for(broker: LocalBroker, **kw: object) -> OmsClient:
+def oms_for(broker: Broker, **kw: object) -> OmsClient:
     """A reference OMS on the test broker."""
     return OmsClient(
         BrokerConfig(urls=[broker.url], backoff_initial_s=0.05, backoff_max_s=0.5), SITE, **kw

@@ -38,7 +38,14 @@ class AclBroker:
     url: str
 
 
-@pytest.fixture(scope="module", params=["mosquitto", "nats", "rabbitmq"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        "mosquitto",
+        pytest.param("nats", marks=pytest.mark.cluster),
+        pytest.param("rabbitmq", marks=pytest.mark.cluster),
+    ],
+)
 def acl_broker(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AclBroker]:

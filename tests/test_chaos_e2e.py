@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bench.chaos import Params, run_chaos
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
 def test_every_task_confirmed_exactly_once_through_every_kind_of_fault(tmp_path):

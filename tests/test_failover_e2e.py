@@ -23,7 +23,7 @@ from tests.conftest import cluster_or_skip
 from tests.harness import SITE, node_file, node_in_process
 from tests.test_link_e2e import _collect, _tasks, _wait_online
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.cluster, pytest.mark.slow]
 
 
 @pytest.fixture(params=["nats", "rabbitmq"])

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bench.hostile import Case, Generator, Tally, check, check_repeat, run_hostile
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
 def test_a_few_thousand_hostile_payloads_answered_as_documented_and_nothing_lost(broker, tmp_path):

@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 
 from agent.oms import OmsClient
-from agent.oms.demo.broker import LocalBroker
 from agent.wire.messages import PROTOCOL, PickTask, Reply
-from tests.harness import node_file, node_in_process, oms_for
+from tests.harness import Broker, node_file, node_in_process, oms_for
 
-pytestmark = pytest.mark.broker
+
+@pytest.fixture
+def broker(any_broker: Broker) -> Broker:
+    """Each test runs on the in-process broker and on a real Mosquitto (the contract subset)."""
+    return any_broker
 
 
 async def _wait_online(oms: OmsClient, node: str, timeout: float = 10) -> int:
@@ -24,7 +27,7 @@ async def _wait_online(oms: OmsClient, node: str, timeout: float = 10) -> int:
             await asyncio.sleep(0.02)
 
 
-def test_birth_ping_pick_and_reply(tmp_path: Path, broker: LocalBroker) -> None:
+def test_birth_ping_pick_and_reply(tmp_path: Path, broker: Broker) -> None:
     async def scenario() -> None:
         async with oms_for(broker) as oms, node_in_process(node_file(tmp_path, broker)):
             await oms.wait_connected()
@@ -74,7 +77,7 @@ async def _collect(oms: OmsClient, until: int, timeout: float = 60) -> list:
 
 
 def test_events_made_while_the_broker_is_down_arrive_in_order_once(
-    tmp_path: Path, broker: LocalBroker
+    tmp_path: Path, broker: Broker
 ) -> None:
     """1,000 confirmations while the broker is down all reach the OMS after it is back."""
     from devices.events import Button, ButtonPress
@@ -116,9 +119,7 @@ def _replies_by_command(events: list) -> dict[str, set[int]]:
     return out
 
 
-def test_broker_restarted_five_times_during_2000_commands(
-    tmp_path: Path, broker: LocalBroker
-) -> None:
+def test_broker_restarted_five_times_during_2000_commands(tmp_path: Path, broker: Broker) -> None:
     """Each command is applied exactly once and answered."""
 
     async def scenario() -> None:
@@ -148,7 +149,7 @@ def test_broker_restarted_five_times_during_2000_commands(
 
 
 def test_invalid_commands_get_a_reason_and_the_node_keeps_running(
-    tmp_path: Path, broker: LocalBroker
+    tmp_path: Path, broker: Broker
 ) -> None:
     import msgpack
     from hypothesis import HealthCheck, given, settings
@@ -202,9 +203,7 @@ def test_invalid_commands_get_a_reason_and_the_node_keeps_running(
     asyncio.run(scenario())
 
 
-def test_outbox_limit_rejects_new_work_until_acknowledged(
-    tmp_path: Path, broker: LocalBroker
-) -> None:
+def test_outbox_limit_rejects_new_work_until_acknowledged(tmp_path: Path, broker: Broker) -> None:
     path = node_file(tmp_path, broker, extra="[outbox]\nlimit = 10\nreserve = 5\n")
 
     async def scenario() -> None:
@@ -226,7 +225,7 @@ def test_outbox_limit_rejects_new_work_until_acknowledged(
     asyncio.run(scenario())
 
 
-def test_an_ack_for_another_store_deletes_nothing(tmp_path: Path, broker: LocalBroker) -> None:
+def test_an_ack_for_another_store_deletes_nothing(tmp_path: Path, broker: Broker) -> None:
     """An ack meant for a replaced store (queued at the broker, or from a stale OMS) is ignored."""
     from agent.wire import codec
     from agent.wire.messages import Ack
@@ -253,7 +252,7 @@ def test_an_ack_for_another_store_deletes_nothing(tmp_path: Path, broker: LocalB
 
 
 def test_a_full_outbox_refuses_presses_but_not_device_health(
-    tmp_path: Path, broker: LocalBroker
+    tmp_path: Path, broker: Broker
 ) -> None:
     """With the outbox full, a press waits (the line stays lit); a printer's health change
     still reaches the workflow, which must know the printer is out of paper."""

@@ -20,7 +20,7 @@ import pytest
 
 from agent.oms.demo.broker import LocalBroker
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "simulation.md"

@@ -11,15 +11,21 @@ from pathlib import Path
 
 import pytest
 
+from agent.link.memory import MemoryBroker
 from agent.link.settings import BrokerConfig
 from agent.oms import NodeEvent, OmsClient
-from agent.oms.demo.broker import LocalBroker
 from agent.wire import codec
 from agent.wire.messages import Empty, Reply, State
 from agent.wire.topics import NodeTopics
-from tests.harness import SITE, node_file, node_in_process, oms_for
+from tests.harness import SITE, Broker, node_file, node_in_process, oms_for
 
-pytestmark = pytest.mark.broker
+
+@pytest.fixture
+def broker(memory_broker: MemoryBroker) -> MemoryBroker:
+    """This module's nodes and OMS run on the in-process broker (the fast tier)."""
+    return memory_broker
+
+
 NODE = "zone-a1"
 
 
@@ -53,7 +59,7 @@ def _replayed(event: NodeEvent) -> bytes:
 
 
 def test_a_wiped_state_directory_is_a_new_store_told_apart_on_the_wire(
-    tmp_path: Path, broker: LocalBroker, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = node_file(tmp_path, broker)
     topics = NodeTopics(SITE, NODE)
@@ -108,7 +114,7 @@ def test_a_wiped_state_directory_is_a_new_store_told_apart_on_the_wire(
 
 
 def test_an_oms_with_no_retained_birth_learns_every_node_by_the_site_rebirth(
-    tmp_path: Path, broker: LocalBroker
+    tmp_path: Path, broker: Broker
 ) -> None:
     # As on RabbitMQ, where a wildcard subscription gets no retained message: the retained
     # births are cleared, and an OMS connecting afterwards must still learn both nodes.
@@ -175,9 +181,7 @@ def test_a_late_will_of_an_earlier_connection_does_not_take_a_node_offline() -> 
     assert not oms.nodes[NODE].online
 
 
-def test_birth_and_will_name_the_connection_they_belong_to(
-    tmp_path: Path, broker: LocalBroker
-) -> None:
+def test_birth_and_will_name_the_connection_they_belong_to(tmp_path: Path, broker: Broker) -> None:
     async def scenario() -> None:
         async with oms_for(broker) as oms:
             await oms.wait_connected()

@@ -10,15 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from agent.oms.demo.broker import LocalBroker
+from agent.link.memory import MemoryBroker
 from agent.wire.messages import PickTask
 from tests.browser import browser, dump_dom, needs_chromium
-from tests.harness import node_file, node_in_process, oms_for
-
-pytestmark = pytest.mark.broker
+from tests.harness import Broker, node_file, node_in_process, oms_for
 
 
-def test_state_api_and_page_are_served_on_localhost(tmp_path: Path, broker: LocalBroker) -> None:
+@pytest.fixture
+def broker(memory_broker: MemoryBroker) -> MemoryBroker:
+    """This module's nodes and OMS run on the in-process broker (the fast tier)."""
+    return memory_broker
+
+
+def test_state_api_and_page_are_served_on_localhost(tmp_path: Path, broker: Broker) -> None:
     async def scenario() -> None:
         async with node_in_process(node_file(tmp_path, broker)) as running:
             url = json.loads((running.config.state_dir / "control.json").read_text())["url"]
@@ -34,7 +38,7 @@ def test_state_api_and_page_are_served_on_localhost(tmp_path: Path, broker: Loca
 
 
 @needs_chromium
-def test_zone_screen_shows_lit_slots_and_pickers(tmp_path: Path, broker: LocalBroker) -> None:
+def test_zone_screen_shows_lit_slots_and_pickers(tmp_path: Path, broker: Broker) -> None:
     async def scenario() -> None:
         async with oms_for(broker) as oms, node_in_process(node_file(tmp_path, broker)) as running:
             await asyncio.wait_for(running.node.online.wait(), 10)
@@ -55,7 +59,7 @@ def test_zone_screen_shows_lit_slots_and_pickers(tmp_path: Path, broker: LocalBr
 
 
 @needs_chromium
-def test_zone_screen_at_800x480_fits_without_scrolling(tmp_path: Path, broker: LocalBroker) -> None:
+def test_zone_screen_at_800x480_fits_without_scrolling(tmp_path: Path, broker: Broker) -> None:
     """On the Pi 7-inch display: every slot, the pickers and the devices' health in view."""
     width, height = 800, 480
 
@@ -86,7 +90,7 @@ def test_zone_screen_at_800x480_fits_without_scrolling(tmp_path: Path, broker: L
     asyncio.run(scenario())
 
 
-def test_stream_sends_each_change(tmp_path: Path, broker: LocalBroker) -> None:
+def test_stream_sends_each_change(tmp_path: Path, broker: Broker) -> None:
     """The screen updates live: /api/stream sends the state again when it changes."""
 
     async def scenario() -> None:

@@ -19,7 +19,7 @@ import logging
 from collections import deque
 
 from agent.errors import LinkUnavailable
-from agent.link.transport import MqttTransport
+from agent.link.base import Transport
 from agent.store import AsyncStore, OutboxRow, now_ms
 from agent.wire.codec import encode_batch, new_id
 from agent.wire.topics import NodeTopics
@@ -34,7 +34,7 @@ class OutboxSender:
 
     Args:
         store: the node's store (for replay and for forgetting acknowledged events).
-        transport: the MQTT connection.
+        transport: the connection to the broker.
         topics: this node's topics.
         batch_events: most events in one ``batch`` message.
         resend_after_s: resend from the last acknowledged seq when nothing moves this long.
@@ -43,7 +43,7 @@ class OutboxSender:
     def __init__(
         self,
         store: AsyncStore,
-        transport: MqttTransport,
+        transport: Transport,
         topics: NodeTopics,
         *,
         batch_events: int = 250,

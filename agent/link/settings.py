@@ -44,6 +44,12 @@ class BrokerConfig(BaseModel):
     def _check_urls(cls, urls: list[str]) -> list[str]:
         for url in urls:
             parts = urlsplit(url)
+            if parts.scheme == "memory":
+                if not parts.netloc or len(urls) != 1:
+                    raise ValueError(
+                        f"{url!r}: an in-process broker is one memory://NAME URL alone"
+                    )
+                continue
             if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
                 raise ValueError(f"{url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
             try:
@@ -51,6 +57,14 @@ class BrokerConfig(BaseModel):
             except ValueError as exc:
                 raise ValueError(f"{url!r}: {exc}") from None
         return urls
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the URL names a broker in this process (``memory://NAME``).
+
+        For tests and one-process simulations, see :mod:`agent.link.memory`.
+        """
+        return self.urls[0].startswith("memory://")
 
     @property
     def uses_tls(self) -> bool:

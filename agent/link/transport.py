@@ -35,7 +35,6 @@ import ssl
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -47,6 +46,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.errors import LinkUnavailable
+from agent.link.base import MessageHandler, Presence, Subscription
 from agent.link.settings import BrokerConfig
 
 log = logging.getLogger("agent.link")
@@ -65,29 +65,6 @@ class _SocketErrorsAreOurs(logging.Filter):
 
 _PAHO_LOG = logging.getLogger("agent.link.mqtt")
 _PAHO_LOG.addFilter(_SocketErrorsAreOurs())
-
-MessageHandler = Callable[[str, bytes], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    """A topic filter to subscribe to at QoS 1 on every connect."""
-
-    topic: str
-
-
-@dataclass(frozen=True, slots=True)
-class Presence:
-    """The retained state topic with the birth and Will payloads.
-
-    Both are made for each connection, with its number (``MqttTransport.link``, 1, 2, ...
-    in this process): the Will at CONNECT, the birth after CONNACK, so they name the same
-    connection and the birth carries fresh health and seq.
-    """
-
-    topic: str
-    birth: Callable[[int], bytes]
-    will: Callable[[int], bytes]
 
 
 def backoff_delays(

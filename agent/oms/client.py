@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import LinkUnavailable, MessageRejected
+from agent.link.base import Subscription
+from agent.link.connect import open_transport
 from agent.link.settings import BrokerConfig
-from agent.link.transport import MqttTransport, Subscription
 from agent.store import now_ms
 from agent.wire import codec
 from agent.wire.messages import (
@@ -159,7 +160,7 @@ class OmsClient:
         self.state_changes: asyncio.Queue[tuple[str, State, int | None]] = asyncio.Queue()
         self.pending: dict[str, PendingCommand] = {}
         self.duplicates = 0
-        self.transport = MqttTransport(
+        self.transport = open_transport(
             broker,
             client_id=client_id,
             subscriptions=[Subscription(f) for f in oms_filters(site)],
