@@ -4,7 +4,8 @@ Exit codes (also in the README):
 
 * 0: done, or stopped cleanly by SIGTERM/SIGINT;
 * 1: a runtime failure (store unusable, a bug); systemd restarts the service;
-* 2: bad usage or an invalid node file: fix it, restarting will not help;
+* 2: bad usage, an invalid node file, or a store written by a newer release: fix it,
+  restarting will not help;
 * 3: a device could not be reached by a commissioning command.
 """
 
@@ -18,6 +19,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from agent import __version__
 from agent.errors import EXIT_OK
 
 COMMAND_MODULES = (
@@ -49,6 +51,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; with ``command``, only the module that owns it is loaded."""
     parser = argparse.ArgumentParser(prog="zone-agent", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"zone-agent {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sim_parser = commands.add_parser("sim", help="run a device simulator on its own")
     sim = sim_parser.add_subparsers(dest="device", required=True, metavar="DEVICE")

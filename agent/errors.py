@@ -6,6 +6,7 @@ Errors are named by what happens next, so a caller can decide without reading te
     ├── ConfigError              fix the file; nothing starts (file, field and reason)
     ├── MessageRejected          a bad inbound message: reply "rejected", log once, carry on
     ├── StoreError               the state directory is unusable: stop, systemd restarts us
+    │   ├── StoreTooNew          a newer release's store (a downgrade): stop for good
     │   └── OutboxFull           back-pressure: refuse new work until the OMS acknowledges
     ├── LinkUnavailable          the broker cannot be reached: retry with backoff
     └── DeviceError              anything a driver raises; vendor exceptions end here
@@ -43,13 +44,14 @@ __all__ = [
     "MessageRejected",
     "OutboxFull",
     "StoreError",
+    "StoreTooNew",
 ]
 
 
 # The process's exit codes, beside the errors that map to them (README, "Exit codes"):
 EXIT_OK = 0  # done, or stopped cleanly by SIGTERM/SIGINT
 EXIT_FAILURE = 1  # a runtime failure (store unusable, a bug): systemd restarts the service
-EXIT_USAGE = 2  # bad usage or an invalid node file: fix it, restarting will not help
+EXIT_USAGE = 2  # bad usage, an invalid node file, a newer release's store: restarting will not help
 EXIT_DEVICE = 3  # a device could not be reached by a commissioning command
 
 
@@ -105,6 +107,10 @@ class MessageRejected(AgentError):
 
 class StoreError(AgentError):
     """The SQLite store cannot be opened or written."""
+
+
+class StoreTooNew(StoreError):
+    """The store's schema is newer than this release knows: restarting cannot fix it."""
 
 
 class OutboxFull(StoreError):

@@ -30,12 +30,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.errors import OutboxFull, StoreError
+from agent import __version__
+from agent.errors import OutboxFull, StoreError, StoreTooNew
 from agent.wire.codec import encode, new_id, pack_local, unpack_local
 from agent.wire.messages import Wire
 
 log = logging.getLogger("agent.store")
 T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+"""The layout ``SCHEMA`` makes, kept in SQLite's ``user_version``. Raise it with any change a
+release before could not read, and teach ``Store`` to migrate from the old number; a store
+with a higher number was written by a newer release, and this one refuses to open it (a
+downgrade must not guess at tables it does not know). Stores made before the number was
+kept hold 0 and have this same layout."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -157,8 +165,10 @@ class Store:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._check_schema()
             self._db.executescript(SCHEMA)
             self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
             self.created: bool = not meta.get("store_id")
             """This open made the store (a first start, or a wiped state directory)."""
@@ -177,6 +187,17 @@ class Store:
             self.last_seq,
             self.acked_seq,
         )
+
+    def _check_schema(self) -> None:
+        found = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if found > SCHEMA_VERSION:
+            self._db.close()
+            raise StoreTooNew(
+                f"{self.path}: store schema {found} was written by a newer zone-agent; "
+                f"this one ({__version__}) knows schema {SCHEMA_VERSION} and will not open it. "
+                "Install the newer release again, or move the state directory away to start "
+                "an empty store (events the OMS has not acknowledged would be lost)"
+            )
 
     def _set_meta(self, **values: Any) -> None:
         self._db.executemany(

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from agent import __version__
 from agent.oms.dashboard import SiteView, serve_dashboard
 from agent.oms.demo.broker import LocalBroker
 from agent.oms.fulfilment import Fulfilment, OrderFile, drive
@@ -140,6 +141,7 @@ def test_dashboard_live_at_tv_and_tablet_sizes(tmp_path: Path, broker: LocalBrok
             page.viewport(width, height)
             node = page.wait_text('#node-rows tr[data-node="zone-a1"]', "online")
             assert "pick" in node and "shelf" in node and "scanner" in node
+            assert __version__ in node  # the build each node runs, from its birth
             # o3's line is at a location no node owns: unrouted, listed first; the two
             # others are on the floor.
             page.wait_text("#order-rows", "o2")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import msgpack
 import pytest
 
-from agent.errors import OutboxFull
-from agent.store import Store, StoredTask, Unit
+from agent.errors import OutboxFull, StoreTooNew
+from agent.store import SCHEMA_VERSION, Store, StoredTask, Unit
 from agent.wire.messages import Reply
 
 
@@ -94,3 +95,46 @@ def test_prune_inbox_keeps_newest(tmp_path: Path) -> None:
         s.commit(u)
     assert s.prune_inbox(2) == 3
     assert len(s.recent_command_ids(10)) == 2
+
+
+def test_a_new_store_records_its_schema_version(tmp_path: Path) -> None:
+    Store(tmp_path / "s.db").close()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_store_from_before_the_version_was_kept_opens_and_gets_it(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s.db")
+    s.commit(_one_event())
+    store_id = s.store_id
+    s.close()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute("PRAGMA user_version = 0")  # as every store made before this release
+    s = Store(tmp_path / "s.db")
+    assert (s.store_id, s.pending) == (store_id, 1)
+    s.close()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_store_of_a_newer_release_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    """A downgrade: the older code says what happened and what to do, and writes nothing."""
+    s = Store(tmp_path / "s.db")
+    s.commit(_one_event())
+    s.close()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    before = (tmp_path / "s.db").read_bytes()
+    with pytest.raises(StoreTooNew) as info:
+        Store(tmp_path / "s.db")
+    message = str(info.value)
+    assert str(tmp_path / "s.db") in message
+    assert f"store schema {SCHEMA_VERSION + 1} was written by a newer zone-agent" in message
+    assert f"knows schema {SCHEMA_VERSION}" in message and "Install the newer release" in message
+    assert (tmp_path / "s.db").read_bytes() == before
+
+
+def _one_event() -> Unit:
+    unit = Unit()
+    unit.emit("picked", {"task": "t1"})
+    return unit

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import gaps, load_config
-from agent.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AgentError, ConfigError
+from agent.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    AgentError,
+    ConfigError,
+    StoreTooNew,
+)
 
 log = logging.getLogger("agent")
 
@@ -72,6 +79,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
         await run_node(config, simulate=args.simulate)
     except ConfigError as exc:
         _print_config_error(exc)
+        return EXIT_USAGE
+    except StoreTooNew as exc:  # a downgrade: restarting will not help (unit: no restart)
+        log.error("%s", exc)
         return EXIT_USAGE
     except AgentError as exc:
         log.error("%s", exc)

@@ -294,6 +294,7 @@ class SiteView:
                     "role": state.role if state else None,
                     "online": view.online,
                     "boot": view.boot,
+                    "sw": state.sw if state else None,
                     "devices": devices,
                     "devices_ok": all(d["status"] == "ok" for d in devices),
                     "open": self.open_work.get(
