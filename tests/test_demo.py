@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -284,3 +285,29 @@ def test_sigint_stops_a_demo_kept_running_in_the_background(tmp_path: Path) -> N
             demo.wait()
     assert demo.returncode == 130, rest
     _assert_stopped_in_order(workdir, rest)
+
+
+def test_nodes_not_online_within_the_timeout_is_one_line_not_a_traceback() -> None:
+    """The nodes-online wait takes --timeout (an emulated Pi needs 46 s for six births)."""
+    run = subprocess.run(
+        [*DEMO, "--orders", "1", "--timeout", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    out = " ".join(run.stdout.split())
+    assert run.returncode == 1, out[-3000:] + run.stderr[-2000:]
+    assert "Traceback" not in run.stdout + run.stderr
+    found = re.search(r"(\d) of 6 nodes online after (\d+\.\d) s; logs in (\S+) \(not online", out)
+    assert found, out[-3000:]
+    assert int(found[1]) < 6 and 0.5 <= float(found[2]) < 30
+    # The temporary directory is kept, so the logs it names are there to read.
+    logs = Path(found[3])
+    try:
+        assert sorted(p.name for p in logs.glob("*.log")) == sorted(
+            f"{n}.log" for n in ("zone-a", "zone-b", "wall-1", "pack-1", "dock-1", "returns-1")
+        )
+        assert _processes_mentioning(str(logs)) == []
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)

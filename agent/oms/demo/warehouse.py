@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import random
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -129,9 +130,17 @@ async def run(options: Options, console: Console) -> int:
     except ConfigError as exc:
         console.print(f"[red]{exc}[/]")
         return EXIT_USAGE
+    code, kept = EXIT_FAILED, False
     with contextlib.ExitStack() as stack:
         if options.workdir is None:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zone-demo-")))
+            workdir = Path(tempfile.mkdtemp(prefix="zone-demo-"))
+
+            def remove() -> None:
+                # Kept when the run failed: the message names the node logs in it.
+                if not kept:
+                    shutil.rmtree(workdir, ignore_errors=True)
+
+            stack.callback(remove)
         else:
             workdir = options.workdir
             workdir.mkdir(parents=True, exist_ok=True)
@@ -142,11 +151,11 @@ async def run(options: Options, console: Console) -> int:
             name: NodeProcess(name, path, workdir / f"{name}.log") for name, path in paths.items()
         }
         out = stack.enter_context(options.record.open("w")) if options.record else None
-        code = EXIT_FAILED
         try:
             for node in nodes.values():
                 await node.start()
             code = await _operate(options, console, workdir, broker, orders, Recorder(out))
+            kept = code == EXIT_FAILED
         finally:
             exits = await asyncio.gather(*(n.stop() for n in nodes.values()))
             stopped = ", ".join(f"{n} exit {c}" for n, c in zip(nodes, exits, strict=True))
@@ -183,10 +192,23 @@ async def _operate(
                 progress.console.print(f"  [yellow]![/] {text}")
 
             online = progress.add_task("nodes online", total=len(ROLES))
-            async with asyncio.timeout(30):
-                while sum(v.online for v in oms.nodes.values()) < len(ROLES):
-                    await oms.state_changes.get()
-                    progress.update(online, completed=sum(v.online for v in oms.nodes.values()))
+            waiting = time.monotonic()
+            try:
+                # A slow machine (an emulated Pi: 46 s to six births) gets what --timeout says.
+                async with asyncio.timeout(options.timeout):
+                    while sum(v.online for v in oms.nodes.values()) < len(ROLES):
+                        await oms.state_changes.get()
+                        count = sum(v.online for v in oms.nodes.values())
+                        progress.update(online, completed=count)
+            except TimeoutError:
+                up = sorted(n for n, v in oms.nodes.items() if v.online)
+                missing = ", ".join(r for r in ROLES if r not in up)
+                console.print(
+                    f"[red]{len(up)} of {len(ROLES)} nodes online after "
+                    f"{time.monotonic() - waiting:.1f} s; logs in {workdir}[/] (not online: "
+                    f"{missing}; more time: --timeout)"
+                )
+                return EXIT_FAILED
             controls = {name: await Control.find(workdir / name) for name in oms.nodes}
             for name, control in sorted(controls.items()):
                 progress.console.print(f"  {name} screen: {control.url}/")
