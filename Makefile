@@ -1,32 +1,39 @@
 # zone-agent: `make demo` runs a simulated warehouse zone; `make test` runs every check.
-# Both set up what they need on a fresh Debian / Raspberry Pi OS machine, and are safe to
-# run again: a venv in .venv, the package installed editable, Mosquitto, NATS and RabbitMQ
-# (the clustered-broker tests) through apt-get.
+# On a fresh Debian without make:
+#   sudo apt-get install -y make   (or: sudo apt-get install -y make && make demo)
+# Each target installs with apt only what it needs (packaging/apt-install.sh, which leaves
+# no broker it installed enabled or running: the demo and the tests start their own on
+# loopback ports), then a venv in .venv with the package installed editable.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+APT := packaging/apt-install.sh
 
-.PHONY: setup system-packages browser test test-fast lint typecheck pytest demo bench clean
+# The demo: its private Mosquitto, a venv, openssl.
+DEMO_APT := mosquitto python3-venv openssl
+# The tests add: mosquitto_sub/pub (bench/ compares against them), NATS and RabbitMQ (broker
+# compatibility and clusters), Chromium (the screens in a headless browser) and debootstrap
+# (the package installed in a clean Debian root, tests/test_deb.py).
+TEST_APT := mosquitto-clients nats-server rabbitmq-server chromium debootstrap
 
-setup: $(STAMP) system-packages
+.PHONY: setup demo-packages test-packages browser test test-fast lint typecheck pytest demo bench \
+	clean
 
-system-packages:
-	@missing=""; \
-	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
-	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
-	$(PYTHON) -c "import ensurepip, venv" >/dev/null 2>&1 || missing="$$missing python3-venv"; \
-	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
-	command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing="$$missing nats-server"; \
-	[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$$missing rabbitmq-server"; \
-	if [ -n "$$missing" ]; then \
-		echo "installing:$$missing"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
-	fi
+setup: $(STAMP) demo-packages
 
-$(PY): | system-packages
+demo-packages:
+	@$(APT) $(DEMO_APT)
+
+test-packages:
+	@$(APT) $(TEST_APT)
+
+# Kept for those who ran it by name: the browser is one of the test packages.
+browser: test-packages
+
+$(PY): | demo-packages
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
@@ -41,13 +48,7 @@ lint: setup
 typecheck: setup
 	$(PY) -m mypy agent devices
 
-# The screens are tested in a real headless browser: Debian's chromium.
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-		echo "installing: chromium"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
-
-pytest: setup browser
+pytest: setup test-packages
 	$(PY) -m pytest
 
 test: lint typecheck pytest
@@ -62,8 +63,8 @@ test-fast: setup
 demo: setup
 	$(PY) -m agent.oms.demo $(ARGS)
 
-bench: setup
+bench: setup test-packages
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
