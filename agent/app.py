@@ -7,13 +7,14 @@ publishes the offline state, closes the devices and checkpoints the store, in th
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import importlib
 import json
 import logging
 import os
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -134,15 +135,45 @@ async def start_web(config: NodeConfig, node: Node, floor: DeviceFloor) -> WebSe
         sim_state=sim_state if floor.simulate else None,
         metrics=lambda: render(node_families(node, floor)),
     )
-    port = await web.start(config.http.bind, config.http.port)
-    url = f"http://{config.http.bind}:{port}"
+    http = config.http
+    port = await _listen(web.start, http.bind, http.port, ("http.bind", "http.port"))
+    url = f"http://{http.bind}:{port}"
     # Written whole, then renamed: a script waiting for the file never reads half of it.
     control_file = config.state_dir / "control.json"
     partial = control_file.with_name(".control.json.tmp")
     partial.write_text(json.dumps({"url": url, "pid": os.getpid()}))
     partial.replace(control_file)
     log.info("screen and API on %s", url)
+    if http.metrics_port is not None:
+        try:
+            fields = ("http.metrics_bind", "http.metrics_port")
+            await _listen(web.start_metrics, http.metrics_bind, http.metrics_port, fields)
+        except BaseException:
+            await web.close()
+            raise
+        log.info("metrics only on http://%s:%d/metrics", http.metrics_bind, http.metrics_port)
     return web
+
+
+async def _listen(
+    start: Callable[[str, int], Awaitable[int]], bind: str, port: int, fields: tuple[str, str]
+) -> int:
+    """``start(bind, port)``; a port taken or an address not on this machine is the file's.
+
+    Exit 2 with the field, not a traceback and a restart loop: restarting cannot free it.
+    """
+    try:
+        return await start(bind, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                "(node file)",
+                fields[1],
+                f"{bind}:{port} is already in use (another zone-agent instance or program: "
+                f"ss -ltnp 'sport = :{port}')",
+            ) from None
+        reason = f"cannot listen on {bind}:{port}: {exc.strerror or exc}"
+        raise ConfigError("(node file)", fields[0], reason) from None
 
 
 def _freeze_startup_objects() -> None:

@@ -31,12 +31,20 @@ from __future__ import annotations
 
 import importlib
 import os
+import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from agent.errors import ConfigError
 from agent.link.settings import BrokerConfig
@@ -70,10 +78,30 @@ class OutboxConfig(Strict):
 
 
 class HttpConfig(Strict):
-    """The node's local web server: the screens and, when simulated, the control API."""
+    """The node's local web server: the screens and, when simulated, the control API.
+
+    ``GET /metrics`` is served there too. For Prometheus on the LAN, ``metrics_port``
+    opens a second listener that serves ``/metrics`` and nothing else, on ``metrics_bind``
+    (``0.0.0.0`` for every interface): the screen and its API stay on ``bind``, which a
+    kiosk browser on the Pi reaches at 127.0.0.1. Nothing listens beyond localhost unless
+    the file says so.
+    """
 
     bind: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+    metrics_bind: str = Field(
+        default="127.0.0.1", description="address of the /metrics-only listener"
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="a /metrics-only listener; none if unset"
+    )
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _own_port(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value == info.data.get("port"):
+            raise ValueError("is the screen's port: the metrics listener needs its own")
+        return value
 
 
 class NodeConfig(Strict):
@@ -241,14 +269,84 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> NodeC
     try:
         return parse_config(raw, str(path), env)
     except ConfigError as exc:
-        # tomllib keeps no positions: find each field's line in the text itself.
-        keys = key_lines(text)
-        lines = {}
-        for field, _ in exc.problems:
-            line = line_of(keys, field_path(field))
-            if line is not None:
-                lines[field] = line
-        raise ConfigError(exc.file, exc.field, exc.reason, exc.problems, lines) from None
+        raise _with_lines(exc, str(path), text) from None
+
+
+def _with_lines(exc: ConfigError, file: str, text: str) -> ConfigError:
+    # tomllib keeps no positions: find each field's line in the text itself.
+    keys = key_lines(text)
+    lines = {}
+    for field, _ in exc.problems:
+        line = line_of(keys, field_path(field))
+        if line is not None:
+            lines[field] = line
+    return ConfigError(file, exc.field, exc.reason, exc.problems, lines)
+
+
+def locate(problems: list[tuple[str, str]], path: str | Path) -> ConfigError:
+    """A ``ConfigError`` for ``problems`` found after loading ``path``, with their lines.
+
+    For what only the machine can tell (a certificate file missing, a port taken): the
+    fields are still written somewhere in the file, and the installer is sent there.
+    """
+    field, reason = problems[0]
+    error = ConfigError(str(path), field, reason, problems)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return error
+    return _with_lines(error, str(path), text)
+
+
+def _readable_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read by this process, or ``None`` when it can."""
+    if not path.exists():
+        return f"{path}: no such file"
+    if not path.is_file():
+        return f"{path}: not a file"
+    if not os.access(path, os.R_OK):
+        return f"{path}: not readable by uid {os.geteuid()} (the service user must read it)"
+    return None
+
+
+def tls_file_problems(broker: BrokerConfig) -> list[tuple[str, str]]:
+    """The broker's CA, certificate and key files as the transport will load them.
+
+    Only this machine can tell (the examples name /etc/zone-agent/...), so ``check-config``
+    (the unit's ExecStartPre, as the service user) and ``run`` check them, not
+    ``load_config``. Returns ``(field, reason)`` per problem.
+    """
+    found: list[tuple[str, str]] = []
+    files = {"ca_file": broker.ca_file, "cert_file": broker.cert_file, "key_file": broker.key_file}
+    for field, path in files.items():
+        why = None if path is None else _readable_file(path)
+        if why is not None:
+            found.append((f"broker.{field}", why))
+    if broker.key_file is not None and broker.cert_file is None:
+        found.append(("broker.key_file", "given without cert_file: the key would not be used"))
+    if found:
+        return found
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if broker.ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(broker.ca_file))
+        except (ssl.SSLError, ValueError) as exc:
+            found.append(("broker.ca_file", f"{broker.ca_file}: no PEM certificate in it ({exc})"))
+    if broker.cert_file is not None:
+        key = str(broker.key_file) if broker.key_file is not None else None
+        try:
+            # A passphrase would be asked for on a terminal: the transport has none to give.
+            context.load_cert_chain(str(broker.cert_file), key, password=lambda: b"")
+        except (ssl.SSLError, ValueError) as exc:
+            field = "broker.key_file" if key is not None else "broker.cert_file"
+            found.append(
+                (
+                    field,
+                    f"{broker.cert_file} and {key or 'its key'} do not make a usable "
+                    f"certificate and unencrypted private key ({exc})",
+                )
+            )
+    return found
 
 
 LIGHT_KINDS = frozenset({"gpio_slots", "led_strip"})

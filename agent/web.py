@@ -13,6 +13,9 @@ Routes (see docs/simulation.md):
 * ``POST /sim/{device}/{action}`` with a JSON object: act on a simulated device.
 * ``GET /metrics``: Prometheus metrics, text exposition format (docs/metrics.md).
 * ``GET /`` and ``/static/...``: the screen.
+
+``start_metrics`` opens a second listener that answers ``GET /metrics`` and nothing else,
+so Prometheus on the LAN can scrape a node whose screen and API stay on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -98,6 +101,8 @@ class WebServer:
         self.stream_interval_s = stream_interval_s
         self.metrics = metrics
         self._server: asyncio.Server | None = None
+        self._metrics_server: asyncio.Server | None = None
+        self.metrics_port = 0
         self._clients: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}
         self.port = 0
 
@@ -107,18 +112,36 @@ class WebServer:
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
+    async def start_metrics(self, bind: str, port: int) -> int:
+        """Listen for ``GET /metrics`` only, on another address; returns the port."""
+        self._metrics_server = await asyncio.start_server(self._metrics_client, bind, port)
+        self.metrics_port = self._metrics_server.sockets[0].getsockname()[1]
+        return self.metrics_port
+
     async def close(self) -> None:
         """Stop listening, close open connections (event streams too) and wait for them."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        for server in (self._server, self._metrics_server):
+            if server is not None:
+                server.close()
+        self._server = self._metrics_server = None
         clients = list(self._clients.items())
         for writer, _ in clients:
             writer.close()
         if clients:
             await asyncio.wait([task for _, task in clients], timeout=2)
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _metrics_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await self._client(reader, writer, metrics_only=True)
+
+    async def _client(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        metrics_only: bool = False,
+    ) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._clients[writer] = task
@@ -128,10 +151,13 @@ class WebServer:
                 if request is None:
                     break
                 method, path, body = request
-                if method == "GET" and path == "/api/stream":
+                if metrics_only:
+                    response = await self._metrics_route(method, path, body)
+                elif method == "GET" and path == "/api/stream":
                     await self._stream(writer)
                     break
-                response = await self._route(method, path, body)
+                else:
+                    response = await self._route(method, path, body)
                 self._write(writer, response)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
@@ -191,6 +217,11 @@ class WebServer:
         except Exception as exc:  # one bad request must not stop the server
             log.exception("request %s %s failed", method, path)
             return Response.error(500, str(exc))
+
+    async def _metrics_route(self, method: str, path: str, body: bytes) -> Response:
+        if method == "GET" and path == "/metrics":
+            return await self._route(method, path, body)
+        return Response.error(404, "this listener serves GET /metrics only")
 
     async def _sim(self, method: str, path: str, body: bytes) -> Response:
         if self.control is None or self.sim_state is None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.config import gaps, load_config
+from agent.config import gaps, load_config, locate, tls_file_problems
 from agent.errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -41,8 +41,9 @@ def _print_config_error(exc: ConfigError) -> None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate each file; print every problem as ``file:line: field: reason``.
 
-    A valid file that still lacks what its node needs (no devices, no broker) is not "ok":
-    each gap is printed the same way and the exit code is 2, as for a mistake.
+    A valid file that still lacks what its node needs (no devices, no broker), or names a
+    CA, certificate or key file this machine does not have or this user cannot read, is not
+    "ok": each gap is printed the same way and the exit code is 2, as for a mistake.
     """
     status = EXIT_OK
     for path in args.files:
@@ -53,10 +54,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             status = EXIT_USAGE
             continue
         what = f"{config.role} node {config.site}/{config.node}, {len(config.devices)} devices"
-        missing = gaps(config)
-        for field, reason in missing:
-            print(f"{path}: {field}: {reason}", file=sys.stderr)
+        missing = gaps(config) + tls_file_problems(config.broker)
         if missing:
+            _print_config_error(locate(missing, path))
             print(f"{path}: incomplete ({what})")
             status = EXIT_USAGE
         else:
@@ -73,17 +73,45 @@ async def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_error(exc)
         return EXIT_USAGE
+    tls_problems = tls_file_problems(config.broker)
+    if tls_problems:
+        _print_config_error(locate(tls_problems, args.file))
+        return EXIT_USAGE
     if args.state_dir is not None:
         config = config.model_copy(update={"state_dir": args.state_dir})
     try:
         await run_node(config, simulate=args.simulate)
-    except ConfigError as exc:
-        _print_config_error(exc)
-        return EXIT_USAGE
-    except StoreTooNew as exc:  # a downgrade: restarting will not help (unit: no restart)
-        log.error("%s", exc)
-        return EXIT_USAGE
-    except AgentError as exc:
-        log.error("%s", exc)
-        return EXIT_FAILURE
+    except (AgentError, BaseExceptionGroup) as exc:
+        return _run_failed(exc, args.file)
     return EXIT_OK
+
+
+def _run_failed(exc: BaseException, path: Path) -> int:
+    """Say why ``run`` stopped, once, without a traceback for what we raised on purpose.
+
+    A ``ConfigError`` found while starting (the HTTP port taken) is exit 2 with
+    ``file:line: field: reason``, as at check-config: a restart cannot fix it. The node's
+    task group wraps what its tasks raise in an exception group: what is inside counts.
+    """
+    leaves = _leaves(exc)
+    config_errors = [e for e in leaves if isinstance(e, ConfigError)]
+    if config_errors:
+        problems = [problem for e in config_errors for problem in e.problems]
+        _print_config_error(locate(problems, path))
+        return EXIT_USAGE
+    too_new = [e for e in leaves if isinstance(e, StoreTooNew)]
+    if too_new:  # a downgrade: restarting will not help (unit: no restart)
+        for error in too_new:
+            log.error("%s", error)
+        return EXIT_USAGE
+    if all(isinstance(e, AgentError) for e in leaves):
+        for error in leaves:
+            log.error("%s", error)
+        return EXIT_FAILURE
+    raise exc  # a bug: the traceback is what is needed
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
