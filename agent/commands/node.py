@@ -101,8 +101,8 @@ def _run_failed(exc: BaseException, path: Path) -> int:
         return EXIT_USAGE
     too_new = [e for e in leaves if isinstance(e, StoreTooNew)]
     if too_new:  # a downgrade: restarting will not help (unit: no restart)
-        for error in too_new:
-            log.error("%s", error)
+        for downgrade in too_new:
+            log.error("%s", downgrade)
         return EXIT_USAGE
     if all(isinstance(e, AgentError) for e in leaves):
         for error in leaves:
