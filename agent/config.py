@@ -349,7 +349,7 @@ def tls_file_problems(broker: BrokerConfig) -> list[tuple[str, str]]:
     return found
 
 
-LIGHT_KINDS = frozenset({"gpio_slots", "led_strip"})
+LIGHT_KINDS = frozenset({"gpio_slots", "led_strip", "atop"})
 """Device kinds that show a pick or put location (a pick zone or put wall needs one)."""
 
 
@@ -366,7 +366,10 @@ def gaps(config: NodeConfig) -> list[tuple[str, str]]:
         found.append(("devices", f"none: a {config.role} node needs at least one [[devices]]"))
     elif config.role in ("pick", "put_wall") and not kinds & LIGHT_KINDS:
         found.append(
-            ("devices", f"no gpio_slots or led_strip: a {config.role} node shows lines on one")
+            (
+                "devices",
+                f"no gpio_slots, led_strip or atop: a {config.role} node shows lines on one",
+            )
         )
     if "urls" not in config.broker.model_fields_set:
         default = ", ".join(config.broker.urls)

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from agent.config import NodeConfig
-from agent.wire.messages import DeviceHealth
+from agent.wire.messages import MAX_PARTS, DeviceHealth, PartHealth
 from agent.workflows.base import ZONE_LAMP, Action, Light, Print, PrintSlip
 from devices import registry
 from devices.base import Device, Health
@@ -156,12 +156,30 @@ class DeviceFloor:
             listener()
 
     def health(self) -> dict[str, DeviceHealth]:
-        """Every device's kind and health, for the birth."""
-        return {
-            name: DeviceHealth(
-                kind=self.kinds[name], status=dev.health.status.value, detail=dev.health.detail
+        """Every device's kind and health, for the birth (with parts not ok, if any)."""
+        out = {}
+        for name, dev in self.devices.items():
+            parts_of = getattr(dev, "parts", None)
+            parts = {}
+            if parts_of is not None:
+                parts = {
+                    where: PartHealth(status=part.status.value, detail=part.detail)
+                    for where, part in list(parts_of().items())[:MAX_PARTS]
+                }
+            out[name] = DeviceHealth(
+                kind=self.kinds[name],
+                status=dev.health.status.value,
+                detail=dev.health.detail,
+                parts=parts,
             )
+        return out
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Drivers' own counters (bus frames, events, bad input), by device."""
+        return {
+            name: dict(counts)
             for name, dev in self.devices.items()
+            if (counts := getattr(dev, "counts", None)) is not None
         }
 
     async def perform(self, actions: list[Action]) -> None:

@@ -99,6 +99,28 @@ def node_families(node: Node, floor: DeviceFloor) -> list[Family]:
             status,
             ("device", "kind", "status"),
         ),
+        gauge(
+            "zone_device_parts_down",
+            "Parts of a device (tags of a bus controller) not ok, by status.",
+            {
+                (n, h.kind, s): sum(1 for p in h.parts.values() if p.status == s)
+                for n, h in health.items()
+                for s in ("unavailable", "fault")
+            },
+            ("device", "kind", "status"),
+        ),
+        gauge(
+            "zone_device_part_down",
+            "1 for each part that is not ok (by the location it serves), with its status.",
+            {(n, where, p.status): 1 for n, h in health.items() for where, p in h.parts.items()},
+            ("device", "part", "status"),
+        ),
+        counter(
+            "zone_device_bus_total",
+            "A bus driver's own counts: frames out and in, events by kind, bad input (bad_*).",
+            {(n, k): v for n, counts in floor.counters().items() for k, v in counts.items()},
+            ("device", "count"),
+        ),
         counter("zone_scans_total", "Barcode scans taken, by scanner.", m.scans, ("device",)),
         counter(
             "zone_misscans_total",

@@ -208,7 +208,7 @@ def test_check_config_says_what_an_empty_pick_node_lacks(
     )
     assert main(["check-config", str(pack_no_light)]) == 2
     assert capsys.readouterr().err == (
-        f"{pack_no_light}: devices: no gpio_slots or led_strip: "
+        f"{pack_no_light}: devices: no gpio_slots, led_strip or atop: "
         "a put_wall node shows lines on one\n"
     )
 

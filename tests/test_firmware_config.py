@@ -157,3 +157,27 @@ def test_the_kernel_command_line_holds_a_whole_strip_frame_in_one_transfer() -> 
     frame = len(encode_frame([(255, 255, 255)] * most))
     assert most == 2000 and frame > 4096  # spidev's default bufsiz
     assert int(params["spidev.bufsiz"]) >= frame
+
+
+def test_the_atop_zone_lists_a_thousand_slots_and_a_clash_names_its_line(tmp_path: Path) -> None:
+    path = FILES[0].parent / "zone-atop.toml"
+    config = load_config(path, env={})
+    atop = [d for d in config.devices if d.kind == "atop"]
+    assert len(atop) == 5
+    slots = [slot for device in atop for slot in device.locations()]
+    assert len(slots) == len(set(slots)) == 1000
+    assert slots[0] == "A-0001" and slots[-2] == "A-0999" and slots[-1] == "TOTE-OUT"
+    text = path.read_text()
+    clash = tmp_path / "clash.toml"
+    clash.write_text(text.replace('tags = "1-199"', 'tags = "1-200"'))
+    with pytest.raises(ConfigError) as info:
+        load_config(clash, env={})
+    line = text.splitlines().index("tag = 200") + 1
+    assert str(info.value).startswith(f"{clash}:{line}: devices[4].slots[1].tag: "), str(info.value)
+    assert "tag 200 is both 'A-1000' and 'TOTE-OUT'" in str(info.value)
+    same_host = tmp_path / "same.toml"
+    same_host.write_text(text.replace('"10.0.50.102"', '"10.0.50.101"\nport = 4660'))
+    with pytest.raises(ConfigError) as info:
+        load_config(same_host, env={})
+    reasons = [r for _, r in info.value.problems]
+    assert any("tcp:10.0.50.101:4660 is used by both 'atop-1' and 'atop-2'" in r for r in reasons)

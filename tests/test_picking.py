@@ -297,6 +297,33 @@ def test_in_scan_mode_the_button_confirms_a_short() -> None:
     assert [(n, b["picked"]) for n, b in events(press(w, "A1"))] == [("short", 0)]
 
 
+def test_a_tag_reporting_its_adjusted_quantity_picks_short_with_the_reason() -> None:
+    w = wf()
+    send(w, task("t1", qty=5), task("t2", "A2", qty=4), task("t3", "A3", qty=2))
+    scan(w, "REASON-damaged")  # focus is none: no line to apply to (misscan), then:
+    step = Step()
+    w.on_input(ButtonPress("atop-1", "A1", Button.CONFIRM, qty=3), step, 5)
+    assert [(n, b["qty"], b["picked"], b["reason"]) for n, b in events(step)] == [
+        ("short", 5, 3, "empty")
+    ]
+    step = Step()  # the tag reports what was shown: a plain pick
+    w.on_input(ButtonPress("atop-1", "A2", Button.CONFIRM, qty=4), step, 6)
+    assert [(n, b["picked"]) for n, b in events(step)] == [("picked", 4)]
+    step = Step()  # more than asked is not a pick of more: the asked quantity
+    w.on_input(ButtonPress("atop-1", "A3", Button.CONFIRM, qty=9), step, 7)
+    assert [(n, b["picked"]) for n, b in events(step)] == [("picked", 2)]
+
+
+def test_in_scan_mode_a_tag_short_confirms_but_a_plain_press_does_not() -> None:
+    w = wf(confirm="scan")
+    send(w, task("t1", qty=3, barcodes=["I1"]))
+    step = Step()
+    w.on_input(ButtonPress("atop-1", "A1", Button.CONFIRM, qty=3), step, 5)
+    assert events(step) == []
+    w.on_input(ButtonPress("atop-1", "A1", Button.CONFIRM, qty=1), step, 6)
+    assert [(n, b["picked"]) for n, b in events(step)] == [("short", 1)]
+
+
 # --- waves ---------------------------------------------------------------------------
 
 

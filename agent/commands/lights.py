@@ -31,7 +31,7 @@ from devices.lights.palette import DONE, ERROR, Indication, Pattern, express, pi
 from devices.registry import module_for
 from devices.sim import Simulator
 
-LIGHT_KINDS = ("gpio_slots", "led_strip")
+LIGHT_KINDS = ("gpio_slots", "led_strip", "atop")
 
 
 @dataclass

@@ -176,6 +176,17 @@ class SiteView:
                     detail = f": {health.detail}" if health.detail else ""
                     self._exception(now, name, "device", f"{device} {health.status}{detail}")
                 self._health[key] = health.status
+                for where, part in health.parts.items():
+                    part_key = (name, f"{device}/{where}")
+                    if self._health.get(part_key) != part.status:
+                        self._exception(
+                            now, name, "device", f"{device} {where} {part.status}: {part.detail}"
+                        )
+                    self._health[part_key] = part.status
+                gone = [k for k in self._health if k[0] == name and k[1].startswith(f"{device}/")]
+                for part_key in gone:
+                    if part_key[1].split("/", 1)[1] not in health.parts:
+                        del self._health[part_key]
 
     # --- output ------------------------------------------------------------------------
 
@@ -285,7 +296,13 @@ class SiteView:
         for name, view in sorted(self.oms.nodes.items()):
             state = view.state
             devices = [
-                {"name": d, "kind": h.kind, "status": h.status, "detail": h.detail}
+                {
+                    "name": d,
+                    "kind": h.kind,
+                    "status": h.status,
+                    "detail": h.detail,
+                    "parts": {w: f"{p.status}: {p.detail}" for w, p in h.parts.items()},
+                }
                 for d, h in sorted((state.devices if state else {}).items())
             ]
             rows.append(
@@ -296,7 +313,7 @@ class SiteView:
                     "boot": view.boot,
                     "sw": state.sw if state else None,
                     "devices": devices,
-                    "devices_ok": all(d["status"] == "ok" for d in devices),
+                    "devices_ok": all(d["status"] == "ok" and not d["parts"] for d in devices),
                     "open": self.open_work.get(
                         name, at_node.get(name, 0 if self.fulfilment is not None else None)
                     ),

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 1
+PROTOCOL_MINOR = 2
 PROTOCOL = f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"
 
 # Limits on everything that arrives; the codec enforces the raw ones before pydantic runs.
@@ -154,12 +154,30 @@ class Reply(Wire):
 # --- node state and acknowledgement --------------------------------------------------
 
 
+class PartHealth(Wire):
+    """The health of one part of a device that is not ok (a tag on a bus controller)."""
+
+    status: Literal["unavailable", "fault"]
+    detail: Text = ""
+
+
+MAX_PARTS = 200
+"""Parts listed per device: a bus controller has at most 200 tags."""
+
+
 class DeviceHealth(Wire):
-    """One device's health as published in the birth."""
+    """One device's health as published in the birth.
+
+    ``parts`` (since 1.2) lists the parts that are not ok by the location they serve (the
+    tags of an ATOP controller that dropped out or report a malfunction); a device whose
+    parts are all ok has none. Open tasks at such a location stay open on the node and
+    light again when the part is back (docs/protocol.md, "Birth").
+    """
 
     kind: str
     status: Literal["starting", "ok", "unavailable", "fault"]
     detail: Text = ""
+    parts: dict[Id, PartHealth] = Field(default_factory=dict, max_length=MAX_PARTS)
 
 
 class State(Wire):

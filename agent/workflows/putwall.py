@@ -312,6 +312,8 @@ class PutWallWorkflow:
         if order.slot != event.slot:
             return  # a press on another cubby: the wrong cubby puts nothing
         qty, put = order.items[pending.sku]
+        if event.qty is not None:  # a tag that reports what its keys set (ATOP)
+            pending.qty = max(0, min(qty - put, event.qty))
         if event.button is not Button.CONFIRM:
             delta = 1 if event.button is Button.PLUS else -1
             pending.qty = max(0, min(qty - put, pending.qty + delta))

@@ -637,6 +637,13 @@ class PickingWorkflow:
         self._clear_errors(step, now)
         self._focus = slot  # a press says where the picker stands: misscans show there
         if event.button is Button.CONFIRM:
+            if event.qty is not None and event.qty != line.to_pick:
+                # A tag's up/down keys set what was picked and the key reported it (an
+                # ATOP shortage or confirm): a short pick of that quantity.
+                picked = max(0, min(line.qty, event.qty))
+                line.picked = None if picked == line.qty else picked
+                if line.picked is not None and line.reason is None:
+                    line.reason = self.settings.default_reason
             if self.settings.confirm != "button" and line.picked is None:
                 return  # scan modes: the button only confirms a short pick
             self._confirm(line, step, now)
