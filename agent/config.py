@@ -77,6 +77,18 @@ class OutboxConfig(Strict):
     batch_events: int = Field(default=250, ge=1, le=2000)
 
 
+class InputConfig(Strict):
+    """How the node treats device input that waited (docs/protocol.md, "A press is bound").
+
+    A press older than ``press_max_age_s`` when the workflow would handle it confirms
+    nothing: the picker has long since looked again (and pressed again if the light stayed
+    on). Input is handled within milliseconds when all is well; only a node that was stuck
+    (a failing SD card, a machine swapping) meets this bound.
+    """
+
+    press_max_age_s: float = Field(default=5.0, gt=0, le=600)
+
+
 class HttpConfig(Strict):
     """The node's local web server: the screens and, when simulated, the control API.
 
@@ -114,6 +126,7 @@ class NodeConfig(Strict):
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
     devices: list[DeviceConfig] = Field(default_factory=list)
     settings: dict[str, Any] = Field(
         default_factory=dict, description="role settings, validated by the role's workflow"

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -29,7 +29,7 @@ from devices import registry
 from devices.base import Device, Health
 from devices.config import DeviceConfig
 from devices.context import DeviceContext
-from devices.events import DeviceHealthChanged
+from devices.events import ButtonPress, DeviceHealthChanged
 from devices.sim import Simulator
 
 log = logging.getLogger("agent.floor")
@@ -71,6 +71,7 @@ class DeviceFloor:
         self.kinds: dict[str, str] = {}
         self.simulators: dict[str, Simulator] = {}
         self._by_location: dict[str, Any] = {}
+        self._shows: dict[str, str | None] = {}  # location -> Light.shows of what it shows
         self._stack = contextlib.AsyncExitStack()
         self._inputs: asyncio.Queue[object] = asyncio.Queue()
         self._pumps: list[asyncio.Task[None]] = []
@@ -127,7 +128,15 @@ class DeviceFloor:
 
     async def _pump(self, driver: Any) -> None:
         async for event in driver.events():
+            if isinstance(event, ButtonPress) and event.shown is None:
+                # Bound here, as it comes out of the driver: what its slot shows now is
+                # what the picker saw, however long the press then waits to be handled.
+                event = replace(event, shown=self._shows.get(event.slot))
             self._inputs.put_nowait(event)
+
+    def shown(self, location: str) -> str | None:
+        """What the light of ``location`` stands for now (``Light.shows``; ``""``: dark)."""
+        return self._shows.get(location)
 
     async def __aexit__(
         self,
@@ -190,6 +199,7 @@ class DeviceFloor:
         from devices.lights.palette import Colour, Indication, Pattern
 
         changes: dict[Any, list[tuple[str, Indication | None]]] = {}
+        shows: dict[Any, dict[str, str | None]] = {}
         zone: list[Indication | None] = []
         for action in actions:
             if isinstance(action, Light):
@@ -205,6 +215,9 @@ class DeviceFloor:
                 if bar is None:
                     continue
                 changes.setdefault(bar, []).append((action.location, shown))
+                shows.setdefault(bar, {})[action.location] = (
+                    "" if action.colour is None else action.shows
+                )
             elif isinstance(action, Print):
                 await self._submit(action.printer, action.job_id, action.data)
             elif isinstance(action, PrintSlip):
@@ -222,6 +235,10 @@ class DeviceFloor:
                 await bar.apply(bar_changes)
             except Exception as exc:  # noqa: BLE001 - one device must not stop the node
                 log.warning("lights on %s failed: %s", bar.name, exc)
+                # What the slots show is not known now: presses there bind to nothing.
+                self._shows.update(dict.fromkeys(shows[bar]))
+                continue
+            self._shows.update(shows[bar])
         if zone:
             await self._show_zone(zone[-1])  # a step may turn the lamp off, then on
 

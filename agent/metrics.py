@@ -11,10 +11,11 @@ exposition format and adds the ``process_*`` metrics (RSS, CPU, open files) of t
 
 from __future__ import annotations
 
+import logging
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -227,3 +228,90 @@ class NodeMetrics:
         if last_seq <= acked or not unacked:
             return 0.0
         return max(0.0, time.monotonic() - unacked[0][1])
+
+
+# --- repeated log lines ----------------------------------------------------------------
+#
+# One log line per reason per interval, with a count, instead of one line per occurrence.
+#
+# A node on a hostile network (or behind a stalled link) may be handed the same kind of bad
+# input thousands of times a minute; a line for each fills the journal and buries everything
+# else. ``RepeatLog`` logs the first occurrence of a reason at once (so a single event is
+# seen when it happens, with its detail), then counts the repeats and logs one summary line
+# per reason when the interval is over: ``... 2,314 more in the last 60 s``. A summary is
+# written by the next call after the interval ends, or by ``flush`` (the node calls it once a
+# second from its clock tick), so nothing waits on a timer task.
+
+REPEAT_INTERVAL_S = 60.0
+"""How long repeats of one reason are counted before their summary line."""
+
+REPEAT_MAX_REASONS = 256
+"""Reasons tracked at once; further reasons share the ``other`` line (bounded memory)."""
+
+
+@dataclass(slots=True)
+class _Window:
+    """One reason's interval: when it began, repeats since its first line, the latest."""
+
+    start: float
+    repeats: int = 0
+    message: str = ""
+    args: tuple[object, ...] = ()
+
+
+class RepeatLog:
+    """Logs occurrences through ``logger`` at ``level``, aggregated per reason.
+
+    Args:
+        logger: where the lines go.
+        level: their level (``logging.WARNING`` for hostile input).
+        interval_s: how long repeats are counted before their summary.
+        clock: monotonic seconds (tests inject one).
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        level: int = logging.WARNING,
+        *,
+        interval_s: float = REPEAT_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.level = level
+        self.interval_s = interval_s
+        self.clock = clock
+        self.total: dict[str, int] = {}
+        """Occurrences by reason since the start (for metrics and tests)."""
+        self._open: dict[str, _Window] = {}
+
+    def note(self, reason: str, message: str, *args: object) -> None:
+        """One occurrence of ``reason``; ``message % args`` is its line (the first one)."""
+        if reason not in self._open and len(self._open) >= REPEAT_MAX_REASONS:
+            reason = "other"
+        self.total[reason] = self.total.get(reason, 0) + 1
+        now = self.clock()
+        self.flush(now)
+        window = self._open.get(reason)
+        if window is None:
+            self._open[reason] = _Window(now)
+            self.logger.log(self.level, message, *args)
+            return
+        window.repeats += 1
+        window.message, window.args = message, args
+
+    def flush(self, now: float | None = None) -> None:
+        """Write the summary of every reason whose interval is over."""
+        now = self.clock() if now is None else now
+        over = [r for r, w in self._open.items() if now - w.start >= self.interval_s]
+        for reason in over:
+            window = self._open.pop(reason)
+            if window.repeats:
+                self.logger.log(
+                    self.level,
+                    "%s: %d more in the last %.0f s (the latest: " + window.message + ")",
+                    reason,
+                    window.repeats,
+                    now - window.start,
+                    *window.args,
+                )

@@ -6,6 +6,11 @@ that step to SQLite in one transaction (one fsync), and only then publishes the 
 events and performs the device actions. Every command id is checked against the ids already
 applied before anything is done, so the OMS may resend blindly; a resent command gets the
 reply the first one got, with the same seq.
+
+Nothing on that path waits for the link: a reply or event is handed to the transport only
+if it can take it at once (else the outbox sender sends it), and the reply to a resent
+command is looked up and sent again by its own task (``_reanswer``), so a link that is
+slow, stalled or flooded with command copies never holds up a press or a scan.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from agent.errors import LinkUnavailable, MessageRejected, OutboxFull
 from agent.link.base import Presence, Subscription
 from agent.link.connect import open_transport
 from agent.link.outbox import OutboxSender
-from agent.metrics import MISSCAN_EVENTS, NodeMetrics, bump
+from agent.metrics import MISSCAN_EVENTS, NodeMetrics, RepeatLog, bump
 from agent.store import AsyncStore, OutboxRow, Unit, now_ms
 from agent.wire import codec
 from agent.wire.messages import (
@@ -38,8 +43,8 @@ from agent.wire.messages import (
     Wire,
 )
 from agent.wire.topics import NodeTopics, parse
-from agent.workflows.base import Action, Step, Verdict, Workflow
-from devices.events import DeviceHealthChanged, Scan
+from agent.workflows.base import STALE_PRESS, Action, Step, Verdict, Workflow
+from devices.events import ButtonPress, DeviceHealthChanged, Scan
 from devices.printers.base import PrintResult
 
 log = logging.getLogger("agent.node")
@@ -47,8 +52,20 @@ log = logging.getLogger("agent.node")
 DEVICE_STATE = (DeviceHealthChanged, PrintResult)
 """Device input taken even when the outbox is full (see ``Node._input``)."""
 
+PRESS_TOO_OLD = "press_too_old"
+"""Ignored-input reason: a press older than ``[input] press_max_age_s`` when handled."""
+
+_IGNORED_LINES = {
+    STALE_PRESS: "a press on %s confirmed nothing: its slot no longer shows what it showed "
+    "when pressed (%s)",
+    PRESS_TOO_OLD: "a press on %s confirmed nothing: it is %.1f s old (press_max_age_s)",
+}
+
 _VALID_NAME = re.compile(r"[\x21-\x7e]{1,64}")
 SEEN_IDS = 200_000
+REANSWER_QUEUE = 1024
+"""Resent commands waiting to be answered again, at most (each id once; beyond: the OMS's
+next resend, or the outbox's own resend of the reply, answers it)."""
 PRUNE_EVERY_TICKS = 3600
 BATCH_ITEMS = 512
 BATCH_BYTES = 64 * 1024
@@ -119,6 +136,8 @@ class Node:
         }
         self._work: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._seen = SeenIds(SEEN_IDS)
+        self._reanswers: dict[str, None] = {}  # command ids to answer again, in order
+        self._reanswer_wake = asyncio.Event()
         self.online = asyncio.Event()
         self.ready = asyncio.Event()
         self.stats: dict[str, int] = {
@@ -128,7 +147,11 @@ class Node:
             "inputs": 0,
             "inputs_refused": 0,
             "failed": 0,
+            "reanswers_dropped": 0,
         }
+        self.ignored: dict[str, int] = {}
+        """Device input taken but not acted on, by reason (``stale_press``, ...)."""
+        self._ignored_log = RepeatLog(log)
         self.metrics = NodeMetrics(store.store.last_seq, self.sender.acked)
         self._outbox_full_logged = False
         self._failed: BaseException | None = None
@@ -276,6 +299,7 @@ class Node:
             tg.create_task(self._process(tg))
             tg.create_task(self._pump_inputs())
             tg.create_task(self._tick())
+            tg.create_task(self._reanswer())
 
     async def _pump_inputs(self) -> None:
         async for event in self.floor.inputs():
@@ -286,6 +310,7 @@ class Node:
         while True:
             await asyncio.sleep(1.0)
             self._work.put_nowait(("tick", None))
+            self._ignored_log.flush()
             ticks += 1
             if ticks % PRUNE_EVERY_TICKS == 0:
                 # The de-dup memory is bounded on disk as in memory.
@@ -419,6 +444,16 @@ class Node:
                 self._outbox_full_logged = True
             return
         self._outbox_full_logged = False
+        if isinstance(event, ButtonPress):
+            age = time.monotonic() - event.at
+            if event.at and age > self.config.input.press_max_age_s:
+                self._ignore(PRESS_TOO_OLD, event.slot, age)
+                return
+            first = len(step.ignored)
+            self.workflow.on_input(event, step, now)
+            for why in step.ignored[first:]:
+                self._ignore(why, event.slot, event.shown or "dark")
+            return
         if not isinstance(event, Scan):
             self.workflow.on_input(event, step, now)
             return
@@ -431,6 +466,12 @@ class Node:
                 if reason is None and isinstance(pending.body, dict):
                     reason = pending.body.get("reason")
                 bump(self.metrics.misscans, (pending.name, str(reason or "unknown")[:64]))
+
+    def _ignore(self, reason: str, *args: object) -> None:
+        """Count and log (aggregated) input the node took but did not act on."""
+        bump(self.ignored, reason)
+        line = _IGNORED_LINES.get(reason, "input on %s ignored (%s)")
+        self._ignored_log.note(reason, line, *args)
 
     def _commit(
         self, step: Step, duplicates: list[str], tg: asyncio.TaskGroup
@@ -480,19 +521,15 @@ class Node:
         if rows:
             self.sender.committed(rows)
             self.metrics.committed(rows, self.sender.acked)
-        if step.actions or duplicates:
-            tg.create_task(self._act(step.actions, duplicates, done))
+        self._answer_later(duplicates)
+        if step.actions:
+            tg.create_task(self._act(step.actions, done))
         else:
             done.set_result(None)
 
-    async def _act(
-        self, actions: list[Action], duplicates: list[str], done: asyncio.Future[None]
-    ) -> None:
+    async def _act(self, actions: list[Action], done: asyncio.Future[None]) -> None:
         try:
-            if actions:
-                await self.floor.perform(actions)
-            for cid in duplicates:
-                await self._answer_again(cid)
+            await self.floor.perform(actions)
         finally:
             if not done.done():
                 done.set_result(None)
@@ -510,8 +547,37 @@ class Node:
             self.metrics.committed(rows, self.sender.acked)
         if step.actions:
             await self.floor.perform(step.actions)
+        self._answer_later(duplicates)
+
+    def _answer_later(self, duplicates: list[str]) -> None:
+        """Queue resent commands to be answered again, off the processing path.
+
+        Answering waits for an in-flight slot, and on a congested link the slots wait for
+        PUBACKs queued behind the very command copies being answered: awaited here, that
+        held every press and scan behind the link (issue 18). Each id waits once however
+        often it is resent; the queue is bounded.
+        """
         for cid in duplicates:
-            await self._answer_again(cid)
+            if cid in self._reanswers:
+                continue
+            if len(self._reanswers) >= REANSWER_QUEUE:
+                self.stats["reanswers_dropped"] += 1
+                continue
+            self._reanswers[cid] = None
+        if self._reanswers:
+            self._reanswer_wake.set()
+
+    async def _reanswer(self) -> None:
+        """Answer resent commands with the reply their first copy got (same seq)."""
+        while True:
+            await self._reanswer_wake.wait()
+            self._reanswer_wake.clear()
+            while self._reanswers:
+                cid = next(iter(self._reanswers))
+                try:
+                    await self._answer_again(cid)
+                finally:
+                    self._reanswers.pop(cid, None)
 
     async def _answer_again(self, cid: str) -> None:
         row = await self.store.call(self.store.store.reply_for, cid)

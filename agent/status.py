@@ -26,6 +26,7 @@ def node_state(node: Node, floor: DeviceFloor) -> dict[str, Any]:
         "last_seq": node.store.store.last_seq,
         "outbox": node.sender.pending,
         "inputs": node.stats["inputs"],
+        "inputs_ignored": dict(node.ignored),
         "devices": {k: v.model_dump() for k, v in floor.health().items()},
         "lights": floor.lights(),
         "workflow": workflow_state() if workflow_state is not None else {},
@@ -137,6 +138,13 @@ def node_families(node: Node, floor: DeviceFloor) -> list[Family]:
             "zone_inputs_refused_total",
             "Device inputs not taken because the outbox was full.",
             stats["inputs_refused"],
+        ),
+        counter(
+            "zone_inputs_ignored_total",
+            "Device inputs taken but not acted on, by reason: stale_press (pressed for what its "
+            "slot no longer shows), press_too_old (older than [input] press_max_age_s).",
+            node.ignored,
+            ("reason",),
         ),
         counter(
             "zone_handling_failures_total",

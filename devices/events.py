@@ -48,10 +48,18 @@ class ButtonPress:
     """A debounced press of one button on one slot.
 
     Attributes:
+        device: the light device's configured name.
+        slot: the slot whose button it was.
+        button: which button.
+        at: monotonic time of the press (0.0: not known).
         qty: the quantity the slot's display showed when the key was pressed, for slots
             that report it (an ATOP tag's confirm and shortage keys: the picker may have
             set it with the tag's up/down keys, so it is the quantity picked); ``None``
             when the slot does not say (GPIO buttons: what the node showed).
+        shown: what the slot showed when it was pressed, as the node's floor knew it: the
+            workflow's name for it (a task id), ``""`` when the slot was dark, ``None`` when
+            not known (input not made through the floor, or a light the workflow did not
+            name). A workflow acts on a press only for what it showed (docs/protocol.md).
     """
 
     device: str
@@ -59,6 +67,7 @@ class ButtonPress:
     button: Button
     at: float = 0.0
     qty: int | None = None
+    shown: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -544,3 +544,82 @@ def test_snapshot_lists_open_lines_pickers_and_waves() -> None:
     assert snap["waves"] == {"w1": "begun"}
     assert snap["locations"]["A1"]["open"] == 3
     assert snap["locations"]["A1"]["shown"]["task"] == "t1"
+
+
+# --- a press is bound to what its slot showed -------------------------------------------
+
+
+def bound(w: PickingWorkflow, slot: str, shown: str, button: Button = Button.CONFIRM) -> Step:
+    """A press as the floor hands it over: with what its slot showed when it was pressed."""
+    step = Step()
+    w.on_input(ButtonPress("shelf", slot, button, shown=shown), step, 2)
+    return step
+
+
+def test_lights_name_the_line_they_show() -> None:
+    w = wf(tote_slots={"c1": "T1"})
+    step = send(w, task("t1", container="c1", qty=2), task("t2", "A2"))
+    assert [(a.location, a.shows) for a in step.actions if isinstance(a, Light)] == [
+        ("A1", "t1"),
+        ("A2", "t2"),
+    ]
+    step = bound(w, "A1", "t1")
+    assert [(a.location, a.shows) for a in step.actions if isinstance(a, Light)] == [
+        ("A1", None),  # off: the floor notes the slot as dark
+        ("T1", "tote:2"),
+        (ZONE_LAMP, None),
+    ]
+
+
+def test_a_queued_press_does_not_confirm_the_slots_next_line() -> None:
+    """Five presses made while t1 was lit, handled late: t1 is confirmed, nothing else."""
+    w = wf()
+    send(w, *(task(f"t{i}", order=f"o{i}", priority=i) for i in range(1, 6)))
+    assert w.lit["A1"] == "t1"
+    first = bound(w, "A1", "t1")
+    assert names(first) == ["picked"] and first.ignored == []
+    for _ in range(4):
+        step = bound(w, "A1", "t1")
+        assert names(step) == [] and step.actions == []
+        assert step.ignored == ["stale_press"]
+    assert w.lit["A1"] == "t2" and set(w.tasks) == {"t2", "t3", "t4", "t5"}
+    # Plus and minus are bound too; a press made for t2 confirms t2.
+    assert bound(w, "A1", "t1", Button.MINUS).ignored == ["stale_press"]
+    assert w.tasks["t2"].picked is None
+    assert names(bound(w, "A1", "t2")) == ["picked"]
+
+
+def test_a_press_on_a_dark_slot_does_not_confirm_a_line_lit_since() -> None:
+    w = wf()
+    send(w, task("t1", "A2"))
+    step = bound(w, "A1", "")  # dark when pressed, and still dark: nothing to do
+    assert step.ignored == [] and names(step) == []
+    send(w, task("t2"))
+    step = bound(w, "A1", "")  # dark when pressed; t2 lit since
+    assert step.ignored == ["stale_press"] and "t2" in w.tasks
+
+
+def test_a_press_for_a_cancelled_line_confirms_nothing() -> None:
+    w = wf()
+    send(w, task("t1"), task("t2", priority=9))
+    w.on_command("cancel", ENV, CancelCommand(tasks=["t1"]), Step(), 3)
+    assert w.lit["A1"] == "t2"
+    assert bound(w, "A1", "t1").ignored == ["stale_press"]
+    assert set(w.tasks) == {"t2"}
+
+
+def test_a_press_the_floor_could_not_bind_is_taken_for_what_is_shown() -> None:
+    """Input not made through the floor (a test, a tool) has no ``shown``: as before."""
+    w = wf()
+    send(w, task("t1"), task("t2", priority=9))
+    assert names(press(w, "A1")) == ["picked"]
+    assert names(press(w, "A1")) == ["picked"]
+
+
+def test_a_tote_press_confirms_only_the_quantity_it_showed() -> None:
+    w = wf(tote_slots={"c1": "T1"})
+    send(w, task("t1", container="c1", qty=2), task("t2", "A2", container="c1", qty=1))
+    bound(w, "A1", "t1")  # put 2 into T1
+    bound(w, "A2", "t2")  # put 1 more: T1 now says 3
+    assert bound(w, "T1", "tote:2").ignored == ["stale_press"]
+    assert press(w, "T1").actions == [Light("T1", None)]

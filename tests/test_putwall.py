@@ -208,3 +208,17 @@ def test_put_wall_end_to_end(tmp_path: Path, broker: LocalBroker) -> None:
             await control.wait_slot("A2", DARK)
 
     run(node, scenario)
+
+
+def test_a_press_made_for_an_earlier_put_confirms_nothing() -> None:
+    """The floor binds a press to what its cubby showed; a later put is not confirmed."""
+    w = wall()
+    feed(w, Scan("sc", GTIN))  # A1 shows "put S1"
+    assert names(feed(w, ButtonPress("wall", "A1", Button.CONFIRM, shown="put:S1"))) == ["put"]
+    feed(w, Scan("sc", "BOX"))  # A1 shows the next put
+    step = feed(w, ButtonPress("wall", "A1", Button.CONFIRM, shown="put:S1"))
+    assert names(step) == [] and step.ignored == ["stale_press"]
+    assert names(feed(w, ButtonPress("wall", "A1", Button.CONFIRM, shown="put:S2"))) == [
+        "put",
+        "order_complete",
+    ]

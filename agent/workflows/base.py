@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 from agent.store import StoredTask, Unit
 from agent.wire.messages import Envelope, ItemResult, Wire
+from devices.events import ButtonPress
 
 ZONE_LAMP = "@zone"
 """The location name of the zone-complete lamp (never a valid slot id)."""
@@ -26,7 +27,10 @@ ZONE_LAMP = "@zone"
 class Light:
     """Show something on the light of ``location``; ``colour=None`` turns it off.
 
-    ``colour`` and ``pattern`` are names from ``devices.lights.palette``.
+    ``colour`` and ``pattern`` are names from ``devices.lights.palette``. ``shows`` names
+    what the light stands for (a task id): the floor remembers it per location and hands it
+    back with a press there (``ButtonPress.shown``), so a workflow can tell a press made for
+    what is shown now from one made for what was shown before (``press_saw``).
     """
 
     location: str
@@ -34,6 +38,8 @@ class Light:
     pattern: str = "steady"
     qty: int | None = None
     text: str | None = None
+    shows: str | None = field(default=None, compare=False)
+    """Not what the light looks like, so not compared: two lights alike are equal."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,8 @@ class Step:
 
     unit: Unit = field(default_factory=Unit)
     actions: list[Action] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    """Reasons input was not acted on (``stale_press``): the node counts and logs them."""
 
     def emit(
         self, name: str, body: Wire | dict[str, Any], *, corr: str | None = None, ts: int = 0
@@ -101,13 +109,27 @@ class Step:
         pattern: str = "steady",
         qty: int | None = None,
         text: str | None = None,
+        shows: str | None = None,
     ) -> None:
-        """Light ``location`` (or turn it off with ``colour=None``)."""
-        self.actions.append(Light(location, colour, pattern, qty, text))
+        """Light ``location`` (or turn it off with ``colour=None``); ``shows``: see ``Light``."""
+        self.actions.append(Light(location, colour, pattern, qty, text, shows))
 
     def off(self, location: str) -> None:
         """Turn the light of ``location`` off."""
         self.actions.append(Light(location, None))
+
+
+STALE_PRESS = "stale_press"
+"""``Step.ignored`` reason: a press made for something its slot no longer shows."""
+
+
+def press_saw(event: ButtonPress, shows: str | None) -> bool:
+    """Whether ``event`` was pressed while its slot showed ``shows`` (``None``: dark).
+
+    A press whose floor did not know what its slot showed (``shown is None``) is taken as
+    made for what is shown now, as before presses carried it.
+    """
+    return event.shown is None or event.shown == (shows or "")
 
 
 @dataclass(frozen=True, slots=True)

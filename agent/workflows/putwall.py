@@ -33,7 +33,7 @@ from agent.wire.messages import (
     register_command,
     register_event,
 )
-from agent.workflows.base import FloorInfo, Step, Verdict
+from agent.workflows.base import STALE_PRESS, FloorInfo, Step, Verdict, press_saw
 from agent.workflows.picking import Misscan, scan_matches, settings_from
 from devices.events import Button, ButtonPress, Scan
 from devices.lights.palette import DONE, Colour
@@ -41,6 +41,15 @@ from devices.lights.palette import DONE, Colour
 ORDER = "put_order"
 MAX_ORDERS_PER_COMMAND = 500
 MAX_ITEMS_PER_ORDER = 200
+
+
+DONE_SHOWS = "done"
+"""What a cubby's order-complete light stands for (``Light.shows``)."""
+
+
+def _put(sku: str) -> str:
+    """What a cubby's put light stands for: the item to put (a press confirms that put)."""
+    return f"put:{sku}"
 
 
 class PutItem(Wire):
@@ -291,7 +300,7 @@ class PutWallWorkflow:
         order, sku = min(candidates, key=lambda c: c[0].arrival)
         qty, put = order.items[sku]
         self.pending = Pending(order.order, sku, qty - put, now)
-        step.light(order.slot, self.settings.colour.value, "steady", qty - put)
+        step.light(order.slot, self.settings.colour.value, "steady", qty - put, shows=_put(sku))
 
     def _drop_pending(self, step: Step) -> None:
         if self.pending is not None:
@@ -300,7 +309,17 @@ class PutWallWorkflow:
                 step.off(order.slot)
             self.pending = None
 
+    def _slot_shows(self, slot: str) -> str | None:
+        """What the light of cubby ``slot`` stands for now (None: dark)."""
+        pending = self.pending
+        if pending is not None and self.orders[pending.order].slot == slot:
+            return _put(pending.sku)
+        return DONE_SHOWS if slot in self.done_slots else None
+
     def _press(self, event: ButtonPress, step: Step, now: int) -> None:
+        if not press_saw(event, self._slot_shows(event.slot)):
+            step.ignored.append(STALE_PRESS)  # pressed for a put this cubby no longer shows
+            return
         if event.slot in self.done_slots and event.button is Button.CONFIRM:
             self.done_slots.discard(event.slot)
             step.off(event.slot)
@@ -317,7 +336,13 @@ class PutWallWorkflow:
         if event.button is not Button.CONFIRM:
             delta = 1 if event.button is Button.PLUS else -1
             pending.qty = max(0, min(qty - put, pending.qty + delta))
-            step.light(order.slot, self.settings.colour.value, "steady", pending.qty)
+            step.light(
+                order.slot,
+                self.settings.colour.value,
+                "steady",
+                pending.qty,
+                shows=_put(pending.sku),
+            )
             return
         self.pending = None
         order.items[pending.sku][1] = put + pending.qty
@@ -349,7 +374,9 @@ class PutWallWorkflow:
             while len(self._done) > self.settings.done_memory:
                 self._done.popitem(last=False)
         self.done_slots.add(order.slot)
-        step.light(order.slot, DONE.colour.value, DONE.pattern.value, text=DONE.text)
+        step.light(
+            order.slot, DONE.colour.value, DONE.pattern.value, text=DONE.text, shows=DONE_SHOWS
+        )
         units = sum(put for _, put in order.items.values())
         step.emit(
             "order_complete",

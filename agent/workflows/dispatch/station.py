@@ -20,7 +20,7 @@ from agent.config import NodeConfig
 from agent.errors import ConfigError
 from agent.store import StoredTask
 from agent.wire.messages import Envelope, ItemResult, Wire
-from agent.workflows.base import FloorInfo, Step, Verdict
+from agent.workflows.base import STALE_PRESS, FloorInfo, Step, Verdict, press_saw
 from agent.workflows.dispatch.messages import (
     LoadCommand,
     Loaded,
@@ -237,8 +237,15 @@ class DispatchWorkflow:
             "late": (Colour.VERMILLION, Pattern.FAST_BLINK, "LAtE"),
         }[shown]
         for lane in self._carrier_lanes.get(parcel.carrier, []):
-            step.light(lane.id, colour.value, pattern.value, text=text)
+            step.light(lane.id, colour.value, pattern.value, text=text, shows=parcel.id)
         return shown
+
+    def _lane_shows(self, lane: str) -> str | None:
+        """The parcel a lane's light stands for now (None: dark)."""
+        parcel = None if self.pending is None else self.parcels.get(self.pending.parcel)
+        if parcel is None or lane not in {x.id for x in self._carrier_lanes[parcel.carrier]}:
+            return None
+        return parcel.id
 
     def _dark(self, step: Step) -> None:
         if self.pending is None:
@@ -321,6 +328,9 @@ class DispatchWorkflow:
         elif isinstance(event, ButtonPress) and event.button is Button.CONFIRM:
             lane = self.lanes.get(event.slot)
             if lane is not None:
+                if not press_saw(event, self._lane_shows(lane.id)):
+                    step.ignored.append(STALE_PRESS)  # pressed for another parcel, or none
+                    return
                 self._confirm(lane, "button", event.slot, step, now)
 
     def _find(self, scan: Scan) -> str:

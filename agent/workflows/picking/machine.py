@@ -25,7 +25,7 @@ from agent.wire.messages import (
     WaveCommand,
     Wire,
 )
-from agent.workflows.base import ZONE_LAMP, FloorInfo, Step, Verdict
+from agent.workflows.base import STALE_PRESS, ZONE_LAMP, FloorInfo, Step, Verdict, press_saw
 from agent.workflows.picking.messages import (
     Counters,
     Expired,
@@ -179,6 +179,11 @@ class Picker:
 
 
 _GTIN_IN_TEXT = re.compile(r"^\(?01\)?(\d{14})")
+
+
+def _tote_shows(qty: int) -> str:
+    """What a tote's put light stands for: the quantity to put (a press confirms that)."""
+    return f"tote:{qty}"
 
 
 def gtin14(code: str) -> str | None:
@@ -570,14 +575,15 @@ class PickingWorkflow:
 
     def _show(self, line: Line, step: Step) -> None:
         colour = self._colour_of(line)
+        qty, task = line.to_pick, line.task
         if line.express:
             if colour == DEFAULT:
-                shown = express(line.to_pick)
-                step.light(line.location, shown.colour.value, shown.pattern.value, line.to_pick)
+                shown = express(qty)
+                step.light(line.location, shown.colour.value, shown.pattern.value, qty, shows=task)
             else:
-                step.light(line.location, colour, "slow_blink", line.to_pick)
+                step.light(line.location, colour, "slow_blink", qty, shows=task)
         else:
-            step.light(line.location, colour, "steady", line.to_pick)
+            step.light(line.location, colour, "steady", qty, shows=task)
 
     def _relight(self, location: str, step: Step, now: int, *, force: bool = False) -> None:
         if location in self._totes:
@@ -625,12 +631,20 @@ class PickingWorkflow:
     def _press(self, event: ButtonPress, step: Step, now: int) -> None:
         slot = event.slot
         if event.button is Button.CONFIRM and slot in self._totes:
+            if not press_saw(event, _tote_shows(self._totes[slot][1])):
+                step.ignored.append(STALE_PRESS)  # a put light that has grown since
+                return
             del self._totes[slot]
             self._clear_errors(step, now)
             self.lit.pop(slot, None)
             self._relight(slot, step, now, force=True)
             return
         task_id = self.lit.get(slot)
+        if slot in self._known and not press_saw(event, task_id):
+            # Pressed for a line this slot no longer shows (the press waited, or the light
+            # changed under the finger): it confirms nothing nobody saw (docs/protocol.md).
+            step.ignored.append(STALE_PRESS)
+            return
         if task_id is None:
             return
         line = self.tasks[task_id]
@@ -728,7 +742,9 @@ class PickingWorkflow:
         _, before = self._totes.get(slot, (colour, 0))
         self._totes[slot] = (colour, before + picked)
         self.lit.pop(slot, None)
-        step.light(slot, colour, "steady", min(before + picked, 9999))
+        step.light(
+            slot, colour, "steady", min(before + picked, 9999), shows=_tote_shows(before + picked)
+        )
 
     # --- scans -------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from agent.config import NodeConfig
 from agent.errors import ConfigError
 from agent.store import StoredTask
 from agent.wire.messages import Envelope, Wire
-from agent.workflows.base import FloorInfo, Print, Step, Verdict
+from agent.workflows.base import STALE_PRESS, FloorInfo, Print, Step, Verdict, press_saw
 from agent.workflows.labels import field_text
 from agent.workflows.picking import gtin14, scan_matches, settings_from
 from agent.workflows.returns.messages import (
@@ -235,7 +235,17 @@ class ReturnsWorkflow:
     def _light_bin(self, unit: Unit, step: Step) -> None:
         assert unit.disposition is not None and unit.bin is not None
         colour, text = BIN_LIGHT[unit.disposition]
-        step.light(unit.bin, colour.value, Pattern.STEADY.value, text=text)
+        step.light(unit.bin, colour.value, Pattern.STEADY.value, text=text, shows=self._shows(unit))
+
+    def _shows(self, unit: Unit) -> str:
+        """What a bin's light stands for: the current return's unit."""
+        return f"{self.current}:{unit.n}"
+
+    def _bin_shows(self, slot: str) -> str | None:
+        """What the light of bin ``slot`` stands for now (None: dark)."""
+        ret = self.returns.get(self.current) if self.current else None
+        unit = None if ret is None else ret.unit
+        return self._shows(unit) if unit is not None and unit.bin == slot else None
 
     # --- restore and commands ------------------------------------------------------
 
@@ -292,6 +302,9 @@ class ReturnsWorkflow:
             and event.button is Button.CONFIRM
             and event.slot in self._bins
         ):
+            if not press_saw(event, self._bin_shows(event.slot)):
+                step.ignored.append(STALE_PRESS)  # pressed for another unit, or none
+                return
             self._press(event.slot, step, now)
 
     def _scan(self, scan: Scan, step: Step, now: int) -> None:
