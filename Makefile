@@ -15,9 +15,12 @@ APT := packaging/apt-install.sh
 # The demo: its private Mosquitto, a venv, openssl.
 DEMO_APT := mosquitto python3-venv openssl
 # The tests add: mosquitto_sub/pub (bench/ compares against them), NATS and RabbitMQ (broker
-# compatibility and clusters), Chromium (the screens in a headless browser) and debootstrap
-# (the package installed in a clean Debian root, tests/test_deb.py).
-TEST_APT := mosquitto-clients nats-server rabbitmq-server chromium debootstrap
+# compatibility and clusters), Chromium (the screens in a headless browser), debootstrap
+# (the package installed in a clean Debian root, tests/test_deb.py), and CUPS's ippeveprinter
+# with the avahi and D-Bus daemons it will not start without (the IPP label printer,
+# testing/ippserver.py, which runs its own of both on loopback).
+TEST_APT := mosquitto-clients nats-server rabbitmq-server chromium debootstrap \
+	cups-ipp-utils avahi-daemon dbus-daemon
 
 .PHONY: setup demo-packages test-packages browser test test-fast lint typecheck pytest demo bench \
 	clean

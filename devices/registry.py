@@ -26,6 +26,7 @@ KINDS: dict[str, str] = {
     "nci": "devices.scales.nci",
     "zpl_printer": "devices.printers.zpl",
     "escpos_printer": "devices.printers.escpos",
+    "ipp_printer": "devices.printers.ipp",
 }
 
 

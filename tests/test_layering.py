@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VENDOR = {"serial", "gpiozero", "escpos", "evdev", "spidev", "lgpio", "usb"}
+VENDOR = {"serial", "gpiozero", "escpos", "evdev", "spidev", "lgpio", "usb", "ippx", "httpx"}
 
 
 # docs/architecture.md, "Layers": (layer, module prefixes), top to bottom. A module belongs

@@ -1,11 +1,16 @@
-"""``zone-agent printer ...``: commissioning of label (ZPL) and receipt (ESC/POS) printers.
+"""``zone-agent printer ...``: commissioning of label (ZPL, IPP) and receipt (ESC/POS) printers.
 
 ``zone-agent printer status --lang zpl --host 10.0.0.5`` asks the printer for its status;
 ``zone-agent printer test ...`` prints a small test label or slip and reports the status
-afterwards. Exit codes: 0 when the printer answered ready (``status``) or printed
-(``test``); 3 when it answered with a fault (paper out, head open, paused, ...), could not
-be reached, stayed silent (a Zebra does with media out or head open), answered nonsense, or
-did not print; 2 for bad usage.
+afterwards. An IPP printer or CUPS queue is ``--lang ipp --url ipp://HOST/ipp/print`` (or
+``ipp://localhost:631/printers/QUEUE``): its status comes from ``printer-state`` and
+``printer-state-reasons``, and its test label is the station's own 4x6 label as a PDF,
+followed until the printer calls the job completed.
+
+Exit codes: 0 when the printer answered ready (``status``) or printed (``test``); 3 when it
+answered with a fault (paper out, head open, paused, ...), could not be reached, stayed
+silent (a Zebra does with media out or head open), answered nonsense, or did not print; 2
+for bad usage.
 
 ``--json`` of a printer that did not answer gives ``null`` for every flag it could not
 tell (``paper_out``, ``paused``, ``offline``, ...): a silent Zebra may be out of media, open
@@ -28,7 +33,7 @@ from pydantic import ValidationError
 
 from agent.errors import EXIT_DEVICE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, DeviceError
 from devices.context import DeviceContext
-from devices.printers.base import Printer, PrinterConfig
+from devices.printers.base import Printer, PrinterConfig, PrinterQueueConfig
 from devices.printers.escpos import EscposPrinter, EscposPrinterConfig, sample_slip
 from devices.printers.sim import EscposSimulator, ZplSimulator, _TcpPrinterSim
 from devices.printers.zpl import ZplPrinter, ZplPrinterConfig, sample_label
@@ -40,8 +45,14 @@ def _say(line: str, *, err: bool = False) -> None:
     stream.flush()
 
 
-def _config(args: argparse.Namespace, **extra: Any) -> PrinterConfig:
+def _config(args: argparse.Namespace, **extra: Any) -> PrinterQueueConfig:
     fields: dict[str, Any] = {"name": "cli", "status_timeout_s": args.timeout, **extra}
+    if (args.lang == "ipp") != (args.url is not None):
+        raise ValueError("--lang ipp takes --url (and --url only --lang ipp)")
+    if args.lang == "ipp":
+        from devices.printers.ipp import IppPrinterConfig
+
+        return IppPrinterConfig(**fields, url=args.url)
     if args.host is not None:
         fields.update(host=args.host, port=args.port)
     else:
@@ -51,14 +62,27 @@ def _config(args: argparse.Namespace, **extra: Any) -> PrinterConfig:
     return EscposPrinterConfig(**fields)
 
 
-def _build(config: PrinterConfig) -> Printer:
+def _build(config: PrinterQueueConfig) -> Printer:
+    if not isinstance(config, PrinterConfig):
+        from devices.printers.ipp import IppPrinter, IppPrinterConfig
+
+        assert isinstance(config, IppPrinterConfig)
+        return IppPrinter.from_config(config, DeviceContext())
     if isinstance(config, ZplPrinterConfig):
         return ZplPrinter.from_config(config, DeviceContext())
     assert isinstance(config, EscposPrinterConfig)
     return EscposPrinter.from_config(config, DeviceContext())
 
 
-_FLAGS = ("paper_out", "head_open", "paused", "ribbon_out", "offline", "paper_near_end")
+_FLAGS = (
+    "paper_out",
+    "head_open",
+    "paused",
+    "ribbon_out",
+    "offline",
+    "media_jam",
+    "paper_near_end",
+)
 
 
 def _status_record(printer: Printer) -> dict[str, Any]:
@@ -81,6 +105,9 @@ async def run_status(args: argparse.Namespace) -> int:
         config = _config(args)
     except ValidationError as exc:
         _say(f"zone-agent: {exc.errors()[0]['msg']}", err=True)
+        return EXIT_USAGE
+    except ValueError as exc:
+        _say(f"zone-agent: {exc}", err=True)
         return EXIT_USAGE
     try:
         async with _build(config) as printer:
@@ -117,7 +144,15 @@ async def run_test(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         _say(f"zone-agent: {exc.errors()[0]['msg']}", err=True)
         return EXIT_USAGE
-    data = sample_label() if args.lang == "zpl" else sample_slip()
+    except ValueError as exc:
+        _say(f"zone-agent: {exc}", err=True)
+        return EXIT_USAGE
+    if args.lang == "ipp":
+        from devices.printers.render import SAMPLE, render_pdf
+
+        data = render_pdf(SAMPLE)
+    else:
+        data = sample_label() if args.lang == "zpl" else sample_slip()
     job_id = f"test-{uuid.uuid4().hex[:8]}"
     try:
         async with _build(config) as printer:
@@ -134,7 +169,7 @@ async def run_test(args: argparse.Namespace) -> int:
         record = {"job_id": job_id, "printed": result.ok, "reason": result.reason}
         _say(json.dumps(record | {"status": status}))
     elif result.ok:
-        _say(f"printed test {'label' if args.lang == 'zpl' else 'slip'} {job_id}")
+        _say(f"printed test {'slip' if args.lang == 'escpos' else 'label'} {job_id}")
         _say(f"{status['printer']}: {status['detail']}")
     if not result.ok:
         _say(f"zone-agent: test print failed: {result.reason}", err=True)
@@ -182,10 +217,19 @@ def _positive(text: str) -> float:
 
 
 def _connection_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lang", choices=("zpl", "escpos"), required=True, help="printer language")
+    parser.add_argument(
+        "--lang",
+        choices=("zpl", "escpos", "ipp"),
+        required=True,
+        help="printer language (ipp: PDF/PNG labels to an IPP printer or CUPS queue)",
+    )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--host", help="printer address (raw TCP printing)")
     where.add_argument("--device", help="device file: /dev/usb/lp0 or a serial port")
+    where.add_argument(
+        "--url",
+        help="IPP printer or CUPS queue: ipp://HOST/ipp/print, ipp://localhost:631/printers/Q",
+    )
     parser.add_argument("--port", type=int, default=9100, help="TCP port (default 9100)")
     parser.add_argument("--baud", type=int, default=9600, help="serial baud rate (default 9600)")
     parser.add_argument(

@@ -44,7 +44,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, Self
 
@@ -65,16 +65,10 @@ class PrintQueueFull(DeviceError):
     """The printer holds ``queue_limit`` unfinished jobs; refuse new work until some finish."""
 
 
-class PrinterConfig(DeviceConfig):
-    """Settings every printer kind has.
+class PrinterQueueConfig(DeviceConfig):
+    """The queue and timing settings every printer kind has, however it is reached.
 
     Attributes:
-        host: printer address for raw TCP printing (exclusive with ``device``).
-        port: TCP port of raw printing.
-        device: device file (``/dev/usb/lp0``, ``/dev/ttyUSB0``) instead of TCP.
-        baudrate: line speed when ``device`` is a serial port.
-        readback: whether ``device`` answers status requests (usblp on a bidirectional
-            printer, a serial port with RX wired); ``False`` prints blind.
         queue_limit: the most jobs accepted and not finished; more raise ``PrintQueueFull``.
         max_wait_s: a job not printed this long after ``submit`` is reported failed.
         status_timeout_s: how long to wait for a status reply; silence is a fault.
@@ -84,11 +78,6 @@ class PrinterConfig(DeviceConfig):
         idle_poll_s: status poll interval while idle, so health stays current.
     """
 
-    host: str | None = None
-    port: int = Field(default=9100, ge=1, le=65535)
-    device: str | None = None
-    baudrate: int = 9600
-    readback: bool = True
     queue_limit: int = Field(default=50, ge=1)
     max_wait_s: float = Field(default=600.0, gt=0)
     status_timeout_s: float = Field(default=2.0, gt=0)
@@ -96,6 +85,25 @@ class PrinterConfig(DeviceConfig):
     retry_initial_s: float = Field(default=1.0, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
     idle_poll_s: float = Field(default=30.0, gt=0)
+
+
+class PrinterConfig(PrinterQueueConfig):
+    """Settings of a printer reached by raw TCP or a device file (ZPL, ESC/POS).
+
+    Attributes:
+        host: printer address for raw TCP printing (exclusive with ``device``).
+        port: TCP port of raw printing.
+        device: device file (``/dev/usb/lp0``, ``/dev/ttyUSB0``) instead of TCP.
+        baudrate: line speed when ``device`` is a serial port.
+        readback: whether ``device`` answers status requests (usblp on a bidirectional
+            printer, a serial port with RX wired); ``False`` prints blind.
+    """
+
+    host: str | None = None
+    port: int = Field(default=9100, ge=1, le=65535)
+    device: str | None = None
+    baudrate: int = 9600
+    readback: bool = True
 
     def _connections(self) -> int:
         return (self.host is not None) + (self.device is not None)
@@ -129,6 +137,7 @@ class PrinterStatus:
         paused: paused from the panel or by a command.
         ribbon_out: out of thermal-transfer ribbon.
         offline: unreachable, silent, or reporting itself offline.
+        media_jam: labels jammed in the mechanism (IPP ``media-jam``; ZPL does not say).
         paper_near_end: a warning only; the printer still prints.
         detail: one line for people: ``"ready"``, ``"paper out, paused"``, the reason.
     """
@@ -141,6 +150,7 @@ class PrinterStatus:
     offline: bool = False
     paper_near_end: bool = False
     detail: str = ""
+    media_jam: bool = False
 
     @classmethod
     def from_flags(
@@ -152,19 +162,27 @@ class PrinterStatus:
         ribbon_out: bool = False,
         offline: bool = False,
         paper_near_end: bool = False,
+        media_jam: bool = False,
+        other: Sequence[str] = (),
     ) -> PrinterStatus:
-        """A status from flags, with ``ready`` and ``detail`` worked out."""
+        """A status from flags, with ``ready`` and ``detail`` worked out.
+
+        ``other`` names faults no flag covers (an IPP printer's ``spool-area-full``): each
+        makes the printer not ready and is listed in ``detail``.
+        """
         faults = [
             name
             for name, on in (
                 ("paper out", paper_out),
                 ("head open", head_open),
+                ("media jam", media_jam),
                 ("paused", paused),
                 ("ribbon out", ribbon_out),
                 ("offline", offline),
             )
             if on
         ]
+        faults.extend(other)
         ready = not faults
         if ready:
             detail = "ready, paper near end" if paper_near_end else "ready"
@@ -179,6 +197,7 @@ class PrinterStatus:
             offline=offline,
             paper_near_end=paper_near_end,
             detail=detail,
+            media_jam=media_jam,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -190,6 +209,7 @@ class PrinterStatus:
             "paused": self.paused,
             "ribbon_out": self.ribbon_out,
             "offline": self.offline,
+            "media_jam": self.media_jam,
             "paper_near_end": self.paper_near_end,
             "detail": self.detail,
         }
@@ -297,7 +317,7 @@ class Printer(Device):
     def __init__(
         self,
         name: str,
-        config: PrinterConfig,
+        config: PrinterQueueConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
         printed_ids: Iterable[str] = (),
@@ -499,6 +519,18 @@ class Printer(Device):
             log.warning("printer %s: job %s failed: %s", self.name, job.job_id, reason)
         self._results.put(PrintResult(job.job_id, ok, reason, self._clock()))
 
+    def _expire(self, job: _Job | None) -> bool:
+        """Report ``job`` failed if it waited more than ``max_wait_s``; whether it did."""
+        if job is None or self._clock() - job.submitted <= self.config.max_wait_s:
+            return False
+        waited = f"not printed within {self.config.max_wait_s:g} s"
+        if job.sent:
+            reason = f"{waited}: sent, but {self._last.detail}; it may print once cleared"
+        else:
+            reason = f"{waited}: {self._last.detail}"
+        self._finish(job, False, reason)
+        return True
+
     async def _sleep(self, delay: float) -> None:
         """Wait ``delay`` seconds, or less when a job is submitted."""
         self._wakeup.clear()
@@ -511,13 +543,7 @@ class Printer(Device):
         backoff = first_backoff
         while True:
             job = self._jobs[0] if self._jobs else None
-            if job is not None and self._clock() - job.submitted > self.config.max_wait_s:
-                waited = f"not printed within {self.config.max_wait_s:g} s"
-                if job.sent:
-                    reason = f"{waited}: sent, but {self._last.detail}; it may print once cleared"
-                else:
-                    reason = f"{waited}: {self._last.detail}"
-                self._finish(job, False, reason)
+            if self._expire(job):
                 continue
             poll = await self._poll()
             if job is not None and job.sent:

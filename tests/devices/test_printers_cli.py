@@ -43,6 +43,7 @@ def test_zpl_status_json(capsys: pytest.CaptureFixture[str]) -> None:
         "paused": False,
         "ribbon_out": False,
         "offline": False,
+        "media_jam": False,
         "paper_near_end": False,
         "detail": "ready",
     }

@@ -1,0 +1,421 @@
+"""IPP (RFC 8010/8011) to a driverless printer or a CUPS queue, through ippx over httpx.
+
+The only module that imports ``ippx`` and ``httpx``. Four operations are used:
+Get-Printer-Attributes (state, state reasons, formats), Print-Job (one document per job,
+named after our job id), Get-Job-Attributes (follow a job to completed or aborted) and
+Get-Jobs (find a job by its name when a Print-Job's answer was lost).
+
+Why ippx: pyipp (MIT, the client Home Assistant uses) needs aiohttp, which grew a node by
+13 MB when imported; ippx (MIT, typed, sans-IO codec) runs over httpx and grew a pack node
+by about 3 MB in use (bench/README.md, "IPP client memory"). pycups is GPLv2+ and needs a
+local cupsd; ``lp`` needs cupsd too and cannot talk to a driverless printer directly.
+
+Errors end here: a refused connection is ``DeviceUnavailable`` (nothing reached the
+printer); a request that may have reached it and got no answer is ``IppAnswerLost`` (the
+caller must not send it again blindly); an IPP error status is ``IppRefused`` with the
+status name; bytes that are not IPP are ``DeviceProtocolError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import ippx
+
+from devices.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
+
+IDLE, PROCESSING, STOPPED = 3, 4, 5
+"""``printer-state`` values."""
+
+PENDING, HELD, JOB_PROCESSING, JOB_STOPPED, CANCELED, ABORTED, COMPLETED = range(3, 10)
+"""``job-state`` values; the last three are final."""
+
+FINAL_JOB_STATES = frozenset({CANCELED, ABORTED, COMPLETED})
+
+USER = "zone-agent"
+"""``requesting-user-name`` of every request (CUPS shows it as the job's owner)."""
+
+
+class IppAnswerLost(DeviceUnavailable):
+    """The request may have reached the printer, but no answer came (timeout, reset).
+
+    For a Print-Job this means the job may exist: look it up by name, never resend blindly.
+    """
+
+
+class IppRefused(DeviceError):
+    """The printer answered with an IPP error status.
+
+    Attributes:
+        status: the status code (``0x040A``).
+        name: its keyword (``client-error-document-format-not-supported``).
+    """
+
+    def __init__(self, status: int, name: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.name = name
+
+    @property
+    def retry_later(self) -> bool:
+        """Whether the printer may take it later (busy, not accepting, temporary error)."""
+        return self.status in (0x0502, 0x0505, 0x0506, 0x0507)
+
+    @property
+    def not_found(self) -> bool:
+        """Whether the job (or the queue) is unknown to the printer."""
+        return self.status in (0x0406, 0x0407)
+
+
+@dataclass(frozen=True, slots=True)
+class PrinterState:
+    """The printer's answer to Get-Printer-Attributes.
+
+    Attributes:
+        state: ``printer-state``: 3 idle, 4 processing, 5 stopped.
+        reasons: ``printer-state-reasons`` keywords as sent (``media-empty-error``).
+        message: ``printer-state-message``.
+        accepting: ``printer-is-accepting-jobs`` (``None`` when not sent).
+        formats: ``document-format-supported``.
+        media: ``media-supported``.
+    """
+
+    state: int
+    reasons: tuple[str, ...] = ()
+    message: str = ""
+    accepting: bool | None = None
+    formats: tuple[str, ...] = ()
+    media: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """A job as the printer reports it.
+
+    Attributes:
+        job_id: the printer's ``job-id``.
+        state: ``job-state`` (3 pending ... 9 completed).
+        reasons: ``job-state-reasons``.
+        message: ``job-state-message``.
+        name: ``job-name`` (our job id).
+    """
+
+    job_id: int
+    state: int
+    reasons: tuple[str, ...] = ()
+    message: str = ""
+    name: str | None = None
+
+    @property
+    def final(self) -> bool:
+        """Completed, aborted or canceled: the printer will do nothing more with it."""
+        return self.state in FINAL_JOB_STATES
+
+
+class IppBackend(Protocol):
+    """What the IPP printer driver needs (``IppConnection`` or ``FakeIppBackend``)."""
+
+    @property
+    def target(self) -> str:
+        """Where the printer is, for logs."""
+        ...
+
+    async def open(self) -> None:
+        """Get ready to send requests (no request is made)."""
+
+    async def close(self) -> None:
+        """Drop connections; safe to call twice."""
+
+    async def printer_state(self) -> PrinterState:
+        """Get-Printer-Attributes."""
+        ...
+
+    async def print_job(
+        self, data: bytes, document_format: str, job_name: str, attributes: dict[str, str]
+    ) -> int:
+        """Print-Job; the printer's job id."""
+        ...
+
+    async def job_state(self, job_id: int) -> JobState:
+        """Get-Job-Attributes; ``IppRefused`` with ``not_found`` for an unknown job."""
+        ...
+
+    async def jobs_named(self, name: str) -> list[JobState]:
+        """Get-Jobs (all, completed included) whose ``job-name`` is ``name``."""
+        ...
+
+
+def _texts(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, list | tuple):
+        return tuple(str(v) for v in value)
+    return (str(value),)
+
+
+def _text(value: Any) -> str:
+    texts = _texts(value)
+    return texts[0] if texts else ""
+
+
+def _job(job: ippx.Job) -> JobState:
+    attrs = job.attributes
+    state = job.state if job.state is not None else attrs.get("job-state", 0)
+    return JobState(
+        job_id=job.job_id,
+        state=int(state),
+        reasons=tuple(job.state_reasons) or _texts(attrs.get("job-state-reasons")),
+        message=_text(attrs.get("job-state-message")),
+        name=job.name if job.name is not None else (_text(attrs.get("job-name")) or None),
+    )
+
+
+_PRINTER_ATTRIBUTES = [
+    "printer-state",
+    "printer-state-reasons",
+    "printer-state-message",
+    "printer-is-accepting-jobs",
+    "document-format-supported",
+    "media-supported",
+]
+_JOB_ATTRIBUTES = ["job-id", "job-state", "job-state-reasons", "job-state-message", "job-name"]
+
+
+class IppConnection:
+    """A printer (``ipp://host/ipp/print``) or a CUPS queue (``ipp://host:631/printers/Q``).
+
+    Args:
+        url: ``ipp://``, ``ipps://``, ``http://`` or ``https://`` URL of the printer.
+        timeout: seconds one request may take (a Print-Job included).
+        connect_timeout: seconds to wait for a TCP connection.
+        verify_tls: check an ``ipps://`` printer's certificate (printers mostly carry
+            self-signed ones; off by default, the link is still encrypted).
+    """
+
+    def __init__(
+        self, url: str, *, timeout: float, connect_timeout: float, verify_tls: bool = False
+    ) -> None:
+        self.url = url
+        self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self.verify_tls = verify_tls
+        self._client: ippx.AsyncIppClient | None = None
+
+    @property
+    def target(self) -> str:
+        """Where the printer is, for logs."""
+        return self.url
+
+    async def open(self) -> None:
+        """Build the HTTP client; no request is made yet."""
+        await self.close()
+        try:
+            self._client = ippx.AsyncIppClient(
+                self.url,
+                tls=ippx.TlsConfig(verify=self.verify_tls),
+                timeout=self.timeout,
+                requesting_user_name=USER,
+            )
+        except ValueError as exc:
+            raise DeviceUnavailable(f"{self.url}: {exc}") from exc
+
+    async def close(self) -> None:
+        """Drop the HTTP client and its connections; safe to call twice."""
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.close()
+            except (httpx.HTTPError, OSError):
+                pass  # the printer is gone already; nothing left to release
+
+    def _check(self) -> ippx.AsyncIppClient:
+        if self._client is None:
+            raise DeviceUnavailable(f"{self.url}: not open")
+        return self._client
+
+    def _translate(self, exc: Exception) -> DeviceError:
+        where = self.url
+        if isinstance(exc, httpx.ConnectTimeout):
+            return DeviceUnavailable(
+                f"{where}: connect timed out (printer off, or a wrong address)"
+            )
+        if isinstance(exc, httpx.ConnectError):
+            why = str(exc) or type(exc).__name__
+            return DeviceUnavailable(
+                f"{where}: cannot connect ({why}): printer off or unplugged, print server "
+                "down, or a wrong address or port"
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return IppAnswerLost(f"{where}: no answer in time")
+        if isinstance(exc, httpx.HTTPError | OSError):
+            return IppAnswerLost(f"{where}: connection lost: {exc or type(exc).__name__}")
+        if isinstance(exc, ippx.IppResponseError):
+            text = exc.status_message or ""
+            return IppRefused(
+                exc.status_code,
+                exc.status_name,
+                f"{where}: {exc.status_name}" + (f": {text}" if text else ""),
+            )
+        if isinstance(exc, ippx.IppHttpError):
+            if exc.status_code == 404:
+                return IppRefused(
+                    0x0406, "not-found", f"{where}: HTTP 404: no printer or queue there"
+                )
+            return DeviceProtocolError(f"{where}: {exc}")
+        if isinstance(exc, ippx.IppDecodeError):
+            return DeviceProtocolError(f"{where}: the answer is not IPP: {exc}")
+        return DeviceProtocolError(f"{where}: {type(exc).__name__}: {exc}")
+
+    async def printer_state(self) -> PrinterState:
+        """Get-Printer-Attributes: state, reasons, message, formats, media."""
+        client = self._check()
+        try:
+            printer = await client.get_printer_attributes(_PRINTER_ATTRIBUTES)
+        except (httpx.HTTPError, OSError, ippx.IppError) as exc:
+            raise self._translate(exc) from exc
+        attrs = printer.attributes
+        if printer.state is None:
+            raise DeviceProtocolError(f"{self.url}: the answer has no printer-state")
+        return PrinterState(
+            state=int(printer.state),
+            reasons=tuple(printer.state_reasons),
+            message=printer.state_message or "",
+            accepting=printer.is_accepting_jobs,
+            formats=tuple(printer.document_formats),
+            media=_texts(attrs.get("media-supported")),
+        )
+
+    async def print_job(
+        self, data: bytes, document_format: str, job_name: str, attributes: dict[str, str]
+    ) -> int:
+        """Print-Job: one document; the printer's job id."""
+        client = self._check()
+        try:
+            job = await client.print_job(
+                data,
+                document_format=document_format,
+                job_name=job_name,
+                job_attributes=dict(attributes),
+            )
+        except httpx.ConnectError as exc:
+            raise self._translate(exc) from exc  # refused: nothing was sent
+        except (httpx.HTTPError, OSError, ippx.IppError) as exc:
+            raise self._translate(exc) from exc
+        return job.job_id
+
+    async def job_state(self, job_id: int) -> JobState:
+        """Get-Job-Attributes of ``job_id``."""
+        client = self._check()
+        try:
+            job = await client.get_job_attributes(job_id, _JOB_ATTRIBUTES)
+        except (httpx.HTTPError, OSError, ippx.IppError) as exc:
+            raise self._translate(exc) from exc
+        return _job(job)
+
+    async def jobs_named(self, name: str) -> list[JobState]:
+        """Every job the printer lists (completed ones too) named ``name``."""
+        client = self._check()
+        try:
+            jobs = await client.get_jobs(which_jobs="all", requested_attributes=_JOB_ATTRIBUTES)
+        except (httpx.HTTPError, OSError, ippx.IppError) as exc:
+            raise self._translate(exc) from exc
+        return [state for state in map(_job, jobs) if state.name == name]
+
+
+@dataclass(slots=True)
+class FakeJob:
+    """A job the fake printer holds: the document and its attributes."""
+
+    job_id: int
+    name: str
+    document_format: str
+    data: bytes
+    attributes: dict[str, str]
+    state: int = PENDING
+    reasons: tuple[str, ...] = ()
+    message: str = ""
+
+
+@dataclass(slots=True)
+class FakeIppBackend:
+    """An in-memory IPP printer for unit tests of the driver's decisions.
+
+    Set ``reachable``, ``state``, ``reasons`` and ``accepting`` to play the printer; finish
+    jobs with ``finish(job_id, state)``; make the next Print-Job lose its answer (after the
+    job was taken) with ``lose_next_answer``. ``complete_at_once`` completes every job as it
+    arrives. Every request is counted in ``requests``.
+    """
+
+    target: str = "fake ipp"
+    reachable: bool = True
+    state: int = IDLE
+    reasons: tuple[str, ...] = ()
+    accepting: bool = True
+    formats: tuple[str, ...] = ("application/pdf", "image/png")
+    complete_at_once: bool = True
+    lose_next_answer: bool = False
+    keeps_history: bool = True
+    jobs: list[FakeJob] = field(default_factory=list)
+    requests: dict[str, int] = field(default_factory=dict)
+
+    def _request(self, op: str) -> None:
+        self.requests[op] = self.requests.get(op, 0) + 1
+        if not self.reachable:
+            raise DeviceUnavailable(f"{self.target}: connection refused")
+
+    async def open(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def printer_state(self) -> PrinterState:
+        """The state the test set."""
+        self._request("get-printer-attributes")
+        return PrinterState(self.state, self.reasons or ("none",), "", self.accepting, self.formats)
+
+    async def print_job(
+        self, data: bytes, document_format: str, job_name: str, attributes: dict[str, str]
+    ) -> int:
+        """Take the job (and maybe lose the answer)."""
+        self._request("print-job")
+        if document_format not in self.formats:
+            name = "client-error-document-format-not-supported"
+            raise IppRefused(0x040A, name, f"{self.target}: {name}: {document_format}")
+        job = FakeJob(len(self.jobs) + 1, job_name, document_format, data, dict(attributes))
+        if self.complete_at_once:
+            job.state = COMPLETED
+        self.jobs.append(job)
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise IppAnswerLost(f"{self.target}: no answer in time")
+        return job.job_id
+
+    def finish(self, job_id: int, state: int, message: str = "") -> None:
+        """Move a job to ``state`` (``COMPLETED``, ``ABORTED``, ``CANCELED``...)."""
+        job = self.jobs[job_id - 1]
+        job.state = state
+        job.message = message
+
+    def _listed(self) -> Iterable[FakeJob]:
+        return (j for j in self.jobs if self.keeps_history or j.state not in FINAL_JOB_STATES)
+
+    async def job_state(self, job_id: int) -> JobState:
+        """The job's state; unknown ids are refused as not found."""
+        self._request("get-job-attributes")
+        for job in self._listed():
+            if job.job_id == job_id:
+                return JobState(job.job_id, job.state, job.reasons, job.message, job.name)
+        name = "client-error-not-found"
+        raise IppRefused(0x0406, name, f"{self.target}: {name}: job {job_id}")
+
+    async def jobs_named(self, name: str) -> list[JobState]:
+        """Jobs named ``name`` the printer still lists."""
+        self._request("get-jobs")
+        return [
+            JobState(j.job_id, j.state, j.reasons, j.message, j.name)
+            for j in self._listed()
+            if j.name == name
+        ]
