@@ -21,6 +21,7 @@ from typing import Any
 from agent.config import NodeConfig
 from agent.errors import ConfigError
 from agent.floor import DeviceFloor
+from agent.link.clock import wait_for_clock
 from agent.metrics import render
 from agent.node import Node
 from agent.status import node_families, node_state
@@ -96,6 +97,9 @@ async def run_node(
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass  # not the main thread (tests): the caller sets ``stop``
+    # Before anything opens: a Pi without NTP yet would fail every TLS handshake.
+    if not await wait_for_clock(config.broker, notify=notify, stop=stop):
+        return
     store = await AsyncStore.open(
         config.state_dir / STATE_FILE, outbox_hard_limit=config.outbox.limit + config.outbox.reserve
     )
