@@ -16,11 +16,13 @@ APT := packaging/apt-install.sh
 DEMO_APT := mosquitto python3-venv openssl
 # The tests add: mosquitto_sub/pub (bench/ compares against them), NATS and RabbitMQ (broker
 # compatibility and clusters), Chromium (the screens in a headless browser), debootstrap
-# (the package installed in a clean Debian root, tests/test_deb.py), and CUPS's ippeveprinter
+# (the package installed in a clean Debian root, tests/test_deb.py), CUPS's ippeveprinter
 # with the avahi and D-Bus daemons it will not start without (the IPP label printer,
-# testing/ippserver.py, which runs its own of both on loopback).
+# testing/ippserver.py, which runs its own of both on loopback), PostgreSQL (the site
+# service's two-instance failover: tests start a private one with initdb) and Node.js (an OMS
+# in another language against the site service's API, tests/oms_node/).
 TEST_APT := mosquitto-clients nats-server rabbitmq-server chromium debootstrap \
-	cups-ipp-utils avahi-daemon dbus-daemon
+	cups-ipp-utils avahi-daemon dbus-daemon postgresql nodejs
 
 .PHONY: setup demo-packages test-packages browser test test-fast lint typecheck pytest demo bench \
 	clean
@@ -41,7 +43,7 @@ $(PY): | demo-packages
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,site]"
 	touch $(STAMP)
 
 lint: setup

@@ -25,6 +25,7 @@ from agent.errors import EXIT_OK
 COMMAND_MODULES = (
     "agent.commands.node",
     "agent.oms.commands",
+    "agent.oms.site.commands",
     "agent.commands.scanners",
     "agent.commands.scales",
     "agent.commands.lights",
@@ -39,6 +40,7 @@ OWNER = {
     "run": "agent.commands.node",
     "check-config": "agent.commands.node",
     "oms": "agent.oms.commands",
+    "site": "agent.oms.site.commands",
     "scanner": "agent.commands.scanners",
     "scale": "agent.commands.scales",
     "probe": "agent.commands.scales",

@@ -50,6 +50,12 @@ class BrokerConfig(BaseModel):
                         f"{url!r}: an in-process broker is one memory://NAME URL alone"
                     )
                 continue
+            if parts.username is not None or parts.password is not None:
+                # Said before anything else: the text of the error must not echo the secret.
+                raise ValueError(
+                    f"{parts.scheme}://{parts.hostname}: credentials do not go in the URL; set "
+                    "broker.username in the file and the password in ZONE_AGENT_BROKER_PASSWORD"
+                )
             if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
                 raise ValueError(f"{url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
             try:

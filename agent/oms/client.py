@@ -60,6 +60,8 @@ class NodeEvent:
     name: str
     envelope: Envelope
     body: Wire | dict[str, Any]
+    store: str | None = None
+    """The store the event counts in (its envelope's, else the node's birth's)."""
 
 
 def event_record(event: NodeEvent) -> str:
@@ -85,6 +87,7 @@ class Stream:
     delivered: int = 0  # highest seq delivered in order
     early: dict[int, tuple[str, Envelope]] = field(default_factory=dict)
     acked: int = 0
+    confirmed: int = 0  # highest seq the consumer has made durable (``confirm_acks``)
 
 
 @dataclass(slots=True)
@@ -140,6 +143,9 @@ class OmsClient:
         client_id: MQTT client id of this OMS instance.
         resend_s: resend an unanswered command after this many seconds.
         auto_ack: acknowledge events as they are delivered (tests turn it off).
+        confirm_acks: acknowledge only what the consumer ``confirm``-ed (the site service
+            does, once the events are in its log): a crash between delivery and the log
+            loses nothing, the node still holds every unconfirmed event.
     """
 
     def __init__(
@@ -150,8 +156,10 @@ class OmsClient:
         client_id: str = "oms",
         resend_s: float = 3.0,
         auto_ack: bool = True,
+        confirm_acks: bool = False,
     ) -> None:
         register_all()
+        self.confirm_acks = confirm_acks
         self.site = site
         self.resend_s = resend_s
         self.auto_ack = auto_ack
@@ -283,13 +291,13 @@ class OmsClient:
         stream = view.stream_of(store)
         if seq <= stream.delivered or seq in stream.early:
             self.duplicates += 1
-            self._mark_dirty(node, store)  # the node may have missed our ack: say it again
+            self._mark_dirty(node, store, again=True)  # the node may have missed our ack
             return
         stream.early[seq] = (name, envelope)
         while stream.delivered + 1 in stream.early:
             ev_name, ev = stream.early.pop(stream.delivered + 1)
             stream.delivered += 1
-            self.events.put_nowait(NodeEvent(node, ev_name, ev, self._body(ev_name, ev)))
+            self.events.put_nowait(NodeEvent(node, ev_name, ev, self._body(ev_name, ev), store))
         self._mark_dirty(node, store)
 
     @staticmethod
@@ -311,10 +319,44 @@ class OmsClient:
         except ValueError as exc:
             pending.reply.set_exception(MessageRejected("invalid_body", str(exc)[:200]))
 
-    def _mark_dirty(self, node: str, store: str | None) -> None:
+    def _mark_dirty(self, node: str, store: str | None, *, again: bool = False) -> None:
         self._dirty.add((node, store))
-        if self.auto_ack:
+        if self.auto_ack or (again and self.confirm_acks):
             self._ack_wake.set()
+
+    def confirm(self, node: str, store: str | None, seq: int) -> None:
+        """The consumer holds every event of ``node``'s ``store`` up to ``seq`` for good."""
+        stream = self._view(node).stream_of(store)
+        if seq > stream.confirmed:
+            stream.confirmed = seq
+            self._dirty.add((node, store))
+            self._ack_wake.set()
+
+    def seed(self, node: str, store: str | None, seq: int) -> None:
+        """Start ``node``'s ``store`` at ``seq`` (what a log kept from an earlier run)."""
+        stream = self._view(node).stream_of(store)
+        stream.delivered = stream.confirmed = max(stream.delivered, seq)
+
+    def skip_to(self, node: str, store: str | None, seq: int) -> int:
+        """Take ``node``'s ``store`` as delivered up to ``seq``; returns how many were skipped.
+
+        For events another OMS acknowledged before this one followed the node (the node's
+        birth says so): they are gone from its outbox, and waiting for them would hold back
+        every later event for good. Early events after ``seq`` are delivered now.
+        """
+        stream = self._view(node).stream_of(store)
+        if seq <= stream.delivered:
+            return 0
+        skipped = seq - stream.delivered
+        for old in [s for s in stream.early if s <= seq]:
+            del stream.early[old]
+        stream.delivered = stream.confirmed = seq
+        while stream.delivered + 1 in stream.early:
+            ev_name, ev = stream.early.pop(stream.delivered + 1)
+            stream.delivered += 1
+            self.events.put_nowait(NodeEvent(node, ev_name, ev, self._body(ev_name, ev), store))
+        self._mark_dirty(node, store)
+        return skipped
 
     def ack_now(self) -> None:
         """Acknowledge everything delivered so far (when ``auto_ack`` is off)."""
@@ -334,11 +376,12 @@ class OmsClient:
                 view = self.nodes[node]
                 stream = view.stream_of(store)
                 resend = node in resync and store == view.store
-                ack = Ack(seq=stream.delivered, resend=resend, store=store)
+                upto = stream.confirmed if self.confirm_acks else stream.delivered
+                ack = Ack(seq=upto, resend=resend, store=store)
                 payload = codec.encode(ack, msg_id=codec.new_id(), ts=now_ms())
                 try:
                     await self.transport.publish(NodeTopics(self.site, node).ack, payload)
-                    stream.acked = stream.delivered
+                    stream.acked = upto
                 except LinkUnavailable:
                     if resend:
                         self._resync.add(node)
@@ -347,11 +390,17 @@ class OmsClient:
 
     # --- commands ------------------------------------------------------------------
 
-    def send(self, node: str, name: str, body: Wire | Mapping[str, Any]) -> asyncio.Future[Reply]:
-        """Send a command; the future resolves with the node's reply (resent until then)."""
+    def send(
+        self, node: str, name: str, body: Wire | Mapping[str, Any], *, msg_id: str | None = None
+    ) -> asyncio.Future[Reply]:
+        """Send a command; the future resolves with the node's reply (resent until then).
+
+        ``msg_id``: the command's id when it has one already (a command kept across a
+        restart is sent again under the same id, so the node applies it once).
+        """
         if name not in COMMANDS:
             raise ValueError(f"unknown command {name!r}")
-        msg_id = codec.new_id()
+        msg_id = msg_id or codec.new_id()
         payload = codec.encode(body, msg_id=msg_id, ts=now_ms())
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         command = PendingCommand(node, name, msg_id, payload, future)

@@ -1,0 +1,587 @@
+"""The site's durable event log and the service's own tables, in SQLite or PostgreSQL.
+
+One ``events`` table holds every node event the service received, each once: ``(node,
+store, seq)`` is unique, and ``id`` (the log position) only grows, so a reader's cursor is
+the last ``id`` it has. Beside it: the answers given per ``Idempotency-Key``, the commands
+sent with their replies, the waves and orders submitted with each order's status, and the
+webhook endpoints with their cursors and delivery attempts.
+
+Every write is one transaction committed with an fsync (SQLite ``synchronous=FULL`` in WAL
+mode; PostgreSQL's default ``synchronous_commit``) before the service acknowledges an event
+to its node. The SQL is shared; ``SqliteLog`` and ``agent.oms.site.pglog.PostgresLog`` differ
+in how they connect, their column types and their placeholder.
+
+The methods block: the service calls them through ``asyncio.to_thread``. One lock serialises
+them on one connection (SQLite's writer is single anyway; the service has one writer task).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.errors import StoreError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id {serial},
+    node TEXT NOT NULL,
+    store TEXT NOT NULL,
+    seq BIGINT,
+    name TEXT NOT NULL,
+    ts BIGINT NOT NULL,
+    logged BIGINT NOT NULL,
+    order_id TEXT,
+    corr TEXT,
+    body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events (node, store, seq);
+CREATE INDEX IF NOT EXISTS events_order ON events (order_id, id);
+CREATE INDEX IF NOT EXISTS events_node ON events (node, id);
+CREATE TABLE IF NOT EXISTS answers (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+    id TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    name TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    reply TEXT,
+    replied BIGINT
+);
+CREATE TABLE IF NOT EXISTS orders (
+    id TEXT PRIMARY KEY,
+    wave TEXT NOT NULL,
+    status TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    body TEXT NOT NULL,
+    updated BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    names TEXT NOT NULL,
+    batch INTEGER NOT NULL,
+    enabled INTEGER NOT NULL,
+    cursor BIGINT NOT NULL,
+    failures INTEGER NOT NULL,
+    disabled_reason TEXT NOT NULL,
+    created BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id {serial},
+    webhook TEXT NOT NULL,
+    message TEXT NOT NULL,
+    first_event BIGINT NOT NULL,
+    last_event BIGINT NOT NULL,
+    attempt INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_webhook ON attempts (webhook, id);
+"""
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append: ``seq`` ``None`` for the service's own (a node's birth, a gap)."""
+
+    node: str
+    store: str
+    seq: int | None
+    name: str
+    ts: int
+    body: dict[str, Any]
+    order_id: str | None = None
+    corr: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One event of the log, at position ``id``."""
+
+    id: int
+    node: str
+    store: str
+    seq: int | None
+    name: str
+    ts: int
+    logged: int
+    order_id: str | None
+    corr: str | None
+    body: str  # the JSON text as stored: served without decoding it again
+
+    def record(self) -> dict[str, Any]:
+        """The event as the API shows it (``body`` decoded)."""
+        return {
+            "id": self.id,
+            "node": self.node,
+            "store": self.store or None,
+            "seq": self.seq,
+            "name": self.name,
+            "ts": self.ts,
+            "logged": self.logged,
+            "order": self.order_id,
+            "corr": self.corr,
+            "body": json.loads(self.body),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A webhook endpoint and how far its deliveries got."""
+
+    id: str
+    url: str
+    secret: str
+    names: tuple[str, ...]
+    batch: int
+    enabled: bool
+    cursor: int
+    failures: int
+    disabled_reason: str
+    created: int
+
+
+_ENTRY = "id, node, store, seq, name, ts, logged, order_id, corr, body"
+_WEBHOOK = "id, url, secret, names, batch, enabled, cursor, failures, disabled_reason, created"
+
+
+def _webhook(row: Sequence[Any]) -> Webhook:
+    return Webhook(
+        row[0],
+        row[1],
+        row[2],
+        tuple(json.loads(row[3])),
+        int(row[4]),
+        bool(row[5]),
+        int(row[6]),
+        int(row[7]),
+        row[8],
+        int(row[9]),
+    )
+
+
+class SqlLog:
+    """The log's operations in SQL shared by both databases (see the module docstring)."""
+
+    placeholder = "?"
+    serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conn: Any = None
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _sql(self, text: str) -> str:
+        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        if self._conn is None:
+            raise StoreError("the site log is closed")
+        with self._lock:
+            cur = self._conn.execute(self._sql(sql), args)
+            rows: list[Any] = cur.fetchall()
+            self._conn.commit()
+            return rows
+
+    def _write(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Run ``statements`` in one transaction; the first row each returns, if any."""
+        out: list[Any] = []
+        with self._lock:
+            try:
+                for sql, args in statements:
+                    cur = self._conn.execute(self._sql(sql), args)
+                    out.append(cur.fetchone() if cur.description else None)
+                self._conn.commit()
+            except Exception:
+                self._conn.rollback()
+                raise
+        return out
+
+    def _create(self) -> None:
+        with self._lock:
+            for statement in SCHEMA.format(serial=self.serial).split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
+            self._conn.commit()
+
+    def try_lead(self) -> bool:
+        """Take the leadership of this log if it is free (see the subclasses)."""
+        raise NotImplementedError
+
+    def still_leading(self) -> bool:
+        """Whether this instance still holds the leadership it took."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # --- events ------------------------------------------------------------------------
+
+    def append(self, events: Sequence[NewEvent]) -> list[int | None]:
+        """Append ``events`` in one durable transaction.
+
+        Returns each one's position (``None``: it was in the log already, a node sending
+        it again).
+        """
+        logged = now_ms()
+        sql = (
+            "INSERT INTO events (node, store, seq, name, ts, logged, order_id, corr, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id"
+        )
+        rows = self._write(
+            (
+                sql,
+                (e.node, e.store, e.seq, e.name, e.ts, logged, e.order_id, e.corr, _json(e.body)),
+            )
+            for e in events
+        )
+        return [None if row is None else int(row[0]) for row in rows]
+
+    def read(
+        self,
+        after: int,
+        limit: int,
+        *,
+        node: str | None = None,
+        names: Sequence[str] = (),
+        order: str | None = None,
+    ) -> list[Entry]:
+        """Up to ``limit`` events after position ``after``, oldest first, filtered."""
+        where = ["id > ?"]
+        args: list[Any] = [after]
+        if node is not None:
+            where.append("node = ?")
+            args.append(node)
+        if order is not None:
+            where.append("order_id = ?")
+            args.append(order)
+        if names:
+            where.append("name IN (" + ", ".join("?" for _ in names) + ")")
+            args.extend(names)
+        rows = self._query(
+            f"SELECT {_ENTRY} FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+            [*args, limit],
+        )
+        return [Entry(*row) for row in rows]
+
+    def head(self) -> int:
+        """The position of the newest event (0: the log is empty)."""
+        rows = self._query("SELECT MAX(id) FROM events")
+        return int(rows[0][0] or 0)
+
+    def positions(self) -> dict[tuple[str, str], int]:
+        """The highest seq logged for each (node, store): where the nodes' streams stand."""
+        rows = self._query(
+            "SELECT node, store, MAX(seq) FROM events WHERE seq IS NOT NULL GROUP BY node, store"
+        )
+        return {(row[0], row[1]): int(row[2]) for row in rows}
+
+    # --- idempotency -------------------------------------------------------------------
+
+    def answer(self, key: str) -> tuple[str, int, str] | None:
+        """The answer given to ``key``: (fingerprint of the request, status, body)."""
+        rows = self._query("SELECT fingerprint, status, body FROM answers WHERE key = ?", [key])
+        return None if not rows else (rows[0][0], int(rows[0][1]), rows[0][2])
+
+    def keep_answer(self, key: str, fingerprint: str, status: int, body: str) -> bool:
+        """Keep the answer to ``key``; ``False`` when another request kept one first."""
+        rows = self._write(
+            [
+                (
+                    "INSERT INTO answers (key, fingerprint, status, body, created) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING key",
+                    (key, fingerprint, status, body, now_ms()),
+                )
+            ]
+        )
+        return rows[0] is not None
+
+    # --- commands and orders -----------------------------------------------------------
+
+    def add_command(self, command_id: str, node: str, name: str, body: dict[str, Any]) -> None:
+        """Keep a command before it is sent (resent after a restart until it is answered)."""
+        self._write(
+            [
+                (
+                    "INSERT INTO commands (id, node, name, body, created) VALUES (?, ?, ?, ?, ?)",
+                    (command_id, node, name, _json(body), now_ms()),
+                )
+            ]
+        )
+
+    def command_replied(self, command_id: str, reply: dict[str, Any]) -> None:
+        """Keep the node's reply to a command."""
+        self._write(
+            [
+                (
+                    "UPDATE commands SET reply = ?, replied = ? WHERE id = ? AND reply IS NULL",
+                    (_json(reply), now_ms(), command_id),
+                )
+            ]
+        )
+
+    def command(self, command_id: str) -> dict[str, Any] | None:
+        """One command with its reply (``None``: not answered yet)."""
+        rows = self._query(
+            "SELECT id, node, name, body, created, reply, replied FROM commands WHERE id = ?",
+            [command_id],
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return {
+            "id": row[0],
+            "node": row[1],
+            "command": row[2],
+            "body": json.loads(row[3]),
+            "created": int(row[4]),
+            "reply": None if row[5] is None else json.loads(row[5]),
+            "replied": None if row[6] is None else int(row[6]),
+        }
+
+    def unanswered(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """Commands without a reply: (id, node, name, body), oldest first."""
+        rows = self._query(
+            "SELECT id, node, name, body FROM commands WHERE reply IS NULL ORDER BY created"
+        )
+        return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    def set_orders(self, orders: Sequence[tuple[str, str, str, str, dict[str, Any]]]) -> None:
+        """Keep each order's (id, wave, status, detail, body) as the router sees it."""
+        at = now_ms()
+        self._write(
+            (
+                "INSERT INTO orders (id, wave, status, detail, body, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "status = excluded.status, detail = excluded.detail, updated = excluded.updated",
+                (oid, wave, status, detail, _json(body), at),
+            )
+            for oid, wave, status, detail, body in orders
+        )
+
+    def orders(
+        self, after: str = "", limit: int = 100, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Orders by id after ``after`` (a page), optionally of one status."""
+        where = "id > ?" + ("" if status is None else " AND status = ?")
+        args: list[Any] = [after] if status is None else [after, status]
+        rows = self._query(
+            f"SELECT id, wave, status, detail, updated FROM orders WHERE {where} "
+            "ORDER BY id LIMIT ?",
+            [*args, limit],
+        )
+        return [
+            {"order": r[0], "wave": r[1], "status": r[2], "detail": r[3], "updated": int(r[4])}
+            for r in rows
+        ]
+
+    def order(self, order_id: str) -> dict[str, Any] | None:
+        """One order: its status and the order as submitted."""
+        rows = self._query(
+            "SELECT id, wave, status, detail, updated, body FROM orders WHERE id = ?", [order_id]
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return {
+            "order": r[0],
+            "wave": r[1],
+            "status": r[2],
+            "detail": r[3],
+            "updated": int(r[4]),
+            "submitted": json.loads(r[5]),
+        }
+
+    # --- webhooks ----------------------------------------------------------------------
+
+    def add_webhook(self, hook: Webhook) -> None:
+        """Register a webhook endpoint."""
+        self._write(
+            [
+                (
+                    f"INSERT INTO webhooks ({_WEBHOOK}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        hook.id,
+                        hook.url,
+                        hook.secret,
+                        json.dumps(list(hook.names)),
+                        hook.batch,
+                        int(hook.enabled),
+                        hook.cursor,
+                        hook.failures,
+                        hook.disabled_reason,
+                        hook.created,
+                    ),
+                )
+            ]
+        )
+
+    def webhooks(self) -> list[Webhook]:
+        """Every webhook endpoint."""
+        return [_webhook(r) for r in self._query(f"SELECT {_WEBHOOK} FROM webhooks ORDER BY id")]
+
+    def webhook(self, hook_id: str) -> Webhook | None:
+        """One webhook endpoint."""
+        rows = self._query(f"SELECT {_WEBHOOK} FROM webhooks WHERE id = ?", [hook_id])
+        return _webhook(rows[0]) if rows else None
+
+    def delete_webhook(self, hook_id: str) -> bool:
+        """Remove an endpoint; ``False`` when there was none."""
+        rows = self._write([("DELETE FROM webhooks WHERE id = ? RETURNING id", (hook_id,))])
+        return rows[0] is not None
+
+    def update_webhook(
+        self,
+        hook_id: str,
+        *,
+        cursor: int | None = None,
+        failures: int | None = None,
+        enabled: bool | None = None,
+        disabled_reason: str | None = None,
+    ) -> None:
+        """Move an endpoint's cursor, count its failures, disable or enable it."""
+        sets: list[str] = []
+        args: list[Any] = []
+        for column, value in (
+            ("cursor", cursor),
+            ("failures", failures),
+            ("enabled", None if enabled is None else int(enabled)),
+            ("disabled_reason", disabled_reason),
+        ):
+            if value is not None:
+                sets.append(f"{column} = ?")
+                args.append(value)
+        if sets:
+            self._write([(f"UPDATE webhooks SET {', '.join(sets)} WHERE id = ?", (*args, hook_id))])
+
+    def add_attempt(
+        self,
+        hook_id: str,
+        message: str,
+        span: tuple[int, int],
+        attempt: int,
+        status: int,
+        error: str,
+    ) -> None:
+        """Keep one delivery attempt (status 0: no HTTP answer)."""
+        self._write(
+            [
+                (
+                    "INSERT INTO attempts (webhook, message, first_event, last_event, attempt, "
+                    "status, error, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (hook_id, message, span[0], span[1], attempt, status, error[:500], now_ms()),
+                )
+            ]
+        )
+
+    def attempts(self, hook_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest delivery attempts of an endpoint, newest first."""
+        rows = self._query(
+            "SELECT message, first_event, last_event, attempt, status, error, at FROM attempts "
+            "WHERE webhook = ? ORDER BY id DESC LIMIT ?",
+            [hook_id, limit],
+        )
+        return [
+            {
+                "message": r[0],
+                "first_event": int(r[1]),
+                "last_event": int(r[2]),
+                "attempt": int(r[3]),
+                "status": int(r[4]),
+                "error": r[5],
+                "at": int(r[6]),
+            }
+            for r in rows
+        ]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_bytes)
+
+
+def _bytes(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return value.decode("latin-1")  # a carrier label's ZPL: 8-bit text, kept byte for byte
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+class SqliteLog(SqlLog):
+    """The log in one SQLite file (WAL, ``synchronous=FULL``: a commit is on disk)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=10000")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the site log {path}: {exc}") from None
+        self._conn = conn
+        self._lock_fd: int | None = None
+        self._create()
+
+    def try_lead(self) -> bool:
+        """An exclusive lock on ``<file>.lock``: a second instance on the file stands by."""
+        if self._lock_fd is not None:
+            return True
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def still_leading(self) -> bool:
+        """A file lock is held until this process ends."""
+        return self._lock_fd is not None
+
+    def close(self) -> None:
+        """Close the file and let the lock go."""
+        super().close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return super()._query(sql, args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"the site log {self.path}: {exc}") from None
+
+    def _write(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> list[Any]:
+        try:
+            return super()._write(statements)
+        except sqlite3.Error as exc:
+            raise StoreError(f"the site log {self.path}: {exc}") from None
