@@ -156,8 +156,14 @@ def test_only_backends_import_vendor_libraries() -> None:
         if "backends" not in p.parts
     }
     assert {k: v for k, v in bad.items() if v} == {}
+    # The site service (agent/oms/site/, never on a node) delivers webhooks with httpx: there
+    # it is the OMS side's HTTP client, not a device's.
     agent_bad = {
-        str(p.relative_to(ROOT)): sorted(m for m in imports(p) if top(m) in VENDOR)
+        str(p.relative_to(ROOT)): sorted(
+            m
+            for m in imports(p)
+            if top(m) in VENDOR and not (top(m) == "httpx" and "site" in p.parts)
+        )
         for p in py_files("agent")
     }
     assert {k: v for k, v in agent_bad.items() if v} == {}
