@@ -24,6 +24,7 @@ KINDS: dict[str, str] = {
     "mt_sics": "devices.scales.mt_sics",
     "toledo_8217": "devices.scales.toledo_8217",
     "nci": "devices.scales.nci",
+    "hid_pos": "devices.scales.hid_pos",
     "zpl_printer": "devices.printers.zpl",
     "escpos_printer": "devices.printers.escpos",
     "ipp_printer": "devices.printers.ipp",

@@ -134,6 +134,7 @@ KERNEL_CHAR_MAJORS = {
     "usb": 'drivers/usb/core/file.c: register_chrdev(USB_MAJOR, "usb", ...) (usblp lp*)',
     "usb_device": 'drivers/usb/core/devio.c: "usb_device" (/dev/bus/usb, libusb)',
     "input": 'drivers/input/input.c: register_chrdev_region(..., "input")',
+    "hidraw": 'drivers/hid/hidraw.c: alloc_chrdev_region(..., "hidraw") (USB HID scales)',
 }
 
 

@@ -1,0 +1,284 @@
+"""A USB HID point-of-sale scale played through the fake hidraw backend.
+
+The simulator writes the 6-byte scale data report byte for byte from the HID POS layout
+(hardware-next.md §3.1: report id 03h, status, unit, signed exponent, weight u16
+little-endian), not through the driver's decoder, and feeds it to a ``FakeHidraw``
+registered under ``fake:<name>``: every ``report_interval_s`` and at once on every change,
+as a shipping scale streams its reports.
+
+Control actions are the serial scale simulators' (``devices.scales.sim``), so demos and
+tests put weight on a USB scale the same way:
+
+* ``set`` ``{grams?, mode?, unit?, split_s?, settle_after?}``: ``mode`` is one of
+  ``stable moving overload underload garbage silent`` or the HID statuses ``fault
+  needs_calibration needs_rezero``; ``unit`` one of ``UNITS``; ``split_s`` is accepted and
+  has no effect (a HID report always arrives whole); ``settle_after`` counts reports;
+* ``tare`` ``{grams?}``: the scale's tare key (reports then show the load minus it; the
+  report has no "net" flag);
+* ``inject`` ``{data, keep_reply?}``: the next report is ``data`` (latin-1), or ``data``
+  arrives as a report of its own before it;
+* ``play`` ``{sequence}``: send one of the ``RECORDED`` sequences, report by report;
+* ``unplug`` / ``replug``: the device disappears / comes back (the driver must reopen it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from typing import Any, ClassVar
+
+from devices.backends.hidraw import FAKE_SCHEME, FakeHidraw
+from devices.config import DeviceConfig
+from devices.context import DeviceContext
+from devices.sim import Simulator
+
+MODES = (
+    "stable",
+    "moving",
+    "overload",
+    "underload",
+    "garbage",
+    "silent",
+    "fault",
+    "needs_calibration",
+    "needs_rezero",
+)
+
+#: Unit name -> (HID POS weight unit byte, exponent the simulated scale reports with,
+#: grams per unit). Exponents are those of a postal scale: whole grams, 0.001 kg, 0.1 oz.
+UNITS: dict[str, tuple[int, int, float]] = {
+    "mg": (0x01, 0, 0.001),
+    "g": (0x02, 0, 1.0),
+    "kg": (0x03, -3, 1000.0),
+    "carat": (0x04, -1, 0.2),
+    "tael": (0x05, -2, 37.79936),
+    "grain": (0x06, 0, 0.06479891),
+    "pennyweight": (0x07, -1, 1.55517384),
+    "metric_ton": (0x08, -4, 1_000_000.0),
+    "avoir_ton": (0x09, -4, 907_184.74),
+    "troy_oz": (0x0A, -1, 31.1034768),
+    "oz": (0x0B, -1, 28.349523125),
+    "lb": (0x0C, -2, 453.59237),
+}
+
+_STATUS = {
+    "fault": 0x01,
+    "zero": 0x02,
+    "moving": 0x03,
+    "stable": 0x04,
+    "underload": 0x05,
+    "overload": 0x06,
+    "needs_calibration": 0x07,
+    "needs_rezero": 0x08,
+}
+
+
+def report(status: int, unit: int, exponent: int, raw: int, report_id: int = 0x03) -> bytes:
+    """The 6 report bytes: id, status, unit, exponent (signed), weight (u16 little-endian)."""
+    return bytes([report_id, status, unit, exponent & 0xFF]) + raw.to_bytes(2, "little")
+
+
+#: Report sequences as a scale sends them, written from the layout in hardware-next.md
+#: §3.1 (the first is the raw zero report RocketShipIt's scale server shows for a Dymo).
+RECORDED: dict[str, tuple[bytes, ...]] = {
+    "empty_oz": (bytes.fromhex("03020bff0000"),),
+    # A parcel put down on an ounce scale: zero, two readings in motion, 28.3 oz stable.
+    "parcel_oz": (
+        bytes.fromhex("03020bff0000"),
+        bytes.fromhex("03030bff7800"),
+        bytes.fromhex("03030bff1701"),
+        bytes.fromhex("03040bff1b01"),
+    ),
+    # 1.5 kg on a gram scale, and on a kilogram scale (exponent -3).
+    "parcel_g": (bytes.fromhex("030302005005"), bytes.fromhex("03040200dc05")),
+    "parcel_kg": (bytes.fromhex("030303fd5005"), bytes.fromhex("030403fddc05")),
+    # The platform lifted after zeroing: 1.0 oz below zero.
+    "under_zero": (bytes.fromhex("03050bff0a00"),),
+    "over_limit": (bytes.fromhex("03060cfe0000"),),
+    "fault": (bytes.fromhex("030102000000"),),
+    "needs_calibration": (bytes.fromhex("030702000000"),),
+    "needs_rezero": (bytes.fromhex("030802000000"),),
+}
+
+
+class HidPosSimulator(Simulator):
+    """A USB shipping scale streaming HID POS scale reports into a ``FakeHidraw``.
+
+    Args:
+        config: the scale's config (``device`` becomes ``fake:<name>``).
+        context: the node's device context.
+        report_interval_s: seconds between reports while nothing changes.
+        seed: seed of the garbage generator.
+    """
+
+    protocol: ClassVar[str] = "hid_pos"
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        context: DeviceContext,
+        *,
+        report_interval_s: float = 0.2,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(config, context)
+        self.device = f"{FAKE_SCHEME}{config.name}"
+        self.report_interval_s = report_interval_s
+        self.grams = 0.0
+        self.mode = "stable"
+        self.tare_g = 0.0
+        self.unit = "g"
+        self.split_s = 0.0
+        self.settle_after: int | None = None
+        self.sent: list[bytes] = []
+        self.fake: FakeHidraw | None = None
+        self._inject: list[tuple[bytes, bool]] = []
+        self._queued: list[bytes] = []
+        self._random = random.Random(seed)
+        self._changed = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Register the fake device and start reporting."""
+        self.fake = FakeHidraw.register(self.device)
+        self._sender = asyncio.create_task(self._send_loop(), name=f"sim-{self.config.name}")
+
+    async def stop(self) -> None:
+        """Stop reporting and unregister the device; safe to call twice."""
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+            self._sender = None
+        FakeHidraw.unregister(self.device)
+
+    def patched_config(self) -> DeviceConfig:
+        """The config with ``device`` set to the fake."""
+        return self.config.model_copy(update={"device": self.device})
+
+    # -- control ----------------------------------------------------------------------------
+
+    async def control(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Act on the simulated scale (see the module docstring); returns ``state()``."""
+        fake = self._started()
+        match action:
+            case "set":
+                self._set(args)
+            case "tare":
+                self._only(args, {"grams"})
+                self.tare_g = float(args.get("grams", self.grams))
+            case "inject":
+                self._only(args, {"data", "keep_reply"})
+                data = args.get("data")
+                if not isinstance(data, str):
+                    raise ValueError("inject needs 'data' (a string, latin-1)")
+                self._inject.append((data.encode("latin-1"), bool(args.get("keep_reply"))))
+            case "play":
+                self._only(args, {"sequence"})
+                name = args.get("sequence")
+                if name not in RECORDED:
+                    raise ValueError(f"sequence must be one of {', '.join(RECORDED)}, not {name!r}")
+                self._queued.extend(RECORDED[name])
+            case "unplug":
+                self._only(args, set())
+                fake.unplug()
+            case "replug":
+                self._only(args, set())
+                fake.replug()
+            case _:
+                raise ValueError(f"unknown action {action!r}")
+        self._changed.set()
+        return self.state()
+
+    @staticmethod
+    def _only(args: dict[str, Any], allowed: set[str]) -> None:
+        unknown = set(args) - allowed
+        if unknown:
+            raise ValueError(f"unknown argument(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+    def _set(self, args: dict[str, Any]) -> None:
+        self._only(args, {"grams", "mode", "unit", "split_s", "settle_after"})
+        mode = args.get("mode", self.mode)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        unit = args.get("unit", self.unit)
+        if unit not in UNITS:
+            raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {unit!r}")
+        split_s = float(args.get("split_s", self.split_s))
+        if split_s < 0:
+            raise ValueError("split_s must be >= 0")
+        settle = args.get("settle_after", self.settle_after)
+        if settle is not None and (not isinstance(settle, int) or settle < 0):
+            raise ValueError("settle_after must be a non-negative integer")
+        self.grams = float(args.get("grams", self.grams))
+        self.mode, self.unit, self.split_s, self.settle_after = mode, unit, split_s, settle
+
+    def state(self) -> dict[str, Any]:
+        """``{"protocol", "grams", "mode", "tare_g", "plugged"}`` as the serial simulators."""
+        return {
+            "protocol": self.protocol,
+            "grams": self.grams,
+            "mode": self.mode,
+            "tare_g": self.tare_g,
+            "plugged": self.fake is not None and self.fake.plugged,
+        }
+
+    def _started(self) -> FakeHidraw:
+        if self.fake is None:
+            raise ValueError("the simulator is not started")
+        return self.fake
+
+    # -- reports ----------------------------------------------------------------------------
+
+    def current_report(self) -> bytes:
+        """The report the scale sends now (counts ``settle_after`` down while moving)."""
+        if self.mode == "moving" and self.settle_after is not None:
+            if self.settle_after <= 0:
+                self.mode, self.settle_after = "stable", None
+            else:
+                self.settle_after -= 1
+        code, exponent, grams_per_unit = UNITS[self.unit]
+        shown = self.grams - self.tare_g
+        raw = round(abs(shown) / grams_per_unit / 10.0**exponent)
+        match self.mode:
+            case "garbage":
+                # Report id 03h with a status and unit no HID POS table has.
+                return bytes([0x03, 0x00, 0x7F]) + self._random.randbytes(3)
+            case "overload":
+                return report(_STATUS["overload"], code, exponent, 0)
+            case "fault" | "needs_calibration" | "needs_rezero":
+                return report(_STATUS[self.mode], code, exponent, 0)
+        if raw > 0xFFFF:
+            return report(_STATUS["overload"], code, exponent, 0)
+        if self.mode == "underload" or shown < 0:
+            return report(_STATUS["underload"], code, exponent, raw)
+        if self.mode == "moving":
+            return report(_STATUS["moving"], code, exponent, raw)
+        return report(_STATUS["zero" if raw == 0 else "stable"], code, exponent, raw)
+
+    def _send(self, data: bytes) -> None:
+        self.sent.append(data)
+        del self.sent[:-256]  # what tests look at is recent; a long demo must not grow
+        self._started().feed(data)
+
+    async def _send_loop(self) -> None:
+        while True:
+            fake = self._started()
+            if fake.is_open and self.mode != "silent":
+                if self._queued:
+                    self._send(self._queued.pop(0))
+                    await asyncio.sleep(0.01)  # a scale's reports come apart in time
+                    continue
+                data = self.current_report()
+                if self._inject:
+                    injected, keep = self._inject.pop(0)
+                    if keep:
+                        self._send(injected)
+                    else:
+                        data = injected
+                self._send(data)
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.report_interval_s):
+                    await self._changed.wait()
