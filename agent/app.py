@@ -25,7 +25,7 @@ from agent.link.clock import wait_for_clock
 from agent.metrics import render
 from agent.node import Node
 from agent.status import node_families, node_state
-from agent.store import AsyncStore
+from agent.store import AsyncStore, StateLock
 from agent.systemd import feed_watchdog, notify, watchdog_interval
 from agent.web import WebServer
 from agent.workflows.base import Workflow
@@ -97,6 +97,23 @@ async def run_node(
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass  # not the main thread (tests): the caller sets ``stop``
+    lock = StateLock(config.state_dir)
+    lock.acquire()  # before the store: a second process must not even bump the boot counter
+    try:
+        await _run_locked(config, simulate, stop, sim_dir, started)
+    finally:
+        lock.release()
+    log.info("stopped")
+
+
+async def _run_locked(
+    config: NodeConfig,
+    simulate: bool,
+    stop: asyncio.Event,
+    sim_dir: Path | None,
+    started: Callable[[Node, DeviceFloor], None] | None,
+) -> None:
+    loop = asyncio.get_running_loop()
     # Before anything opens: a Pi without NTP yet would fail every TLS handshake.
     if not await wait_for_clock(config.broker, notify=notify, stop=stop):
         return
@@ -118,7 +135,6 @@ async def run_node(
                 await web.close()
     finally:
         await store.close()
-    log.info("stopped")
 
 
 async def start_web(config: NodeConfig, node: Node, floor: DeviceFloor) -> WebServer:

@@ -43,6 +43,7 @@ __all__ = [
     "LinkUnavailable",
     "MessageRejected",
     "OutboxFull",
+    "StateDirLocked",
     "StoreError",
     "StoreTooNew",
 ]
@@ -111,6 +112,10 @@ class StoreError(AgentError):
 
 class StoreTooNew(StoreError):
     """The store's schema is newer than this release knows: restarting cannot fix it."""
+
+
+class StateDirLocked(StoreError):
+    """Another process runs a node on this state directory: exit 2, a restart cannot help."""
 
 
 class OutboxFull(StoreError):

@@ -20,7 +20,10 @@ thread so the event loop never waits on the SD card.
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent import __version__
-from agent.errors import OutboxFull, StoreError, StoreTooNew
+from agent.errors import OutboxFull, StateDirLocked, StoreError, StoreTooNew
 from agent.wire.codec import encode, new_id, pack_local, unpack_local
 from agent.wire.messages import Wire
 
@@ -162,6 +165,9 @@ class Store:
         self.outbox_hard_limit = outbox_hard_limit
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(store_failure(self.path, exc)) from exc
+        try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -179,7 +185,7 @@ class Store:
             self._set_meta(store_id=self.store_id, boot=self.boot)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}") from exc
+            raise StoreError(store_failure(self.path, exc)) from exc
         log.info(
             "store %s: boot %d, last seq %d, acked %d",
             self.path,
@@ -269,7 +275,7 @@ class Store:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise StoreError(f"{self.path}: {exc}") from exc
+            raise StoreError(store_failure(self.path, exc)) from exc
         self.last_seq = seq
         return rows
 
@@ -291,7 +297,7 @@ class Store:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise StoreError(f"{self.path}: {exc}") from exc
+            raise StoreError(store_failure(self.path, exc)) from exc
         self.acked_seq = seq
         return cur.rowcount
 
@@ -325,7 +331,7 @@ class Store:
                 (keep,),
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}") from exc
+            raise StoreError(store_failure(self.path, exc)) from exc
         return cur.rowcount
 
     def tasks(self) -> list[StoredTask]:
@@ -344,6 +350,92 @@ class Store:
             self._db.close()
         except sqlite3.Error:
             pass  # already closed
+
+
+LOCK_FILE = "zone-agent.lock"
+"""The state directory's lock file: ``flock``-ed while a node runs on it; holds its PID."""
+
+
+class StateLock:
+    """An exclusive ``flock`` on a state directory, held while one node process uses it.
+
+    Two processes on one store would both take the next seq and the OMS would drop one
+    confirmation as a duplicate (issue 18): the second process is refused instead. The lock
+    is the kernel's, so it goes with the process however that ends (a SIGKILL, a power cut
+    leaves no stale lock behind); the file keeps the holder's PID for the refusal.
+
+    Args:
+        directory: the state directory (created if missing).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock.
+
+        Raises:
+            StateDirLocked: another process holds it (its PID in the message).
+            StoreError: the directory cannot be created or the file opened (read-only or
+                full disk, permissions), with the path and the cause.
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreError(store_failure(self.path, exc)) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StateDirLocked(
+                f"{self.path.parent} is in use by another zone-agent process (PID {holder}): "
+                "two nodes on one store would reuse each other's seqs and lose confirmations. "
+                "Stop that one first (systemctl stop zone-agent, or end the PID), or give this "
+                "one its own state_dir"
+            ) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # the lock holds; only the PID in the refusal would be missing
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let the lock go (closing the file drops the ``flock``); safe to call twice."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def store_failure(path: Path, exc: BaseException) -> str:
+    """One line naming ``path`` and why it cannot be written, in words an operator acts on.
+
+    SQLite says "disk I/O error" or "unable to open database file" for a full or read-only
+    file system; the file system itself is asked which it is.
+    """
+    said = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    cause = ""
+    where = path if path.exists() else path.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        fs = os.statvfs(where)
+    except OSError:
+        fs = None
+    if fs is not None and fs.f_flag & os.ST_RDONLY:
+        cause = "the file system is read-only (an SD card the kernel remounted read-only "
+        cause += "after errors is failing: replace it)"
+    elif fs is not None and fs.f_bavail * fs.f_frsize < 64 * 1024:
+        free = fs.f_bavail * fs.f_frsize
+        cause = f"the disk is full ({free} bytes free): free space, then start again"
+    elif (isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM)) or not os.access(
+        where, os.W_OK
+    ):
+        cause = "permission denied: the service user cannot write there"
+    return f"{path}: {said}" + (f": {cause}" if cause else "")
 
 
 class AsyncStore:

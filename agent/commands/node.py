@@ -15,6 +15,7 @@ from agent.errors import (
     EXIT_USAGE,
     AgentError,
     ConfigError,
+    StateDirLocked,
     StoreTooNew,
 )
 
@@ -99,8 +100,8 @@ def _run_failed(exc: BaseException, path: Path) -> int:
         problems = [problem for e in config_errors for problem in e.problems]
         _print_config_error(locate(problems, path))
         return EXIT_USAGE
-    too_new = [e for e in leaves if isinstance(e, StoreTooNew)]
-    if too_new:  # a downgrade: restarting will not help (unit: no restart)
+    too_new = [e for e in leaves if isinstance(e, StoreTooNew | StateDirLocked)]
+    if too_new:  # a downgrade, or another node on the store: restarting will not help
         for downgrade in too_new:
             log.error("%s", downgrade)
         return EXIT_USAGE
