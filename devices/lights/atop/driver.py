@@ -100,6 +100,8 @@ class AtopController(LightBar):
         """Firmware model strings tags answered (FAh), by tag."""
         self.seen: frozenset[int] | None = None
         """Tags the latest status bitmap showed connected (``None``: none read yet)."""
+        self.status_read = asyncio.Event()
+        """Set once a status bitmap has been read."""
         self.adopted: asyncio.Queue[int] = asyncio.Queue()
         """Addresses tags took in address setup (64h 00h 16h after FBh)."""
         self.confirmed: asyncio.Queue[int] = asyncio.Queue()
@@ -485,6 +487,7 @@ class AtopController(LightBar):
     def _status(self, missing: frozenset[int]) -> None:
         self._seen_status = asyncio.get_running_loop().time()
         self.seen = frozenset(range(1, codec.MAX_TAG + 1)) - missing
+        self.status_read.set()
         changed = False
         for tag in self._slot_of:
             part = self._down.get(tag)
