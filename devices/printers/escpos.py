@@ -232,7 +232,8 @@ class EscposPrinter(Printer):
 
     Set-up: a network printer needs raw TCP on port 9100 and a fixed address; a serial
     printer 8N1 at ``baudrate`` (match its DIP switches); a USB printer either by
-    ``usb_vendor_id``/``usb_product_id`` (pyusb; the service user needs access to the USB
+    ``usb_vendor_id``/``usb_product_id`` (pyusb and libusb-1.0; under systemd the unit's
+    ``systemd/usb-printer.conf`` drop-in, a udev rule letting the service user write the
     device, and the usblp module must not hold it) or as ``/dev/usb/lp0`` (write-only:
     no status, a job counts as printed once written). Star printers must be switched to
     ESC/POS emulation.
