@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
-import importlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from agent.floor import DeviceFloor
 from agent.link.clock import wait_for_clock
 from agent.metrics import render
 from agent.node import Node
+from agent.roles import ROLES, manifest
 from agent.status import node_families, node_state
 from agent.store import AsyncStore, StateLock
 from agent.systemd import feed_watchdog, notify, watchdog_interval
@@ -37,35 +37,21 @@ STATE_FILE = "state.sqlite3"
 _gc_frozen = False
 
 
-ROLE_WORKFLOWS = {
-    "pick": "agent.workflows.picking:PickingWorkflow",
-    "put_wall": "agent.workflows.putwall:PutWallWorkflow",
-    "pack": "agent.workflows.packing:PackingWorkflow",
-    "returns": "agent.workflows.returns:ReturnsWorkflow",
-    "dispatch": "agent.workflows.dispatch:DispatchWorkflow",
-}
-"""The state machine of each role, imported only for that role."""
-
-ROLE_PAGES = {"pack": "pack.html", "returns": "returns.html", "dispatch": "dispatch.html"}
-"""The screen of each role (``agent/static``); the others show the zone screen."""
-
-
 def build_workflow(config: NodeConfig, floor: DeviceFloor) -> Workflow:
     """The state machine for the node's role.
 
     Raises:
         ConfigError: the role has no workflow in this build.
     """
-    module_name, _, class_name = ROLE_WORKFLOWS[config.role].partition(":")
     try:
-        module = importlib.import_module(module_name)
+        role = manifest(config.role)
     except ModuleNotFoundError as exc:
-        if exc.name != module_name:
+        if exc.name != ROLES[config.role]:
             raise
         raise ConfigError(
             "(node file)", "role", f"no {config.role!r} workflow in this build"
         ) from None
-    workflow: Workflow = getattr(module, class_name).from_config(config, floor)
+    workflow: Workflow = role.workflow.from_config(config, floor)
     return workflow
 
 
@@ -150,7 +136,7 @@ async def start_web(config: NodeConfig, node: Node, floor: DeviceFloor) -> WebSe
 
     web = WebServer(
         lambda: node_state(node, floor),
-        page=ROLE_PAGES.get(config.role, "zone.html"),
+        page=manifest(config.role).page,
         control=control if floor.simulate else None,
         sim_state=sim_state if floor.simulate else None,
         metrics=lambda: render(node_families(node, floor)),

@@ -29,7 +29,6 @@ broker); ``check-config`` reports those instead of "ok".
 
 from __future__ import annotations
 
-import importlib
 import os
 import ssl
 import tomllib
@@ -48,6 +47,7 @@ from pydantic import (
 
 from agent.errors import ConfigError
 from agent.link.settings import BrokerConfig
+from agent.roles import ROLES, manifest
 from agent.tomllines import field_path, key_lines, line_of
 from agent.wire.topics import check_segment
 from devices import registry
@@ -223,22 +223,10 @@ def _cross_check(devices: list[DeviceConfig], problems: list[tuple[str, str]]) -
             locations.setdefault(loc, dev.name)
 
 
-ROLE_SETTINGS = {
-    "pick": "agent.workflows.picking:PickSettings",
-    "put_wall": "agent.workflows.putwall:PutWallSettings",
-    "pack": "agent.workflows.packing:PackSettings",
-    "returns": "agent.workflows.returns.settings:ReturnsSettings",
-    "dispatch": "agent.workflows.dispatch.settings:DispatchSettings",
-}
-"""The model of each role's ``[settings]`` table, imported only for that role."""
-
-
 def _check_settings(role: Any, settings: Any, problems: list[tuple[str, str]]) -> None:
-    target = ROLE_SETTINGS.get(role) if isinstance(role, str) else None
-    if target is None or not isinstance(settings, dict):
+    if not isinstance(role, str) or role not in ROLES or not isinstance(settings, dict):
         return
-    module, _, name = target.partition(":")
-    model: type[BaseModel] = getattr(importlib.import_module(module), name)
+    model = manifest(role).settings
     try:
         model.model_validate(settings)
     except ValidationError as exc:
@@ -377,7 +365,7 @@ def gaps(config: NodeConfig) -> list[tuple[str, str]]:
     kinds = {device.kind for device in config.devices}
     if not kinds:
         found.append(("devices", f"none: a {config.role} node needs at least one [[devices]]"))
-    elif config.role in ("pick", "put_wall") and not kinds & LIGHT_KINDS:
+    elif manifest(config.role).shows_locations and not kinds & LIGHT_KINDS:
         found.append(
             (
                 "devices",

@@ -38,8 +38,6 @@ COMMIT_BUCKETS_S = (
 )
 """Upper bounds of the commit-latency buckets: 0.2 ms on an SSD, milliseconds on an SD card."""
 
-MISSCAN_EVENTS = frozenset({"misscan", "pack_refused", "load_refused", "return_refused"})
-"""Events a workflow emits when a scan does not fit (each role names its own)."""
 
 MAX_LABEL_VALUES = 64
 """Distinct values kept per free-text label (reasons, devices); the rest count as ``other``."""

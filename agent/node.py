@@ -29,7 +29,8 @@ from agent.errors import LinkUnavailable, MessageRejected, OutboxFull
 from agent.link.base import Presence, Subscription
 from agent.link.connect import open_transport
 from agent.link.outbox import OutboxSender
-from agent.metrics import MISSCAN_EVENTS, NodeMetrics, RepeatLog, bump
+from agent.metrics import NodeMetrics, RepeatLog, bump
+from agent.roles import manifest
 from agent.store import AsyncStore, OutboxRow, Unit, now_ms
 from agent.wire import codec
 from agent.wire.messages import (
@@ -138,6 +139,7 @@ class Node:
         self._seen = SeenIds(SEEN_IDS)
         self._reanswers: dict[str, None] = {}  # command ids to answer again, in order
         self._reanswer_wake = asyncio.Event()
+        self._misscan_events = manifest(config.role).misscan_events
         self.online = asyncio.Event()
         self.ready = asyncio.Event()
         self.stats: dict[str, int] = {
@@ -461,7 +463,7 @@ class Node:
         first = len(step.unit.events)
         self.workflow.on_input(event, step, now)
         for pending in step.unit.events[first:]:
-            if pending.name in MISSCAN_EVENTS:
+            if pending.name in self._misscan_events:
                 reason = getattr(pending.body, "reason", None)
                 if reason is None and isinstance(pending.body, dict):
                     reason = pending.body.get("reason")

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("node and OMS side", ("agent.node", "agent.floor", "agent.oms")),
     ("node services", ("agent.web", "agent.systemd", "agent.metrics")),
     ("workflows", ("agent.workflows",)),
-    ("config", ("agent.config", "agent.tomllines")),
+    ("config", ("agent.config", "agent.tomllines", "agent.roles")),
     ("link", ("agent.link",)),
     ("store", ("agent.store",)),
     ("wire", ("agent.wire",)),
@@ -234,3 +234,32 @@ def test_the_node_modules_stay_out_of_the_oms_package() -> None:
     # the package, and the node's own layers (DESIGN.md §2) are not in it.
     inside = {p.name for p in (ROOT / "agent" / "oms").rglob("*.py")}
     assert not inside & {"node.py", "app.py", "floor.py", "store.py", "transport.py"}
+
+
+def test_picking_is_one_role_among_five_not_the_others_library() -> None:
+    # The shared kit (scans, settings, notices) lives beside the roles, in agent/workflows/;
+    # a role may use another's *messages* (the put wall sends picking's misscan event) but
+    # never its machine.
+    bad = {
+        str(p.relative_to(ROOT)): sorted(
+            m
+            for m in imports(p)
+            if m.startswith("agent.workflows.picking") and m != "agent.workflows.picking.messages"
+        )
+        for p in py_files("agent/workflows")
+        if "picking" not in p.parts
+    }
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_every_role_is_declared_by_its_package() -> None:
+    from agent.config import NodeConfig
+    from agent.roles import ROLES, manifest
+
+    roles = NodeConfig.model_fields["role"].annotation.__args__  # type: ignore[union-attr]
+    assert set(ROLES) == set(roles)
+    for name in ROLES:
+        declared = manifest(name)
+        assert declared.name == name
+        assert (ROOT / "agent" / "static" / declared.page).exists()
+        assert hasattr(declared.workflow, "from_config")

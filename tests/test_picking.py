@@ -15,8 +15,8 @@ from agent.workflows.picking import (
     ZONE_LAMP,
     PickingWorkflow,
     PickSettings,
-    gtin14,
 )
+from agent.workflows.scans import gtin14
 from devices.events import Button, ButtonPress, Scan
 
 ENV = Envelope(v=1, id="c1", ts=0, body={})

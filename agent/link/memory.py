@@ -369,9 +369,11 @@ class MemoryTransport:
 
     def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         """Publish if connected; False (nothing sent) if not."""
-        if self._session is None:
+        try:
+            self._publish(topic, payload, retain)
+        except LinkUnavailable:
+            # Also when the broker went down under us (from another thread) a moment ago.
             return False
-        self._publish(topic, payload, retain)
         return True
 
     async def publish_and_wait(

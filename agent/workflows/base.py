@@ -15,6 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from pydantic import BaseModel, ValidationError
+
+from agent.errors import ConfigError
 from agent.store import StoredTask, Unit
 from agent.wire.messages import Envelope, ItemResult, Wire
 from devices.events import ButtonPress
@@ -190,3 +193,19 @@ class Workflow(Protocol):
     def on_tick(self, step: Step, now: int) -> None:
         """Called about once a second: deadlines, periodic counters."""
         ...
+
+
+def settings_from(model: type[BaseModel], raw: Mapping[str, Any]) -> Any:
+    """Validate a node file's ``[settings]`` with ``model``.
+
+    Raises:
+        ConfigError: file ``(node file)``, field ``settings.<name>`` and the reason.
+    """
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as exc:
+        problems = [
+            ("settings." + ".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()
+        ]
+        field, reason = problems[0]
+        raise ConfigError("(node file)", field, reason, problems) from None

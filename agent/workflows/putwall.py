@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.config import NodeConfig
+from agent.roles import RoleManifest
 from agent.store import StoredTask
 from agent.wire.messages import (
     MAX_BARCODES_PER_TASK,
@@ -33,8 +34,9 @@ from agent.wire.messages import (
     register_command,
     register_event,
 )
-from agent.workflows.base import STALE_PRESS, FloorInfo, Step, Verdict, press_saw
-from agent.workflows.picking import Misscan, scan_matches, settings_from
+from agent.workflows.base import STALE_PRESS, FloorInfo, Step, Verdict, press_saw, settings_from
+from agent.workflows.picking.messages import Misscan
+from agent.workflows.scans import scan_matches
 from devices.events import Button, ButtonPress, Scan
 from devices.lights.palette import DONE, Colour
 
@@ -407,3 +409,13 @@ class PutWallWorkflow:
                 "qty": self.pending.qty,
             },
         }
+
+
+ROLE = RoleManifest(
+    name="put_wall",
+    settings=PutWallSettings,
+    workflow=PutWallWorkflow,
+    page="zone.html",
+    misscan_events=frozenset({"misscan"}),
+    shows_locations=True,
+)

@@ -20,6 +20,7 @@ Modules: ``messages`` (the wire), ``settings`` (the node file's ``[settings]``),
 
 from __future__ import annotations
 
+from agent.roles import RoleManifest
 from agent.workflows.dispatch.messages import (
     LoadCommand,
     Loaded,
@@ -32,7 +33,16 @@ from agent.workflows.dispatch.messages import (
 from agent.workflows.dispatch.settings import DispatchSettings, Lane
 from agent.workflows.dispatch.station import DispatchWorkflow
 
+ROLE = RoleManifest(
+    name="dispatch",
+    settings=DispatchSettings,
+    workflow=DispatchWorkflow,
+    page="dispatch.html",
+    misscan_events=frozenset({"load_refused"}),
+)
+
 __all__ = [
+    "ROLE",
     "DispatchSettings",
     "DispatchWorkflow",
     "Lane",

@@ -20,7 +20,7 @@ from agent.config import NodeConfig
 from agent.errors import ConfigError
 from agent.store import StoredTask
 from agent.wire.messages import Envelope, ItemResult, Wire
-from agent.workflows.base import STALE_PRESS, FloorInfo, Step, Verdict, press_saw
+from agent.workflows.base import STALE_PRESS, FloorInfo, Step, Verdict, press_saw, settings_from
 from agent.workflows.dispatch.messages import (
     LoadCommand,
     Loaded,
@@ -31,7 +31,8 @@ from agent.workflows.dispatch.messages import (
     Shipped,
 )
 from agent.workflows.dispatch.settings import DispatchSettings, Lane
-from agent.workflows.picking import gtin14, settings_from
+from agent.workflows.scans import gtin14
+from agent.workflows.station import Notice
 from devices.events import Button, ButtonPress, Scan
 from devices.lights.palette import Colour, Pattern
 
@@ -100,16 +101,6 @@ class Pending:
     parcel: str
     scanned_at: int
     shown: Urgency
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """The last thing the screen told the loader."""
-
-    level: Literal["info", "ok", "error"]
-    text: str
-    at: int
-    reason: str | None = None
 
 
 def urgency(parcel: DockParcel, now: int, near_ms: float) -> Urgency:

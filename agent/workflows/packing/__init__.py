@@ -53,6 +53,7 @@ Modules: ``messages`` (the wire), ``settings`` (the node file's ``[settings]``),
 
 from __future__ import annotations
 
+from agent.roles import RoleManifest
 from agent.workflows.packing.machine import PackingWorkflow, check_weight
 from agent.workflows.packing.messages import (
     LabelPrinted,
@@ -70,7 +71,16 @@ from agent.workflows.packing.messages import (
 )
 from agent.workflows.packing.settings import PackSettings
 
+ROLE = RoleManifest(
+    name="pack",
+    settings=PackSettings,
+    workflow=PackingWorkflow,
+    page="pack.html",
+    misscan_events=frozenset({"pack_refused"}),
+)
+
 __all__ = [
+    "ROLE",
     "LabelPrinted",
     "OwnLabel",
     "PackCancel",

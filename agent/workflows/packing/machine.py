@@ -15,7 +15,7 @@ from agent.config import NodeConfig
 from agent.errors import ConfigError
 from agent.store import StoredTask
 from agent.wire.messages import Envelope, ItemResult, Wire
-from agent.workflows.base import FloorInfo, Print, PrintSlip, Slip, Step, Verdict
+from agent.workflows.base import FloorInfo, Print, PrintSlip, Slip, Step, Verdict, settings_from
 from agent.workflows.cartons import (
     BoxSize,
     Item,
@@ -38,7 +38,8 @@ from agent.workflows.packing.messages import (
     Weighed,
 )
 from agent.workflows.packing.settings import PackSettings
-from agent.workflows.picking import gtin14, scan_matches, settings_from
+from agent.workflows.scans import gtin14, scan_matches
+from agent.workflows.station import Notice
 from devices.events import DeviceHealthChanged, Scan, Weight
 from devices.printers.base import PrintResult
 
@@ -154,22 +155,6 @@ class PackOrder:
             for sku, qty, codes, w, dims, frag, desc, n in data.pop("lines")
         ]
         return cls(lines=lines, **data)
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """What the screen says now: ``level`` is ``info``, ``ok`` or ``error``.
-
-    ``order`` is the order open when a refusal was made: the screen lists an order's
-    refusals only while that order is open, and those made with no order open only until
-    one is.
-    """
-
-    level: Literal["info", "ok", "error"]
-    text: str
-    at: int
-    reason: str | None = None
-    order: str | None = None
 
 
 def check_weight(

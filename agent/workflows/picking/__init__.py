@@ -47,8 +47,9 @@ Modules: ``messages`` (the events), ``settings`` (the node file's ``[settings]``
 
 from __future__ import annotations
 
+from agent.roles import RoleManifest
 from agent.workflows.base import ZONE_LAMP
-from agent.workflows.picking.machine import Line, PickingWorkflow, gtin14, scan_matches
+from agent.workflows.picking.machine import Line, PickingWorkflow
 from agent.workflows.picking.messages import (
     Counters,
     Expired,
@@ -58,9 +59,19 @@ from agent.workflows.picking.messages import (
     Short,
     ZoneDone,
 )
-from agent.workflows.picking.settings import PickSettings, settings_from
+from agent.workflows.picking.settings import PickSettings
+
+ROLE = RoleManifest(
+    name="pick",
+    settings=PickSettings,
+    workflow=PickingWorkflow,
+    page="zone.html",
+    misscan_events=frozenset({"misscan"}),
+    shows_locations=True,
+)
 
 __all__ = [
+    "ROLE",
     "ZONE_LAMP",
     "Counters",
     "Expired",
@@ -72,7 +83,4 @@ __all__ = [
     "PickingWorkflow",
     "Short",
     "ZoneDone",
-    "gtin14",
-    "scan_matches",
-    "settings_from",
 ]

@@ -6,9 +6,8 @@ restart is in the store (one task per line, per begun wave and per logged-in pic
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 from sys import intern
@@ -25,7 +24,15 @@ from agent.wire.messages import (
     WaveCommand,
     Wire,
 )
-from agent.workflows.base import STALE_PRESS, ZONE_LAMP, FloorInfo, Step, Verdict, press_saw
+from agent.workflows.base import (
+    STALE_PRESS,
+    ZONE_LAMP,
+    FloorInfo,
+    Step,
+    Verdict,
+    press_saw,
+    settings_from,
+)
 from agent.workflows.picking.messages import (
     Counters,
     Expired,
@@ -35,7 +42,8 @@ from agent.workflows.picking.messages import (
     Short,
     ZoneDone,
 )
-from agent.workflows.picking.settings import PickSettings, settings_from
+from agent.workflows.picking.settings import PickSettings
+from agent.workflows.scans import scan_matches
 from devices.events import Button, ButtonPress, Scan
 from devices.lights.palette import DONE, ERROR, Colour, express
 
@@ -178,33 +186,9 @@ class Picker:
     seq: int
 
 
-_GTIN_IN_TEXT = re.compile(r"^\(?01\)?(\d{14})")
-
-
 def _tote_shows(qty: int) -> str:
     """What a tote's put light stands for: the quantity to put (a press confirms that)."""
     return f"tote:{qty}"
-
-
-def gtin14(code: str) -> str | None:
-    """``code`` as a 14-digit GTIN when it is one (EAN-8/UPC-A/EAN-13/GTIN-14, or AI 01)."""
-    if code.isdigit() and len(code) in (8, 12, 13, 14):
-        return code.zfill(14)
-    match = _GTIN_IN_TEXT.match(code)
-    if match is not None and not code.isdigit():
-        return match.group(1)
-    return None
-
-
-def scan_matches(scan: Scan, barcodes: Iterable[str]) -> bool:
-    """Whether ``scan`` is one of ``barcodes``: same text, or the same GTIN-14."""
-    gtin = scan.gtin or gtin14(scan.text)
-    for barcode in barcodes:
-        if scan.text == barcode:
-            return True
-        if gtin is not None and gtin14(barcode) == gtin:
-            return True
-    return False
 
 
 # --- the workflow ------------------------------------------------------------------------

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from agent.errors import ConfigError
 from devices.lights.palette import PICKER_ORDER, Colour
 
 Reason = Literal["empty", "damaged", "not_found"]
@@ -54,20 +52,4 @@ class PickSettings(BaseModel):
     done_memory: int = Field(default=1000, ge=0, le=100_000)
 
 
-def settings_from(model: type[BaseModel], raw: Mapping[str, Any]) -> Any:
-    """Validate a node file's ``[settings]`` with ``model``.
-
-    Raises:
-        ConfigError: file ``(node file)``, field ``settings.<name>`` and the reason.
-    """
-    try:
-        return model.model_validate(dict(raw))
-    except ValidationError as exc:
-        problems = [
-            ("settings." + ".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()
-        ]
-        field, reason = problems[0]
-        raise ConfigError("(node file)", field, reason, problems) from None
-
-
-__all__ = ["PickSettings", "Reason", "settings_from"]
+__all__ = ["PickSettings", "Reason"]

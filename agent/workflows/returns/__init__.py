@@ -30,6 +30,7 @@ Modules: ``messages`` (the wire), ``settings`` (``[settings]`` and the default p
 
 from __future__ import annotations
 
+from agent.roles import RoleManifest
 from agent.workflows.returns.messages import (
     ReturnClosed,
     ReturnLine,
@@ -42,8 +43,17 @@ from agent.workflows.returns.messages import (
 from agent.workflows.returns.settings import DEFAULT_POLICY, ReturnsSettings
 from agent.workflows.returns.station import ReturnsWorkflow
 
+ROLE = RoleManifest(
+    name="returns",
+    settings=ReturnsSettings,
+    workflow=ReturnsWorkflow,
+    page="returns.html",
+    misscan_events=frozenset({"return_refused"}),
+)
+
 __all__ = [
     "DEFAULT_POLICY",
+    "ROLE",
     "ReturnClosed",
     "ReturnLine",
     "ReturnOpened",

@@ -17,9 +17,16 @@ from agent.config import NodeConfig
 from agent.errors import ConfigError
 from agent.store import StoredTask
 from agent.wire.messages import Envelope, Wire
-from agent.workflows.base import STALE_PRESS, FloorInfo, Print, Step, Verdict, press_saw
+from agent.workflows.base import (
+    STALE_PRESS,
+    FloorInfo,
+    Print,
+    Step,
+    Verdict,
+    press_saw,
+    settings_from,
+)
 from agent.workflows.labels import field_text
-from agent.workflows.picking import gtin14, scan_matches, settings_from
 from agent.workflows.returns.messages import (
     GRADES,
     REASONS,
@@ -37,6 +44,8 @@ from agent.workflows.returns.messages import (
     RmaCommand,
 )
 from agent.workflows.returns.settings import ReturnsSettings
+from agent.workflows.scans import gtin14, scan_matches
+from agent.workflows.station import Notice
 from devices.events import Button, ButtonPress, Scan
 from devices.lights.palette import Colour, Pattern
 
@@ -112,16 +121,6 @@ class Return:
         d["lines"] = [RLine(**line) for line in d["lines"]]
         d["unit"] = None if d["unit"] is None else Unit(**d["unit"])
         return cls(**d)
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """The last thing the screen told the operator."""
-
-    level: Literal["info", "ok", "error"]
-    text: str
-    at: int
-    reason: str | None = None
 
 
 def _safe_id(code: str) -> str:
