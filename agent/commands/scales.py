@@ -5,8 +5,12 @@ settings and prints one stable weight in grams (``--json`` for scripts), or one 
 why it could not: wrong port, busy port, no permission, no reply (with the settings the
 protocol expects), overload, never settled.
 
-``zone-agent scale probe`` (also spelt ``zone-agent probe``) lists the serial ports and says
-which scale protocol answers on each (``--port`` probes one port). A protocol counts only
+``zone-agent scale read --protocol hid_pos [--port DEVICE]`` reads a USB HID scale (device
+``auto`` by default, or ``/dev/hidrawN``, or ``VID:PID``).
+
+``zone-agent scale probe`` (also spelt ``zone-agent probe``) lists the serial ports and the
+USB HID scales and says which scale protocol answers on each (``--port`` probes one serial
+port). A protocol counts only
 when a reply unique to it arrives; when none does, the line says "no protocol answered" and
 what was sent at which settings and what came back.
 
@@ -35,10 +39,18 @@ from devices.base import HealthStatus
 from devices.context import DeviceContext
 from devices.events import Weight
 from devices.registry import module_for
-from devices.scales.probe import ProbeResult, probe_port
+from devices.scales.hid_pos import HidPosScale
+from devices.scales.probe import (
+    ProbeResult,
+    hid_description,
+    hid_scales,
+    probe_hid,
+    probe_port,
+)
 from devices.scales.sim import MODES
 
-PROTOCOLS = ("mt_sics", "toledo_8217", "nci")
+SERIAL_PROTOCOLS = ("mt_sics", "toledo_8217", "nci")
+PROTOCOLS = (*SERIAL_PROTOCOLS, "hid_pos")
 
 
 def _out(line: str) -> None:
@@ -80,8 +92,21 @@ def weight_as_line(weight: Weight) -> str:
 async def run_read(args: argparse.Namespace) -> int:
     """``scale read``: print one stable weight, or why there is none."""
     command = "scale read"
-    fields: dict[str, Any] = {"name": "cli", "kind": args.protocol, "port": args.port}
-    for option, field in (("baud", "baudrate"), ("parity", "parity"), ("bytesize", "bytesize")):
+    fields: dict[str, Any] = {"name": "cli", "kind": args.protocol}
+    line_options = (("baud", "baudrate"), ("parity", "parity"), ("bytesize", "bytesize"))
+    if args.protocol == "hid_pos":
+        # A USB HID scale has no line settings; --port names the device (default: auto).
+        given = [f"--{option}" for option, _ in line_options if getattr(args, option)]
+        if given:
+            _err(f"zone-agent {command}: {', '.join(given)}: a USB HID scale has no line")
+            return EXIT_USAGE
+        fields["device"] = args.port or "auto"
+    elif args.port is None:
+        _err(f"zone-agent {command}: --port is required for {args.protocol}")
+        return EXIT_USAGE
+    else:
+        fields["port"] = args.port
+    for option, field in line_options:
         if getattr(args, option) is not None:
             fields[field] = getattr(args, option)
     if args.unit is not None:
@@ -108,7 +133,8 @@ async def run_read(args: argparse.Namespace) -> int:
     finally:
         await scale.close()
     if args.json:
-        _out(json.dumps(weight_as_dict(weight, args.port, args.protocol)))
+        where = scale.backend.node if isinstance(scale, HidPosScale) else args.port
+        _out(json.dumps(weight_as_dict(weight, where, args.protocol)))
     else:
         _out(weight_as_line(weight))
     return EXIT_OK
@@ -133,12 +159,29 @@ def _tried_as_dict(result: ProbeResult) -> list[dict[str, Any]]:
     ]
 
 
+async def _probe_hid(timeout: float) -> list[tuple[ProbeResult | None, str, str]]:
+    """Every USB HID scale plugged in: (result or None, node, description or error)."""
+    found: list[tuple[ProbeResult | None, str, str]] = []
+    for info in await asyncio.to_thread(hid_scales):
+        try:
+            result = await probe_hid(info, timeout)
+        except DeviceUnavailable as exc:
+            found.append((None, str(info.node), str(exc)))
+            continue
+        found.append((result, str(info.node), hid_description(info)))
+    return found
+
+
 async def run_probe(args: argparse.Namespace) -> int:
-    """``scale probe`` (alias ``probe``): which scale protocol answers on each serial port."""
+    """``scale probe`` (alias ``probe``): which scale answers on each serial port and USB HID."""
     command = "scale probe"
     ports = [(args.port, "")] if args.port else await asyncio.to_thread(list_ports)
-    if not ports:
-        _err(f"zone-agent {command}: no serial ports found (is the adapter plugged in?)")
+    hid = [] if args.port else await _probe_hid(args.timeout)
+    if not ports and not hid:
+        _err(
+            f"zone-agent {command}: no serial ports and no USB HID scales found "
+            "(is the adapter or the scale plugged in and switched on?)"
+        )
         return EXIT_DEVICE
     found = 0
     report: list[dict[str, Any]] = []
@@ -162,6 +205,24 @@ async def run_probe(args: argparse.Namespace) -> int:
         )
         if not args.json:
             _out(_probe_line(result, description))
+    for hid_result, node, description in hid:
+        if hid_result is None:
+            report.append({"port": node, "protocol": None, "error": description})
+            if not args.json:
+                _out(f"{node}  - ({description})")
+            continue
+        found += hid_result.protocol is not None
+        report.append(
+            {
+                "port": node,
+                "protocol": hid_result.protocol,
+                "hint": hid_result.hint,
+                "error": None,
+                "device": description,
+            }
+        )
+        if not args.json:
+            _out(_probe_line(hid_result, description))
     if args.json:
         _out(json.dumps(report))
     return EXIT_OK if found else EXIT_DEVICE
@@ -217,10 +278,14 @@ def _positive_float(text: str) -> float:
 
 def register(commands: Any, sim: Any) -> None:
     """Add ``scale read``, ``scale probe`` (alias ``probe``) and ``sim scale``."""
-    scale = commands.add_parser("scale", help="commission serial scales")
+    scale = commands.add_parser("scale", help="commission scales (serial and USB HID)")
     actions = scale.add_subparsers(dest="scale_command", required=True, metavar="ACTION")
     read = actions.add_parser("read", help="print one stable weight from a scale")
-    read.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
+    read.add_argument(
+        "--port",
+        help="serial port (/dev/ttyUSB0); for hid_pos the device: /dev/hidraw0, VID:PID "
+        "or auto (the default)",
+    )
     read.add_argument("--protocol", required=True, choices=PROTOCOLS, help="scale protocol")
     read.add_argument("--baud", type=int, help="baud rate (default: the protocol's, 9600)")
     read.add_argument("--parity", choices=("N", "E", "O"), help="default: the protocol's")
@@ -252,7 +317,10 @@ def register(commands: Any, sim: Any) -> None:
         probe.set_defaults(func=run_probe)
 
     simulate = sim.add_parser("scale", help="a scale on a pty, until Ctrl-C")
-    simulate.add_argument("--protocol", required=True, choices=PROTOCOLS, help="scale protocol")
+    # A USB HID scale is simulated inside the node (--simulate), not on a pty.
+    simulate.add_argument(
+        "--protocol", required=True, choices=SERIAL_PROTOCOLS, help="scale protocol"
+    )
     simulate.add_argument("--link", required=True, help="path of the pty link to create")
     simulate.add_argument("--grams", type=float, help="load on the platform (default 0)")
     simulate.add_argument("--mode", choices=MODES, default="stable", help="default stable")

@@ -9,7 +9,11 @@ A protocol counts as found only when a reply unique to it arrives (Odoo's Adam d
   a scale without the echo test (many POS scales leave it out) is asked for a weight,
   ``W`` -> ``<STX>01.250<CR>`` or ``<STX>?<status><CR>``.
 
-The probe is as tolerant as ``scale read``: line noise glued before a reply is stripped
+USB HID point-of-sale scales need no request: every hidraw device whose report descriptor
+declares the scale usage page (8Dh), or whose vendor:product id is a known scale's, is
+opened and counts as ``hid_pos`` once a valid scale report arrives (``probe_hid_scales``).
+
+The serial probe is as tolerant as ``scale read``: line noise glued before a reply is stripped
 with the drivers' own rule (``reply_behind_noise``), a reply split over several reads is
 put together, and an echo of the request by the line is skipped. Each protocol is tried
 with its own line settings on a freshly opened port, input discarded first. When nothing
@@ -25,8 +29,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from devices.backends.hidraw import HidrawDevice, HidrawInfo, list_hidraw
 from devices.backends.serial import LineSettingsRefused, SerialPort, SerialSettings
+from devices.errors import DeviceProtocolError
 from devices.scales.base import describe_settings, reply_behind_noise
+from devices.scales.hid_pos import KNOWN_IDS, decode_report, known_scale
 from devices.scales.mt_sics import MtSicsScale, split_reply
 from devices.scales.nci import FRAME, NciScale, parse_status
 from devices.scales.toledo_8217 import (
@@ -251,3 +258,51 @@ async def identify(port: str, timeout: float = 0.5) -> str | None:
     if result.hint:
         log.warning("%s", result.hint)
     return result.protocol
+
+
+def hid_description(info: HidrawInfo) -> str:
+    """What a HID scale is: its name (ours when the ids are known, else its own) and ids."""
+    known = known_scale(info.vid, info.pid)
+    name = known.name if known is not None else (info.name or "HID scale")
+    return f"{name} {info.vid_pid}"
+
+
+async def probe_hid(info: HidrawInfo, timeout: float = 0.5) -> ProbeResult:
+    """Wait up to ``timeout`` for a valid scale report from the HID device ``info``.
+
+    Raises:
+        DeviceUnavailable: the node cannot be opened (gone, no permission: the udev rule).
+    """
+    node = str(info.node)
+    device = HidrawDevice(node)
+    await device.open()
+    heard = b""
+    why = "no scale report"
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                async with asyncio.timeout(remaining):
+                    data = await device.read()
+            except TimeoutError:
+                break
+            heard += data
+            try:
+                if decode_report(data) is not None:
+                    return ProbeResult(node, "hid_pos")
+            except DeviceProtocolError as exc:
+                why = str(exc)
+    finally:
+        await device.close()
+    what = "nothing" if not heard else f"{heard[:64]!r} ({why})"
+    hint = (
+        f"{node}: no protocol answered: {hid_description(info)} sent no valid scale report "
+        f"within {timeout:.3g} s (heard {what}; is the scale switched on?)"
+    )
+    return ProbeResult(node, None, hint=hint, heard=heard[:64])
+
+
+def hid_scales() -> list[HidrawInfo]:
+    """The hidraw devices that are scales: the scale usage page, or a known id."""
+    return [i for i in list_hidraw() if i.scale_page or (i.vid, i.pid) in KNOWN_IDS]
