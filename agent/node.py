@@ -64,6 +64,12 @@ _IGNORED_LINES = {
 
 _VALID_NAME = re.compile(r"[\x21-\x7e]{1,64}")
 SEEN_IDS = 200_000
+TAKEOVER_WITHIN_S = 5.0
+"""A connection the broker ends this soon after its set-up counts as taken over."""
+TAKEOVER_WINDOW_S = 300.0
+"""Taken-over connections are counted over this long."""
+TAKEOVERS_TO_REPORT = 3
+"""This many in the window: said at ERROR, on the screen and in the birth (``takeovers``)."""
 REANSWER_QUEUE = 1024
 """Resent commands waiting to be answered again, at most (each id once; beyond: the OMS's
 next resend, or the outbox's own resend of the reply, answers it)."""
@@ -154,6 +160,9 @@ class Node:
         self.ignored: dict[str, int] = {}
         """Device input taken but not acted on, by reason (``stale_press``, ...)."""
         self._ignored_log = RepeatLog(log)
+        self._conflict_log = RepeatLog(log, logging.ERROR)
+        self._up_at: float | None = None
+        self._short_links: deque[float] = deque()
         self.metrics = NodeMetrics(store.store.last_seq, self.sender.acked)
         self._outbox_full_logged = False
         self._failed: BaseException | None = None
@@ -177,6 +186,7 @@ class Node:
                 last_seq=self.store.store.last_seq,
                 outbox=self.sender.pending,
                 link=link,
+                takeovers=self.takeovers() or None,
             )
         else:
             body = State(online=False, link=link)
@@ -196,12 +206,56 @@ class Node:
 
     async def _on_connected(self) -> None:
         self.metrics.connects += 1
+        self._up_at = time.monotonic()
         self.online.set()
         await self.sender.on_connected()
 
     def _on_disconnected(self) -> None:
         self.online.clear()
         self.sender.on_disconnected()
+        now = time.monotonic()
+        if self._up_at is not None and now - self._up_at < TAKEOVER_WITHIN_S:
+            self._short_links.append(now)
+        self._up_at = None
+        if self.takeovers() >= TAKEOVERS_TO_REPORT:
+            self._conflict_log.note(
+                "node_id_conflict",
+                "the broker ended %d of this node's connections within %.0f s of their set-up "
+                "in the last %.0f s: most likely another node runs with this node id (%s, MQTT "
+                "client id %s) and each knocks the other off the broker; they also share its "
+                "commands. Give each Pi its own node id (and store). Else the broker drops "
+                "this client right after connecting: see the broker's log",
+                self.takeovers(),
+                TAKEOVER_WITHIN_S,
+                TAKEOVER_WINDOW_S,
+                self.config.node,
+                self.config.client_id,
+            )
+
+    def takeovers(self) -> int:
+        """Connections the broker ended within ``TAKEOVER_WITHIN_S`` of their set-up, lately.
+
+        Two nodes with one node id (one MQTT client id) knock each other off the broker as
+        each reconnects: each of their connections lasts well under a second. A node
+        never sees the other (it may not read its own state topic), so this is the sign.
+        """
+        now = time.monotonic()
+        short = self._short_links
+        while short and now - short[0] > TAKEOVER_WINDOW_S:
+            short.popleft()
+        return len(short)
+
+    def link_conflict(self) -> dict[str, Any] | None:
+        """For the screen: the suspected node id conflict, or ``None``."""
+        count = self.takeovers()
+        if count < TAKEOVERS_TO_REPORT:
+            return None
+        return {
+            "takeovers": count,
+            "window_s": TAKEOVER_WINDOW_S,
+            "what": "another node is probably running with this node id "
+            f"({self.config.node}): each knocks the other off the broker",
+        }
 
     async def republish_birth(self) -> None:
         """Publish the birth again (health changed, or the OMS asked with ``rebirth``)."""

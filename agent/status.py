@@ -27,6 +27,7 @@ def node_state(node: Node, floor: DeviceFloor) -> dict[str, Any]:
         "outbox": node.sender.pending,
         "inputs": node.stats["inputs"],
         "inputs_ignored": dict(node.ignored),
+        "link_conflict": node.link_conflict(),
         "devices": {k: v.model_dump() for k, v in floor.health().items()},
         "lights": floor.lights(),
         "workflow": workflow_state() if workflow_state is not None else {},

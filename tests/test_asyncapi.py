@@ -130,7 +130,7 @@ def test_channels_are_the_topics_of_the_code_and_operations_the_node_view() -> N
 def test_document_version_is_the_protocol_version() -> None:
     doc = _doc()
     assert doc["asyncapi"] == "3.0.0"
-    assert doc["info"]["version"] == PROTOCOL == "1.2"
+    assert doc["info"]["version"] == PROTOCOL == "1.3"
     assert doc["defaultContentType"] == "application/msgpack"
 
 

@@ -33,7 +33,7 @@ def test_birth_ping_pick_and_reply(tmp_path: Path, broker: Broker) -> None:
             await oms.wait_connected()
             await _wait_online(oms, "zone-a1")
             state = oms.nodes["zone-a1"].state
-            assert state is not None and state.role == "pick" and state.proto == PROTOCOL == "1.2"
+            assert state is not None and state.role == "pick" and state.proto == PROTOCOL == "1.3"
             assert state.locations == ["A1", "A2", "A3", "A4"]
             assert state.devices["shelf"].status == "ok"
             pong = await oms.call("zone-a1", "ping", {})

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from unittest import mock
 
@@ -115,3 +117,53 @@ def test_a_second_run_on_the_same_state_directory_exits_2_naming_the_first(
         asyncio.run(scenario())
     finally:
         first.stop()
+
+
+def _api_state(state_dir: Path) -> dict[str, object]:
+    url = json.loads((state_dir / "control.json").read_text())["url"]
+    with urllib.request.urlopen(url + "/api/state", timeout=10) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+@pytest.mark.broker
+def test_two_nodes_with_one_node_id_say_so_at_error_on_the_screen_and_in_the_birth(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
+    """Two Pis set up as zone-a1 with their own stores knock each other off the broker."""
+    for pi in ("pi1", "pi2"):
+        (tmp_path / pi).mkdir()
+    nodes = [NodeProcess(node_file(tmp_path / pi, broker)) for pi in ("pi1", "pi2")]
+
+    async def scenario() -> None:
+        async with oms_for(broker) as oms:
+            await oms.wait_connected()
+            for node in nodes:
+                node.start()
+            stores: set[str] = set()
+            async with asyncio.timeout(60):
+                while True:
+                    name, state, _ = await oms.state_changes.get()
+                    if name == "zone-a1" and state.online and state.store:
+                        stores.add(state.store)
+                        if (state.takeovers or 0) >= 3 and len(stores) == 2:
+                            break
+            for pi in ("pi1", "pi2"):
+                state_dir = tmp_path / pi / "zone-a1"
+                async with asyncio.timeout(30):
+                    while True:
+                        screen = await asyncio.to_thread(_api_state, state_dir)
+                        if screen["link_conflict"]:
+                            break
+                        await asyncio.sleep(0.2)
+                assert "another node" in str(screen["link_conflict"])
+        for node in nodes:
+            node.terminate()
+        for node in nodes:
+            errors = [line for line in node.log.read_text().splitlines() if " ERROR " in line]
+            assert any("most likely another node runs with this node id" in e for e in errors)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for node in nodes:
+            node.stop()

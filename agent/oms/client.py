@@ -52,6 +52,10 @@ from agent.workflows import register_all
 log = logging.getLogger("agent.oms")
 
 
+TAKEOVER_ALARM = 3
+"""A birth with this many ``takeovers``: two nodes run with one node id (docs/protocol.md)."""
+
+
 @dataclass(frozen=True, slots=True)
 class NodeEvent:
     """One event delivered by the OMS client, once and in seq order per node."""
@@ -245,6 +249,15 @@ class OmsClient:
             self._ack_wake.set()
         view = self._view(node)
         if state.online:
+            if (state.takeovers or 0) >= TAKEOVER_ALARM:
+                log.error(
+                    "node %s: the broker ended %d of its connections within seconds of their "
+                    "set-up lately: most likely two nodes run with this node id (this birth's "
+                    "store %s); give each its own (docs/protocol.md)",
+                    node,
+                    state.takeovers,
+                    state.store,
+                )
             if view.store is not None and state.store != view.store:
                 # Its seq starts over in the new store; what the old one held is gone.
                 log.warning(

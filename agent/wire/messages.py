@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 2
+PROTOCOL_MINOR = 3
 PROTOCOL = f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"
 
 # Limits on everything that arrives; the codec enforces the raw ones before pydantic runs.
@@ -198,6 +198,10 @@ class State(Wire):
     link: int | None = Field(default=None, ge=1)
     """The node's connection this state belongs to (1, 2, ... within a boot): a Will of an
     earlier connection that a cluster member publishes late is told from the current one."""
+    takeovers: int | None = Field(default=None, ge=0)
+    """Connections the broker ended within 5 s of their set-up in the last 5 minutes (1.3).
+    3 or more: most likely another node runs with this node id and each knocks the other
+    off the broker (docs/protocol.md, "Two nodes with one node id")."""
 
 
 class Ack(Wire):
