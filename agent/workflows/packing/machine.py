@@ -44,7 +44,7 @@ from devices.events import DeviceHealthChanged, Scan, Weight
 from devices.printers.base import PrintResult
 
 ORDER = "pack_order"
-SCALE_KINDS = frozenset({"mt_sics", "toledo_8217", "nci"})
+SCALE_KINDS = frozenset({"mt_sics", "toledo_8217", "nci", "hid_pos"})
 MAX_REFUSALS_SHOWN = 5
 
 Phase = Literal[
