@@ -34,6 +34,10 @@ from devices.context import DeviceContext
 log = logging.getLogger("agent")
 
 STATE_FILE = "state.sqlite3"
+OUTBOX_HEADROOM = 100
+"""Events the store takes beyond ``limit + reserve``: the node stops taking input exactly at
+``limit + reserve`` (``Node._outbox_total``), and the last input it took may emit a few
+events more (a confirmation and its ``zone_done``). Only a bug reaches the store's refusal."""
 _gc_frozen = False
 
 
@@ -104,7 +108,8 @@ async def _run_locked(
     if not await wait_for_clock(config.broker, notify=notify, stop=stop):
         return
     store = await AsyncStore.open(
-        config.state_dir / STATE_FILE, outbox_hard_limit=config.outbox.limit + config.outbox.reserve
+        config.state_dir / STATE_FILE,
+        outbox_hard_limit=config.outbox.limit + config.outbox.reserve + OUTBOX_HEADROOM,
     )
     try:
         async with DeviceFloor(

@@ -162,6 +162,10 @@ class Node:
         self._ignored_log = RepeatLog(log)
         self._conflict_log = RepeatLog(log, logging.ERROR)
         self._up_at: float | None = None
+        self._committed_seq = store.store.last_seq
+        self._uncommitted = 0
+        self._batch_events = 0
+        self._outbox_hard = config.outbox.limit + config.outbox.reserve
         self._short_links: deque[float] = deque()
         self.metrics = NodeMetrics(store.store.last_seq, self.sender.acked)
         self._outbox_full_logged = False
@@ -388,6 +392,7 @@ class Node:
             step = Step()
             duplicates: list[str] = []
             now = now_ms()
+            self._batch_events = 0
             for kind, value in items:
                 # Each item works on its own step, merged when it went through: a bug
                 # triggered by one message is logged and that message's writes dropped,
@@ -406,6 +411,8 @@ class Node:
                     continue
                 step.unit.merge(one.unit)
                 step.actions.extend(one.actions)
+                self._batch_events = len(step.unit.events)
+            self._batch_events = 0
             if committing is not None:
                 await committing
                 if self._failed is not None:
@@ -445,8 +452,10 @@ class Node:
         verdict = self._apply(name, envelope, body, step, now)
         bump(self.metrics.commands, (name, verdict.status))
         if verdict.status == "rejected" and verdict.reason == "outbox_full":
-            # Not remembered: the OMS may send it again once the outbox drains.
-            step.emit("reply", self._reply(name, verdict), corr=envelope.id)
+            # Not remembered: the OMS may send it again once the outbox drains. Not even
+            # answered once the reserve is used up too: that room is the floor's.
+            if self._outbox_total(step) < self._outbox_hard:
+                step.emit("reply", self._reply(name, verdict), corr=envelope.id)
             return
         self._remember(envelope.id)
         index = step.unit.emit("reply", self._reply(name, verdict), corr=envelope.id)
@@ -472,7 +481,7 @@ class Node:
         if name == "rebirth":
             self._rebirth_soon()
             return Verdict.accepted()
-        if self.sender.pending >= self.config.outbox.limit:
+        if self._outbox_total(step) >= self.config.outbox.limit:
             return Verdict.rejected(
                 "outbox_full", f"{self.sender.pending} events wait for acknowledgement"
             )
@@ -483,13 +492,9 @@ class Node:
 
     def _input(self, event: object, step: Step, now: int) -> None:
         self.stats["inputs"] += 1
-        hard = self.config.outbox.limit + self.config.outbox.reserve
         # A device's health and a print's outcome are not new work: the workflow must
         # know them even now (a printer out of paper), and they emit little if anything.
-        if (
-            not isinstance(event, DEVICE_STATE)
-            and self.sender.pending + len(step.unit.events) >= hard - 10
-        ):
+        if not isinstance(event, DEVICE_STATE) and self._outbox_total(step) >= self._outbox_hard:
             self.stats["inputs_refused"] += 1
             if not self._outbox_full_logged:
                 log.error(
@@ -523,6 +528,21 @@ class Node:
                     reason = pending.body.get("reason")
                 bump(self.metrics.misscans, (pending.name, str(reason or "unknown")[:64]))
 
+    def _outbox_total(self, step: Step) -> int:
+        """Events in the outbox once everything handled so far is committed.
+
+        Committed and not acknowledged, handed to the store and not yet committed (the
+        previous batch, pipelined), taken in this batch, and ``step``'s own: the limits
+        of ``[outbox]`` hold exactly, however many items one batch takes.
+        """
+        return (
+            self._committed_seq
+            - self.sender.acked
+            + self._uncommitted
+            + self._batch_events
+            + len(step.unit.events)
+        )
+
     def _ignore(self, reason: str, *args: object) -> None:
         """Count and log (aggregated) input the node took but did not act on."""
         bump(self.ignored, reason)
@@ -543,6 +563,7 @@ class Node:
             self._committed(rows or [], error, step, duplicates, tg, done)
 
         if step.unit:
+            self._uncommitted += len(step.unit.events)
             self.store.submit(self._timed_commit, step.unit, then=committed)
         else:
             committed([], None)
@@ -564,6 +585,9 @@ class Node:
         tg: asyncio.TaskGroup,
         done: asyncio.Future[None],
     ) -> None:
+        self._uncommitted -= len(step.unit.events) if step.unit else 0
+        if rows:
+            self._committed_seq = rows[-1].seq
         if isinstance(error, OutboxFull):
             log.error("not committed: %s", error)
             done.set_result(None)
@@ -599,6 +623,7 @@ class Node:
                 log.error("not committed: %s", exc)
                 return
         if rows:
+            self._committed_seq = rows[-1].seq
             self.sender.committed(rows)
             self.metrics.committed(rows, self.sender.acked)
         if step.actions:

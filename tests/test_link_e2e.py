@@ -254,8 +254,9 @@ def test_an_ack_for_another_store_deletes_nothing(tmp_path: Path, broker: Broker
 def test_a_full_outbox_refuses_presses_but_not_device_health(
     tmp_path: Path, broker: Broker
 ) -> None:
-    """With the outbox full, a press waits (the line stays lit); a printer's health change
-    still reaches the workflow, which must know the printer is out of paper."""
+    """Presses are taken up to exactly ``limit + reserve`` unacknowledged events, however
+    many arrive at once; past that a press waits (the line stays lit); a printer's health
+    change still reaches the workflow, which must know the printer is out of paper."""
     from devices.events import Button, ButtonPress, DeviceHealthChanged
 
     path = node_file(tmp_path, broker, extra="[outbox]\nlimit = 10\nreserve = 5\n")
@@ -269,11 +270,29 @@ def test_a_full_outbox_refuses_presses_but_not_device_health(
             for task in _tasks(10):
                 await oms.call("zone-a1", "pick", {"tasks": [task.model_dump()]})
             node = running.node
-            node.submit_input(ButtonPress("shelf", "A1", Button.CONFIRM))
+            assert node.sender.pending == 10  # the replies: at the limit, in the reserve
+            # Seven presses at once (one batch): five fit in the reserve of 5.
+            before = node.stats["inputs"]
+            for i in range(7):
+                node.submit_input(ButtonPress("shelf", f"A{i % 4 + 1}", Button.CONFIRM))
             node.submit_input(DeviceHealthChanged("label", "fault", "paper out"))
             async with asyncio.timeout(5):
-                while node.stats["inputs"] < 2:
+                while node.stats["inputs"] < before + 8:
                     await asyncio.sleep(0.01)
-            assert node.stats["inputs_refused"] == 1
+            assert node.stats["inputs_refused"] == 2
+            async with asyncio.timeout(5):
+                while node.sender.pending < 15:
+                    await asyncio.sleep(0.01)
+            assert node.sender.pending == 15 == node.store.store.last_seq
+            # The OMS acknowledges: presses are taken again.
+            oms.ack_now()
+            async with asyncio.timeout(5):
+                while node.sender.pending:
+                    await asyncio.sleep(0.01)
+            node.submit_input(ButtonPress("shelf", "A4", Button.CONFIRM))
+            async with asyncio.timeout(5):
+                while node.store.store.last_seq < 16:
+                    await asyncio.sleep(0.01)
+            assert node.stats["inputs_refused"] == 2
 
     asyncio.run(scenario())
