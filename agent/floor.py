@@ -24,7 +24,7 @@ from typing import Any, Self
 
 from agent.config import NodeConfig
 from agent.wire.messages import MAX_PARTS, DeviceHealth, PartHealth
-from agent.workflows.base import ZONE_LAMP, Action, Light, Print, PrintSlip
+from agent.workflows.base import ZONE_LAMP, Action, Light, Print, PrintLabel, PrintSlip
 from devices import registry
 from devices.base import Device, Health
 from devices.config import DeviceConfig
@@ -76,6 +76,7 @@ class DeviceFloor:
         self._inputs: asyncio.Queue[object] = asyncio.Queue()
         self._pumps: list[asyncio.Task[None]] = []
         self._health_listeners: list[Callable[[], None]] = []
+        self._renders: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Self:
         try:
@@ -144,9 +145,9 @@ class DeviceFloor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for pump in self._pumps:
-            pump.cancel()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
+        for task in [*self._pumps, *self._renders]:
+            task.cancel()
+        await asyncio.gather(*self._pumps, *self._renders, return_exceptions=True)
         await self._stack.aclose()
 
     def locations(self) -> list[str]:
@@ -230,6 +231,12 @@ class DeviceFloor:
                     self._not_submitted(action.printer, action.job_id, f"not rendered: {exc}")
                     continue
                 await self._submit(action.printer, action.job_id, data)
+            elif isinstance(action, PrintLabel):
+                # Drawing a label takes 0.1-0.3 s of CPU: in a task and a thread, so the
+                # scans and presses after it are handled meanwhile.
+                task = asyncio.create_task(self._render_and_submit(action))
+                self._renders.add(task)
+                task.add_done_callback(self._renders.discard)
         for bar, bar_changes in changes.items():
             try:
                 await bar.apply(bar_changes)
@@ -241,6 +248,18 @@ class DeviceFloor:
             self._shows.update(shows[bar])
         if zone:
             await self._show_zone(zone[-1])  # a step may turn the lamp off, then on
+
+    async def _render_and_submit(self, action: PrintLabel) -> None:
+        # Imported here: only a node that renders labels loads Pillow.
+        from devices.printers.render import ShippingLabel, render
+
+        label = ShippingLabel(**asdict(action.label))
+        try:
+            data = await asyncio.to_thread(render, label, action.fmt, action.dpi)
+        except Exception as exc:  # noqa: BLE001 - one device must not stop the node
+            self._not_submitted(action.printer, action.job_id, f"not rendered: {exc}")
+            return
+        await self._submit(action.printer, action.job_id, data)
 
     async def _submit(self, printer: str, job_id: str, data: bytes) -> None:
         device = self.devices.get(printer)

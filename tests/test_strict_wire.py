@@ -129,6 +129,18 @@ FULL_BODIES: dict[str, dict[str, Any]] = {
 """A valid body for every command, with every optional field set so that each is mutated.
 A new command type must add its own here (the first test says which are missing)."""
 
+OTHER_BODIES: list[tuple[str, dict[str, Any]]] = [
+    (
+        "pack",
+        {
+            **{k: v for k, v in FULL_BODIES["pack"].items() if k != "label"},
+            "carrier_label": {"format": "pdf", "data": b"%PDF-1.4\n%%EOF\n"},
+        },
+    ),
+]
+"""Bodies of the same commands with the fields their full body cannot have at once (a
+``pack`` has one label source: the carrier's label instead of the station's own)."""
+
 
 def _wrong_values(value: Any) -> list[Any]:
     """Values of another type that lax validation would have converted to ``value``'s."""
@@ -177,19 +189,25 @@ def test_the_full_body_is_valid(name: str) -> None:
     _decode(name, FULL_BODIES[name])
 
 
+@pytest.mark.parametrize(("name", "body"), OTHER_BODIES, ids=repr)
+def test_the_other_bodies_are_valid(name: str, body: dict[str, Any]) -> None:
+    _decode(name, body)
+
+
+BODIES = [*sorted(FULL_BODIES.items()), *OTHER_BODIES]
 CASES = [
-    (name, path, wrong)
-    for name, body in sorted(FULL_BODIES.items())
+    (i, name, path, wrong)
+    for i, (name, body) in enumerate(BODIES)
     for path, value in _leaves(body)
     for wrong in _wrong_values(value)
 ]
 
 
-@pytest.mark.parametrize(("name", "path", "wrong"), CASES, ids=repr)
+@pytest.mark.parametrize(("i", "name", "path", "wrong"), CASES, ids=repr)
 def test_a_value_of_another_type_is_invalid_body_naming_the_field(
-    name: str, path: tuple[Any, ...], wrong: Any
+    i: int, name: str, path: tuple[Any, ...], wrong: Any
 ) -> None:
-    body = _replace(FULL_BODIES[name], path, wrong)
+    body = _replace(BODIES[i][1], path, wrong)
     with pytest.raises(MessageRejected) as caught:
         _decode(name, body)
     assert caught.value.reason == "invalid_body"
@@ -209,6 +227,15 @@ def test_carrier_zpl_must_be_msgpack_bin_not_a_string() -> None:
         _decode("pack", body)
     assert "carrier_zpl" in caught.value.detail
     _decode("pack", {**body, "carrier_zpl": b"^XA^XZ"})
+
+
+def test_carrier_label_data_must_be_msgpack_bin_not_a_string() -> None:
+    body = dict(OTHER_BODIES[0][1])
+    body["carrier_label"] = {"format": "pdf", "data": "%PDF-1.4"}
+    with pytest.raises(MessageRejected) as caught:
+        _decode("pack", body)
+    assert caught.value.reason == "invalid_body"
+    assert "carrier_label.data" in caught.value.detail
 
 
 @pytest.mark.parametrize("field", ["v", "ts", "boot", "seq"])

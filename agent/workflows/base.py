@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from agent.errors import ConfigError
 from agent.store import StoredTask, Unit
 from agent.wire.messages import Envelope, ItemResult, Wire
+from agent.workflows.labels import LabelData
 from devices.events import ButtonPress
 
 ZONE_LAMP = "@zone"
@@ -87,7 +88,22 @@ class PrintSlip:
     slip: Slip
 
 
-Action = Light | Print | PrintSlip
+@dataclass(frozen=True, slots=True)
+class PrintLabel:
+    """Render the station's own ``label`` as ``fmt`` at ``dpi`` and print it on ``printer``.
+
+    For IPP printers, which take PDF or PNG: the floor renders it
+    (``devices.printers.render``) off the event loop, so no workflow imports Pillow.
+    """
+
+    printer: str
+    job_id: str
+    label: LabelData
+    fmt: Literal["pdf", "png"]
+    dpi: Literal[203, 300]
+
+
+Action = Light | Print | PrintSlip | PrintLabel
 
 
 @dataclass(slots=True)

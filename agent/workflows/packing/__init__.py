@@ -2,8 +2,8 @@
 
 The OMS queues orders at the station with ``pack`` (one order per command: its lines with
 barcodes, unit weights, dimensions and fragility; express; gift note and bonus item; the
-carrier's label as raw ZPL, or the fields for the station's own label; whether a packing
-slip is wanted). ``pack_cancel`` removes orders not packed yet.
+carrier's label as PDF, PNG or ZPL, or the fields for the station's own label; whether a
+packing slip is wanted). ``pack_cancel`` removes orders not packed yet.
 
 At the bench, one order at a time:
 
@@ -27,8 +27,11 @@ At the bench, one order at a time:
    is a ``weighed`` event. A failure blocks the label until a new stable reading passes
    (re-weigh) or a supervisor scans their badge and then a reason barcode (recorded in a
    ``weighed`` event with verdict ``override``, the supervisor's name and the reason).
-5. **Label**: the carrier's ZPL byte for byte, else the station's own 4x6 ZPL label with the
-   SSCC (``agent.workflows.labels``), as job ``{order}-label`` on the label printer. When
+5. **Label**: the carrier's label as it came (PDF or PNG by IPP to an ``ipp_printer``, ZPL
+   byte for byte to a ``zpl_printer``; ``labelling``), else the station's own 4x6 label with
+   the SSCC (``agent.workflows.labels``; ZPL, or PDF/PNG on an IPP printer), as job
+   ``{order}-label`` on the printer that prints it. A carrier label no printer here prints
+   is refused with the ``pack`` command (``no_printer_for_format``). When
    the printer confirms it, ``label_printed`` and ``packed`` go out (box, weight, timings)
    and the order is done.
 
@@ -48,7 +51,8 @@ Everything about an order (lines, scans, box, verdicts, label job) is a store ta
 restart in the middle of an order carries on where it was.
 
 Modules: ``messages`` (the wire), ``settings`` (the node file's ``[settings]``),
-``machine`` (the state machine).
+``machine`` (the state machine), ``labelling`` (which printer prints which label, and the
+carrier documents kept).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from __future__ import annotations
 from agent.roles import RoleManifest
 from agent.workflows.packing.machine import PackingWorkflow, check_weight
 from agent.workflows.packing.messages import (
+    CarrierLabel,
     LabelPrinted,
     OwnLabel,
     PackCancel,
@@ -81,6 +86,7 @@ ROLE = RoleManifest(
 
 __all__ = [
     "ROLE",
+    "CarrierLabel",
     "LabelPrinted",
     "OwnLabel",
     "PackCancel",

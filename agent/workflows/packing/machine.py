@@ -15,7 +15,7 @@ from agent.config import NodeConfig
 from agent.errors import ConfigError
 from agent.store import StoredTask
 from agent.wire.messages import Envelope, ItemResult, Wire
-from agent.workflows.base import FloorInfo, Print, PrintSlip, Slip, Step, Verdict, settings_from
+from agent.workflows.base import FloorInfo, PrintSlip, Slip, Step, Verdict, settings_from
 from agent.workflows.cartons import (
     BoxSize,
     Item,
@@ -24,10 +24,17 @@ from agent.workflows.cartons import (
     expected_weight_g,
     suggest_box,
 )
-from agent.workflows.labels import LabelData, build_sscc, shipping_label
+from agent.workflows.labels import build_sscc
+from agent.workflows.packing.labelling import (
+    LABEL_PRINTER_KINDS,
+    CarrierDocuments,
+    LabelPrinter,
+    LabelRouting,
+    label_action,
+    own_label,
+)
 from agent.workflows.packing.messages import (
     LabelPrinted,
-    OwnLabel,
     PackCancel,
     PackCommand,
     PackCounters,
@@ -111,6 +118,7 @@ class PackOrder:
     slip_job: str | None = None
     slip_state: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    carrier_format: str | None = None  # of a carrier_label (kept as its own store task)
 
     @property
     def units(self) -> int:
@@ -181,9 +189,11 @@ class PackingWorkflow:
 
     Args:
         settings: the node's pack settings.
-        label_printer: the ZPL printer's device name.
+        label_printer: the label printer's device name (the only one, unless ``labels``).
         scale: the scale's device name (weights from other devices are ignored).
         slip_printer: the ESC/POS printer's device name, or ``None``.
+        labels: the node's label printers and which prints what (default: one ZPL
+            printer called ``label_printer``).
     """
 
     commands: Mapping[str, type[Wire]] = {"pack": PackCommand, "pack_cancel": PackCancel}
@@ -208,14 +218,17 @@ class PackingWorkflow:
                 return name
             return next((n for n, k in floor.kinds.items() if k in kinds), None)
 
-        label = pick("label_printer", settings.label_printer, {"zpl_printer"})
+        label = pick("label_printer", settings.label_printer, LABEL_PRINTER_KINDS)
         scale = pick("scale", settings.scale, SCALE_KINDS)
         slip = pick("slip_printer", settings.slip_printer, {"escpos_printer"})
         if label is None:
-            raise ConfigError("(node file)", "devices", "a pack node needs a zpl_printer")
+            raise ConfigError(
+                "(node file)", "devices", "a pack node needs a zpl_printer or an ipp_printer"
+            )
         if scale is None:
             raise ConfigError("(node file)", "devices", "a pack node needs a scale")
-        return cls(settings, label_printer=label, scale=scale, slip_printer=slip)
+        labels = LabelRouting.from_config(config, label)
+        return cls(settings, label_printer=label, scale=scale, slip_printer=slip, labels=labels)
 
     def __init__(
         self,
@@ -224,9 +237,12 @@ class PackingWorkflow:
         label_printer: str = "label",
         scale: str = "scale",
         slip_printer: str | None = None,
+        labels: LabelRouting | None = None,
     ) -> None:
         self.settings = settings or PackSettings()
+        self.labels = labels or LabelRouting.zpl_only(label_printer)
         self.label_printer = label_printer
+        self._docs = CarrierDocuments()
         self.slip_printer = slip_printer
         self.scale = scale
         self._boxes = {b.name: b for b in self.settings.boxes}
@@ -320,6 +336,7 @@ class PackingWorkflow:
     def restore(self, tasks: list[StoredTask], step: Step, now: int) -> None:
         """Reload the queue; a label whose result the restart lost waits for the packer."""
         self._since = now
+        self._docs.restore(tasks)
         started: list[PackOrder] = []
         for row in tasks:
             if row.kind != ORDER:
@@ -361,6 +378,9 @@ class PackingWorkflow:
         assert isinstance(body, PackCommand)
         if body.order in self._done:
             return Verdict.rejected("already_packed", f"order {body.order} is packed")
+        carrier = body.carrier_document()
+        if carrier is not None and (why := self.labels.refusal(carrier[0])) is not None:
+            return Verdict.rejected("no_printer_for_format", why)
         if body.label is not None and body.label.sscc is None:
             prefix = body.label.company_prefix or self.settings.gs1_company_prefix
             if prefix is None:
@@ -383,12 +403,17 @@ class PackingWorkflow:
                 if same == fresh and same_lines == fresh_lines:
                     return Verdict.accepted()
                 order.arrival = existing.arrival  # an update keeps its place in the queue
-            elif same_lines == fresh_lines and existing.carrier_zpl == order.carrier_zpl:
+            elif (
+                same_lines == fresh_lines
+                and existing.carrier_zpl == order.carrier_zpl
+                and self._docs.same(body)
+            ):
                 return Verdict.accepted()  # sent again while being packed
             else:
                 return Verdict.rejected("in_progress", f"order {body.order} is being packed")
         self.orders[order.order] = order
         self._save(order, step)
+        self._docs.keep(step, body)
         self._count(step, "orders_received")
         return Verdict.accepted()
 
@@ -414,6 +439,7 @@ class PackingWorkflow:
             gift_note=body.gift_note,
             bonus_item=body.bonus_item,
             carrier_zpl=body.carrier_zpl,
+            carrier_format=None if body.carrier_label is None else body.carrier_label.format,
             label=None if body.label is None else body.label.model_dump(),
             slip=body.packing_slip,
             arrival=arrival,
@@ -429,6 +455,7 @@ class PackingWorkflow:
                 items.append(ItemResult(id=order_id, status=status))
                 continue
             step.unit.drop_task(f"pack:{order_id}")
+            self._docs.forget(step, order_id)
             if self.current == order_id:
                 self.current = None
                 self._evaluated = None
@@ -788,34 +815,17 @@ class PackingWorkflow:
 
     # --- printing ------------------------------------------------------------------
 
-    def _label_bytes(self, order: PackOrder) -> tuple[bytes, str | None]:
-        if order.carrier_zpl is not None:
-            return order.carrier_zpl, None
-        assert order.label is not None
-        fields = OwnLabel.model_validate(order.label)
-        sscc = fields.sscc
-        if sscc is None:
-            prefix = fields.company_prefix or self.settings.gs1_company_prefix or ""
-            sscc = build_sscc(fields.extension, prefix, fields.serial_reference or "")
-        data = LabelData(
-            order=order.order,
-            name=fields.ship_to.name,
-            address=fields.ship_to.address,
-            postcode=fields.ship_to.postcode,
-            city=fields.ship_to.city,
-            country=fields.ship_to.country,
-            carrier=fields.carrier,
-            service=fields.service,
-            sscc=sscc,
-            express=order.express,
-            ship_from=self.settings.ship_from,
-        )
-        return shipping_label(data, self.settings.dpi), sscc
-
     def _print_label(
         self, order: PackOrder, step: Step, now: int, *, reprint: bool = False
     ) -> None:
-        data, sscc = self._label_bytes(order)
+        printer = self._printer_for(order)
+        own, sscc = None, None
+        if order.label is not None:
+            own = own_label(order.order, order.label, order.express, self.settings)
+            sscc = own.sscc
+        carrier = self._docs.get(order.order)
+        if order.carrier_zpl is not None:
+            carrier = ("zpl", order.carrier_zpl)
         order.label_attempt += 1
         suffix = "" if order.label_attempt == 1 else f"-{order.label_attempt}"
         order.label_job = f"{order.order}-label{suffix}"
@@ -824,12 +834,17 @@ class PackingWorkflow:
         order.label_late = False
         order.phase = "label"
         order.extra["sscc"] = sscc
+        order.extra["label_printer"] = printer.name
         self._save(order, step)
-        step.actions.append(Print(self.label_printer, order.label_job, data))
+        step.actions.append(
+            label_action(
+                printer, order.label_job, carrier=carrier, own=own, zpl_dpi=self.settings.dpi
+            )
+        )
         if reprint:
             self._count(step, "label_reprints")
         self._say("info", f"Printing the label for order {order.order}…", now)
-        down = self._printer_down(self.label_printer)
+        down = self._printer_down(printer.name)
         if down is not None:
             # The printer will hold the job: no need to wait for label_timeout_s to say so.
             self._late(order, step, now, down)
@@ -849,6 +864,17 @@ class PackingWorkflow:
         down = self._printer_down(self.slip_printer)
         if down is not None:
             self._slip_late(order, step, now, down)
+
+    def _printer_for(self, order: PackOrder) -> LabelPrinter:
+        """The printer of the order's label: by the carrier label's format, else the own."""
+        fmt = "zpl" if order.carrier_zpl is not None else order.carrier_format
+        printer = None if fmt is None else self.labels.for_format(fmt)
+        # None only if the node file changed since the order came: that printer refuses it.
+        return printer or self.labels.own()
+
+    def _label_printer_of(self, order: PackOrder) -> str:
+        """The printer the order's label went to."""
+        return str(order.extra.get("label_printer", self.label_printer))
 
     def _printer_down(self, device: str) -> str | None:
         """Why ``device`` cannot print now (its last health), or ``None`` when it may."""
@@ -912,7 +938,9 @@ class PackingWorkflow:
         reason: str,
         now: int,
     ) -> None:
-        printer = self.label_printer if document == "label" else (self.slip_printer or "")
+        printer = (
+            self._label_printer_of(order) if document == "label" else (self.slip_printer or "")
+        )
         step.emit(
             name,
             PrintProblem(
@@ -935,8 +963,8 @@ class PackingWorkflow:
             LabelPrinted(
                 order=order.order,
                 job_id=order.label_job,
-                printer=self.label_printer,
-                source="carrier" if order.carrier_zpl is not None else "own",
+                printer=self._label_printer_of(order),
+                source="own" if order.label is not None else "carrier",
                 sscc=order.extra.get("sscc"),
                 attempt=order.label_attempt,
                 confirmed_by=confirmed_by,
@@ -972,6 +1000,7 @@ class PackingWorkflow:
         self._count(step, "units_packed", order.units)
         del self.orders[order.order]
         step.unit.drop_task(f"pack:{order.order}")
+        self._docs.forget(step, order.order)
         if self.settings.done_memory:
             self._done[order.order] = None
             while len(self._done) > self.settings.done_memory:
@@ -992,7 +1021,11 @@ class PackingWorkflow:
         order = self.orders.get(self.current) if self.current else None
         if down is None or order is None:
             return
-        if event.device == self.label_printer and order.phase == "label" and not order.label_late:
+        if (
+            event.device == self._label_printer_of(order)
+            and order.phase == "label"
+            and not order.label_late
+        ):
             self._late(order, step, now, down)
         if event.device == self.slip_printer and order.slip_state == "submitted":
             self._slip_late(order, step, now, down)

@@ -20,6 +20,8 @@ from agent.workflows.labels import build_sscc, sscc_error
 
 MAX_LINES = 100
 MAX_ZPL_BYTES = 60_000
+MAX_LABEL_BYTES = 400_000
+"""A carrier's PDF or PNG label: room under the 512 KiB payload limit for the order's lines."""
 
 Dim = Annotated[int, Field(ge=1, le=5000)]
 
@@ -83,11 +85,37 @@ class OwnLabel(Wire):
         return self
 
 
+class CarrierLabel(Wire):
+    """The carrier's label as the carrier made it: a PDF, a PNG or ZPL.
+
+    The pack station sends it to a printer of the node that prints ``format`` (ZPL to a
+    ``zpl_printer``, PDF and PNG by IPP to an ``ipp_printer`` that lists the format), or
+    refuses the ``pack`` command with ``no_printer_for_format``.
+    """
+
+    format: Literal["pdf", "png", "zpl"]
+    data: bytes = Field(min_length=1, max_length=MAX_LABEL_BYTES)
+
+    @model_validator(mode="after")
+    def _check(self) -> CarrierLabel:
+        if self.format == "pdf" and not self.data.startswith(b"%PDF-"):
+            raise ValueError("data is not a PDF (it does not start with %PDF-)")
+        if self.format == "png" and not self.data.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise ValueError("data is not a PNG (no PNG signature)")
+        if self.format == "zpl":
+            if len(self.data) > MAX_ZPL_BYTES:
+                raise ValueError(f"a ZPL label is at most {MAX_ZPL_BYTES} bytes")
+            if not (b"^XA" in self.data and b"^XZ" in self.data):
+                raise ValueError("data is not a ZPL label (no ^XA ... ^XZ)")
+        return self
+
+
 class PackCommand(Wire):
     """Queue one order at the pack station.
 
-    Exactly one of ``carrier_zpl`` (the carrier's label, printed byte for byte) and
-    ``label`` (fields for the station's own label).
+    Exactly one of ``carrier_label`` (the carrier's label as PDF, PNG or ZPL, printed as
+    it is), ``carrier_zpl`` (the same for ZPL, the older field) and ``label`` (fields for
+    the station's own label).
     """
 
     order: Id
@@ -97,6 +125,7 @@ class PackCommand(Wire):
     gift_note: Annotated[str, Field(max_length=500)] = ""
     bonus_item: Text = ""
     carrier_zpl: bytes | None = Field(default=None, max_length=MAX_ZPL_BYTES)
+    carrier_label: CarrierLabel | None = None
     label: OwnLabel | None = None
     packing_slip: bool = False
 
@@ -105,13 +134,22 @@ class PackCommand(Wire):
         skus = [line.sku for line in self.lines]
         if len(set(skus)) != len(skus):
             raise ValueError("a sku appears twice in one order: give one line per sku")
-        if (self.carrier_zpl is None) == (self.label is None):
-            raise ValueError("give carrier_zpl or label, exactly one")
+        given = [self.carrier_zpl, self.carrier_label, self.label]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError("give carrier_label, carrier_zpl or label, exactly one")
         if self.carrier_zpl is not None and not (
             b"^XA" in self.carrier_zpl and b"^XZ" in self.carrier_zpl
         ):
             raise ValueError("carrier_zpl is not a ZPL label (no ^XA ... ^XZ)")
         return self
+
+    def carrier_document(self) -> tuple[str, bytes] | None:
+        """``(format, data)`` of the carrier's label, or ``None`` for the station's own."""
+        if self.carrier_label is not None:
+            return self.carrier_label.format, self.carrier_label.data
+        if self.carrier_zpl is not None:
+            return "zpl", self.carrier_zpl
+        return None
 
 
 class PackCancel(Wire):
@@ -245,8 +283,10 @@ register_event("pack_counters", PackCounters)
 
 
 __all__ = [
+    "MAX_LABEL_BYTES",
     "MAX_LINES",
     "MAX_ZPL_BYTES",
+    "CarrierLabel",
     "LabelPrinted",
     "OwnLabel",
     "PackCancel",

@@ -37,10 +37,13 @@ class PackSettings(BaseModel):
             Events carry the name, never the badge code.
         reason_prefix: a reason barcode is this followed by one of ``override_reasons``.
         override_reasons: the reasons a supervisor may give.
-        label_printer: the ZPL printer's device name (default: the node's first).
+        label_printer: the label printer of the station's own labels, a ``zpl_printer`` or
+            an ``ipp_printer`` (default: the node's first); carrier labels go to a printer
+            that prints their format.
         slip_printer: the ESC/POS printer's device name (default: the node's first, if any).
         scale: the scale's device name (default: the node's first).
-        dpi: the label printer's resolution (203: 812 x 1218 dots, 300: 1200 x 1800).
+        dpi: the ZPL printer's resolution (203: 812 x 1218 dots, 300: 1200 x 1800); an
+            IPP printer has its own ``dpi``.
         gs1_company_prefix: builds SSCCs from a command's ``serial_reference``.
         ship_from: the sender's lines on the station's own label.
         slip_title: the heading of packing slips.
