@@ -317,6 +317,10 @@ def tls_file_problems(broker: BrokerConfig) -> list[tuple[str, str]]:
     (the unit's ExecStartPre, as the service user) and ``run`` check them, not
     ``load_config``. Returns ``(field, reason)`` per problem.
     """
+    if not broker.uses_tls:
+        # The transport loads them only for mqtts:// (a file naming them whose URLs an
+        # environment variable points at a plain local broker, as docs/simulation.md does).
+        return []
     found: list[tuple[str, str]] = []
     files = {"ca_file": broker.ca_file, "cert_file": broker.cert_file, "key_file": broker.key_file}
     for field, path in files.items():

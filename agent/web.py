@@ -1,9 +1,13 @@
 """The node's small local web server: screens, state API and simulation control API.
 
 When the node is simulated, the control API drives the simulated devices from outside
-the process. It is a minimal HTTP/1.1 server on asyncio streams (GET/POST, JSON, server-sent events,
-static files) rather than a framework: a pick node must stay under 45 MB, and aiohttp
-alone costs more than 10 MB. It binds to 127.0.0.1 unless the node file says otherwise.
+the process. It is a small HTTP/1.1 server on asyncio streams (GET/HEAD/POST, JSON,
+server-sent events, static files) rather than a framework: a pick node must stay under
+45 MB, and aiohttp alone costs more than 10 MB, uvicorn with starlette 8 MB. The parsing is
+h11's (the sans-I/O HTTP/1.1 machine under httpx and uvicorn, +0.5 MB): a malformed request
+is a 400, a request that stops half-way is dropped after ``REQUEST_TIMEOUT_S``, a body over
+``MAX_BODY`` is a 413 without reading it, and ``HEAD`` answers like ``GET`` without the body.
+It binds to 127.0.0.1 unless the node file says otherwise.
 
 Routes (see docs/simulation.md):
 
@@ -30,10 +34,14 @@ from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import h11
+
 log = logging.getLogger("agent.web")
 
 MAX_BODY = 64 * 1024
-MAX_HEADER_LINES = 64
+MAX_HEADER_BYTES = 16 * 1024
+REQUEST_TIMEOUT_S = 10.0
+"""How long a request may take to arrive whole (its headers, then its body)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +71,26 @@ MetricsFn = Callable[[], bytes]
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Payload Too Large",
-    500: "Internal Server Error",
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Payload Too Large",
+    500: b"Internal Server Error",
 }
+
+
+class _Request:
+    """One request as read: method, path and body; ``refused`` when it must not be routed."""
+
+    __slots__ = ("body", "method", "path", "refused")
+
+    def __init__(self, method: str, path: str, body: bytes, refused: Response | None) -> None:
+        self.method = method
+        self.path = path
+        self.body = body
+        self.refused = refused
 
 
 class WebServer:
@@ -145,59 +166,105 @@ class WebServer:
         task = asyncio.current_task()
         if task is not None:
             self._clients[writer] = task
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         try:
             while True:
-                request = await self._read_request(reader)
+                try:
+                    async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                        request = await self._read_request(conn, reader)
+                except TimeoutError:
+                    # Half a request (headers or body cut short) is told why; an idle
+                    # keep-alive connection is simply closed.
+                    started = conn.their_state is h11.SEND_BODY or bool(conn.trailing_data[0])
+                    if started and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                        self._respond(conn, writer, Response.error(408, "request incomplete"))
+                    break
+                except h11.RemoteProtocolError as exc:
+                    if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                        status = exc.error_status_hint
+                        self._respond(conn, writer, Response.error(status, f"bad request: {exc}"))
+                    break
                 if request is None:
                     break
-                method, path, body = request
+                if request.refused is not None:
+                    self._respond(conn, writer, request.refused)
+                    break  # its body is still on the wire: this connection is done
+                head = request.method == "HEAD"
+                method = "GET" if head else request.method
                 if metrics_only:
-                    response = await self._metrics_route(method, path, body)
-                elif method == "GET" and path == "/api/stream":
-                    await self._stream(writer)
+                    response = await self._metrics_route(method, request.path, request.body)
+                elif method == "GET" and request.path == "/api/stream" and not head:
+                    await self._stream(conn, writer)
                     break
                 else:
-                    response = await self._route(method, path, body)
-                self._write(writer, response)
+                    response = await self._route(method, request.path, request.body)
+                self._respond(conn, writer, response, head=head)
                 await writer.drain()
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    break
+                conn.start_next_cycle()
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass  # the browser went away
+        except h11.LocalProtocolError:
+            log.exception("HTTP response not sent")
         finally:
             self._clients.pop(writer, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[str, str, bytes] | None:
-        line = await reader.readline()
-        if not line:
-            return None
-        parts = line.decode("latin-1").split()
-        if len(parts) != 3:
-            return None
-        method, target = parts[0], parts[1]
-        length = 0
-        for _ in range(MAX_HEADER_LINES):
-            header = await reader.readline()
-            if header in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = header.decode("latin-1").partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value.strip() or 0)
-        if length > MAX_BODY:
-            return method, target, b"\x00" * (MAX_BODY + 1)
-        body = await reader.readexactly(length) if length else b""
-        return method, unquote(urlsplit(target).path), body
+    @staticmethod
+    async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            data = await reader.read(16 * 1024)
+            conn.receive_data(data)  # b"" is the end of the stream, which h11 handles
+
+    async def _read_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader
+    ) -> _Request | None:
+        event = await self._next_event(conn, reader)
+        if not isinstance(event, h11.Request):
+            return None  # the peer closed between requests
+        method = event.method.decode("ascii", "replace")
+        target = event.target.decode("latin-1")
+        path = unquote(urlsplit(target).path)
+        length = next((v for k, v in event.headers if k == b"content-length"), None)
+        if length is not None and int(length) > MAX_BODY:
+            return _Request(method, path, b"", Response.error(413, "body too large"))
+        body = bytearray()
+        while True:
+            event = await self._next_event(conn, reader)
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY:  # chunked: no length up front
+                    return _Request(method, path, b"", Response.error(413, "body too large"))
+            elif isinstance(event, h11.EndOfMessage):
+                return _Request(method, path, bytes(body), None)
+            else:
+                return None
 
     @staticmethod
-    def _write(writer: asyncio.StreamWriter, response: Response) -> None:
-        head = (
-            f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'OK')}\r\n"
-            f"Content-Type: {response.content_type}\r\n"
-            f"Content-Length: {len(response.body)}\r\n"
-            "Cache-Control: no-store\r\n\r\n"
-        )
-        writer.write(head.encode() + response.body)
+    def _respond(
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        response: Response,
+        *,
+        head: bool = False,
+    ) -> None:
+        headers = [
+            (b"Content-Type", response.content_type.encode()),
+            (b"Content-Length", str(len(response.body)).encode()),
+            (b"Cache-Control", b"no-store"),
+        ]
+        reason = _REASONS.get(response.status, b"OK")
+        out = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
+        if not head and response.body:
+            out += conn.send(h11.Data(data=response.body))
+        out += conn.send(h11.EndOfMessage())
+        writer.write(out)
 
     async def _route(self, method: str, path: str, body: bytes) -> Response:
         try:
@@ -266,15 +333,14 @@ class WebServer:
         kind = {"html": "text/html; charset=utf-8", "js": "text/javascript", "css": "text/css"}
         return Response(200, data, kind.get(name.rsplit(".", 1)[-1], "application/octet-stream"))
 
-    async def _stream(self, writer: asyncio.StreamWriter) -> None:
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\r\n"
-        )
+    async def _stream(self, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
+        headers = [(b"Content-Type", b"text/event-stream"), (b"Cache-Control", b"no-store")]
+        writer.write(conn.send(h11.Response(status_code=200, headers=headers)))
         last = b""
         while True:
             data = json.dumps(self.state(), separators=(",", ":"), default=str).encode()
             if data != last:
-                writer.write(b"data: " + data + b"\n\n")
+                writer.write(conn.send(h11.Data(data=b"data: " + data + b"\n\n")))
                 await writer.drain()
                 last = data
             await asyncio.sleep(self.stream_interval_s)
