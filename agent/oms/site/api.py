@@ -31,9 +31,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.oms.fulfilment import CatalogueItem, Order, OrderFile, ReturnEntry
@@ -43,6 +46,7 @@ from agent.oms.site.webhooks import new_secret
 from agent.wire.messages import COMMANDS, Id, Reply
 
 MAX_PAGE = 1000
+MAX_POSITION = 2**53  # log positions, cursors and times fit a JSON number exactly
 MAX_WAIT_S = 30.0
 IdempotencyKey = Annotated[
     str,
@@ -107,9 +111,10 @@ class WaveIn(BaseModel):
     catalogue: dict[Id, CatalogueItem] = Field(default_factory=dict)
     returns: list[ReturnEntry] = Field(default_factory=list, max_length=5000)
     dock_carriers: list[str] | None = Field(default=None, max_length=50)
-    cutoffs: dict[str, int] | None = Field(
-        default=None, description="each carrier's cut-off, ms since the epoch"
-    )
+    cutoffs: (
+        dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0, le=MAX_POSITION)]]
+        | None
+    ) = Field(default=None, max_length=50, description="each carrier's cut-off, ms since the epoch")
 
 
 class OrderState(_Out):
@@ -185,9 +190,13 @@ class WebhookIn(BaseModel):
     names: list[str] = Field(
         default_factory=list, max_length=100, description="event names to send (empty: all)"
     )
-    batch: int = Field(default=1, ge=1, le=500, description="events per message")
+    batch: int = Field(default=1, ge=1, le=500, strict=True, description="events per message")
     after: int | None = Field(
-        default=None, ge=0, description="start after this position (default: the head: new only)"
+        default=None,
+        ge=0,
+        strict=True,
+        le=MAX_POSITION,
+        description="start after this position (default: the head: new only)",
     )
 
 
@@ -216,7 +225,7 @@ class Replay(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    after: int = Field(ge=0)
+    after: int = Field(ge=0, le=MAX_POSITION, strict=True)
 
 
 class Attempt(_Out):
@@ -288,21 +297,32 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._refuse(send)
             return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        if declared is not None:
+            await self.app(scope, receive, send)  # the server stops at the declared length
+            return
+        # No length declared (chunked): read it whole, up to the limit, before the app does.
+        body = b""
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)  # the client left
+                return
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(send)
+        async def again() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, again, send)
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(
@@ -318,16 +338,14 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
-
-
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "no valid token"},
     413: {"model": Problem, "description": "the body is too large"},
+    422: {"model": Problem, "description": "a parameter or the body is invalid: which and why"},
 }
 WRITE_PROBLEMS: dict[int | str, dict[str, Any]] = {
     **PROBLEMS,
+    400: {"model": Problem, "description": "the body is not JSON"},
     409: {"model": Problem, "description": "the key was used with another body, or is in use"},
     503: {"model": Problem, "description": "this instance is the standby"},
 }
@@ -371,6 +389,38 @@ def build_app(service: SiteService) -> FastAPI:
             headers = {"Retry-After": "1"}
         return JSONResponse(
             {"error": exc.error, "detail": exc.detail}, status_code=exc.status, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid"}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "(request)"
+        return JSONResponse(
+            {"error": "invalid_request", "detail": f"{where}: {first.get('msg', 'invalid')}"},
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods; a path with GET and
+            # DELETE routes answers with both.
+            allowed = sorted(
+                method
+                for route in app.router.routes
+                if route.matches(request.scope)[0] != Match.NONE
+                for method in (getattr(route, "methods", None) or ())
+            )
+            headers["Allow"] = ", ".join(allowed)
+        error = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        return JSONResponse(
+            {"error": error, "detail": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=headers or None,
         )
 
     @app.exception_handler(LeadershipLost)
@@ -462,7 +512,9 @@ def build_app(service: SiteService) -> FastAPI:
         responses={**PROBLEMS, 409: {"model": Problem, "description": "cursor beyond the log"}},
     )
     async def events(
-        after: Annotated[int, Query(ge=0, description="the last position you have (0: all)")] = 0,
+        after: Annotated[
+            int, Query(ge=0, le=MAX_POSITION, description="the last position you have (0: all)")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 500,
         wait: Annotated[
             float, Query(ge=0, le=MAX_WAIT_S, description="long-poll: seconds to wait for news")
@@ -493,7 +545,7 @@ def build_app(service: SiteService) -> FastAPI:
         },
     )
     async def stream(
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
         node: Annotated[str | None, Query(max_length=64)] = None,
         name: Annotated[list[str] | None, Query(max_length=50)] = None,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
