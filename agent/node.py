@@ -9,8 +9,9 @@ reply the first one got, with the same seq.
 
 Nothing on that path waits for the link: a reply or event is handed to the transport only
 if it can take it at once (else the outbox sender sends it), and the reply to a resent
-command is looked up and sent again by its own task (``_reanswer``), so a link that is
-slow, stalled or flooded with command copies never holds up a press or a scan.
+command is looked up with the commit and sent again only if the link takes it at once,
+else by a task of its own (``_reanswer``), so a link that is slow, stalled or flooded with
+command copies never holds up a press or a scan.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ TAKEOVER_WINDOW_S = 300.0
 TAKEOVERS_TO_REPORT = 3
 """This many in the window: said at ERROR, on the screen and in the birth (``takeovers``)."""
 REANSWER_QUEUE = 1024
-"""Resent commands waiting to be answered again, at most (each id once; beyond: the OMS's
+"""Replies to resent commands waiting for the link, at most (each once; beyond: the OMS's
 next resend, or the outbox's own resend of the reply, answers it)."""
 PRUNE_EVERY_TICKS = 3600
 BATCH_ITEMS = 512
@@ -143,7 +144,7 @@ class Node:
         }
         self._work: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._seen = SeenIds(SEEN_IDS)
-        self._reanswers: dict[str, None] = {}  # command ids to answer again, in order
+        self._reanswers: dict[int, OutboxRow] = {}  # replies to send again, by seq, in order
         self._reanswer_wake = asyncio.Event()
         self._misscan_events = manifest(config.role).misscan_events
         self.online = asyncio.Event()
@@ -160,6 +161,9 @@ class Node:
         self.ignored: dict[str, int] = {}
         """Device input taken but not acted on, by reason (``stale_press``, ...)."""
         self._ignored_log = RepeatLog(log)
+        self._hostile = RepeatLog(log)
+        """Messages refused off the wire: one line per reason, then a count a minute (a
+        hostile or broken client may send thousands a second)."""
         self._conflict_log = RepeatLog(log, logging.ERROR)
         self._up_at: float | None = None
         self._committed_seq = store.store.last_seq
@@ -282,17 +286,20 @@ class Node:
             return
         parsed = parse(topic)
         if parsed is None or parsed.node != self.config.node or parsed.site != self.config.site:
-            log.warning("message on a topic that is not ours: %s", topic[:200])
+            self._hostile.note(
+                "foreign_topic", "message on a topic that is not ours: %s", topic[:200]
+            )
             return
         if parsed.channel == "ack":
             try:
                 _, ack = codec.decode(payload, "ack", {"ack": Ack})
             except MessageRejected as exc:
-                log.warning("invalid ack ignored: %s", exc)
+                self._hostile.note("invalid_ack", "invalid ack ignored: %s", exc)
                 return
             assert isinstance(ack, Ack)
             if ack.store is not None and ack.store != self.store.store.store_id:
-                log.warning(
+                self._hostile.note(
+                    "ack_other_store",
                     "ack for store %s ignored: this node's store is %s",
                     ack.store,
                     self.store.store.store_id,
@@ -313,7 +320,7 @@ class Node:
         try:
             codec.decode(payload, "rebirth", {"rebirth": Empty})
         except MessageRejected as exc:
-            log.warning("site-wide rebirth request ignored: %s", exc)
+            self._hostile.note("invalid_rebirth", "site-wide rebirth request ignored: %s", exc)
             return
         loop = asyncio.get_running_loop()
         if self._site_rebirth_due:
@@ -350,7 +357,7 @@ class Node:
         step = Step()
         tasks = await self.store.call(self.store.store.tasks)
         self.workflow.restore(tasks, step, now_ms())
-        await self._finish(step, [])
+        await self._finish(step)
         log.info("restored %d open tasks", len(tasks))
         self.ready.set()
         async with asyncio.TaskGroup() as tg:
@@ -371,6 +378,7 @@ class Node:
             await asyncio.sleep(1.0)
             self._work.put_nowait(("tick", None))
             self._ignored_log.flush()
+            self._hostile.flush()
             ticks += 1
             if ticks % PRUNE_EVERY_TICKS == 0:
                 # The de-dup memory is bounded on disk as in memory.
@@ -435,7 +443,9 @@ class Node:
         except MessageRejected as exc:
             self.stats["rejected"] += 1
             bump(self.metrics.commands, (self._command_label(name), "invalid"))
-            log.warning("command %s rejected: %s", name[:64], exc)
+            self._hostile.note(
+                f"command_{exc.reason}"[:64], "command %s rejected: %s", name[:64], exc
+            )
             msg_id = exc.message_id or (envelope.id if envelope else None)
             if msg_id is not None and msg_id not in self._seen:
                 step.emit(
@@ -559,29 +569,41 @@ class Node:
         """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-        def committed(rows: list[OutboxRow] | None, error: BaseException | None) -> None:
-            self._committed(rows or [], error, step, duplicates, tg, done)
+        def committed(
+            result: tuple[list[OutboxRow], list[OutboxRow]] | None, error: BaseException | None
+        ) -> None:
+            rows, answers = result or ([], [])
+            self._committed(rows, answers, error, step, tg, done)
 
-        if step.unit:
+        if step.unit or duplicates:
             self._uncommitted += len(step.unit.events)
-            self.store.submit(self._timed_commit, step.unit, then=committed)
+            self.store.submit(self._timed_commit, step.unit, duplicates, then=committed)
         else:
-            committed([], None)
+            committed(([], []), None)
         return done
 
-    def _timed_commit(self, unit: Unit) -> list[OutboxRow]:
-        """``Store.commit`` (on the store thread), timed for ``zone_commit_duration_seconds``."""
-        start = time.perf_counter()
-        rows = self.store.store.commit(unit)
-        self.metrics.commit_seconds.observe(time.perf_counter() - start)
-        return rows
+    def _timed_commit(
+        self, unit: Unit, duplicates: list[str]
+    ) -> tuple[list[OutboxRow], list[OutboxRow]]:
+        """Commit ``unit`` and look up what ``duplicates`` were answered (store thread).
+
+        The commit is timed for ``zone_commit_duration_seconds``; the replies are those the
+        resent commands got the first time.
+        """
+        rows: list[OutboxRow] = []
+        if unit:
+            start = time.perf_counter()
+            rows = self.store.store.commit(unit)
+            self.metrics.commit_seconds.observe(time.perf_counter() - start)
+        answers = [self.store.store.reply_for(cid) for cid in duplicates]
+        return rows, [a for a in answers if a is not None]
 
     def _committed(
         self,
         rows: list[OutboxRow],
+        answers: list[OutboxRow],
         error: BaseException | None,
         step: Step,
-        duplicates: list[str],
         tg: asyncio.TaskGroup,
         done: asyncio.Future[None],
     ) -> None:
@@ -601,7 +623,7 @@ class Node:
         if rows:
             self.sender.committed(rows)
             self.metrics.committed(rows, self.sender.acked)
-        self._answer_later(duplicates)
+        self._answer_again(answers)
         if step.actions:
             tg.create_task(self._act(step.actions, done))
         else:
@@ -614,7 +636,7 @@ class Node:
             if not done.done():
                 done.set_result(None)
 
-    async def _finish(self, step: Step, duplicates: list[str]) -> None:
+    async def _finish(self, step: Step) -> None:
         rows: list[OutboxRow] = []
         if step.unit:
             try:
@@ -628,46 +650,41 @@ class Node:
             self.metrics.committed(rows, self.sender.acked)
         if step.actions:
             await self.floor.perform(step.actions)
-        self._answer_later(duplicates)
 
-    def _answer_later(self, duplicates: list[str]) -> None:
-        """Queue resent commands to be answered again, off the processing path.
+    def _answer_again(self, answers: list[OutboxRow]) -> None:
+        """Publish again the replies resent commands got the first time (same seq).
 
-        Answering waits for an in-flight slot, and on a congested link the slots wait for
-        PUBACKs queued behind the very command copies being answered: awaited here, that
-        held every press and scan behind the link (issue 18). Each id waits once however
-        often it is resent; the queue is bounded.
+        Never awaited on the processing path: answering waits for an in-flight slot, and on
+        a congested link the slots wait for PUBACKs queued behind the very command copies
+        being answered; awaited there, that held every press and scan behind the link
+        (issue 18). What the link cannot take at once waits in a bounded backlog (each
+        reply once however often its command is resent), sent by ``_reanswer``.
         """
-        for cid in duplicates:
-            if cid in self._reanswers:
+        backlog = self._reanswers
+        for row in answers:
+            if not backlog and self.transport.publish_nowait(
+                self.topics.evt(row.name), row.payload
+            ):
                 continue
-            if len(self._reanswers) >= REANSWER_QUEUE:
-                self.stats["reanswers_dropped"] += 1
+            if row.seq not in backlog and len(backlog) >= REANSWER_QUEUE:
+                self.stats["reanswers_dropped"] += 1  # the OMS's next resend is answered
                 continue
-            self._reanswers[cid] = None
-        if self._reanswers:
+            backlog[row.seq] = row
+        if backlog:
             self._reanswer_wake.set()
 
     async def _reanswer(self) -> None:
-        """Answer resent commands with the reply their first copy got (same seq)."""
+        """Send the backlog of ``_answer_again`` as the link takes it."""
+        backlog = self._reanswers
         while True:
             await self._reanswer_wake.wait()
             self._reanswer_wake.clear()
-            while self._reanswers:
-                cid = next(iter(self._reanswers))
+            while backlog:
+                row = backlog.pop(next(iter(backlog)))
                 try:
-                    await self._answer_again(cid)
-                finally:
-                    self._reanswers.pop(cid, None)
-
-    async def _answer_again(self, cid: str) -> None:
-        row = await self.store.call(self.store.store.reply_for, cid)
-        if row is None:
-            return
-        try:
-            await self.transport.publish(self.topics.evt(row.name), row.payload)
-        except LinkUnavailable:
-            pass  # the OMS resends the command; we answer then
+                    await self.transport.publish(self.topics.evt(row.name), row.payload)
+                except LinkUnavailable:
+                    backlog.clear()  # the OMS resends the commands; they are answered then
 
     # --- stop ----------------------------------------------------------------------
 

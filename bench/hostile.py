@@ -605,6 +605,8 @@ async def run_hostile(
             "open_after": after["open"],
             "node_stats": after.get("stats"),
             "heap_growth": growth,
+            "log_lines": _lines(work / f"{node}.log"),
+            "log_warnings": _lines(work / f"{node}.log", " WARNING "),
         }
         return result
     finally:
@@ -618,6 +620,15 @@ async def run_hostile(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _lines(path: Path, containing: str = "") -> int:
+    """Lines of the node's log (containing ``containing``): what the flood cost the journal."""
+    try:
+        with path.open(errors="replace") as f:
+            return sum(1 for line in f if containing in line)
+    except OSError:
+        return 0
 
 
 def main() -> None:

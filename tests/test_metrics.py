@@ -173,3 +173,31 @@ def test_the_grafana_dashboard_uses_only_documented_metrics() -> None:
     }
     assert used, exprs
     assert used <= documented_metrics() | {"process_resident_memory_bytes"}
+
+
+def test_repeat_log_writes_one_line_per_reason_then_a_count_per_interval(caplog) -> None:
+    import logging
+
+    from agent.metrics import RepeatLog
+
+    now = [100.0]
+    repeats = RepeatLog(logging.getLogger("t.repeat"), interval_s=60, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, "t.repeat"):
+        for i in range(1000):
+            repeats.note("invalid_ack", "invalid ack ignored: %s", f"bad {i}")
+        repeats.note("foreign_topic", "message on a topic that is not ours: %s", "x/y")
+        assert [r.getMessage() for r in caplog.records] == [
+            "invalid ack ignored: bad 0",
+            "message on a topic that is not ours: x/y",
+        ]
+        now[0] += 59
+        repeats.flush()
+        assert len(caplog.records) == 2  # the interval is not over
+        now[0] += 1
+        repeats.flush()
+        assert [r.getMessage() for r in caplog.records[2:]] == [
+            "invalid_ack: 999 more in the last 60 s (the latest: invalid ack ignored: bad 999)"
+        ]
+        repeats.note("invalid_ack", "invalid ack ignored: %s", "again")  # a new interval
+        assert caplog.records[-1].getMessage() == "invalid ack ignored: again"
+    assert repeats.total == {"invalid_ack": 1001, "foreign_topic": 1}
