@@ -32,9 +32,15 @@ class BrokerConfig(BaseModel):
         default=10.0,
         gt=0,
         le=120,
-        description="how long to wait for CONNACK and each SUBACK before the next URL",
+        description="how long to wait for CONNACK before the next URL",
     )
     session_expiry_s: int = Field(default=86_400, ge=0)
+    dead_after_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="a link owing an answer that hears nothing this long is torn down",
+    )
     backoff_initial_s: float = Field(default=0.5, gt=0, le=60)
     backoff_max_s: float = Field(default=30.0, gt=0, le=3600)
     max_inflight: int = Field(default=100, ge=1, le=1000)

@@ -21,6 +21,18 @@ aiomqtt's own ``publish`` awaits each PUBACK in a task of its own and scans ever
 publish per call; ``MqttTransport.publish`` never waits for PUBACK, so it hands the packet
 to paho and counts it until paho reports the PUBACK.
 
+Liveness (issue 18): a link that owes an answer (a PUBACK, a SUBACK, a PINGRESP) and has
+heard nothing for ``dead_after_s`` (no byte from the broker, and no TCP acknowledgement of
+what was sent) is torn down at once, instead of after paho's keepalive (up to twice
+``keepalive_s``); an idle link is probed with a PINGREQ after half that, so silence is
+evidence within seconds. A link that is receiving counts as alive however slow it is: the
+session set-up waits for its SUBACKs as long as bytes arrive (on a slow link they queue
+behind the commands the broker owes the session), and does not wait at all when the
+broker kept the session (CONNACK's session present). After a failure of the network (no
+answer, time-out, unreachable) the transport waits for a cheap TCP probe to get through
+before it connects again, and connects as soon as one does, instead of sleeping out its
+backoff; after a refusal it backs off as before, so a broker that is down is not hammered.
+
 Delivery is not trusted to the broker: the outbox resends until the OMS acknowledges.
 """
 
@@ -28,14 +40,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
 import logging
+import math
 import random
 import socket
 import ssl
+import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -65,6 +82,15 @@ class _SocketErrorsAreOurs(logging.Filter):
 
 _PAHO_LOG = logging.getLogger("agent.link.mqtt")
 _PAHO_LOG.addFilter(_SocketErrorsAreOurs())
+
+T = TypeVar("T")
+
+CONGESTED_AFTER_S = 2.0
+"""A publish without PUBACK this long means the link is congested (or dying)."""
+PROBE_EVERY_S = 0.25
+"""Pause between reachability probes while the network is down."""
+PROBE_TIMEOUT_S = 1.0
+"""One probe's TCP connect time-out (one SYN: Linux resends it after 1 s)."""
 
 
 def backoff_delays(
@@ -117,6 +143,7 @@ class MqttTransport:
         self.url: str | None = None
         self._delay = backoff_delays(broker.backoff_initial_s, broker.backoff_max_s)
         self._v311_only: set[str] = set()
+        self._congested_since: float | None = None
         self.link = 0
         """The number of the current (or last) connection attempt of this process."""
 
@@ -177,8 +204,14 @@ class MqttTransport:
         failures = 0
         member = 0
         urls = self.broker.urls
+        network_down = False
+        delay = 0.0
         while True:
             url = urls[member % len(urls)]
+            if network_down:
+                # Connect only once a probe gets through: an attempt started into a dead
+                # network waits out its own time-outs after the network is back.
+                await self._wait_reachable(url, delay)
             v5 = self.broker.protocol == "5" and url not in self._v311_only
             client = self._client_for(url, v5=v5)
             # Hooked before CONNECT: a persistent session's queued commands arrive right
@@ -206,31 +239,85 @@ class MqttTransport:
                 member += 1
                 delay = self._delay(failures)
                 failures += 1
+                network_down = _network_failure(exc)
                 log.warning(
-                    "%s; next try %s in %.2f s%s",
+                    "%s; next try %s %s%s",
                     stage.failure(_safe(url), exc),
                     _safe(urls[member % len(urls)]),
-                    delay,
+                    f"as soon as it is reachable, at most in {delay:.2f} s"
+                    if network_down
+                    else f"in {delay:.2f} s",
                     "; events wait in the outbox" if self.presence is not None else "",
                 )
             finally:
                 self._down()
-            await asyncio.sleep(delay)
+            if not network_down:
+                await asyncio.sleep(delay)
+
+    async def _wait_reachable(self, url: str, longest: float) -> None:
+        """Return once a TCP connect to ``url`` succeeds, or after ``longest`` seconds.
+
+        The probe is a bare TCP handshake, closed at once: nothing a broker does work for.
+        A refused probe (the host is up, the broker is not) ends the wait too, and the
+        attempt that follows fails the ordinary way, with the ordinary backoff after it.
+        """
+        parts = urlsplit(url)
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + longest
+        while loop.time() < deadline:
+            try:
+                async with asyncio.timeout(min(PROBE_TIMEOUT_S, deadline - loop.time())):
+                    _, writer = await asyncio.open_connection(host, port)
+                writer.close()
+                return
+            except ConnectionRefusedError:
+                return
+            except (OSError, TimeoutError):
+                pass
+            await asyncio.sleep(min(PROBE_EVERY_S, max(0.0, deadline - loop.time())))
 
     async def _serve(
         self, client: aiomqtt.Client, link: _Link, url: str, stage: _Stage
     ) -> NoReturn:
-        link.connected()
-        for sub in self.subscriptions:
-            stage.detail = f"subscribe to {sub.topic}"
-            codes = await client.subscribe(sub.topic, qos=1)
-            refused = [c for c in codes if _is_failure(c)]
-            if refused:
-                raise aiomqtt.MqttError(f"the broker refused the subscription ({refused[0]})")
+        link.connected(self.broker.dead_after_s)
+        subscribed = [
+            (sub.topic, asyncio.ensure_future(client.subscribe(sub.topic, qos=1, timeout=math.inf)))
+            for sub in self.subscriptions
+        ]
+        link.owed_since = time.monotonic()
+        link.tasks.update(task for _, task in subscribed)
+        if link.session_present:
+            # The broker kept the session and its subscriptions; the SUBACKs would queue
+            # behind whatever the session has waiting (minutes on a slow link). Resubscribe
+            # (in case the filters changed) without waiting; a refusal ends the link.
+            link.owed_since = None
+            for topic, task in subscribed:
+                task.add_done_callback(functools.partial(link.check_suback, topic))
+        else:
+            for topic, task in subscribed:
+                stage.detail = f"subscribe to {topic}"
+                # As long as the link hears anything (the watchdog), not a fixed time.
+                codes = await link.until_closed(task)
+                refused = [c for c in codes if _is_failure(c)]
+                if refused:
+                    raise aiomqtt.MqttError(f"the broker refused the subscription ({refused[0]})")
+            link.owed_since = None
         if self.presence is not None:
             stage.detail = "publish the birth"
             birth = self.presence.birth(self.link)
-            await client.publish(self.presence.topic, birth, qos=1, retain=True)
+            # Handed over, not awaited: its PUBACK may queue behind the session's backlog.
+            await link.until_closed(self._slots.take())
+            link.publish(self.presence.topic, birth, True)
+        if link.session_present:
+            # Without the SUBACKs, the sign that this broker serves the session is that it
+            # sends anything at all after CONNACK (a command the session kept, the birth's
+            # PUBACK); a member that cannot goes silent and the watchdog ends it.
+            stage.detail = "wait for the broker to serve the kept session"
+            link.owed_since = time.monotonic()
+            await link.until_closed(link.heard_since(link.owed_since))
+            link.owed_since = None
         stage.name = "up"
         self._client = client
         self._link = link
@@ -250,6 +337,20 @@ class MqttTransport:
         self.connected.clear()
         if was_up and self.on_disconnected is not None:
             self.on_disconnected()
+
+    @property
+    def link_state(self) -> str:
+        """``offline``, ``online``, or ``congested``: a publish waits for PUBACK over 2 s."""
+        link = self._link
+        if link is None or not self.connected.is_set():
+            return "offline"
+        age = link.oldest_unacked_age()
+        return "congested" if age is not None and age > CONGESTED_AFTER_S else "online"
+
+    def in_flight_age(self) -> float | None:
+        """Seconds the oldest publish of this connection has waited for PUBACK (None: none)."""
+        link = self._link
+        return None if link is None else link.oldest_unacked_age()
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Start a QoS 1 publish; waits only for a free in-flight slot, not for PUBACK.
@@ -360,10 +461,18 @@ class _Link:
         self.on_message = on_message
         self.slots = slots
         self.loop_thread = threading.get_ident()
-        self.unacked: set[int] = set()
+        self.unacked: dict[int, float] = {}  # mid -> when handed to paho (monotonic)
         self.idle = asyncio.Event()
         self.idle.set()
+        self.session_present = False
+        self.owed_since: float | None = None  # an answer owed besides PUBACK/PINGRESP
+        self.tasks: set[asyncio.Future[Any]] = set()
+        self.congested = False
         self._writing = False
+        on_connect = self.paho.on_connect
+        assert on_connect is not None  # set by aiomqtt
+        self._aiomqtt_on_connect: Callable[..., None] = on_connect
+        self.paho.on_connect = self._connack
         on_publish = self.paho.on_publish
         register_write = self.paho.on_socket_register_write
         assert on_publish is not None and register_write is not None  # set by aiomqtt
@@ -373,12 +482,104 @@ class _Link:
         self.paho.on_publish = self._published
         self.paho.on_socket_register_write = self._register_write
 
-    def connected(self) -> None:
+    def connected(self, dead_after: float) -> None:
         """CONNACK is in: watch the connection's end (aiomqtt made its future anew)."""
         # aiomqtt's message iterator used to read this future's exception; we bypass it, so
         # read it here, or a link lost while nobody waits in closed() logs "Future exception
         # was never retrieved" when the future is collected.
         self.client._disconnected.add_done_callback(_retrieve)
+        self.tasks.add(asyncio.ensure_future(self._watch(dead_after)))
+
+    def _connack(self, client: paho.Client, userdata: Any, flags: Any, *rest: Any) -> None:
+        self.session_present = bool(getattr(flags, "session_present", False))
+        self._aiomqtt_on_connect(client, userdata, flags, *rest)
+
+    async def until_closed(self, aw: Awaitable[T]) -> T:
+        """Await ``aw``, unless the connection ends first (then raise its error)."""
+        task = asyncio.ensure_future(aw)
+        disconnected = self.client._disconnected
+        waits: set[asyncio.Future[Any]] = {task, disconnected}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        error = disconnected.exception()
+        if isinstance(error, aiomqtt.MqttError):
+            raise error
+        raise aiomqtt.MqttError("disconnected") from error
+
+    def check_suback(self, topic: str, task: asyncio.Future[Any]) -> None:
+        """A SUBACK not awaited (the session was kept): a refusal ends the link."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        refused = [c for c in task.result() if _is_failure(c)]
+        if refused:
+            self.abort(f"the broker refused the subscription to {topic} ({refused[0]})")
+
+    async def heard_since(self, since: float) -> None:
+        """Return once a byte arrives after ``since`` (monotonic; polled, 20 ms)."""
+        while self.paho._last_bytes_received <= since:  # noqa: ASYNC110 - paho has no event
+            await asyncio.sleep(0.02)
+
+    def oldest_unacked_age(self) -> float | None:
+        """Seconds the oldest publish has waited for its PUBACK (None: nothing waits)."""
+        if not self.unacked:
+            return None
+        return time.monotonic() - next(iter(self.unacked.values()))
+
+    def heard_age(self) -> float:
+        """Seconds since the broker was last heard: a byte, or a TCP acknowledgement."""
+        now = time.monotonic()
+        heard = now - self.paho._last_bytes_received
+        sock = self.paho.socket()
+        if sock is not None:
+            acked = _tcp_ack_age(sock)
+            if acked is not None:
+                heard = min(heard, acked)
+        return heard
+
+    async def _watch(self, dead_after: float) -> None:
+        """Tear the link down when it owes an answer and has heard nothing for too long."""
+        while True:
+            await asyncio.sleep(min(0.25, dead_after / 4))
+            now = time.monotonic()
+            owed = [t for t in (self.owed_since, self.paho._ping_t or None) if t]
+            if self.unacked:
+                owed.append(next(iter(self.unacked.values())))
+            heard = self.heard_age()
+            if owed and heard >= dead_after and now - min(owed) >= dead_after:
+                what = (
+                    f"{len(self.unacked)} publishes without PUBACK"
+                    if self.unacked
+                    else ("a SUBACK" if self.owed_since else "a PINGRESP")
+                )
+                self.abort(f"nothing heard from the broker for {heard:.1f} s while owed {what}")
+                return
+            if not owed and heard >= dead_after / 2:
+                # Idle: ask, so that a dead link is evidence within seconds, not keepalives.
+                self.paho._send_pingreq()
+            age = self.oldest_unacked_age()
+            congested = age is not None and age > CONGESTED_AFTER_S
+            if congested != self.congested:
+                self.congested = congested
+                if congested:
+                    log.warning(
+                        "link congested: %d publishes waiting for PUBACK, the oldest for "
+                        "%.1f s (heard from the broker %.1f s ago)",
+                        len(self.unacked),
+                        age,
+                        heard,
+                    )
+                else:
+                    log.info("link no longer congested")
+
+    def abort(self, reason: str) -> None:
+        """End the connection now (no DISCONNECT: the broker publishes the Will)."""
+        disconnected = self.client._disconnected
+        if not disconnected.done():
+            disconnected.set_exception(_DeadLink(reason))
+        with contextlib.suppress(Exception):
+            self.paho._sock_close()
 
     async def closed(self) -> NoReturn:
         """Wait until the connection ends; raises ``aiomqtt.MqttError`` then."""
@@ -398,15 +599,21 @@ class _Link:
             log.debug("publish to %s not sent: %s", topic, paho.error_string(info.rc))
             self.slots.give()
             return
-        self.unacked.add(info.mid)
+        self.unacked[info.mid] = time.monotonic()
         self.idle.clear()
 
     def forget(self) -> None:
         """The connection is gone: its PUBACKs never come, so give their slots back."""
+        for task in self.tasks:
+            task.cancel()
+        self.tasks.clear()
         for _ in self.unacked:
             self.slots.give()
         self.unacked.clear()
         self.idle.set()
+        if self.congested:
+            self.congested = False
+            log.info("link no longer congested (connection closed)")
 
     def _message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         payload = message.payload
@@ -418,8 +625,7 @@ class _Link:
             log.exception("message on %s not handled", message.topic[:200])
 
     def _published(self, client: paho.Client, userdata: Any, mid: int, *rest: Any) -> None:
-        if mid in self.unacked:
-            self.unacked.discard(mid)
+        if self.unacked.pop(mid, None) is not None:
             self.slots.give()
             if not self.unacked:
                 self.idle.set()
@@ -495,6 +701,42 @@ def _refuses_v5(exc: aiomqtt.MqttError) -> bool:
 
 class _ClosedInHandshake(aiomqtt.MqttError):
     """The broker closed the connection before its CONNACK."""
+
+
+class _DeadLink(aiomqtt.MqttError):
+    """The link owed an answer and heard nothing for ``dead_after_s``."""
+
+
+_NETWORK_ERRNOS = (errno.ETIMEDOUT, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN)
+
+
+def _network_failure(exc: BaseException) -> bool:
+    """Whether a failure says the network, not the broker, is the trouble.
+
+    No answer (a dead link, a time-out) or no route; not a refusal, a close or a CONNACK
+    code, which come from a broker (or a proxy) that is there.
+    """
+    if isinstance(exc, _DeadLink):
+        return True
+    text = str(exc).lower()
+    if "timed out" in text:
+        return True
+    return any(f"[errno {code}]" in text for code in _NETWORK_ERRNOS)
+
+
+_TCP_INFO = struct.Struct("8x12I")  # struct tcp_info up to tcpi_last_ack_recv (ms)
+
+
+def _tcp_ack_age(sock: Any) -> float | None:
+    """Seconds since the peer's TCP last acknowledged anything (Linux; None elsewhere)."""
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
+    except (OSError, AttributeError):
+        return None
+    if len(raw) < _TCP_INFO.size:
+        return None
+    last_ack_recv_ms: int = _TCP_INFO.unpack(raw)[11]
+    return last_ack_recv_ms / 1000
 
 
 def _end_handshake_on_close(client: aiomqtt.Client) -> None:
