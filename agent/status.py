@@ -22,6 +22,7 @@ def node_state(node: Node, floor: DeviceFloor) -> dict[str, Any]:
         "node": node.config.node,
         "role": node.config.role,
         "online": node.online.is_set(),
+        "link": node.transport.link_state if node.online.is_set() else "offline",
         "boot": node.boot,
         "last_seq": node.store.store.last_seq,
         "outbox": node.sender.pending,
@@ -77,11 +78,21 @@ def node_families(node: Node, floor: DeviceFloor) -> list[Family]:
             "Times the outbox resent its unacknowledged events for want of an ack.",
             sender.resends,
         ),
+        counter(
+            "zone_outbox_resends_held_total",
+            "Resend checks that waited because a publish was still without PUBACK (congestion).",
+            sender.resends_held,
+        ),
         gauge("zone_outbox_last_seq", "Seq of the latest committed event.", last_seq),
         gauge(
             "zone_mqtt_connected",
             "1 while connected to the broker.",
             1 if node.transport.connected.is_set() else 0,
+        ),
+        gauge(
+            "zone_mqtt_link_congested",
+            "1 while a publish has waited over 2 s for PUBACK (a slow or congested link).",
+            1 if node.transport.link_state == "congested" else 0,
         ),
         counter("zone_mqtt_connects_total", "MQTT connections made.", m.connects),
         counter(

@@ -117,13 +117,13 @@ def test_a_session_is_set_up_on_a_64_kbit_link_while_the_broker_holds_a_backlog(
             await oms.wait_connected(30)
             await site.wait_api(60)
             async with asyncio.timeout(60):
-                while not (oms.nodes.get(NODE) and oms.nodes[NODE].online):  # noqa: ASYNC110
+                while not (oms.nodes.get(NODE) and oms.nodes[NODE].online):
                     await asyncio.sleep(0.05)
             assert site.proc is not None
             site.proc.terminate()  # a clean stop: the broker keeps the persistent session
             await asyncio.to_thread(site.proc.wait, 20)
             async with asyncio.timeout(10):
-                while oms.nodes[NODE].online:  # noqa: ASYNC110
+                while oms.nodes[NODE].online:
                     await asyncio.sleep(0.05)
             replies = [oms.send(NODE, "pick", _tasks(f"b{n:02d}-", 50)) for n in range(60)]
             await asyncio.sleep(1)  # the OMS's copies at the broker, queued for the node

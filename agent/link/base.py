@@ -69,3 +69,10 @@ class Transport(Protocol):
 
     async def drain(self, timeout: float = 2.0) -> None:
         """Wait (bounded) for publishes in flight to be confirmed."""
+
+    @property
+    def link_state(self) -> str:
+        """``offline``, ``online``, or ``congested`` (a publish waits long for the broker)."""
+
+    def in_flight_age(self) -> float | None:
+        """Seconds the oldest publish of this connection has waited (None: nothing waits)."""

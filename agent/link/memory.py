@@ -363,6 +363,15 @@ class MemoryTransport:
         """Publish now (the broker takes it at once); ``LinkUnavailable`` when not connected."""
         self._publish(topic, payload, retain)
 
+    @property
+    def link_state(self) -> str:
+        """``online`` or ``offline``: the broker takes each publish at once, so never congested."""
+        return "online" if self.connected.is_set() else "offline"
+
+    def in_flight_age(self) -> float | None:
+        """None: the broker takes each publish at once."""
+        return None
+
     def can_publish_now(self) -> bool:
         """Whether connected (there are no in-flight slots to wait for)."""
         return self._session is not None

@@ -2,8 +2,12 @@
 
 The rule: an event leaves the SQLite outbox only when the OMS acknowledges its seq
 (cumulatively: ``ack {seq: N}`` covers every seq up to N). Until then it is sent again
-after every reconnect, and again whenever ``resend_after_s`` passes without the
-acknowledgement moving while events are outstanding. The OMS de-duplicates by (node, seq).
+after every reconnect, and again when ``resend_after_s`` passes without the
+acknowledgement moving while events are outstanding, but only once the broker has
+acknowledged (PUBACK) every publish of the connection: while one waits, a copy may still
+be in transit on a slow link, and another would only queue behind it. Each resend without
+progress doubles the wait (up to ``RESEND_BACKOFF_MAX`` times ``resend_after_s``); an
+acknowledgement that moves starts it again. The OMS de-duplicates by (node, seq).
 
 Fresh events are published from memory as soon as they are committed (right in
 ``committed`` when nothing else is being sent and an in-flight slot is free, so a reply
@@ -27,6 +31,8 @@ from agent.wire.topics import NodeTopics
 log = logging.getLogger("agent.outbox")
 
 MEMORY_ROWS = 10_000
+RESEND_BACKOFF_MAX = 8
+"""The resend wait grows to at most this many times ``resend_after_s`` (15 s: 2 min)."""
 
 
 class OutboxSender:
@@ -62,6 +68,10 @@ class OutboxSender:
         self._last_progress = 0.0
         self._sending = False  # _send_pending is running (it may be awaiting)
         self.resends = 0
+        self.resends_held = 0
+        """Times a due resend waited because publishes were still without PUBACK."""
+        self._backoff = 1
+        self._held_logged = False
 
     # --- called by the node --------------------------------------------------------
 
@@ -80,6 +90,7 @@ class OutboxSender:
             self.acked = min(seq, self.store.store.last_seq)
             self.sent = max(self.sent, self.acked)
             self._last_progress = asyncio.get_running_loop().time()
+            self._backoff = 1
             self._ack_wake.set()
         if resend and self.sent > self.acked:
             self.sent = self.acked
@@ -187,17 +198,38 @@ class OutboxSender:
             await asyncio.sleep(interval)
             if not self.transport.connected.is_set() or self.sent <= self.acked:
                 continue
-            if loop.time() - self._last_progress >= self.resend_after_s:
-                self.resends += 1
-                log.warning(
-                    "no acknowledgement beyond seq %d for %.0f s: resending %d events",
-                    self.acked,
-                    self.resend_after_s,
-                    self.sent - self.acked,
-                )
-                self.sent = self.acked
-                self._last_progress = loop.time()
-                self._wake.set()
+            waited = loop.time() - self._last_progress
+            if waited < self.resend_after_s * self._backoff:
+                continue
+            in_flight = self.transport.in_flight_age()
+            if in_flight is not None:
+                # A copy may still be on its way: another would queue behind it.
+                self.resends_held += 1
+                if not self._held_logged:
+                    self._held_logged = True
+                    log.warning(
+                        "no acknowledgement beyond seq %d for %.0f s, but a publish has "
+                        "waited %.0f s for PUBACK (link congested): not resending until "
+                        "the broker has taken what was sent",
+                        self.acked,
+                        waited,
+                        in_flight,
+                    )
+                continue
+            self._held_logged = False
+            self.resends += 1
+            log.warning(
+                "no acknowledgement beyond seq %d for %.0f s: resending %d events; "
+                "next resend after %.0f s without an acknowledgement",
+                self.acked,
+                waited,
+                self.sent - self.acked,
+                self.resend_after_s * min(self._backoff * 2, RESEND_BACKOFF_MAX),
+            )
+            self._backoff = min(self._backoff * 2, RESEND_BACKOFF_MAX)
+            self.sent = self.acked
+            self._last_progress = loop.time()
+            self._wake.set()
 
     @property
     def pending(self) -> int:

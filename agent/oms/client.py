@@ -14,8 +14,12 @@ real OMS would, over the broker:
   store id in its birth) counts from 1 again, while events of its earlier store (a broker
   session replaying old ones) are still told apart from the new store's;
 * acknowledges cumulatively, coalescing a burst into one ack per node and store;
-* sends commands with fresh ids and resends them, unchanged, until a reply arrives (every
-  ``resend_s`` seconds and whenever the node comes back online).
+* sends commands with fresh ids and resends them, unchanged, until a reply arrives, by
+  the rule of docs/protocol.md ("Resending commands"): at once when the reply to a later
+  command on the same topic shows the copy was lost, or when the node or this client
+  reconnected; otherwise after ``resend_s``, doubling with each copy up to
+  ``resend_max_s``, and not while the node is answering other commands (the copy may
+  still be queued for it on a slow link).
 """
 
 from __future__ import annotations
@@ -106,6 +110,8 @@ class NodeView:
     state: State | None = None
     streams: dict[str | None, Stream] = field(default_factory=dict)
     rebirth_asked: bool = False
+    online_at: float = 0.0  # loop time of the latest online birth
+    answered_at: float = 0.0  # loop time of the latest first reply to a pending command
 
     @property
     def stream(self) -> Stream:
@@ -136,6 +142,8 @@ class PendingCommand:
     reply: asyncio.Future[Reply]
     sent_at: float = 0.0
     sends: int = 0
+    first_no: int = 0  # this client's send counter at the first copy
+    last_no: int = 0  # ... and at the latest copy
 
 
 class OmsClient:
@@ -145,7 +153,8 @@ class OmsClient:
         broker: how to reach the broker.
         site: the site whose nodes to follow.
         client_id: MQTT client id of this OMS instance.
-        resend_s: resend an unanswered command after this many seconds.
+        resend_s: resend an unanswered command after this many seconds (the first time).
+        resend_max_s: the longest wait between copies (each copy doubles it).
         auto_ack: acknowledge events as they are delivered (tests turn it off).
         confirm_acks: acknowledge only what the consumer ``confirm``-ed (the site service
             does, once the events are in its log): a crash between delivery and the log
@@ -159,6 +168,7 @@ class OmsClient:
         *,
         client_id: str = "oms",
         resend_s: float = 3.0,
+        resend_max_s: float = 60.0,
         auto_ack: bool = True,
         confirm_acks: bool = False,
     ) -> None:
@@ -166,12 +176,20 @@ class OmsClient:
         self.confirm_acks = confirm_acks
         self.site = site
         self.resend_s = resend_s
+        self.resend_max_s = max(resend_max_s, resend_s)
         self.auto_ack = auto_ack
         self.nodes: dict[str, NodeView] = {}
         self.events: asyncio.Queue[NodeEvent] = asyncio.Queue()
         self.state_changes: asyncio.Queue[tuple[str, State, int | None]] = asyncio.Queue()
         self.pending: dict[str, PendingCommand] = {}
         self.duplicates = 0
+        self.resends = 0
+        """Copies of commands sent again (for the benchmarks)."""
+        self._send_no = 0
+        self._connected_at = 0.0
+        # (node, command name) -> first_no of the latest command answered in seq order
+        self._answered: dict[tuple[str, str], int] = {}
+        self._answered_corr: dict[str, tuple[str, int]] = {}
         self.transport = open_transport(
             broker,
             client_id=client_id,
@@ -212,6 +230,7 @@ class OmsClient:
         # site for its birth (retained births may not reach a wildcard subscription).
         self._resync.update(self.nodes)
         self._ack_wake.set()
+        self._connected_at = asyncio.get_running_loop().time()
         self._resend_wake.set()
         payload = codec.encode(Empty(), msg_id=codec.new_id(), ts=now_ms())
         with contextlib.suppress(LinkUnavailable):
@@ -271,6 +290,7 @@ class OmsClient:
             view.link = state.link
             view.online = True
             view.state = state
+            view.online_at = asyncio.get_running_loop().time()
             self._resend_wake.set()
         else:
             if view.boot is not None and envelope.boot != view.boot:
@@ -310,6 +330,8 @@ class OmsClient:
         while stream.delivered + 1 in stream.early:
             ev_name, ev = stream.early.pop(stream.delivered + 1)
             stream.delivered += 1
+            if ev_name == "reply":
+                self._answered_in_order(node, ev.corr)
             self.events.put_nowait(NodeEvent(node, ev_name, ev, self._body(ev_name, ev), store))
         self._mark_dirty(node, store)
 
@@ -323,10 +345,25 @@ class OmsClient:
         except ValueError:
             return envelope.body
 
+    def _answered_in_order(self, node: str, corr: str | None) -> None:
+        """A reply in seq order: every earlier copy on its topic reached the node, or is lost."""
+        answered = self._answered_corr.pop(corr or "", None)
+        if answered is None:
+            return
+        name, first_no = answered
+        key = (node, name)
+        if first_no > self._answered.get(key, 0):
+            self._answered[key] = first_no
+            self._resend_wake.set()
+
     def _on_reply(self, envelope: Envelope) -> None:
         pending = self.pending.pop(envelope.corr or "", None)
         if pending is None or pending.reply.done():
             return
+        self._answered_corr[pending.msg_id] = (pending.name, pending.first_no)
+        view = self.nodes.get(pending.node)
+        if view is not None:
+            view.answered_at = asyncio.get_running_loop().time()
         try:
             pending.reply.set_result(Reply.model_validate(envelope.body))
         except ValueError as exc:
@@ -424,6 +461,12 @@ class OmsClient:
     async def _send(self, command: PendingCommand) -> None:
         command.sent_at = asyncio.get_running_loop().time()
         command.sends += 1
+        self._send_no += 1
+        command.last_no = self._send_no
+        if command.sends == 1:
+            command.first_no = self._send_no
+        else:
+            self.resends += 1
         with contextlib.suppress(LinkUnavailable):
             await self.transport.publish(
                 NodeTopics(self.site, command.node).cmd(command.name), command.payload
@@ -455,20 +498,39 @@ class OmsClient:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(1.0, self.resend_s)):
                     await self._resend_wake.wait()
-            woken = self._resend_wake.is_set()
             self._resend_wake.clear()
             now = loop.time()
             for command in list(self.pending.values()):
                 if command.reply.done():
                     self.pending.pop(command.msg_id, None)
                     continue
-                view = self.nodes.get(command.node)
-                online = view is None or view.online  # unknown yet: its birth may be on the way
-                due = now - command.sent_at >= self.resend_s
-                # An offline node gets it when its birth wakes us: resending on the timer
-                # would only pile copies into its queue at the broker.
-                if online and (due or woken):
+                if self._resend_due(command, now):
                     await self._send(command)
+
+    def _resend_due(self, command: PendingCommand, now: float) -> bool:
+        """Whether to send another copy of ``command`` now (docs/protocol.md's rule)."""
+        if command.sends == 0:
+            return False  # its first copy is on its way (``send`` started it)
+        view = self.nodes.get(command.node)
+        if view is not None and not view.online:
+            # It gets a copy when its birth comes: resending now would only pile copies
+            # into its queue at the broker.
+            return False
+        if command.sent_at < self._connected_at:
+            return True  # sent on an earlier connection of ours: it may not have left
+        if self._answered.get((command.node, command.name), 0) > command.last_no:
+            # A command sent after this copy, on the same topic, was answered in seq order:
+            # MQTT keeps per-topic order, so this copy is lost.
+            return True
+        waited = now - command.sent_at
+        if view is not None and view.online_at > command.sent_at:
+            return waited >= self.resend_s  # the node reconnected since this copy
+        interval = min(self.resend_s * 2 ** (command.sends - 1), self.resend_max_s)
+        if waited < interval:
+            return False
+        # The node is answering other commands: this copy is probably queued behind them
+        # (a slow link), and another would only queue behind it.
+        return view is None or now - view.answered_at >= self.resend_s
 
     async def next_event(self, timeout: float = 10.0) -> NodeEvent:
         """The next delivered event (waits up to ``timeout``)."""
