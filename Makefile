@@ -20,9 +20,10 @@ DEMO_APT := mosquitto python3-venv openssl
 # with the avahi and D-Bus daemons it will not start without (the IPP label printer,
 # testing/ippserver.py, which runs its own of both on loopback), PostgreSQL (the site
 # service's two-instance failover: tests start a private one with initdb) and Node.js (an OMS
-# in another language against the site service's API, tests/oms_node/).
+# in another language against the site service's API, tests/oms_node/), iproute2 and
+# nftables (a node behind a bad Wi-Fi link in a network namespace, tests/test_wifi_e2e.py).
 TEST_APT := mosquitto-clients nats-server rabbitmq-server chromium debootstrap \
-	cups-ipp-utils avahi-daemon dbus-daemon postgresql nodejs
+	cups-ipp-utils avahi-daemon dbus-daemon postgresql nodejs iproute2 nftables
 
 .PHONY: setup demo-packages test-packages browser test test-fast lint typecheck pytest demo bench \
 	clean
