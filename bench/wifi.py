@@ -29,9 +29,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -678,10 +680,18 @@ def main() -> None:
     why = available()
     if why:
         sys.exit(f"bench.wifi {why}")
+    # SIGTERM ends the run through its finally clauses (namespace, node, broker removed);
+    # SIGUSR1 prints every thread's stack (a run that hangs).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     results = []
     for profile in args.profile:
         with tempfile.TemporaryDirectory(prefix="wifi-") as tmp:
-            result = asyncio.run(run_profile(profile, args.seconds, args.tree, Path(tmp)))
+            result = asyncio.run(
+                asyncio.wait_for(
+                    run_profile(profile, args.seconds, args.tree, Path(tmp)), args.seconds + 300
+                )
+            )
         result["label"] = args.label
         print(json.dumps(result), flush=True)
         results.append(result)
