@@ -50,6 +50,7 @@ except ImportError:  # pragma: no cover - the baseline tree
     from agent.localbroker import LocalBroker, die_with_parent  # type: ignore[no-redef]
 from agent.config import BrokerConfig
 from agent.oms import OmsClient
+from agent.oms.demo.site import Control
 
 SITE = "dc1"
 NODE = "zone-w1"
@@ -264,6 +265,7 @@ class Site:
         self.state_dir = workdir / NODE
         self.path = node_file(workdir / f"{NODE}.toml", self.state_dir, lab, extra=node_extra)
         self.api = f"http://{lab.ctl_ns}:8080"
+        self.control = Control(self.api)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -314,21 +316,13 @@ class Site:
         """The broker on loopback, for the OMS."""
         return self.broker.url
 
-    def _call(self, path: str, body: dict[str, Any] | None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.api + path, data=data, method="GET" if body is None else "POST"
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
     async def get(self, path: str) -> Any:
         """GET JSON from the node's API (off the loop)."""
-        return await asyncio.to_thread(self._call, path, None)
+        return await self.control.get(path)
 
     async def press(self, slot: str) -> None:
         """Press the confirm button of ``slot``."""
-        await asyncio.to_thread(self._call, "/sim/shelf/press", {"slot": slot, "button": "confirm"})
+        await self.control.press("shelf", slot)
 
     async def state(self) -> dict[str, Any]:
         """``GET /api/state``."""
