@@ -1,13 +1,17 @@
-"""What the operator stations share: the notice a station screen shows.
+"""What the stations share: the notice a station screen shows, and the periodic counters.
 
 Packing, dispatch and returns each tell their operator what just happened (an order
-opened, a parcel loaded, a scan refused) in one line; this is that line.
+opened, a parcel loaded, a scan refused) in one line: a :class:`Notice`. Every role counts
+what it did and publishes the counts every ``counters_every_s``: :class:`PeriodicCounters`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from agent.workflows.base import Step
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +28,43 @@ class Notice:
     at: int
     reason: str | None = None
     order: str | None = None
+
+
+class PeriodicCounters:
+    """What a station counted, persisted with each step and published every ``every_s``.
+
+    ``count`` adds to the in-memory counts and to the step's unit (so the store keeps them
+    across a restart); ``due`` says, once per period, that the counts are to be published.
+
+    Args:
+        every_s: the period in seconds; 0 never publishes.
+    """
+
+    def __init__(self, every_s: float) -> None:
+        self.every_ms = every_s * 1000
+        self.counts: dict[str, int] = {}
+        self.since: int | None = None
+        self._last: int | None = None
+
+    def count(self, step: Step, name: str, delta: int = 1) -> None:
+        """Count ``delta`` more of ``name``."""
+        self.counts[name] = self.counts.get(name, 0) + delta
+        step.unit.count(name, delta)
+
+    def started(self, now: int) -> None:
+        """The station runs from ``now`` (the counts are since then)."""
+        if self.since is None:
+            self.since = now
+
+    def due(self, now: int) -> bool:
+        """Whether the counts are to be published now (once per period)."""
+        self.started(now)
+        if not self.every_ms:
+            return False
+        if self._last is None:
+            self._last = now
+            return False
+        if now - self._last < self.every_ms:
+            return False
+        self._last = now
+        return True

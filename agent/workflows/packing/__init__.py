@@ -58,7 +58,7 @@ carrier documents kept).
 from __future__ import annotations
 
 from agent.roles import RoleManifest
-from agent.workflows.packing.machine import PackingWorkflow, check_weight
+from agent.workflows.packing.machine import PackingWorkflow
 from agent.workflows.packing.messages import (
     CarrierLabel,
     LabelPrinted,
@@ -74,6 +74,7 @@ from agent.workflows.packing.messages import (
     Verified,
     Weighed,
 )
+from agent.workflows.packing.model import check_weight
 from agent.workflows.packing.settings import PackSettings
 
 ROLE = RoleManifest(

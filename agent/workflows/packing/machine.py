@@ -8,25 +8,22 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent.config import NodeConfig
-from agent.errors import ConfigError
 from agent.store import StoredTask
 from agent.wire.messages import Envelope, ItemResult, Wire
 from agent.workflows.base import FloorInfo, PrintSlip, Slip, Step, Verdict, settings_from
 from agent.workflows.cartons import (
     BoxSize,
-    Item,
     Material,
     Suggestion,
     expected_weight_g,
     suggest_box,
 )
 from agent.workflows.labels import build_sscc
+from agent.workflows.packing.devices import station_devices
 from agent.workflows.packing.labelling import (
-    LABEL_PRINTER_KINDS,
     CarrierDocuments,
     LabelPrinter,
     LabelRouting,
@@ -38,146 +35,20 @@ from agent.workflows.packing.messages import (
     PackCancel,
     PackCommand,
     PackCounters,
-    Packed,
     PackRefused,
     PrintProblem,
     Verified,
     Weighed,
 )
+from agent.workflows.packing.model import ORDER, PackOrder, check_weight
+from agent.workflows.packing.screen import prompt, snapshot
 from agent.workflows.packing.settings import PackSettings
 from agent.workflows.scans import gtin14, scan_matches
-from agent.workflows.station import Notice
+from agent.workflows.station import Notice, PeriodicCounters
 from devices.events import DeviceHealthChanged, Scan, Weight
 from devices.printers.base import PrintResult
 
-ORDER = "pack_order"
-SCALE_KINDS = frozenset({"mt_sics", "toledo_8217", "nci", "hid_pos"})
 MAX_REFUSALS_SHOWN = 5
-
-Phase = Literal[
-    "queued",
-    "verify",
-    "carton",
-    "weigh",
-    "weigh_failed",
-    "override_reason",
-    "label",
-    "label_failed",
-    "label_unknown",
-]
-
-
-@dataclass(slots=True)
-class Line:
-    """An order line and how many of it were scanned."""
-
-    sku: str
-    qty: int
-    barcodes: tuple[str, ...]
-    unit_weight_g: float
-    dims_mm: tuple[int, int, int] | None
-    fragile: bool
-    description: str
-    scanned: int = 0
-
-    def item(self) -> Item:
-        """The line as the carton choice sees it."""
-        return Item(self.sku, self.qty, self.unit_weight_g, self.dims_mm, self.fragile)
-
-
-@dataclass(slots=True)
-class PackOrder:
-    """An order at the station and everything done to it so far (one store task)."""
-
-    order: str
-    tote: str | None
-    lines: list[Line]
-    express: bool
-    gift_note: str
-    bonus_item: str
-    carrier_zpl: bytes | None
-    label: dict[str, Any] | None
-    slip: bool
-    arrival: int
-    received_at: int
-    phase: Phase = "queued"
-    started_at: int | None = None
-    verified_at: int | None = None
-    box: str | None = None
-    attempts: int = 0
-    actual_g: float | None = None
-    expected_g: float | None = None
-    verdict: str | None = None
-    weighed_at: int | None = None
-    supervisor: str | None = None
-    label_attempt: int = 0
-    label_job: str | None = None
-    label_submitted_at: int | None = None
-    label_reason: str | None = None
-    label_late: bool = False
-    slip_job: str | None = None
-    slip_state: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    carrier_format: str | None = None  # of a carrier_label (kept as its own store task)
-
-    @property
-    def units(self) -> int:
-        """Units in the order."""
-        return sum(line.qty for line in self.lines)
-
-    @property
-    def scanned(self) -> int:
-        """Units scanned so far."""
-        return sum(line.scanned for line in self.lines)
-
-    def items(self) -> list[Item]:
-        """The lines as the carton choice sees them."""
-        return [line.item() for line in self.lines]
-
-    def stored(self) -> StoredTask:
-        """The store row of this order."""
-        data: dict[str, Any] = {
-            name: getattr(self, name) for name in self.__slots__ if name != "lines"
-        }
-        data["lines"] = [
-            [
-                ln.sku,
-                ln.qty,
-                list(ln.barcodes),
-                ln.unit_weight_g,
-                None if ln.dims_mm is None else list(ln.dims_mm),
-                ln.fragile,
-                ln.description,
-                ln.scanned,
-            ]
-            for ln in self.lines
-        ]
-        return StoredTask(f"pack:{self.order}", ORDER, None, data)
-
-    @classmethod
-    def from_stored(cls, row: StoredTask) -> PackOrder:
-        """Rebuild from a store row."""
-        data = dict(row.data)
-        lines = [
-            Line(sku, qty, tuple(codes), w, None if dims is None else tuple(dims), frag, desc, n)
-            for sku, qty, codes, w, dims, frag, desc, n in data.pop("lines")
-        ]
-        return cls(lines=lines, **data)
-
-
-def check_weight(
-    actual_g: float, expected_g: float, tolerance_pct: float, tolerance_g: float
-) -> tuple[Literal["pass", "over", "under"], float]:
-    """The check-weigh verdict and the allowed difference.
-
-    It fails only when the difference exceeds both ``tolerance_pct`` of the expected
-    weight and ``tolerance_g``, that is when it exceeds the larger of the two.
-    """
-    allowed = round(max(expected_g * tolerance_pct / 100, tolerance_g), 1)
-    diff = actual_g - expected_g
-    if abs(diff) <= allowed:
-        return "pass", allowed
-    return ("over" if diff > 0 else "under"), allowed
 
 
 def _grams(value: float) -> str:
@@ -207,26 +78,7 @@ class PackingWorkflow:
         """
         settings: PackSettings = settings_from(PackSettings, config.settings)
 
-        def pick(setting: str, name: str | None, kinds: set[str] | frozenset[str]) -> str | None:
-            if name is not None:
-                if floor.kinds.get(name) not in kinds:
-                    raise ConfigError(
-                        "(node file)",
-                        f"settings.{setting}",
-                        f"no device {name!r} of kind {' or '.join(sorted(kinds))}",
-                    )
-                return name
-            return next((n for n, k in floor.kinds.items() if k in kinds), None)
-
-        label = pick("label_printer", settings.label_printer, LABEL_PRINTER_KINDS)
-        scale = pick("scale", settings.scale, SCALE_KINDS)
-        slip = pick("slip_printer", settings.slip_printer, {"escpos_printer"})
-        if label is None:
-            raise ConfigError(
-                "(node file)", "devices", "a pack node needs a zpl_printer or an ipp_printer"
-            )
-        if scale is None:
-            raise ConfigError("(node file)", "devices", "a pack node needs a scale")
+        label, scale, slip = station_devices(settings, floor)
         labels = LabelRouting.from_config(config, label)
         return cls(settings, label_printer=label, scale=scale, slip_printer=slip, labels=labels)
 
@@ -245,7 +97,7 @@ class PackingWorkflow:
         self._docs = CarrierDocuments()
         self.slip_printer = slip_printer
         self.scale = scale
-        self._boxes = {b.name: b for b in self.settings.boxes}
+        self.boxes = {b.name: b for b in self.settings.boxes}
         self._box_codes = {b.barcode: b for b in self.settings.boxes}
         self._reasons = {self.settings.reason_prefix + r: r for r in self.settings.override_reasons}
         self.orders: dict[str, PackOrder] = {}
@@ -253,15 +105,14 @@ class PackingWorkflow:
         self.weight: Weight | None = None
         self.weight_at: int | None = None
         self._evaluated: Weight | None = None
-        self._scale_clear = True
+        self.scale_clear = True
         self.health: dict[str, tuple[str, str]] = {}
         self.notice = Notice("info", "Scan an order or tote barcode to start", 0)
         self.refusals: list[Notice] = []
         self._done: OrderedDict[str, None] = OrderedDict()
         self._arrivals = 0
-        self.counts: dict[str, int] = {}
-        self._since: int | None = None
-        self._counters_at: int | None = None
+        self.counters = PeriodicCounters(self.settings.counters_every_s)
+        self.counts = self.counters.counts
 
     def locations(self) -> list[str]:
         """A pack station lights no slots."""
@@ -270,20 +121,20 @@ class PackingWorkflow:
     # --- helpers -------------------------------------------------------------------
 
     def _count(self, step: Step, name: str, delta: int = 1) -> None:
-        self.counts[name] = self.counts.get(name, 0) + delta
-        step.unit.count(name, delta)
+        self.counters.count(step, name, delta)
 
     def _say(self, level: Literal["info", "ok", "error"], text: str, now: int) -> None:
         self.notice = Notice(level, text, now)
 
-    def _refusals_now(self) -> list[Notice]:
+    def refusals_now(self) -> list[Notice]:
         """The refusals made while the order open now was (or, with none open, none was)."""
         return [n for n in self.refusals if n.order == self.current]
 
     def _save(self, order: PackOrder, step: Step) -> None:
         step.unit.put_task(order.stored())
 
-    def _suggestion(self, order: PackOrder) -> Suggestion:
+    def suggestion(self, order: PackOrder) -> Suggestion:
+        """The box and packing material suggested for ``order``."""
         s = self.settings
         return suggest_box(
             order.items(),
@@ -296,7 +147,7 @@ class PackingWorkflow:
         )
 
     def _material(self, order: PackOrder) -> Material:
-        return self._suggestion(order).material
+        return self.suggestion(order).material
 
     def _expected(self, order: PackOrder, box: BoxSize) -> float:
         material = self._material(order)
@@ -316,7 +167,7 @@ class PackingWorkflow:
     ) -> None:
         notice = Notice("error", text, now, reason, self.current)
         self.notice = notice
-        self.refusals = [notice, *self._refusals_now()][:MAX_REFUSALS_SHOWN]
+        self.refusals = [notice, *self.refusals_now()][:MAX_REFUSALS_SHOWN]
         step.emit(
             "pack_refused",
             PackRefused(
@@ -335,7 +186,7 @@ class PackingWorkflow:
 
     def restore(self, tasks: list[StoredTask], step: Step, now: int) -> None:
         """Reload the queue; a label whose result the restart lost waits for the packer."""
-        self._since = now
+        self.counters.since = now
         self._docs.restore(tasks)
         started: list[PackOrder] = []
         for row in tasks:
@@ -418,33 +269,8 @@ class PackingWorkflow:
         return Verdict.accepted()
 
     def _new_order(self, body: PackCommand, now: int) -> PackOrder:
-        arrival = self._arrivals
         self._arrivals += 1
-        return PackOrder(
-            order=body.order,
-            tote=body.tote,
-            lines=[
-                Line(
-                    ln.sku,
-                    ln.qty,
-                    tuple(ln.barcodes),
-                    ln.unit_weight_g,
-                    ln.dims_mm,
-                    ln.fragile,
-                    ln.description,
-                )
-                for ln in body.lines
-            ],
-            express=body.express,
-            gift_note=body.gift_note,
-            bonus_item=body.bonus_item,
-            carrier_zpl=body.carrier_zpl,
-            carrier_format=None if body.carrier_label is None else body.carrier_label.format,
-            label=None if body.label is None else body.label.model_dump(),
-            slip=body.packing_slip,
-            arrival=arrival,
-            received_at=now,
-        )
+        return PackOrder.from_command(body, self._arrivals - 1, now)
 
     def _cancel(self, order_ids: list[str], step: Step, now: int) -> Verdict:
         items: list[ItemResult] = []
@@ -551,7 +377,7 @@ class PackingWorkflow:
             if target.phase in ("label_failed", "label_unknown"):
                 self._print_label(target, step, now, reprint=True)
                 return
-            self._say("info", f"Order {target.order} is already open: {self._prompt(target)}", now)
+            self._say("info", f"Order {target.order} is already open: {prompt(self, target)}", now)
             return
         target.phase = "verify"
         target.started_at = now
@@ -625,7 +451,7 @@ class PackingWorkflow:
         if order.box is None:
             order.phase = "carton"
             self._save(order, step)
-            box = self._suggestion(order).box
+            box = self.suggestion(order).box
             self._say(
                 "ok",
                 f"All items scanned. Pack them in box {box.name}: scan {box.barcode} or "
@@ -647,7 +473,7 @@ class PackingWorkflow:
                 else f"Order {order.order} is past the box choice.",
             )
             return
-        suggested = self._suggestion(order).box
+        suggested = self.suggestion(order).box
         order.box = box.name
         if box.name != suggested.name:
             self._count(step, "box_overrides")
@@ -661,7 +487,7 @@ class PackingWorkflow:
 
     def _confirm(self, scan: Scan, order: PackOrder | None, step: Step, now: int) -> None:
         if order is not None and order.phase in ("verify", "carton"):
-            box = self._suggestion(order).box
+            box = self.suggestion(order).box
             self._box(scan, box, order, step, now)
             return
         if order is not None and order.phase in ("label_failed", "label_unknown"):
@@ -742,7 +568,7 @@ class PackingWorkflow:
         self.weight = weight
         self.weight_at = now
         if weight.grams < self.settings.min_weight_g:
-            self._scale_clear = True
+            self.scale_clear = True
         order = self.orders.get(self.current) if self.current else None
         if order is not None and order.phase in ("weigh", "weigh_failed"):
             self._try_weigh(order, step, now)
@@ -764,12 +590,12 @@ class PackingWorkflow:
             return False
         if weight.grams < self.settings.min_weight_g:
             return False
-        if not self._scale_clear:
+        if not self.scale_clear:
             self._say("error", "Take the previous parcel off the scale.", now)
             return False
         assert order.box is not None
         self._evaluated = weight
-        box = self._boxes[order.box]
+        box = self.boxes[order.box]
         expected = self._expected(order, box)
         verdict, allowed = check_weight(
             weight.grams, expected, self.settings.tolerance_pct, self.settings.tolerance_g
@@ -973,29 +799,9 @@ class PackingWorkflow:
             ts=now,
         )
         self._count(step, "labels_printed")
-        assert order.box is not None and order.started_at is not None
-        assert order.verified_at is not None and order.weighed_at is not None
-        step.emit(
-            "packed",
-            Packed(
-                order=order.order,
-                tote=order.tote,
-                box=order.box,
-                box_suggested=self._suggestion(order).box.name,
-                material=self._material(order).name,
-                units=order.units,
-                weight_g=order.actual_g or 0.0,
-                expected_g=order.expected_g or 0.0,
-                check="override" if order.verdict == "override" else "pass",
-                express=order.express,
-                received_at=order.received_at,
-                started_at=order.started_at,
-                verified_at=order.verified_at,
-                weighed_at=order.weighed_at,
-                labelled_at=now,
-            ),
-            ts=now,
-        )
+        box_suggested = self.suggestion(order).box.name
+        material = self._material(order).name
+        step.emit("packed", order.packed(box_suggested, material, now), ts=now)
         self._count(step, "orders_packed")
         self._count(step, "units_packed", order.units)
         del self.orders[order.order]
@@ -1006,7 +812,7 @@ class PackingWorkflow:
             while len(self._done) > self.settings.done_memory:
                 self._done.popitem(last=False)
         self.current = None
-        self._scale_clear = False
+        self.scale_clear = False
         self._evaluated = None
         self._say(
             "ok",
@@ -1054,8 +860,7 @@ class PackingWorkflow:
 
     def on_tick(self, step: Step, now: int) -> None:
         """Report a late label; publish the counters when due."""
-        if self._since is None:
-            self._since = now
+        self.counters.started(now)
         order = self.orders.get(self.current) if self.current else None
         if (
             order is not None
@@ -1066,17 +871,12 @@ class PackingWorkflow:
         ):
             waited = (now - order.label_submitted_at) / 1000
             self._late(order, step, now, f"no result from the printer after {waited:.0f} s")
-        every = self.settings.counters_every_s * 1000
-        if not every:
-            return
-        if self._counters_at is None:
-            self._counters_at = now
-        elif now - self._counters_at >= every:
-            self._counters_at = now
+        if self.counters.due(now):
+            assert self.counters.since is not None
             step.emit(
                 "pack_counters",
                 PackCounters(
-                    since=self._since,
+                    since=self.counters.since,
                     at=now,
                     counts=dict(self.counts),
                     queued=sum(1 for o in self.orders.values() if o.phase == "queued"),
@@ -1086,129 +886,6 @@ class PackingWorkflow:
 
     # --- screen --------------------------------------------------------------------
 
-    def _prompt(self, order: PackOrder | None) -> str:
-        if order is None:
-            return "Scan an order or tote barcode to start."
-        match order.phase:
-            case "verify":
-                return "Scan every item."
-            case "carton":
-                box = self._suggestion(order).box
-                return f"Scan box {box.barcode} or {self.settings.confirm_barcode}, or another box."
-            case "weigh":
-                if self.weight is not None and not self.weight.stable:
-                    return "Waiting for a stable weight…"
-                if not self._scale_clear:
-                    return "Take the previous parcel off the scale."
-                return "Put the closed parcel on the scale."
-            case "weigh_failed":
-                return "Check the items and weigh again, or call a supervisor to release it."
-            case "override_reason":
-                return "Supervisor: scan the reason code."
-            case "label":
-                return "Printing the label…"
-            case "label_failed" | "label_unknown":
-                return (
-                    "If no label came out, scan the order barcode to print it again; if it did, "
-                    f"scan {self.settings.confirm_barcode}."
-                )
-        return ""
-
     def snapshot(self) -> dict[str, Any]:
-        """What the packer's screen shows (see docs/simulation.md, "Pack station")."""
-        order = self.orders.get(self.current) if self.current else None
-        current: dict[str, Any] | None = None
-        if order is not None:
-            suggestion = self._suggestion(order)
-            box = self._boxes.get(order.box or "", suggestion.box)
-            current = {
-                "order": order.order,
-                "tote": order.tote,
-                "phase": order.phase,
-                "express": order.express,
-                "gift_note": order.gift_note,
-                "bonus_item": order.bonus_item,
-                "units": order.units,
-                "scanned": order.scanned,
-                "lines": [
-                    {
-                        "sku": ln.sku,
-                        "description": ln.description,
-                        "qty": ln.qty,
-                        "scanned": ln.scanned,
-                        "fragile": ln.fragile,
-                    }
-                    for ln in order.lines
-                ],
-                "box": {
-                    "suggested": suggestion.box.name,
-                    "suggested_barcode": suggestion.box.barcode,
-                    "fits": suggestion.fits,
-                    "note": suggestion.note,
-                    "chosen": order.box,
-                    "inner_mm": list(box.inner_mm),
-                },
-                "material": {
-                    "name": suggestion.material.name,
-                    "label": suggestion.material.label,
-                    "protection": suggestion.material.protection,
-                },
-                "check": None
-                if order.verdict is None
-                else {
-                    "attempts": order.attempts,
-                    "actual_g": order.actual_g,
-                    "expected_g": order.expected_g,
-                    "verdict": order.verdict,
-                    "allowed_g": None
-                    if order.actual_g is None or order.expected_g is None
-                    else check_weight(
-                        order.actual_g,
-                        order.expected_g,
-                        self.settings.tolerance_pct,
-                        self.settings.tolerance_g,
-                    )[1],
-                    "supervisor": order.supervisor,
-                },
-                "label": None
-                if order.label_job is None
-                else {
-                    "job_id": order.label_job,
-                    "attempt": order.label_attempt,
-                    "reason": order.label_reason,
-                    "late": order.label_late,
-                },
-                "slip": order.slip_state,
-            }
-        queue = sorted(
-            (o for o in self.orders.values() if o.phase == "queued"),
-            key=lambda o: (not o.express, o.arrival),
-        )
-        return {
-            "phase": "idle" if order is None else order.phase,
-            "prompt": self._prompt(order),
-            "notice": {
-                "level": self.notice.level,
-                "text": self.notice.text,
-                "at": self.notice.at,
-                "reason": self.notice.reason,
-            },
-            "refusals": [
-                {"text": n.text, "reason": n.reason, "at": n.at} for n in self._refusals_now()
-            ],
-            "order": current,
-            "queue": [
-                {"order": o.order, "tote": o.tote, "express": o.express, "units": o.units}
-                for o in queue
-            ],
-            "weight": None
-            if self.weight is None
-            else {"grams": self.weight.grams, "stable": self.weight.stable, "at": self.weight_at},
-            "devices": {
-                "label_printer": self.label_printer,
-                "slip_printer": self.slip_printer,
-                "scale": self.scale,
-            },
-            "tolerance": {"pct": self.settings.tolerance_pct, "g": self.settings.tolerance_g},
-            "counts": dict(self.counts),
-        }
+        """What the packer's screen shows (``screen.snapshot``)."""
+        return snapshot(self)

@@ -1,0 +1,174 @@
+"""What the packer's screen shows: the prompt and the state ``GET /api/state`` returns.
+
+Read from the station (``machine.PackingWorkflow``) when the screen asks; nothing here
+changes it. See docs/simulation.md, "Pack station", for the shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from agent.workflows.cartons import BoxSize, Suggestion
+from agent.workflows.packing.model import PackOrder, check_weight
+from agent.workflows.packing.settings import PackSettings
+from agent.workflows.station import Notice
+from devices.events import Weight
+
+
+class PackStation(Protocol):
+    """What the screen reads of the station (``machine.PackingWorkflow``)."""
+
+    settings: PackSettings
+    orders: dict[str, PackOrder]
+    current: str | None
+    notice: Notice
+    weight: Weight | None
+    weight_at: int | None
+    scale_clear: bool
+    boxes: dict[str, BoxSize]
+    counts: dict[str, int]
+    label_printer: str
+    slip_printer: str | None
+    scale: str
+
+    def suggestion(self, order: PackOrder) -> Suggestion:
+        """The suggested box and material."""
+        ...
+
+    def refusals_now(self) -> list[Notice]:
+        """The refusals the screen lists now."""
+        ...
+
+
+def prompt(station: PackStation, order: PackOrder | None) -> str:
+    """The one line that tells the packer what to do now."""
+    if order is None:
+        return "Scan an order or tote barcode to start."
+    match order.phase:
+        case "verify":
+            return "Scan every item."
+        case "carton":
+            box = station.suggestion(order).box
+            return f"Scan box {box.barcode} or {station.settings.confirm_barcode}, or another box."
+        case "weigh":
+            if station.weight is not None and not station.weight.stable:
+                return "Waiting for a stable weight…"
+            if not station.scale_clear:
+                return "Take the previous parcel off the scale."
+            return "Put the closed parcel on the scale."
+        case "weigh_failed":
+            return "Check the items and weigh again, or call a supervisor to release it."
+        case "override_reason":
+            return "Supervisor: scan the reason code."
+        case "label":
+            return "Printing the label…"
+        case "label_failed" | "label_unknown":
+            return (
+                "If no label came out, scan the order barcode to print it again; if it did, "
+                f"scan {station.settings.confirm_barcode}."
+            )
+    return ""
+
+
+def snapshot(station: PackStation) -> dict[str, Any]:
+    """What the packer's screen shows (see docs/simulation.md, "Pack station")."""
+    order = station.orders.get(station.current) if station.current else None
+    current: dict[str, Any] | None = None
+    if order is not None:
+        suggestion = station.suggestion(order)
+        box = station.boxes.get(order.box or "", suggestion.box)
+        current = {
+            "order": order.order,
+            "tote": order.tote,
+            "phase": order.phase,
+            "express": order.express,
+            "gift_note": order.gift_note,
+            "bonus_item": order.bonus_item,
+            "units": order.units,
+            "scanned": order.scanned,
+            "lines": [
+                {
+                    "sku": ln.sku,
+                    "description": ln.description,
+                    "qty": ln.qty,
+                    "scanned": ln.scanned,
+                    "fragile": ln.fragile,
+                }
+                for ln in order.lines
+            ],
+            "box": {
+                "suggested": suggestion.box.name,
+                "suggested_barcode": suggestion.box.barcode,
+                "fits": suggestion.fits,
+                "note": suggestion.note,
+                "chosen": order.box,
+                "inner_mm": list(box.inner_mm),
+            },
+            "material": {
+                "name": suggestion.material.name,
+                "label": suggestion.material.label,
+                "protection": suggestion.material.protection,
+            },
+            "check": None
+            if order.verdict is None
+            else {
+                "attempts": order.attempts,
+                "actual_g": order.actual_g,
+                "expected_g": order.expected_g,
+                "verdict": order.verdict,
+                "allowed_g": None
+                if order.actual_g is None or order.expected_g is None
+                else check_weight(
+                    order.actual_g,
+                    order.expected_g,
+                    station.settings.tolerance_pct,
+                    station.settings.tolerance_g,
+                )[1],
+                "supervisor": order.supervisor,
+            },
+            "label": None
+            if order.label_job is None
+            else {
+                "job_id": order.label_job,
+                "attempt": order.label_attempt,
+                "reason": order.label_reason,
+                "late": order.label_late,
+            },
+            "slip": order.slip_state,
+        }
+    queue = sorted(
+        (o for o in station.orders.values() if o.phase == "queued"),
+        key=lambda o: (not o.express, o.arrival),
+    )
+    return {
+        "phase": "idle" if order is None else order.phase,
+        "prompt": prompt(station, order),
+        "notice": {
+            "level": station.notice.level,
+            "text": station.notice.text,
+            "at": station.notice.at,
+            "reason": station.notice.reason,
+        },
+        "refusals": [
+            {"text": n.text, "reason": n.reason, "at": n.at} for n in station.refusals_now()
+        ],
+        "order": current,
+        "queue": [
+            {"order": o.order, "tote": o.tote, "express": o.express, "units": o.units}
+            for o in queue
+        ],
+        "weight": None
+        if station.weight is None
+        else {
+            "grams": station.weight.grams,
+            "stable": station.weight.stable,
+            "at": station.weight_at,
+        },
+        "devices": {
+            "label_printer": station.label_printer,
+            "slip_printer": station.slip_printer,
+            "scale": station.scale,
+        },
+        "tolerance": {"pct": station.settings.tolerance_pct, "g": station.settings.tolerance_g},
+        "counts": dict(station.counts),
+    }
