@@ -257,3 +257,23 @@ def test_a_pack_node_file_with_an_ipp_printer(tmp_path: Path) -> None:
     assert wf.labels.printers == [
         DYMO.__class__("label", "ipp_printer", frozenset({"pdf", "png"}), "png", 300)
     ]
+
+
+def test_a_carrier_pdf_over_64_kib_passes_the_wire_and_a_long_string_does_not() -> None:
+    # Carriers' PDFs run past msgpack's default 64 KiB bin limit; strings keep theirs.
+    from agent.errors import MessageRejected
+    from agent.wire import codec
+    from agent.wire.messages import COMMANDS
+
+    big = PDF + b"%" + b"x" * (300_000 - len(PDF))
+    payload = codec.encode(carrier("pdf", big), msg_id="m1", ts=1)
+    _, decoded = codec.decode(payload, "pack", COMMANDS)
+    assert isinstance(decoded, PackCommand) and decoded.carrier_label is not None
+    assert decoded.carrier_label.data == big
+    with pytest.raises(MessageRejected) as caught:
+        codec.decode(
+            codec.encode({**order(), "gift_note": "x" * 70_000}, msg_id="m2", ts=1),
+            "pack",
+            COMMANDS,
+        )
+    assert caught.value.reason == "bad_msgpack"

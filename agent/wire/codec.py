@@ -24,7 +24,9 @@ from agent.wire.messages import (
 
 _UNPACK_LIMITS: dict[str, int] = {
     "max_str_len": 64 * 1024,
-    "max_bin_len": 64 * 1024,
+    # A carrier's PDF or PNG label is one bin of up to 400,000 bytes (the pack command's
+    # carrier_label.data; carrier PDFs run past 64 KiB): bins are bounded by the payload.
+    "max_bin_len": MAX_PAYLOAD_BYTES,
     "max_array_len": 10_000,
     "max_map_len": 256,
     "max_ext_len": 0,

@@ -18,6 +18,7 @@ status name; bytes that are not IPP are ``DeviceProtocolError``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,6 +27,10 @@ import httpx
 import ippx
 
 from devices.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
+
+# httpx logs every request at INFO: a line per status poll (every 2 s on a pack station)
+# would drown the node's journal. Failures reach the log through the driver's health.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 IDLE, PROCESSING, STOPPED = 3, 4, 5
 """``printer-state`` values."""
