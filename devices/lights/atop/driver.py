@@ -477,11 +477,19 @@ class AtopController(LightBar):
             # on the wire must not confirm the next line.
             self.counts["presses_unlit"] += 1
             return
-        if message.event is Event.SHORTAGE and qty is None:
-            self._reject(Rejected("bad_data", message.raw, ""), "shortage without a quantity")
+        if qty is None:
+            # A key is enabled only with a quantity shown: a tag that powered on by itself
+            # (keys on, display dark) reports a blank, which confirms nothing.
+            self.counts["presses_blank"] += 1
+            log.info(
+                "device %s: key of tag %d (%s) with no quantity shown: ignored",
+                self.name,
+                tag,
+                slot,
+            )
             return
-        if qty is not None and qty > shown.qty and message.event is not Event.SHORTAGE:
-            qty = None  # not an adjusted quantity: what the node showed
+        if qty > shown.qty and message.event is not Event.SHORTAGE:
+            qty = shown.qty  # not an adjusted quantity: what the node showed
         self._pressed(slot, Button.CONFIRM, qty)
 
     def _status(self, missing: frozenset[int]) -> None:

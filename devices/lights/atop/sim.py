@@ -349,7 +349,7 @@ class ControllerSim:
         tag = self._tag(address)
         if self.offer is not None:
             return self._adopt(tag)
-        if not tag.present or not tag.confirm_key:
+        if not tag.present or not tag.confirm_key or self._writer is None:
             return False
         sub = 0x0F if tag.stock_mode else 0x06
         self.send(ccb(sub, tag.address, tag.chars + bytes([tag.dots])))
@@ -358,7 +358,7 @@ class ControllerSim:
     def press_shortage(self, address: int, qty: int) -> bool:
         """Up/down to ``qty``, then the shortage key: 07h with the adjusted quantity."""
         tag = self._tag(address)
-        if not tag.present or not tag.shortage_key:
+        if not tag.present or not tag.shortage_key or self._writer is None:
             return False
         limit = 10**tag.adjustable - 1
         if not 0 <= qty <= limit:
