@@ -263,3 +263,14 @@ def test_every_role_is_declared_by_its_package() -> None:
         assert declared.name == name
         assert (ROOT / "agent" / "static" / declared.page).exists()
         assert hasattr(declared.workflow, "from_config")
+
+
+def test_no_workflow_module_over_900_lines() -> None:
+    # house-review.md §3: a workflow module past 900 lines does several jobs; cut it into
+    # collaborators over a model (packing/model.py, screen.py) instead of growing it.
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in py_files("agent/workflows")
+        if (n := len(p.read_text().splitlines())) > 900
+    }
+    assert long == {}

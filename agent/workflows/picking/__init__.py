@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from agent.roles import RoleManifest
 from agent.workflows.base import ZONE_LAMP
-from agent.workflows.picking.machine import Line, PickingWorkflow
+from agent.workflows.picking.machine import PickingWorkflow
 from agent.workflows.picking.messages import (
     Counters,
     Expired,
@@ -59,6 +59,7 @@ from agent.workflows.picking.messages import (
     Short,
     ZoneDone,
 )
+from agent.workflows.picking.model import Line
 from agent.workflows.picking.settings import PickSettings
 
 ROLE = RoleManifest(
