@@ -21,6 +21,7 @@ reconnects, and the node's RSS. Nothing is asserted; tests/test_wifi_e2e.py uses
 for its checks. Figures go to bench/README.md by hand.
 
 Profiles: ``loss5``, ``loss20``, ``roam`` (3 s of total loss every 20 s), ``outage`` (60 s),
+``partition30`` (30 s),
 ``halfopen`` (the node's connection silently dead, twice), ``kbit64``, ``kbit256``.
 """
 
@@ -503,6 +504,7 @@ PROFILES: dict[str, str] = {
     "loss20": "20 % of packets dropped each way",
     "roam": "3 s of total loss every 20 s",
     "outage": "60 s of total loss",
+    "partition30": "30 s of total loss (a silent partition)",
     "halfopen": "the node's connection silently dead (new ones work), twice",
     "kbit64": "64 kbit/s each way",
     "kbit256": "256 kbit/s each way",
@@ -518,6 +520,8 @@ def schedule(run: Run, profile: str, seconds: float) -> list[Any]:
         return [run.fault(t, 3, lab.blackout, "roam") for t in range(10, int(seconds) - 5, 20)]
     if profile == "outage":
         return [run.fault(15, 60, lab.blackout, "outage")]
+    if profile == "partition30":
+        return [run.fault(15, 30, lab.blackout, "partition")]
     if profile == "halfopen":
         # New connections work all along: the fault "ends" as it starts.
         return [

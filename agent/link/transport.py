@@ -208,10 +208,21 @@ class MqttTransport:
         delay = 0.0
         while True:
             url = urls[member % len(urls)]
-            if network_down:
+            if network_down and not await self._wait_reachable(url, delay):
                 # Connect only once a probe gets through: an attempt started into a dead
-                # network waits out its own time-outs after the network is back.
-                await self._wait_reachable(url, delay)
+                # network waits out its own time-outs after the network is back. No probe
+                # got through in the whole backoff: that is this URL's failed attempt.
+                member += 1
+                delay = self._delay(failures)
+                failures += 1
+                log.warning(
+                    "%s is not reachable (no TCP connection); next try %s as soon as it is "
+                    "reachable, at most in %.2f s",
+                    _safe(url),
+                    _safe(urls[member % len(urls)]),
+                    delay,
+                )
+                continue
             v5 = self.broker.protocol == "5" and url not in self._v311_only
             client = self._client_for(url, v5=v5)
             # Hooked before CONNECT: a persistent session's queued commands arrive right
@@ -254,8 +265,8 @@ class MqttTransport:
             if not network_down:
                 await asyncio.sleep(delay)
 
-    async def _wait_reachable(self, url: str, longest: float) -> None:
-        """Return once a TCP connect to ``url`` succeeds, or after ``longest`` seconds.
+    async def _wait_reachable(self, url: str, longest: float) -> bool:
+        """True once a TCP connect to ``url`` succeeds; False if none does in ``longest`` s.
 
         The probe is a bare TCP handshake, closed at once: nothing a broker does work for.
         A refused probe (the host is up, the broker is not) ends the wait too, and the
@@ -271,12 +282,13 @@ class MqttTransport:
                 async with asyncio.timeout(min(PROBE_TIMEOUT_S, deadline - loop.time())):
                     _, writer = await asyncio.open_connection(host, port)
                 writer.close()
-                return
+                return True
             except ConnectionRefusedError:
-                return
+                return True
             except (OSError, TimeoutError):
                 pass
             await asyncio.sleep(min(PROBE_EVERY_S, max(0.0, deadline - loop.time())))
+        return False
 
     async def _serve(
         self, client: aiomqtt.Client, link: _Link, url: str, stage: _Stage
