@@ -400,11 +400,15 @@ class Run:
         """Seconds since the run started."""
         return time.monotonic() - self.t0
 
-    async def feed(self, per_command: int = 50, keep_open: int = 60) -> None:
-        """Keep about ``keep_open`` tasks open at the node, sent in 50-task commands."""
+    async def feed(self, per_command: int = 50, wave: int = 8, low: int = 200) -> None:
+        """Waves of ``wave`` 50-task commands (~8 KB each), whenever fewer than ``low`` are open.
+
+        A wave is what a slow link chokes on: 400 tasks are 8 s of a 64 kbit/s link, so the
+        replies to its last commands come after a short resend timer has fired.
+        """
         while True:
             open_tasks = self.rec.sent_tasks - len(self.rec.picked)
-            if open_tasks < keep_open:
+            for _ in range(wave if open_tasks < low else 0):
                 tasks = []
                 for _ in range(per_command):
                     self._task_no += 1
@@ -508,6 +512,7 @@ PROFILES: dict[str, str] = {
     "halfopen": "the node's connection silently dead (new ones work), twice",
     "kbit64": "64 kbit/s each way",
     "kbit256": "256 kbit/s each way",
+    "kbit64roam": "64 kbit/s each way and a 30 s roam at 20 s (the broker keeps a backlog)",
 }
 
 
@@ -527,6 +532,11 @@ def schedule(run: Run, profile: str, seconds: float) -> list[Any]:
         return [
             run.fault(15, 0, lab.half_open, "half-open"),
             run.fault(45, 0, lab.half_open, "half-open"),
+        ]
+    if profile == "kbit64roam":
+        return [
+            run.fault(0, None, lambda: lab.rate(64), "kbit64"),
+            run.fault(20, 30, lab.blackout, "roam"),
         ]
     if profile.startswith("kbit"):
         return [run.fault(0, None, lambda: lab.rate(int(profile[4:])), profile)]
@@ -572,8 +582,10 @@ def figures(run: Run, profile: str, extra: dict[str, Any]) -> dict[str, Any]:
 
     notice, back, api_offline = [], [], []
     links = link_log(run.site.workdir / "node.log", run.t0_wall)
-    for start, end, _name in rec.faults:
-        until = (end if end is not None else run.seconds) + 10
+    faults = sorted(rec.faults)
+    for k, (start, end, _name) in enumerate(faults):
+        # A fault's effects are looked for up to the next fault (or the end of the run).
+        until = faults[k + 1][0] if k + 1 < len(faults) else run.seconds + 60
         down = next((t for t, up in links if not up and start <= t <= until), None)
         if down is not None:
             notice.append(round(down - start, 2))
