@@ -41,6 +41,7 @@ __all__ = [
     "DeviceProtocolError",
     "DeviceUnavailable",
     "LinkUnavailable",
+    "LoginRefused",
     "MessageRejected",
     "OutboxFull",
     "StateDirLocked",
@@ -124,3 +125,10 @@ class OutboxFull(StoreError):
 
 class LinkUnavailable(AgentError):
     """No broker can be reached right now; the link retries with backoff."""
+
+
+class LoginRefused(LinkUnavailable):
+    """The broker refused this client's login (credentials, certificate, ACL on CONNECT).
+
+    Retrying with the same settings cannot help: a command says so and exits 2.
+    """

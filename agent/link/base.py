@@ -43,12 +43,14 @@ class Transport(Protocol):
 
     ``connected`` is set while a session is fully up (subscriptions made, birth handed
     over); ``link`` numbers the connection attempts of this process; ``url`` is the broker
-    the current (or last) session is on.
+    the current (or last) session is on; ``login_refused`` says why the broker refused the
+    last login (``None`` once a session is up).
     """
 
     connected: asyncio.Event
     link: int
     url: str | None
+    login_refused: str | None
 
     async def run(self) -> None:
         """Connect, serve and reconnect until cancelled."""

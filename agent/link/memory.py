@@ -262,6 +262,7 @@ class MemoryTransport:
         self.connected = asyncio.Event()
         self.link = 0
         self.url: str | None = None
+        self.login_refused: str | None = None  # an in-process broker takes every login
         self._session: _Session | None = None
         self._lost: asyncio.Future[str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -141,6 +141,7 @@ class MqttTransport:
         self._slots = _Slots(broker.max_inflight)
         self.connected = asyncio.Event()
         self.url: str | None = None
+        self.login_refused: str | None = None
         self._delay = backoff_delays(broker.backoff_initial_s, broker.backoff_max_s)
         self._v311_only: set[str] = set()
         self._congested_since: float | None = None
@@ -245,6 +246,8 @@ class MqttTransport:
                         _describe(exc),
                     )
                     continue
+                if stage.name == "connect" and _refuses_login(exc):
+                    self.login_refused = f"{_safe(url)} refused the login: {_describe(exc)}"
                 if stage.name == "up":
                     failures = 0  # a session was up: this is a new outage
                 member += 1
@@ -331,6 +334,7 @@ class MqttTransport:
             await link.until_closed(link.heard_since(link.owed_since))
             link.owed_since = None
         stage.name = "up"
+        self.login_refused = None
         self._client = client
         self._link = link
         self.url = url
@@ -709,6 +713,18 @@ def _refuses_v5(exc: aiomqtt.MqttError) -> bool:
         rc = exc.rc
         return (rc.value if isinstance(rc, ReasonCode) else rc or 0) in _V5_REFUSED
     return isinstance(exc, _ClosedInHandshake)
+
+
+_LOGIN_REFUSED = (4, 5, 0x86, 0x87)
+"""CONNACK: 3.1.1 "bad user name or password", "not authorized"; MQTT 5 the same two."""
+
+
+def _refuses_login(exc: aiomqtt.MqttError) -> bool:
+    """Whether a failed CONNECT is the broker refusing this client's credentials."""
+    if isinstance(exc, MqttConnectError):
+        rc = exc.rc
+        return (rc.value if isinstance(rc, ReasonCode) else rc or 0) in _LOGIN_REFUSED
+    return False
 
 
 class _ClosedInHandshake(aiomqtt.MqttError):

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import LinkUnavailable, MessageRejected
+from agent.errors import LinkUnavailable, LoginRefused, MessageRejected
 from agent.link.base import Subscription
 from agent.link.connect import open_transport
 from agent.link.settings import BrokerConfig
@@ -220,9 +220,14 @@ class OmsClient:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
-        """Wait until connected to the broker."""
+        """Wait until connected to the broker; ``LoginRefused`` when it refuses the login."""
         async with asyncio.timeout(timeout):
-            await self.transport.connected.wait()
+            while not self.transport.connected.is_set():
+                if self.transport.login_refused:
+                    raise LoginRefused(self.transport.login_refused)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        await self.transport.connected.wait()
 
     async def _on_connected(self) -> None:
         # Events the nodes published while we had no subscription are gone from the broker:

@@ -20,23 +20,30 @@
   ``--timeout``), 2 for a body the command cannot take. It does not acknowledge the node's
   events: those stay in the node's outbox for the OMS (``oms watch``, ``oms dispatch``).
 
-``--broker`` defaults to the first of ``ZONE_AGENT_BROKER_URLS`` (the variable the node
-reads too), else ``mqtt://127.0.0.1:1883``.
+``--site-file FILE`` takes the site and its ``[broker]`` table (username, the password from
+``ZONE_AGENT_BROKER_PASSWORD``, CA, client certificate, several URLs) from the site service's
+file (docs/api.md), validated like a node file. Without it, ``--broker`` (a URL without
+credentials) defaults to the first of ``ZONE_AGENT_BROKER_URLS``, else
+``mqtt://127.0.0.1:1883``, and ``--site`` is required. Each command connects with a stable
+client id (``<client id>-<command>``) and a persistent session; a broker that refuses the
+login is an error and exit 2, not an empty table.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import sys
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from agent.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from agent.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, LoginRefused
 
 
 def register(commands: Any, sim: Any) -> None:
@@ -47,7 +54,7 @@ def register(commands: Any, sim: Any) -> None:
     _broker_args(watch)
     watch.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
     watch.add_argument("--record", type=Path, help="append every event to this JSON-lines file")
-    watch.set_defaults(func=cmd_watch)
+    watch.set_defaults(func=_checked(cmd_watch))
     serve = sub.add_parser("serve", help="the supervisor dashboard of the site (a web page)")
     _broker_args(serve)
     serve.add_argument("--bind", default="127.0.0.1", help="address to listen on (127.0.0.1)")
@@ -65,7 +72,7 @@ def register(commands: Any, sim: Any) -> None:
     )
     serve.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
     serve.add_argument("--record", type=Path, help="append every event to this JSON-lines file")
-    serve.set_defaults(func=cmd_serve)
+    serve.set_defaults(func=_checked(cmd_serve))
     kpi = sub.add_parser("kpi", help="the KPI table from a recording")
     kpi.add_argument("file", type=Path)
     kpi.add_argument("--json", action="store_true")
@@ -103,14 +110,14 @@ def register(commands: Any, sim: Any) -> None:
         type=_cutoff,
         help="a carrier's cut-off today, local time (repeat), sent with its parcels",
     )
-    dispatch.set_defaults(func=cmd_dispatch)
+    dispatch.set_defaults(func=_checked(cmd_dispatch))
     send = sub.add_parser("send", help="send one command to a node and print its reply")
     _broker_args(send)
     send.add_argument("node", help="the node's name, as in its node file")
     send.add_argument("name", metavar="COMMAND", help="pick, pack, pack_cancel, cancel, ...")
     send.add_argument("body", help="the body as JSON text, @FILE, or - for stdin")
     send.add_argument("--timeout", type=float, default=15.0, help="wait this long for a reply")
-    send.set_defaults(func=cmd_send)
+    send.set_defaults(func=_checked(cmd_send))
 
 
 def _default_broker() -> str:
@@ -120,20 +127,85 @@ def _default_broker() -> str:
 
 def _broker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--site-file",
+        type=Path,
+        help="the site file: site and [broker] table (username, CA, certificates, URLs)",
+    )
+    parser.add_argument(
         "--broker",
-        default=_default_broker(),
         help="broker URL (default: the first of ZONE_AGENT_BROKER_URLS, else localhost:1883)",
     )
-    parser.add_argument("--site", required=True)
+    parser.add_argument("--site", help="the site (required without --site-file)")
 
 
-def _client(args: argparse.Namespace, **kw: Any) -> Any:
+def _checked(func: Any) -> Any:
+    """Resolve the broker settings first; a bad site file or a refused login: exit 2."""
+
+    async def run(args: argparse.Namespace) -> int:
+        try:
+            _resolve_broker(args)
+        except ConfigError as exc:
+            for field, reason in exc.problems:
+                print(f"{exc.where(field)}: {field}: {reason}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            result: int = await func(args)
+            return result
+        except LoginRefused as exc:
+            print(
+                f"zone-agent: {exc} (check broker.username, ZONE_AGENT_BROKER_PASSWORD and "
+                "the client certificate)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+
+    run.__doc__ = func.__doc__
+    return run
+
+
+def _resolve_broker(args: argparse.Namespace) -> None:
+    from pydantic import ValidationError
+
     from agent.link.settings import BrokerConfig
+    from agent.oms.site.settings import load_site
+
+    if args.site_file is not None:
+        if args.broker is not None:
+            raise ConfigError(
+                "<command line>", "--broker", "give --site-file or --broker, not both"
+            )
+        config = load_site(args.site_file)
+        if args.site is not None and args.site != config.site:
+            raise ConfigError(str(args.site_file), "site", f"is {config.site}, not {args.site}")
+        args.site = config.site
+        args.broker_config = config.broker
+        args.client_base = config.client_id
+        args.broker = ", ".join(config.broker.urls)
+        return
+    if args.site is None:
+        raise ConfigError("<command line>", "--site", "required (or give --site-file)")
+    args.broker = args.broker or _default_broker()
+    try:
+        args.broker_config = BrokerConfig(urls=[args.broker])
+    except ValidationError as exc:
+        raise ConfigError("<command line>", "--broker", exc.errors()[0]["msg"]) from None
+    args.client_base = f"zone-agent-oms-{args.site}"
+
+
+@contextlib.asynccontextmanager
+async def _client(args: argparse.Namespace, **kw: Any) -> AsyncIterator[Any]:
+    """The OMS client of a command: stable client id, persistent session, login checked."""
     from agent.oms import OmsClient
 
-    return OmsClient(
-        BrokerConfig(urls=[args.broker]), args.site, client_id=f"oms-cli-{id(args)}", **kw
-    )
+    broker = args.broker_config
+    oms = OmsClient(broker, args.site, client_id=f"{args.client_base}-{args.oms_command}", **kw)
+    async with oms:
+        # A broker that refuses the login does so at once; one that is only down is waited
+        # for by the command as before (the transport keeps trying).
+        wait = min(15.0, broker.connect_timeout_s * len(broker.urls) + 1.0)
+        with contextlib.suppress(TimeoutError):
+            await oms.wait_connected(wait)
+        yield oms
 
 
 def _table(oms: Any, open_work: dict[str, int]) -> Any:

@@ -22,7 +22,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from agent.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AgentError, ConfigError
+from agent.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AgentError, ConfigError, LoginRefused
 
 log = logging.getLogger("agent.oms.site")
 
@@ -149,6 +149,13 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     except LeadershipLost as exc:
         log.error("stopping: %s", exc)
         code = EXIT_FAILURE
+    except LoginRefused as exc:
+        log.error(
+            "stopping: %s (check broker.username, ZONE_AGENT_BROKER_PASSWORD and the client "
+            "certificate)",
+            exc,
+        )
+        code = EXIT_USAGE
     except AgentError as exc:
         log.error("stopping: %s", exc)
         code = EXIT_FAILURE

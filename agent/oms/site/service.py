@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.errors import LoginRefused
 from agent.oms.client import NodeEvent, OmsClient
 from agent.oms.fulfilment import Fulfilment, OrderFile, Send
 from agent.oms.site.log import NewEvent, SqlLog, now_ms
@@ -147,6 +148,7 @@ class SiteService:
                 asyncio.create_task(self._pump(client)),
                 asyncio.create_task(self._births(client)),
                 asyncio.create_task(self._keep_lead()),
+                asyncio.create_task(self._check_login(client)),
             ]
             self.active.set()
             stopping = asyncio.create_task(stop.wait())
@@ -173,6 +175,13 @@ class SiteService:
         task = asyncio.ensure_future(awaitable)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _check_login(self, client: OmsClient) -> None:
+        while True:
+            refused = client.transport.login_refused
+            if refused:
+                raise LoginRefused(refused)
+            await asyncio.sleep(0.1)
 
     async def _keep_lead(self) -> None:
         while True:
