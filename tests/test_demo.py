@@ -1,6 +1,6 @@
 """The warehouse demo in its short mode, its KPI table checked against the events sent.
 
-The demo runs as ``make demo`` would (its own process, six node processes, a private
+The demo runs as ``make demo`` would (its own process, seven node processes, a private
 Mosquitto), with a handful of orders at high speed. The KPIs it printed are recomputed here
 from the recorded events, independently of ``agent.oms.kpi``.
 """
@@ -81,10 +81,28 @@ def test_short_demo_kpis_match_the_events(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert (
-        "stopped zone-a exit 0, zone-b exit 0, wall-1 exit 0, pack-1 exit 0, dock-1 exit 0, "
+        "stopped zone-a exit 0, zone-b exit 0, zone-c exit 0, wall-1 exit 0, pack-1 exit 0, "
+        "dock-1 exit 0, "
         "returns-1 exit 0" in " ".join(run.stdout.split())
     )
     assert _processes_mentioning(str(workdir)) == []
+    # The 300-slot zone on two simulated ATOP controllers, as the dashboard showed it.
+    report = json.loads(kpi_file.read_text())
+    assert report["locations"]["zone-c"] == 300
+    assert report["dashboard"]["zone-c"]["online"] is True
+    assert report["dashboard"]["zone-c"]["devices"] == {
+        "atop-1": ["atop", "ok"],
+        "atop-2": ["atop", "ok"],
+        "scanner": ["serial_scanner", "ok"],
+    }
+    at_c = {
+        (e["name"], e["body"]["sku"], e["body"]["picked"])
+        for e in (json.loads(line) for line in record.read_text().splitlines())
+        if e["node"] == "zone-c" and e["name"] in ("picked", "short")
+    }
+    # Headphones confirmed by the tag's key; one pair of socks found of two: the tag's
+    # up/down keys set 1 and its shortage key sent it.
+    assert at_c == {("picked", "HEADPHONES", 1), ("short", "SOCKS-3P", 1)}
 
     events = [json.loads(line) for line in record.read_text().splitlines()]
     by_name = Counter(e["name"] for e in events)
@@ -138,7 +156,7 @@ def test_short_demo_kpis_match_the_events(tmp_path: Path) -> None:
     for e in events:
         if e["name"] == "counters":
             last_counters[e["node"]] = e["body"]["counts"].get("scans", 0)
-    assert set(last_counters) == {"zone-a", "zone-b"}
+    assert set(last_counters) == {"zone-a", "zone-b", "zone-c"}
     assert kpis["mis-scan rate"] == _pct(by_name["misscan"], sum(last_counters.values()))
     weighed = [e["body"] for e in events if e["name"] == "weighed"]
     failed = {w["order"] for w in weighed if w["verdict"] in ("over", "under")}
@@ -209,15 +227,16 @@ def _read_until(demo: subprocess.Popen[str], text: str, seconds: float) -> list[
 
 def _assert_stopped_in_order(workdir: Path, output: str) -> None:
     """Every node exited cleanly (lights off) while the broker was still up; nothing left."""
-    assert "stopped zone-a exit 0, zone-b exit 0, wall-1 exit 0, pack-1 exit 0" in output
+    stopped = "stopped zone-a exit 0, zone-b exit 0, zone-c exit 0, wall-1 exit 0, pack-1 exit 0"
+    assert stopped in " ".join(output.split())
     assert "interrupted: every process stopped" in output
     assert "cannot connect" not in output
     broker_log = (workdir / "broker" / "mosquitto.log").read_text()
     end = broker_log.index("terminating")
-    for node in ("zone-a", "zone-b", "wall-1", "pack-1"):
+    for node in ("zone-a", "zone-b", "zone-c", "wall-1", "pack-1"):
         # A clean DISCONNECT from the node, before the broker stopped.
         assert 0 <= broker_log.find(f"Client demo-{node} disconnected.") < end, broker_log
-    for name in ("zone-a", "zone-b", "wall-1", "pack-1"):
+    for name in ("zone-a", "zone-b", "zone-c", "wall-1", "pack-1"):
         assert "cannot connect" not in (workdir / f"{name}.log").read_text()
     assert _processes_mentioning(str(workdir)) == []
 
@@ -236,7 +255,7 @@ def test_ctrl_c_in_a_terminal_stops_every_process(tmp_path: Path) -> None:
     try:
         _read_until(demo, "zone-b screen:", 60)
         started: Any = _processes_mentioning(str(workdir))
-        assert len(started) == 7  # six nodes and the broker, mid-run
+        assert len(started) == 8  # seven nodes and the broker, mid-run
         os.killpg(demo.pid, signal.SIGINT)
         rest, _ = demo.communicate(timeout=60)
     finally:
@@ -268,13 +287,13 @@ def test_sigint_stops_a_demo_kept_running_in_the_background(tmp_path: Path) -> N
     )
     try:
         seen = "".join(_read_until(demo, "still running", 90))
-        assert len(_processes_mentioning(str(workdir))) == 7  # six nodes and the broker
+        assert len(_processes_mentioning(str(workdir))) == 8  # seven nodes and the broker
         # The dashboard, served by the demo's OMS, is up and shows the site.
         found = re.search(r"dashboard: (http://127\.0\.0\.1:\d+/)", seen)
         assert found is not None, seen
         with urllib.request.urlopen(found.group(1) + "api/state", timeout=10) as response:
             site = json.loads(response.read())
-        assert len(site["nodes"]) == 6 and all(n["online"] for n in site["nodes"])
+        assert len(site["nodes"]) == 7 and all(n["online"] for n in site["nodes"])
         assert site["orders_total"] == 1 and site["orders_done"] == 1, site["orders"]
         assert any(row[0] == "lines picked" and row[1] != "-" for row in site["kpis"])
         demo.send_signal(signal.SIGINT)
@@ -299,14 +318,15 @@ def test_nodes_not_online_within_the_timeout_is_one_line_not_a_traceback() -> No
     out = " ".join(run.stdout.split())
     assert run.returncode == 1, out[-3000:] + run.stderr[-2000:]
     assert "Traceback" not in run.stdout + run.stderr
-    found = re.search(r"(\d) of 6 nodes online after (\d+\.\d) s; logs in (\S+) \(not online", out)
+    found = re.search(r"(\d) of 7 nodes online after (\d+\.\d) s; logs in (\S+) \(not online", out)
     assert found, out[-3000:]
     assert int(found[1]) < 6 and 0.5 <= float(found[2]) < 30
     # The temporary directory is kept, so the logs it names are there to read.
     logs = Path(found[3])
     try:
         assert sorted(p.name for p in logs.glob("*.log")) == sorted(
-            f"{n}.log" for n in ("zone-a", "zone-b", "wall-1", "pack-1", "dock-1", "returns-1")
+            f"{n}.log"
+            for n in ("zone-a", "zone-b", "zone-c", "wall-1", "pack-1", "dock-1", "returns-1")
         )
         assert _processes_mentioning(str(logs)) == []
     finally:

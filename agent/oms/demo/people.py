@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,15 +112,22 @@ class Catalogue:
 async def picker(
     name: str,
     control: Control,
-    device: str,
+    device: str | Mapping[str, str],
     locations: list[str],
     confirm_by_scan: bool,
     catalogue: Catalogue,
     pace: Pace,
     incidents: Incidents,
     say: Say,
+    *,
+    tag_keys: bool = False,
 ) -> None:
-    """Log in, then pick whatever the zone shows, express lines first, until cancelled."""
+    """Log in, then pick whatever the zone shows, express lines first, until cancelled.
+
+    ``device`` is the light device, or the device of each location (a zone on several
+    ATOP controllers); with ``tag_keys`` a short is the tag's up/down keys set to what
+    was found, then its shortage key, instead of minus presses and confirm.
+    """
     rng = pace.rng
     await control.scan(f"BADGE-{name}")
     first = True
@@ -146,17 +153,22 @@ async def picker(
         first = False
         available = catalogue.on_shelf.get(location)
         take = qty if available is None else min(qty, available)
-        if take < qty:
+        light = device if isinstance(device, str) else device[location]
+        if take < qty and tag_keys:
+            await control.press(light, location, "short", qty=take)
+            incidents.shorts += 1
+            say(f"{name} found {take} of {qty} {sku} at {location}: short pick on the tag")
+        elif take < qty:
             for _ in range(qty - take):
-                await control.press(device, location, "minus")
+                await control.press(light, location, "minus")
                 await asyncio.sleep(0.08)  # over the shelf's double-press guard
-            await control.press(device, location, "confirm")
+            await control.press(light, location, "confirm")
             incidents.shorts += 1
             say(f"{name} found {take} of {qty} {sku} at {location}: short pick")
         elif confirm_by_scan:
             await control.scan(catalogue.barcode(sku))
         else:
-            await control.press(device, location, "confirm")
+            await control.press(light, location, "confirm")
         if available is not None:
             catalogue.on_shelf[location] = available - take
         await wait_for(

@@ -1,12 +1,16 @@
 """The demo warehouse's nodes: their node files and their processes.
 
-Six nodes, each ``zone-agent run FILE --simulate`` in its own process, on one private
+Seven nodes, each ``zone-agent run FILE --simulate`` in its own process, on one private
 broker:
 
 * ``zone-a``: a pick zone on GPIO slots A1-A4 (LED, confirm and minus buttons, a TM1637
   quantity display each) with a serial scanner; a line is confirmed by scanning the item.
 * ``zone-b``: a pick zone on a WS2812 strip, slots B1-B6 (confirm and minus buttons), with a
   serial scanner; a line is confirmed by its button.
+* ``zone-c``: a pick zone of 300 slots C-001..C-300 on two simulated ATOP AblePick
+  controllers (``atop-1`` tags 1-200, ``atop-2`` tags 1-100), each a TCP server speaking
+  the controller's bytes; a line is confirmed by the tag's confirm key, a short by its
+  up/down keys and shortage key. A scanner logs the picker in.
 * ``wall-1``: a put wall of six cubbies P1-P6 (LED, confirm button, display) and a scanner.
 * ``pack-1``: a pack station: scanner, MT-SICS scale, ZPL label printer, ESC/POS slip
   printer.
@@ -103,6 +107,18 @@ def _strip(ids: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _atop(name: str, first: int, count: int) -> str:
+    return (
+        f'\n[[devices]]\nname = "{name}"\nkind = "atop"\n'
+        f'host = "10.0.50.{100 + first // 200 + 1}"\n'
+        "double_press_s = 0.05\npoll_s = 1.0\n"
+        f'\n[[devices.slots]]\ntags = "1-{count}"\nfirst_id = "C-{first + 1:03}"\n'
+    )
+
+
+ZONE_C = [f"C-{n:03}" for n in range(1, 301)]
+ZONE_C_DEVICES = {"atop-1": ZONE_C[:200], "atop-2": ZONE_C[200:]}
+"""The demo's ATOP zone: 300 slots on two controllers, by device."""
 ZONE_A = ["A1", "A2", "A3", "A4"]
 ZONE_B = ["B1", "B2", "B3", "B4", "B5", "B6"]
 CUBBIES = ["P1", "P2", "P3", "P4", "P5", "P6"]
@@ -136,6 +152,12 @@ TEMPLATES: dict[str, str] = {
     + '\n[settings]\nconfirm = "button"\ncounters_every_s = 1\n'
     + _SCANNER
     + _strip(ZONE_B),
+    "zone-c": _COMMON
+    + '\n[settings]\nconfirm = "button"\ncounters_every_s = 1\n'
+    + 'picker_colours = ["orange", "sky_blue", "blue", "reddish_purple"]\n'
+    + _SCANNER
+    + _atop("atop-1", 0, 200)
+    + _atop("atop-2", 200, 100),
     "wall-1": _COMMON + _SCANNER + _gpio_slots(CUBBIES, minus=False, lamp=False),
     "pack-1": _COMMON
     + """
@@ -195,6 +217,7 @@ host = "127.0.0.1"
 ROLES = {
     "zone-a": "pick",
     "zone-b": "pick",
+    "zone-c": "pick",
     "wall-1": "put_wall",
     "pack-1": "pack",
     "dock-1": "dispatch",
@@ -302,9 +325,14 @@ class Control:
         """Scan ``code`` on the node's scanner."""
         await self.post("/sim/scanner/scan", {"code": code})
 
-    async def press(self, device: str, slot: str, button: str = "confirm") -> None:
-        """Press a button of a slot."""
-        await self.post(f"/sim/{device}/press", {"slot": slot, "button": button})
+    async def press(
+        self, device: str, slot: str, button: str = "confirm", qty: int | None = None
+    ) -> None:
+        """Press a button of a slot (an ATOP tag's ``short`` key takes the ``qty`` set)."""
+        body: dict[str, Any] = {"slot": slot, "button": button}
+        if qty is not None:
+            body["qty"] = qty
+        await self.post(f"/sim/{device}/press", body)
 
     async def workflow(self) -> dict[str, Any]:
         """The workflow part of the node's state (what its screen shows)."""
@@ -321,6 +349,8 @@ __all__ = [
     "SITE",
     "ZONE_A",
     "ZONE_B",
+    "ZONE_C",
+    "ZONE_C_DEVICES",
     "Control",
     "NodeProcess",
     "write_node_files",

@@ -48,6 +48,8 @@ from agent.oms.demo.site import (
     SITE,
     ZONE_A,
     ZONE_B,
+    ZONE_C,
+    ZONE_C_DEVICES,
     Control,
     NodeProcess,
     write_node_files,
@@ -287,6 +289,18 @@ async def _operate(
                     incidents,
                     say,
                 ),
+                picker(
+                    "cleo",
+                    controls["zone-c"],
+                    {slot: dev for dev, slots in ZONE_C_DEVICES.items() for slot in slots},
+                    ZONE_C,
+                    False,
+                    catalogue,
+                    pace,
+                    incidents,
+                    say,
+                    tag_keys=True,
+                ),
                 put_wall_operator(controls["wall-1"], catalogue, pace, incidents, say),
                 Packer(controls["pack-1"], catalogue, pace, incidents, say).run(),
                 Loader(controls["dock-1"], pace, incidents, say).run(),
@@ -344,6 +358,20 @@ async def _operate(
                         "kpis": {name: value for name, value, _ in recorder.kpis.table()},
                         "statuses": {o: p.status for o, p in fulfilment.orders.items()},
                         "returns": {r: p.status for r, p in fulfilment.returns.items()},
+                        "dashboard": {
+                            row["node"]: {
+                                "online": row["online"],
+                                "devices": {
+                                    d["name"]: [d["kind"], d["status"]] for d in row["devices"]
+                                },
+                            }
+                            for row in site_view.snapshot()["nodes"]
+                        },
+                        "locations": {
+                            name: len(view.state.locations)
+                            for name, view in oms.nodes.items()
+                            if view.state is not None
+                        },
                         "incidents": {
                             "misscans": incidents.misscans,
                             "shorts": incidents.shorts,
