@@ -28,6 +28,8 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,70 +161,70 @@ def _tried_as_dict(result: ProbeResult) -> list[dict[str, Any]]:
     ]
 
 
-async def _probe_hid(timeout: float) -> list[tuple[ProbeResult | None, str, str]]:
-    """Every USB HID scale plugged in: (result or None, node, description or error)."""
-    found: list[tuple[ProbeResult | None, str, str]] = []
-    for info in await asyncio.to_thread(hid_scales):
+@dataclass(frozen=True, slots=True)
+class _Probed:
+    """One port or HID device probed: what answered, or why it could not be opened."""
+
+    port: str
+    description: str
+    result: ProbeResult | None
+    error: str | None = None
+
+    def entry(self) -> dict[str, Any]:
+        """The JSON object ``--json`` prints for it."""
+        if self.result is None:
+            return {"port": self.port, "protocol": None, "error": self.error}
+        entry: dict[str, Any] = {
+            "port": self.port,
+            "protocol": self.result.protocol,
+            "hint": self.result.hint,
+            "error": None,
+            "device": self.description,
+        }
+        if self.result.tried:
+            entry["tried"] = _tried_as_dict(self.result)
+        return entry
+
+    def line(self) -> str:
+        """The line printed for it."""
+        if self.result is None:
+            return f"{self.port}  - ({self.error})"
+        return _probe_line(self.result, self.description)
+
+
+async def _probed(
+    ports: list[tuple[str, str]], timeout: float, hid: bool
+) -> AsyncIterator[_Probed]:
+    """Probe each serial port, then (``hid``) each USB HID scale, one at a time."""
+    for path, description in ports:
         try:
-            result = await probe_hid(info, timeout)
+            yield _Probed(path, description, await probe_port(path, timeout))
         except DeviceUnavailable as exc:
-            found.append((None, str(info.node), str(exc)))
-            continue
-        found.append((result, str(info.node), hid_description(info)))
-    return found
+            yield _Probed(path, description, None, str(exc))
+    for info in await asyncio.to_thread(hid_scales) if hid else []:
+        try:
+            yield _Probed(str(info.node), hid_description(info), await probe_hid(info, timeout))
+        except DeviceUnavailable as exc:
+            yield _Probed(str(info.node), hid_description(info), None, str(exc))
 
 
 async def run_probe(args: argparse.Namespace) -> int:
     """``scale probe`` (alias ``probe``): which scale answers on each serial port and USB HID."""
     command = "scale probe"
     ports = [(args.port, "")] if args.port else await asyncio.to_thread(list_ports)
-    hid = [] if args.port else await _probe_hid(args.timeout)
-    if not ports and not hid:
+    found = 0
+    report: list[dict[str, Any]] = []
+    async for probed in _probed(ports, args.timeout, hid=not args.port):
+        found += probed.result is not None and probed.result.protocol is not None
+        report.append(probed.entry())
+        if not args.json:
+            _out(probed.line())
+    if not report:
         _err(
             f"zone-agent {command}: no serial ports and no USB HID scales found "
             "(is the adapter or the scale plugged in and switched on?)"
         )
         return EXIT_DEVICE
-    found = 0
-    report: list[dict[str, Any]] = []
-    for path, description in ports:
-        try:
-            result = await probe_port(path, args.timeout)
-        except DeviceUnavailable as exc:
-            report.append({"port": path, "protocol": None, "error": str(exc)})
-            if not args.json:
-                _out(f"{path}  - ({exc})")
-            continue
-        found += result.protocol is not None
-        report.append(
-            {
-                "port": path,
-                "protocol": result.protocol,
-                "hint": result.hint,
-                "error": None,
-                "tried": _tried_as_dict(result),
-            }
-        )
-        if not args.json:
-            _out(_probe_line(result, description))
-    for hid_result, node, description in hid:
-        if hid_result is None:
-            report.append({"port": node, "protocol": None, "error": description})
-            if not args.json:
-                _out(f"{node}  - ({description})")
-            continue
-        found += hid_result.protocol is not None
-        report.append(
-            {
-                "port": node,
-                "protocol": hid_result.protocol,
-                "hint": hid_result.hint,
-                "error": None,
-                "device": description,
-            }
-        )
-        if not args.json:
-            _out(_probe_line(hid_result, description))
     if args.json:
         _out(json.dumps(report))
     return EXIT_OK if found else EXIT_DEVICE

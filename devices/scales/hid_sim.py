@@ -31,19 +31,10 @@ from typing import Any, ClassVar
 from devices.backends.hidraw import FAKE_SCHEME, FakeHidraw
 from devices.config import DeviceConfig
 from devices.context import DeviceContext
-from devices.sim import Simulator
+from devices.scales.sim import MODES as SERIAL_MODES
+from devices.scales.sim import ScaleControls
 
-MODES = (
-    "stable",
-    "moving",
-    "overload",
-    "underload",
-    "garbage",
-    "silent",
-    "fault",
-    "needs_calibration",
-    "needs_rezero",
-)
+MODES = (*SERIAL_MODES, "fault", "needs_calibration", "needs_rezero")
 
 #: Unit name -> (HID POS weight unit byte, exponent the simulated scale reports with,
 #: grams per unit). Exponents are those of a postal scale: whole grams, 0.001 kg, 0.1 oz.
@@ -102,7 +93,7 @@ RECORDED: dict[str, tuple[bytes, ...]] = {
 }
 
 
-class HidPosSimulator(Simulator):
+class HidPosSimulator(ScaleControls):
     """A USB shipping scale streaming HID POS scale reports into a ``FakeHidraw``.
 
     Args:
@@ -113,6 +104,8 @@ class HidPosSimulator(Simulator):
     """
 
     protocol: ClassVar[str] = "hid_pos"
+    modes: ClassVar[tuple[str, ...]] = MODES
+    units: ClassVar[tuple[str, ...]] = tuple(UNITS)
 
     def __init__(
         self,
@@ -125,15 +118,8 @@ class HidPosSimulator(Simulator):
         super().__init__(config, context)
         self.device = f"{FAKE_SCHEME}{config.name}"
         self.report_interval_s = report_interval_s
-        self.grams = 0.0
-        self.mode = "stable"
-        self.tare_g = 0.0
-        self.unit = "g"
-        self.split_s = 0.0
-        self.settle_after: int | None = None
         self.sent: list[bytes] = []
         self.fake: FakeHidraw | None = None
-        self._inject: list[tuple[bytes, bool]] = []
         self._queued: list[bytes] = []
         self._random = random.Random(seed)
         self._changed = asyncio.Event()
@@ -161,19 +147,14 @@ class HidPosSimulator(Simulator):
 
     async def control(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
         """Act on the simulated scale (see the module docstring); returns ``state()``."""
+        self._started()
+        state = await super().control(action, args)
+        self._changed.set()  # report the change at once, as the scale does
+        return state
+
+    def _control(self, action: str, args: dict[str, Any]) -> None:
         fake = self._started()
         match action:
-            case "set":
-                self._set(args)
-            case "tare":
-                self._only(args, {"grams"})
-                self.tare_g = float(args.get("grams", self.grams))
-            case "inject":
-                self._only(args, {"data", "keep_reply"})
-                data = args.get("data")
-                if not isinstance(data, str):
-                    raise ValueError("inject needs 'data' (a string, latin-1)")
-                self._inject.append((data.encode("latin-1"), bool(args.get("keep_reply"))))
             case "play":
                 self._only(args, {"sequence"})
                 name = args.get("sequence")
@@ -187,42 +168,12 @@ class HidPosSimulator(Simulator):
                 self._only(args, set())
                 fake.replug()
             case _:
-                raise ValueError(f"unknown action {action!r}")
-        self._changed.set()
-        return self.state()
+                super()._control(action, args)
 
-    @staticmethod
-    def _only(args: dict[str, Any], allowed: set[str]) -> None:
-        unknown = set(args) - allowed
-        if unknown:
-            raise ValueError(f"unknown argument(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-
-    def _set(self, args: dict[str, Any]) -> None:
-        self._only(args, {"grams", "mode", "unit", "split_s", "settle_after"})
-        mode = args.get("mode", self.mode)
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-        unit = args.get("unit", self.unit)
-        if unit not in UNITS:
-            raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {unit!r}")
-        split_s = float(args.get("split_s", self.split_s))
-        if split_s < 0:
-            raise ValueError("split_s must be >= 0")
-        settle = args.get("settle_after", self.settle_after)
-        if settle is not None and (not isinstance(settle, int) or settle < 0):
-            raise ValueError("settle_after must be a non-negative integer")
-        self.grams = float(args.get("grams", self.grams))
-        self.mode, self.unit, self.split_s, self.settle_after = mode, unit, split_s, settle
-
-    def state(self) -> dict[str, Any]:
-        """``{"protocol", "grams", "mode", "tare_g", "plugged"}`` as the serial simulators."""
-        return {
-            "protocol": self.protocol,
-            "grams": self.grams,
-            "mode": self.mode,
-            "tare_g": self.tare_g,
-            "plugged": self.fake is not None and self.fake.plugged,
-        }
+    @property
+    def plugged(self) -> bool:
+        """Whether the fake device is plugged in."""
+        return self.fake is not None and self.fake.plugged
 
     def _started(self) -> FakeHidraw:
         if self.fake is None:
@@ -233,27 +184,23 @@ class HidPosSimulator(Simulator):
 
     def current_report(self) -> bytes:
         """The report the scale sends now (counts ``settle_after`` down while moving)."""
-        if self.mode == "moving" and self.settle_after is not None:
-            if self.settle_after <= 0:
-                self.mode, self.settle_after = "stable", None
-            else:
-                self.settle_after -= 1
+        mode = self._weigh_mode()
         code, exponent, grams_per_unit = UNITS[self.unit]
-        shown = self.grams - self.tare_g
+        shown = self.shown_g
         raw = round(abs(shown) / grams_per_unit / 10.0**exponent)
-        match self.mode:
+        match mode:
             case "garbage":
                 # Report id 03h with a status and unit no HID POS table has.
                 return bytes([0x03, 0x00, 0x7F]) + self._random.randbytes(3)
             case "overload":
                 return report(_STATUS["overload"], code, exponent, 0)
             case "fault" | "needs_calibration" | "needs_rezero":
-                return report(_STATUS[self.mode], code, exponent, 0)
+                return report(_STATUS[mode], code, exponent, 0)
         if raw > 0xFFFF:
             return report(_STATUS["overload"], code, exponent, 0)
-        if self.mode == "underload" or shown < 0:
+        if mode == "underload" or shown < 0:
             return report(_STATUS["underload"], code, exponent, raw)
-        if self.mode == "moving":
+        if mode == "moving":
             return report(_STATUS["moving"], code, exponent, raw)
         return report(_STATUS["zero" if raw == 0 else "stable"], code, exponent, raw)
 

@@ -41,8 +41,106 @@ MODES = ("stable", "moving", "overload", "underload", "garbage", "silent")
 STX, ETX, CR, LF = b"\x02", b"\x03", b"\r", b"\n"
 
 
-class ScaleSimulator(Simulator):
-    """Common part of the scale simulators: pty, modes, load, tare, reply queue.
+class ScaleControls(Simulator):
+    """What every scale simulator shares: the load, mode, unit, tare and the control actions.
+
+    ``set``, ``tare`` and ``inject`` are handled here (see the module docstring); a
+    subclass handles its other actions (``unplug``, ``replug``...) in ``_control`` and
+    says whether the device is plugged in ``plugged``.
+    """
+
+    protocol: ClassVar[str] = ""
+    modes: ClassVar[tuple[str, ...]] = MODES
+    units: ClassVar[tuple[str, ...]] = ("g", "kg", "lb", "oz")
+    default_unit: ClassVar[str] = "g"
+
+    def __init__(self, config: DeviceConfig, context: DeviceContext) -> None:
+        super().__init__(config, context)
+        self.grams = 0.0
+        self.mode = "stable"
+        self.tare_g = 0.0
+        self.unit = self.default_unit
+        self.split_s = 0.0
+        self.settle_after: int | None = None
+        self._inject: list[tuple[bytes, bool]] = []
+
+    async def control(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Act on the simulated scale (see the module docstring); returns ``state()``."""
+        match action:
+            case "set":
+                self._set(args)
+            case "tare":
+                self._only(args, {"grams"})
+                self.tare_g = float(args.get("grams", self.grams))
+            case "inject":
+                self._only(args, {"data", "keep_reply"})
+                data = args.get("data")
+                if not isinstance(data, str):
+                    raise ValueError("inject needs 'data' (a string, latin-1)")
+                self._inject.append((data.encode("latin-1"), bool(args.get("keep_reply"))))
+            case _:
+                self._control(action, args)
+        return self.state()
+
+    def _control(self, action: str, args: dict[str, Any]) -> None:
+        """The subclass's own actions; ``ValueError`` for an unknown one."""
+        raise ValueError(f"unknown action {action!r}")
+
+    @staticmethod
+    def _only(args: dict[str, Any], allowed: set[str]) -> None:
+        unknown = set(args) - allowed
+        if unknown:
+            raise ValueError(f"unknown argument(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+    def _set(self, args: dict[str, Any]) -> None:
+        self._only(args, {"grams", "mode", "unit", "split_s", "settle_after"})
+        mode = args.get("mode", self.mode)
+        if mode not in self.modes:
+            raise ValueError(f"mode must be one of {', '.join(self.modes)}, not {mode!r}")
+        unit = args.get("unit", self.unit)
+        if unit not in self.units:
+            raise ValueError(f"unit must be one of {', '.join(self.units)}, not {unit!r}")
+        split_s = float(args.get("split_s", self.split_s))
+        if split_s < 0:
+            raise ValueError("split_s must be >= 0")
+        settle = args.get("settle_after", self.settle_after)
+        if settle is not None and (not isinstance(settle, int) or settle < 0):
+            raise ValueError("settle_after must be a non-negative integer")
+        self.grams = float(args.get("grams", self.grams))
+        self.mode, self.unit, self.split_s, self.settle_after = mode, unit, split_s, settle
+
+    @property
+    def plugged(self) -> bool:
+        """Whether the simulated cable is plugged in."""
+        return False
+
+    def state(self) -> dict[str, Any]:
+        """``{"protocol", "grams", "mode", "tare_g", "plugged"}``."""
+        return {
+            "protocol": self.protocol,
+            "grams": self.grams,
+            "mode": self.mode,
+            "tare_g": self.tare_g,
+            "plugged": self.plugged,
+        }
+
+    @property
+    def shown_g(self) -> float:
+        """What the display shows: the load minus the tare."""
+        return self.grams - self.tare_g
+
+    def _weigh_mode(self) -> str:
+        """The mode for one weight reply or report, counting down ``settle_after``."""
+        if self.mode == "moving" and self.settle_after is not None:
+            if self.settle_after <= 0:
+                self.mode, self.settle_after = "stable", None
+            else:
+                self.settle_after -= 1
+        return self.mode
+
+
+class ScaleSimulator(ScaleControls):
+    """Common part of the pty scale simulators: the pty, the reply queue, line echo.
 
     Args:
         config: the scale's config (``port`` is replaced by the link in ``patched_config``).
@@ -57,9 +155,6 @@ class ScaleSimulator(Simulator):
         received: every byte the driver sent, for byte-exact assertions.
     """
 
-    protocol: ClassVar[str] = ""
-    units: ClassVar[tuple[str, ...]] = ("g", "kg", "lb", "oz")
-    default_unit: ClassVar[str] = "g"
     frame_end: ClassVar[bytes] = b"\r\n"
     #: Directory of links when neither ``link`` nor ``link_dir`` is given.
     default_link_dir: ClassVar[Path] = Path(tempfile.gettempdir()) / "zone-agent-sim"
@@ -82,15 +177,8 @@ class ScaleSimulator(Simulator):
         # default link is resolved when the simulator starts.
         self.link_dir = Path(link_dir) if link_dir is not None else self.default_link_dir
         self._link = Path(link) if link is not None else None
-        self.grams = 0.0
-        self.mode = "stable"
-        self.tare_g = 0.0
-        self.unit = self.default_unit
-        self.split_s = 0.0
-        self.settle_after: int | None = None
         self.received = bytearray()
         self._inbox = bytearray()
-        self._inject: list[tuple[bytes, bool]] = []
         self._random = random.Random(seed)
         self._pty: PtyEndpoint | None = None
         self._out: asyncio.Queue[bytes] = asyncio.Queue()
@@ -126,20 +214,8 @@ class ScaleSimulator(Simulator):
 
     # -- control ----------------------------------------------------------------------------
 
-    async def control(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Act on the simulated scale (see the module docstring); returns ``state()``."""
+    def _control(self, action: str, args: dict[str, Any]) -> None:
         match action:
-            case "set":
-                self._set(args)
-            case "tare":
-                self._only(args, {"grams"})
-                self.tare_g = float(args.get("grams", self.grams))
-            case "inject":
-                self._only(args, {"data", "keep_reply"})
-                data = args.get("data")
-                if not isinstance(data, str):
-                    raise ValueError("inject needs 'data' (a string, latin-1)")
-                self._inject.append((data.encode("latin-1"), bool(args.get("keep_reply"))))
             case "unplug":
                 self._only(args, set())
                 self._drop_output()
@@ -149,41 +225,12 @@ class ScaleSimulator(Simulator):
                 self._drop_output()
                 self._plug(self._started().replug)
             case _:
-                raise ValueError(f"unknown action {action!r}")
-        return self.state()
+                super()._control(action, args)
 
-    @staticmethod
-    def _only(args: dict[str, Any], allowed: set[str]) -> None:
-        unknown = set(args) - allowed
-        if unknown:
-            raise ValueError(f"unknown argument(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-
-    def _set(self, args: dict[str, Any]) -> None:
-        self._only(args, {"grams", "mode", "unit", "split_s", "settle_after"})
-        mode = args.get("mode", self.mode)
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-        unit = args.get("unit", self.unit)
-        if unit not in self.units:
-            raise ValueError(f"unit must be one of {', '.join(self.units)}, not {unit!r}")
-        split_s = float(args.get("split_s", self.split_s))
-        if split_s < 0:
-            raise ValueError("split_s must be >= 0")
-        settle = args.get("settle_after", self.settle_after)
-        if settle is not None and (not isinstance(settle, int) or settle < 0):
-            raise ValueError("settle_after must be a non-negative integer")
-        self.grams = float(args.get("grams", self.grams))
-        self.mode, self.unit, self.split_s, self.settle_after = mode, unit, split_s, settle
-
-    def state(self) -> dict[str, Any]:
-        """``{"protocol", "grams", "mode", "tare_g", "plugged"}``."""
-        return {
-            "protocol": self.protocol,
-            "grams": self.grams,
-            "mode": self.mode,
-            "tare_g": self.tare_g,
-            "plugged": self._pty is not None and self._pty.plugged,
-        }
+    @property
+    def plugged(self) -> bool:
+        """Whether the pty exists."""
+        return self._pty is not None and self._pty.plugged
 
     # -- bytes in and out -------------------------------------------------------------------
 
@@ -236,20 +283,6 @@ class ScaleSimulator(Simulator):
             self._out.get_nowait()
 
     # -- scale physics ----------------------------------------------------------------------
-
-    @property
-    def shown_g(self) -> float:
-        """What the display shows: the load minus the tare."""
-        return self.grams - self.tare_g
-
-    def _weigh_mode(self) -> str:
-        """The mode for one weight reply, counting down ``settle_after``."""
-        if self.mode == "moving" and self.settle_after is not None:
-            if self.settle_after <= 0:
-                self.mode, self.settle_after = "stable", None
-            else:
-                self.settle_after -= 1
-        return self.mode
 
     def _in_unit(self, grams: float) -> float:
         return grams / GRAMS_PER_UNIT[self.unit]
