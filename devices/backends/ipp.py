@@ -5,10 +5,12 @@ Get-Printer-Attributes (state, state reasons, formats), Print-Job (one document 
 named after our job id), Get-Job-Attributes (follow a job to completed or aborted) and
 Get-Jobs (find a job by its name when a Print-Job's answer was lost).
 
-Why ippx: pyipp (MIT, the client Home Assistant uses) needs aiohttp, which grew a node by
-13 MB when imported; ippx (MIT, typed, sans-IO codec) runs over httpx and grew a pack node
-by about 3 MB in use (bench/README.md, "IPP client memory"). pycups is GPLv2+ and needs a
-local cupsd; ``lp`` needs cupsd too and cannot talk to a driverless printer directly.
+Why ippx: pyipp (MIT, the client Home Assistant uses) needs aiohttp, 12-13 MB on import
+alone, over the pack node's 5 MB budget; ippx (MIT, typed, a sans-IO codec, 0.1.x since
+2026-06, one maintainer: young, so pinned below 0.2 and wrapped here alone) runs over
+httpx: a pack node with it online is 4.4 MB (1.09x) over the same node with a Zebra
+(bench/README.md, "IPP labels"). pycups is GPLv2+ and needs a local cupsd; ``lp`` needs
+cupsd too and cannot reach a driverless printer without a queue.
 
 Errors end here: a refused connection is ``DeviceUnavailable`` (nothing reached the
 printer); a request that may have reached it and got no answer is ``IppAnswerLost`` (the
@@ -19,14 +21,21 @@ status name; bytes that are not IPP are ``DeviceProtocolError``.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
-import ippx
+# httpx imports its command-line client (httpx._main: click, rich, pygments) whenever
+# those are installed, and rich is one of our dependencies: 5 MB of a pack node's memory
+# for a program a node never runs. A None entry makes that import fail, and httpx then
+# leaves it out, as it does where they are not installed (bench/README.md, "IPP labels").
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
-from devices.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
+import httpx  # noqa: E402 - after the entry above
+import ippx  # noqa: E402
+
+from devices.errors import DeviceError, DeviceProtocolError, DeviceUnavailable  # noqa: E402
 
 # httpx logs every request at INFO: a line per status poll (every 2 s on a pack station)
 # would drown the node's journal. Failures reach the log through the driver's health.

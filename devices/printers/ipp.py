@@ -91,7 +91,8 @@ class IppPrinterConfig(PrinterQueueConfig):
             station routes carrier labels by it and refuses those no printer takes.
         own_label: the format the station's own 4x6 label is rendered in.
         dpi: the printer's resolution, for rendering the station's own label.
-        job_poll_s: how often a job is followed while the printer prints it.
+        job_poll_s: how often, at most, a job is followed while the printer prints it (the
+            first look is 50 ms after sending, then twice as long each time).
         verify_tls: check an ``ipps://`` printer's certificate.
         status_timeout_s: how long one IPP request may take (a Print-Job included).
     """
@@ -392,6 +393,10 @@ class IppPrinter(Printer):
     async def _run(self) -> None:
         first_backoff = min(self.config.retry_initial_s, self.config.retry_max_s)
         backoff = first_backoff
+        # A label prints in a fraction of a second: look again soon after sending, then
+        # less often up to job_poll_s, so "printed" is heard early without a tight loop.
+        first_follow = min(0.05, self.ipp_config.job_poll_s)
+        follow = first_follow
         while True:
             job = self._jobs[0] if self._jobs else None
             if self._expire(job):
@@ -406,8 +411,11 @@ class IppPrinter(Printer):
                     self._finish(job, *outcome)
                     backoff = first_backoff
                     continue
-                await self._sleep(self.ipp_config.job_poll_s if poll.status.ready else backoff)
-                if not poll.status.ready:
+                if poll.status.ready:
+                    await self._sleep(follow)
+                    follow = min(follow * 2, self.ipp_config.job_poll_s)
+                else:
+                    await self._sleep(backoff)
                     backoff = min(backoff * 2, self.config.retry_max_s)
                 continue
             if job is not None and not job.sent and poll.status.ready:
@@ -416,7 +424,7 @@ class IppPrinter(Printer):
                     self._finish(job, False, failed)
                     continue
                 if job.sent:
-                    backoff = first_backoff
+                    backoff, follow = first_backoff, first_follow
                     continue  # follow it at once
             if poll.status.ready:
                 backoff = first_backoff

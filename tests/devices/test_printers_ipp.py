@@ -7,6 +7,8 @@ import asyncio
 import io
 import json
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -394,3 +396,13 @@ def test_cli_url_goes_with_lang_ipp_only(capsys: pytest.CaptureFixture[str]) -> 
     assert main(["printer", "status", "--lang", "zpl", "--url", "ipp://p/ipp/print"]) == EXIT_USAGE
     assert "--lang ipp takes --url" in capsys.readouterr().err
     assert main(["printer", "status", "--lang", "ipp", "--host", "10.0.0.5"]) == EXIT_USAGE
+
+
+def test_the_ipp_backend_leaves_httpx_command_line_client_out() -> None:
+    # httpx imports click, rich and pygments for its CLI when they are installed: 5 MB of a
+    # pack node's memory. The backend keeps that import out (bench/README.md, IPP labels).
+    code = (
+        "import sys, devices.backends.ipp; print(sorted({'click', 'pygments'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
