@@ -14,7 +14,15 @@ Operations:
   press committed), with the start and end times.
 * ``{"op": "wait_lit", "count": N, "timeout": s}``: answers ``{"armed": true}`` at once, then
   ``{"t": ns, "lit": n}`` when N slots are lit (or the timeout passes).
-* ``{"op": "status"}``: pid, open tasks, last seq, outbox, RSS.
+* ``{"op": "sim_press", "device": D, "slot": S}``: a press through the device's simulator
+  (a GPIO slot's mock pin, an ATOP tag's key sending its CCB over TCP); answers
+  ``{"t": ns}`` taken just before the simulator acts.
+* ``{"op": "sim_control", "device": D, "action": A, "args": {...}}``: any control action
+  of a simulator (kill and restart an ATOP controller); answers ``{"t": ns, "result"}``.
+* ``{"op": "wait_shown", "count": N, "timeout": s}``: as ``wait_lit``, but counting the
+  slots the simulated *hardware* shows lit (an ATOP tag that took the CCBs), not what the
+  driver was asked.
+* ``{"op": "status"}``: pid, open tasks, last seq, outbox, RSS, drivers' counters.
 * ``{"op": "heap_mark"}`` / ``{"op": "heap_diff", "top": N}``: with ``BENCH_TRACEMALLOC=1``
   in the environment the node runs under tracemalloc (25 frames); ``heap_mark`` takes a
   snapshot after a full collection, ``heap_diff`` answers ``{"top": [...]}``: the N biggest
@@ -79,6 +87,24 @@ async def _press_many(node: Node, slots: list[str], count: int, until_seq: int) 
     _say({"t0": t0, "t1": time.monotonic_ns(), "last_seq": node.store.store.last_seq})
 
 
+def _shown(floor: DeviceFloor) -> int:
+    count = 0
+    for sim in floor.simulators.values():
+        controller = getattr(sim, "controller", None)
+        if controller is not None:  # ATOP: read the tags, not the whole state dict
+            count += sum(1 for tag in controller.tags.values() if tag.led != "off")
+    return count
+
+
+async def _wait_shown(floor: DeviceFloor, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    shown = _shown(floor)
+    while shown < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.002)
+        shown = _shown(floor)
+    _say({"t": time.monotonic_ns(), "lit": shown})
+
+
 def _heap_diff(base: tracemalloc.Snapshot, top: int) -> list[str]:
     """The ``top`` biggest growths since ``base``, each with the innermost frames of ours."""
     now = tracemalloc.take_snapshot().filter_traces(
@@ -125,6 +151,20 @@ async def main(path: str) -> None:
                 _press_many(node, req["slots"], req["count"], req["until_seq"])
             )
             background.add(task)
+        elif op == "sim_press":
+            sim = floor.simulators[req["device"]]
+            t = time.monotonic_ns()
+            await sim.control("press", {"slot": req["slot"]})
+            _say({"t": t})
+        elif op == "sim_control":
+            sim = floor.simulators[req["device"]]
+            t = time.monotonic_ns()
+            result = await sim.control(req["action"], req.get("args", {}))
+            _say({"t": t, "result": result})
+        elif op == "wait_shown":
+            _say({"armed": True})
+            task = asyncio.create_task(_wait_shown(floor, req["count"], req["timeout"]))
+            background.add(task)
         elif op == "wait_lit":
             _say({"armed": True})
             task = asyncio.create_task(_wait_lit(floor, req["count"], req["timeout"]))
@@ -138,6 +178,7 @@ async def main(path: str) -> None:
                     "outbox": node.sender.pending,
                     "online": node.online.is_set(),
                     "stats": dict(node.stats),
+                    "counters": floor.counters(),
                     **proc_status(os.getpid()),
                 }
             )
