@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from devices.backends.hidraw import HidBackend, open_hidraw
+from devices.backends.hidraw import FAKE_SCHEME, HidBackend, open_hidraw, parse_vid_pid
 from devices.base import Device, HealthStatus
 from devices.config import DeviceConfig
 from devices.context import DeviceContext
@@ -250,6 +250,16 @@ class HidPosConfig(DeviceConfig):
     stale_after_s: float = Field(default=0.0, ge=0)
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("device")
+    @classmethod
+    def _known_form(cls, value: str) -> str:
+        if value == "auto" or value.startswith(("/", FAKE_SCHEME)) or parse_vid_pid(value):
+            return value
+        raise ValueError(
+            f"{value!r} is not a HID device: 'auto', VID:PID in hex ('0922:8009') or a "
+            "path ('/dev/hidraw0', '/dev/zone-hid-scale')"
+        )
 
     def claims(self) -> list[str]:
         """The HID device, held by one driver."""

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from scale_helpers import HealthLog, run
 
 from devices import registry
@@ -142,6 +143,17 @@ def test_known_ids():
     assert known_scale(0x0922, 0x8009).name.startswith("DYMO S")
     assert known_scale(0x0B67, 0x555E).name.startswith("Fairbanks")
     assert known_scale(0x1234, 0x5678) is None
+
+
+@pytest.mark.parametrize("device", ["auto", "0922:8009", "0B67:555E", "/dev/hidraw0"])
+def test_config_takes_a_device_in_each_form(device):
+    assert HidPosConfig(name="s", kind="hid_pos", device=device).device == device
+
+
+@pytest.mark.parametrize("device", ["hidraw0", "0922-8009", "922:8009", "Dymo", ""])
+def test_config_refuses_a_device_in_no_form(device):
+    with pytest.raises(ValidationError, match="is not a HID device"):
+        HidPosConfig(name="s", kind="hid_pos", device=device)
 
 
 def test_registry_knows_the_kind():
