@@ -75,6 +75,10 @@ def test_start_clears_every_tag_and_a_task_shows_with_its_keys() -> None:
         await eventually(lambda: c.received.by_sub.get(0x09, 0) >= 1)
         assert c.received.by_sub[0x01] >= 1  # broadcast clear at start
         assert not any(t.confirm_key for t in c.tags.values())
+        # A node start turns every slot off: after the broadcasts that costs no CCB.
+        sent = driver.counts["frames_out"]
+        await driver.apply([(slot, None) for slot in driver.slots()])
+        assert driver.counts["frames_out"] == sent
         await driver.show("A-003", Indication(Colour.SKY_BLUE, Pattern.STEADY, qty=12))
         await eventually(lambda: tag(sim, "A-003")["qty"] == 12)
         state = tag(sim, "A-003")

@@ -177,6 +177,11 @@ class AtopController(LightBar):
         self._cache.clear()
         if self._writer is not None:
             await self._send(self._all_off_frames())
+            self._all_dark()
+
+    def _all_dark(self) -> None:
+        """Every tag is dark with its keys off (after the broadcasts of ``_all_off_frames``)."""
+        self._cache = {tag: {"keys": False, "dark": True} for tag in self._slot_of}
 
     def _all_off_frames(self) -> list[bytes]:
         return [
@@ -212,15 +217,18 @@ class AtopController(LightBar):
         if buzzer is not None:
             buzzer.cancel()
         if indication is None:
+            if cache.get("dark") and buzzer is None:
+                return []  # dark since the broadcast clear: a node start turns every slot off
             frames = [codec.clear(tag), self._led_off(tag)]
             if cache.get("keys") is not False:
                 frames += self._keys_off(tag)
             if buzzer is not None:
                 frames.append(codec.simple(Sub.BUZZER_OFF, tag))
-            self._cache[tag] = {"keys": False}
+            self._cache[tag] = {"keys": False, "dark": True}
             return frames
         c = self.config
         frames = []
+        cache.pop("dark", None)
         colour = int(c.tag_colour(indication.colour))
         if cache.get("colour") != colour:
             frames.append(codec.colour(tag, colour))
@@ -345,6 +353,7 @@ class AtopController(LightBar):
             start.append(codec.polling_range(self._max_tag, with_data=c.polling_range_data))
         start.append(codec.adjustable_digits(BROADCAST, c.adjustable_digits))
         start.append(codec.read_status())
+        self._all_dark()
         lit = list(self._lit.items())
         for slot, indication in lit:
             start += self._frames(self._tags[slot], indication)
@@ -586,6 +595,7 @@ class AtopController(LightBar):
 
     async def show_address(self, tag: int) -> None:
         """13h: make ``tag`` show its own address (and enable its confirm key)."""
+        self._cache.pop(tag, None)  # no longer dark: the next off must go out
         await self._send(
             [codec.simple(Sub.SHOW_ADDRESS, tag), codec.simple(Sub.CONFIRM_KEY_ON, tag)]
         )
@@ -596,6 +606,7 @@ class AtopController(LightBar):
 
     async def request(self, frames: list[bytes]) -> None:
         """Send raw CCBs (commissioning commands build them with ``codec``)."""
+        self._cache.clear()  # what the tags show is no longer known
         await self._send(frames)
 
 
