@@ -17,7 +17,10 @@ from typing import Any
 
 import pytest
 
+from agent.metrics import render
+from agent.oms.dashboard import SiteView
 from agent.oms.demo.broker import LocalBroker
+from agent.status import node_families, node_state
 from agent.wire.messages import PickTask
 from devices.lights.atop.sim import AtopSimulator
 from tests.harness import SITE, node_in_process, oms_for
@@ -199,6 +202,20 @@ def test_a_wave_over_a_thousand_tags_on_five_controllers(
 
             await until(lambda: "A-0250" in parts(), 20, "the pulled tag in the birth")
             assert parts()["A-0250"].status == "unavailable"
+            # ... and so do the zone screen, /metrics and the site dashboard.
+            screen = node_state(running.node, running.floor)["devices"]["atop-2"]
+            assert screen["status"] == "ok" and screen["detail"] == "1 of 200 tags down"
+            assert screen["parts"]["A-0250"]["status"] == "unavailable"
+            metrics = render(node_families(running.node, running.floor)).decode()
+            assert (
+                'zone_device_part_down{device="atop-2",part="A-0250",status="unavailable"} 1.0'
+                in metrics
+            )
+            assert 'zone_device_bus_total{count="frames_out",device="atop-1"}' in metrics
+            site = SiteView(oms).snapshot()
+            (row,) = [r for r in site["nodes"] if r["node"] == NODE]
+            (atop2,) = [d for d in row["devices"] if d["name"] == "atop-2"]
+            assert "A-0250" in atop2["parts"] and row["devices_ok"] is False
             await sims["atop-2"].control("plug", {"slot": "A-0250"})
             await until(lambda: "A-0250" not in parts(), 20, "the tag back in the birth")
             await until(lambda: shown(sims)["A-0250"]["qty"] == qty_of(249, 1), 20, "re-lit")
