@@ -34,7 +34,8 @@ NOISE = "\xff\x00\xfeq#"
 # (protocol, simulator keywords, control actions before probing)
 CASES: dict[str, tuple[str, dict[str, Any], list[tuple[str, dict[str, Any]]]]] = {
     "mt_sics": ("mt_sics", {}, []),
-    "mt_sics noise": ("mt_sics", {}, [("inject", {"data": NOISE, "keep_reply": True})]),
+    # The probe's leading line end is answered ES, then the I4: noise before both.
+    "mt_sics noise": ("mt_sics", {}, [("inject", {"data": NOISE, "keep_reply": True})] * 2),
     "mt_sics split": ("mt_sics", {}, [("set", {"split_s": 0.05})]),
     "mt_sics line echo": ("mt_sics", {"line_echo": True}, []),
     "nci": ("nci", {}, []),
