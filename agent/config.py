@@ -354,7 +354,7 @@ def tls_file_problems(broker: BrokerConfig) -> list[tuple[str, str]]:
     return found
 
 
-LIGHT_KINDS = frozenset({"gpio_slots", "led_strip", "atop"})
+LIGHT_KINDS = frozenset({"gpio_slots", "led_strip", "atop", "modbus_io"})
 """Device kinds that show a pick or put location (a pick zone or put wall needs one)."""
 
 
@@ -373,10 +373,20 @@ def gaps(config: NodeConfig) -> list[tuple[str, str]]:
         found.append(
             (
                 "devices",
-                f"no gpio_slots, led_strip or atop: a {config.role} node shows lines on one",
+                f"no gpio_slots, led_strip, atop or modbus_io: a {config.role} node shows "
+                "lines on one",
             )
         )
     if "urls" not in config.broker.model_fields_set:
         default = ", ".join(config.broker.urls)
         found.append(("broker.urls", f"not set: the node would only try {default}"))
     return found
+
+
+def advice(config: NodeConfig) -> list[tuple[str, str]]:
+    """Warnings about a valid node file, as ``(field, reason)``: worth fixing, not fatal."""
+    return [
+        (f"devices[{index}].{field}", reason)
+        for index, device in enumerate(config.devices)
+        for field, reason in device.advice()
+    ]

@@ -53,3 +53,11 @@ class DeviceConfig(BaseModel):
     def locations(self) -> list[str]:
         """Shelf locations (slot ids) this device lights; a location belongs to one device."""
         return []
+
+    def advice(self) -> list[tuple[str, str]]:
+        """Warnings about a valid config, as ``(field, reason)``.
+
+        ``check-config`` prints them and ``run`` logs them; neither fails (for example a bus
+        sized past what answers in time).
+        """
+        return []

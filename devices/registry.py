@@ -21,6 +21,7 @@ KINDS: dict[str, str] = {
     "gpio_slots": "devices.lights.gpio_slots",
     "led_strip": "devices.lights.led_strip",
     "atop": "devices.lights.atop.driver",
+    "modbus_io": "devices.lights.modbus.driver",
     "mt_sics": "devices.scales.mt_sics",
     "toledo_8217": "devices.scales.toledo_8217",
     "nci": "devices.scales.nci",

@@ -208,7 +208,7 @@ def test_check_config_says_what_an_empty_pick_node_lacks(
     )
     assert main(["check-config", str(pack_no_light)]) == 2
     assert capsys.readouterr().err == (
-        f"{pack_no_light}: devices: no gpio_slots, led_strip or atop: "
+        f"{pack_no_light}: devices: no gpio_slots, led_strip, atop or modbus_io: "
         "a put_wall node shows lines on one\n"
     )
 

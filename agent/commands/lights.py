@@ -42,7 +42,7 @@ from devices.lights.palette import DONE, ERROR, Indication, Pattern, express, pi
 from devices.registry import module_for
 from devices.sim import Simulator
 
-LIGHT_KINDS = ("gpio_slots", "led_strip", "atop")
+LIGHT_KINDS = ("gpio_slots", "led_strip", "atop", "modbus_io")
 ATOP = "atop"
 
 

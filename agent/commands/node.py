@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.config import gaps, load_config, locate, tls_file_problems
+from agent.config import advice, gaps, load_config, locate, tls_file_problems
 from agent.errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -62,6 +62,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             status = EXIT_USAGE
         else:
             print(f"{path}: ok ({what})")
+        warnings = advice(config)
+        if warnings:
+            located = locate([(f, f"warning: {r}") for f, r in warnings], path)
+            _print_config_error(located)
     return status
 
 
@@ -80,6 +84,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.state_dir is not None:
         config = config.model_copy(update={"state_dir": args.state_dir})
+    warnings = advice(config)
+    if warnings:
+        located = locate(warnings, args.file)
+        for field, reason in located.problems:
+            log.warning("%s: %s: %s", located.where(field), field, reason)
     try:
         await run_node(config, simulate=args.simulate)
     except (AgentError, BaseExceptionGroup) as exc:
