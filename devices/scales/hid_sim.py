@@ -17,7 +17,8 @@ tests put weight on a USB scale the same way:
   report has no "net" flag);
 * ``inject`` ``{data, keep_reply?}``: the next report is ``data`` (latin-1), or ``data``
   arrives as a report of its own before it;
-* ``play`` ``{sequence}``: send one of the ``RECORDED`` sequences, report by report;
+* ``play`` ``{sequence}``: send one of the ``RECORDED`` sequences, report by report, 10 ms
+  apart; then the scale reports its own load again (``set`` it to match to keep the weight);
 * ``unplug`` / ``replug``: the device disappears / comes back (the driver must reopen it).
 """
 
