@@ -11,7 +11,6 @@ import json
 import sys
 from typing import Any
 
-from agent import __version__
 from agent.wire.messages import COMMANDS, EVENTS, PROTOCOL, Ack, Envelope, State, Wire
 from agent.workflows import register_all
 
@@ -123,7 +122,9 @@ def document() -> dict[str, Any]:
             "title": "zone-agent node protocol",
             "version": PROTOCOL,
             "description": (
-                f"Generated from the message models of zone-agent {__version__} by "
+                # No build version here: it changes with every commit (setuptools-scm), the
+                # protocol's only when the models do (``version`` above).
+                "Generated from zone-agent's message models by "
                 "`python -m agent.oms.asyncapi`; prose in docs/protocol.md. " + ENVELOPE_DOC
             ),
         },
