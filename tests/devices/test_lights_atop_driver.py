@@ -13,6 +13,7 @@ from light_helpers import eventually
 from devices.base import HealthStatus
 from devices.context import DeviceContext
 from devices.events import Button, ButtonPress
+from devices.lights.atop import codec
 from devices.lights.atop.config import AtopConfig
 from devices.lights.atop.driver import AtopController
 from devices.lights.atop.sim import AtopSimulator
@@ -251,3 +252,24 @@ def test_controller_not_there_at_start_is_retried() -> None:
         await sim.stop()
 
     asyncio.run(main())
+
+
+def test_a_tag_refusing_messages_in_a_row_is_a_fault_until_it_takes_them() -> None:
+    async def scenario(driver: AtopController, sim: AtopSimulator) -> None:
+        await driver.show("A-012", Indication(Colour.BLUE, qty=12))
+        await eventually(lambda: tag(sim, "A-012")["qty"] == 12)
+        # Every message to the tag dropped (64h 01h) three times: each is sent again.
+        await sim.control("busy", {"slot": "A-012", "count": 3})
+        await driver.show("A-012", Indication(Colour.BLUE, qty=11))
+        await eventually(lambda: "A-012" in driver.parts())
+        part = driver.parts()["A-012"]
+        assert part.status is HealthStatus.FAULT and "tag busy, message dropped" in part.detail
+        assert "1 broken" in driver.health.detail
+        await eventually(lambda: tag(sim, "A-012")["qty"] == 11)  # the fourth try got through
+        await eventually(lambda: "A-012" not in driver.parts(), 5)  # quiet for two polls
+        # A sub-command the controller does not know: 0Ch, in the controller's health.
+        await driver.request([codec.frame(0x77, 1)])
+        await eventually(lambda: "illegal (0Ch)" in driver.health.detail)
+        assert driver.counts["event_illegal"] == 1
+
+    run(scenario)

@@ -163,6 +163,9 @@ class AtopConfig(LightBarConfig):
         adjustable_digits: how many right-hand digits the up/down keys change (1Eh).
         resend_after_s: a message the tag dropped (64h busy, 0Dh buttons locked) or a tag
             back after a time-out is sent again after this.
+        refused_warn: a tag that refuses this many messages in a row (64h busy, 0Dh keys
+            locked; each is sent again) is listed in the device's parts as a fault, until
+            it has refused none for two polls.
         frame_gap_s: a CCB cut short is dropped when its rest has not come within this.
         log_limit: bad frames logged (with their bytes) per kind and connection; the
             rest are counted only.
@@ -188,6 +191,7 @@ class AtopConfig(LightBarConfig):
     shortage_key: bool = True
     adjustable_digits: int = Field(default=4, ge=1, le=6)
     resend_after_s: float = Field(default=0.2, ge=0, le=10)
+    refused_warn: int = Field(default=3, ge=1, le=100)
     frame_gap_s: float = Field(default=0.5, gt=0, le=10)
     log_limit: int = Field(default=20, ge=0, le=10_000)
 

@@ -12,8 +12,11 @@ Health: the device is ``ok`` while connected (its detail counts the tags that ar
 ``unavailable`` while not (refused, unreachable, or silent: no status reply for
 ``silent_after_s``). Each tag that is down (missing from the bitmap, or a 0Ah time-out) or
 broken (0Bh malfunction) is listed by its slot id in ``parts()``. Buttons locked (0Dh)
-and tag busy (64h/01h: the tag dropped a message) make the tag's state go out again;
-every event and every bad frame is counted in ``counts`` (the node's /metrics).
+and tag busy (64h/01h: the tag dropped a message) make the tag's state go out again; a
+tag that refuses ``refused_warn`` messages in a row is listed as a fault until it has
+refused none for two polls. A 0Ch (illegal sub-command) shows in the controller's health
+detail until the next connection. Every event and every bad frame is counted in
+``counts`` (the node's /metrics).
 """
 
 from __future__ import annotations
@@ -92,6 +95,9 @@ class AtopController(LightBar):
         self._cache: dict[int, TagCache] = {}
         self._down: dict[int, PartHealth] = {}
         self._seen_status = 0.0
+        self._refusals: dict[int, tuple[int, float]] = {}  # tag -> (in a row, last seen)
+        self._refusing: set[int] = set()  # tags listed as a fault for refusing messages
+        self._illegal = False
         self._logged: Counter[str] = Counter()
         self.connected = asyncio.Event()
         self.counts: Counter[str] = Counter()
@@ -344,6 +350,11 @@ class AtopController(LightBar):
         self._writer = writer
         self._logged.clear()
         self._cache.clear()
+        self._illegal = False
+        self._refusals.clear()
+        for tag in self._refusing:
+            self._down.pop(tag, None)
+        self._refusing.clear()
         decoder = codec.StreamDecoder()
         loop = asyncio.get_running_loop()
         # Every tag dark and deaf, then what should be lit shown again (tags fall back to
@@ -437,6 +448,9 @@ class AtopController(LightBar):
             return
         if event is Event.ILLEGAL:
             log.warning("device %s: the controller refused a message as illegal (0Ch)", self.name)
+            if not self._illegal:
+                self._illegal = True  # in the controller's health until the next connection
+                self._parts_changed()
             return
         if event is Event.ALARM:
             self._alarm(message.info)
@@ -456,21 +470,14 @@ class AtopController(LightBar):
         elif event is Event.MALFUNCTION:
             self._tag_down(tag, HealthStatus.FAULT, "tag malfunction")
         elif event is Event.BUTTONS_LOCKED:
-            log.info("device %s: tag %d (%s) had a key held down: sent again", self.name, tag, slot)
-            self._resend.add(tag)
+            self._refused(tag, "buttons locked (a key held down)")
         elif event in (Event.DETAIL, Event.RESET_OK_OLD):
             self._tag_back(tag, "reset or powered on")
         elif event is Event.MODEL:
             self.models[tag] = message.model or ""
         elif event is Event.SPECIAL:
             if message.special is Special.BUSY_DROPPED:
-                log.info(
-                    "device %s: tag %d (%s) busy, dropped a message: sent again",
-                    self.name,
-                    tag,
-                    slot,
-                )
-                self._resend.add(tag)
+                self._refused(tag, "tag busy, message dropped")
             elif message.special is Special.KEY_CODE:
                 self.adopted.put_nowait(tag)
         else:  # STOCK_QTY: stock mode is never switched on
@@ -518,19 +525,54 @@ class AtopController(LightBar):
                 del self._down[tag]
                 self._resend.add(tag)  # it lost its display while away
                 changed = True
+        if self._refusals and self._refusals_over(self._seen_status):
+            changed = True
         if changed:
             self._parts_changed()
+
+    def _refused(self, tag: int, what: str) -> None:
+        """A tag did not take a message (64h 01h, 0Dh): send its state again.
+
+        After ``refused_warn`` in a row it is listed as a fault until it takes messages again.
+        """
+        now = asyncio.get_running_loop().time()
+        count = self._refusals.get(tag, (0, 0.0))[0] + 1
+        self._refusals[tag] = (count, now)
+        self._resend.add(tag)
+        log.info("device %s: tag %d (%s): %s: sent again", self.name, tag, self._slot_of[tag], what)
+        if count == self.config.refused_warn and tag not in self._down:
+            self._down[tag] = PartHealth(
+                HealthStatus.FAULT, f"{what}: {count} messages in a row, sent again each time"
+            )
+            self._refusing.add(tag)
+            self._parts_changed()
+
+    def _refusals_over(self, now: float) -> bool:
+        """Forget refusals older than a resend and two polls; whether a part cleared."""
+        quiet = 2 * max(self.config.poll_s, self.config.resend_after_s) + self.config.resend_after_s
+        changed = False
+        for tag, (_, last) in list(self._refusals.items()):
+            if now - last > quiet:
+                del self._refusals[tag]
+                if tag in self._refusing:
+                    self._refusing.discard(tag)
+                    self._down.pop(tag, None)
+                    changed = True
+        return changed
 
     def _tag_down(self, tag: int, status: HealthStatus, why: str) -> None:
         part = PartHealth(status, why)
         if self._down.get(tag) != part:
             self._down[tag] = part
+            self._refusing.discard(tag)
             log.warning("device %s: tag %d (%s): %s", self.name, tag, self._slot_of[tag], why)
             self._parts_changed()
 
     def _tag_back(self, tag: int, why: str) -> None:
         self._cache.pop(tag, None)
         self._resend.add(tag)
+        self._refusals.pop(tag, None)
+        self._refusing.discard(tag)
         if self._down.pop(tag, None) is not None:
             log.info("device %s: tag %d (%s) back: %s", self.name, tag, self._slot_of[tag], why)
             self._parts_changed()
@@ -555,8 +597,9 @@ class AtopController(LightBar):
             self._set_health(HealthStatus.OK, self._summary())
 
     def _summary(self) -> str:
+        illegal = ["refused a sub-command as illegal (0Ch)"] if self._illegal else []
         if not self._down:
-            return ""
+            return ", ".join(illegal)
         down = sum(1 for p in self._down.values() if p.status is HealthStatus.UNAVAILABLE)
         broken = len(self._down) - down
         parts = []
@@ -564,7 +607,7 @@ class AtopController(LightBar):
             parts.append(f"{down} of {len(self._tags)} tags down")
         if broken:
             parts.append(f"{broken} broken")
-        return ", ".join(parts)
+        return ", ".join(parts + illegal)
 
     def _parts_changed(self) -> None:
         if self.health.status is HealthStatus.OK:
