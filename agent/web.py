@@ -67,6 +67,7 @@ StateFn = Callable[[], dict[str, Any]]
 ControlFn = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 SimStateFn = Callable[[str | None], dict[str, Any]]
 MetricsFn = Callable[[], bytes]
+ActionFn = Callable[[str, dict[str, Any]], Awaitable[Response]]
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -103,6 +104,8 @@ class WebServer:
         sim_state: a simulator's state (``None`` for all); ``None`` unless simulated.
         stream_interval_s: how often the event stream looks for changes.
         metrics: renders ``GET /metrics`` (Prometheus text format); ``None``: no such route.
+        action: answers ``POST /api/{path}`` with a JSON object body (the dashboard's
+            acknowledgements); ``None``: no such routes.
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class WebServer:
         sim_state: SimStateFn | None = None,
         stream_interval_s: float = 0.2,
         metrics: MetricsFn | None = None,
+        action: ActionFn | None = None,
     ) -> None:
         self.state = state
         self.page = page
@@ -121,6 +125,7 @@ class WebServer:
         self.sim_state = sim_state
         self.stream_interval_s = stream_interval_s
         self.metrics = metrics
+        self.action = action
         self._server: asyncio.Server | None = None
         self._metrics_server: asyncio.Server | None = None
         self.metrics_port = 0
@@ -276,6 +281,14 @@ class WebServer:
                 return Response(200, self.metrics(), METRICS_CONTENT_TYPE)
             if path.startswith("/sim"):
                 return await self._sim(method, path, body)
+            if method == "POST" and path.startswith("/api/") and self.action is not None:
+                try:
+                    args = json.loads(body or b"{}")
+                except ValueError as exc:
+                    return Response.error(400, f"body is not JSON: {exc}")
+                if not isinstance(args, dict):
+                    return Response.error(400, "body must be a JSON object")
+                return await self.action(path.removeprefix("/api/"), args)
             if method == "GET" and path == "/":
                 return self._page()
             if method == "GET" and path.startswith("/static/"):

@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -224,9 +225,15 @@ def test_oms_serve_prints_its_loopback_url_and_serves_page_state_and_metrics(
     )
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
-        found = re.search(r"dashboard on (http://127\.0\.0\.1:\d+/)", line)
-        assert found is not None, line + proc.stdout.read()
+        seen = ""
+        found = None
+        for _ in range(20):  # log lines (link up) may come first
+            line = proc.stdout.readline()
+            seen += line
+            found = re.search(r"dashboard on (http://127\.0\.0\.1:\d+/)", line)
+            if found is not None or not line:
+                break
+        assert found is not None, seen
         url = found.group(1)
         with urllib.request.urlopen(url, timeout=10) as response:
             assert b'id="exception-list"' in response.read()
@@ -308,3 +315,129 @@ def test_without_a_router_orders_follow_their_events_and_exceptions_read_as_word
     # at 10 s, the short at 20 s) are in the last minute, 120 an hour; at 100 s neither.
     assert state["picks_per_hour"][0] == [20_000, 120.0]
     assert state["picks_per_hour"][-1] == [100_000, 0.0]
+
+
+def _site(now: list[int]) -> Any:
+    from agent.link.settings import BrokerConfig
+    from agent.oms import OmsClient
+
+    return SiteView(
+        OmsClient(BrokerConfig(urls=["mqtt://127.0.0.1:1"]), "dc1"), clock=lambda: now[0]
+    )
+
+
+def _birth(view: Any, node: str, online: bool, role: str = "pick", **state: Any) -> None:
+    from agent.oms.client import NodeView
+    from agent.wire.messages import State
+
+    view.oms.nodes[node] = NodeView(
+        node, online=online, boot=1, state=State(online=online, role=role, **state)
+    )
+
+
+def test_nodes_problems_first_and_an_offline_node_is_an_exception_from_the_start() -> None:
+    from agent.wire.messages import DeviceHealth, PartHealth
+
+    now = [1_000_000]
+    view = _site(now)
+    for i in range(26):
+        _birth(view, f"zone-{i:02d}", online=True)
+    _birth(view, "zone-07", online=False)  # offline before the page opened
+    _birth(view, "zone-03", online=True, takeovers=5)
+    lamp = DeviceHealth(
+        kind="atop", status="ok", parts={"A-0007": PartHealth(status="unavailable")}
+    )
+    _birth(view, "zone-12", online=True, devices={"atop-1": lamp})
+    state = view.snapshot()
+    order = [(n["node"], n["problem"]) for n in state["nodes"][:4]]
+    assert order == [
+        ("zone-07", "offline"),
+        ("zone-03", "duplicate id"),
+        ("zone-12", "device"),
+        ("zone-00", None),
+    ]
+    assert len(state["nodes"]) == 26  # every node, none cut
+    kinds = sorted((x["kind"], x["node"]) for x in state["exceptions"])
+    assert kinds == [("device", "zone-12"), ("duplicate", "zone-03"), ("node", "zone-07")]
+    assert state["exceptions_open"] == 3
+
+
+def test_exceptions_are_acknowledged_and_show_when_their_condition_cleared() -> None:
+    now = [1_000_000]
+    view = _site(now)
+    _birth(view, "zone-a", online=False)
+    (offline,) = view.snapshot()["exceptions"]
+    assert offline["text"] == "offline" and offline["cleared_at"] is None
+    now[0] += 5_000
+    view.ack(offline["id"], "Maria")
+    now[0] += 5_000
+    _birth(view, "zone-a", online=True)
+    state = view.snapshot()
+    by_text = {x["text"]: x for x in state["exceptions"]}
+    assert by_text["offline"]["acked_by"] == "Maria"
+    assert by_text["offline"]["acked_at"] == 1_005_000
+    assert by_text["offline"]["cleared_at"] == 1_010_000
+    assert [x["text"] for x in state["exceptions"]] == ["back online", "offline"]  # open first
+    assert state["exceptions_open"] == 1
+    with pytest.raises(KeyError):
+        view.ack(999)
+    _birth(view, "zone-a", online=False)  # offline again: a new line, not the old one reopened
+    texts = [(x["text"], x["cleared_at"]) for x in view.snapshot()["exceptions"]]
+    assert texts[0] == ("offline", None) and ("offline", 1_010_000) in texts
+
+
+def test_a_queue_at_packing_is_not_stuck_but_a_started_order_gone_quiet_is() -> None:
+    now = [0]
+    view = _site(now)
+    events = [
+        ("zone-a", "picked", {"order": "Q1", "task": "t1", "picked": 1}, 1_000),
+        ("zone-a", "picked", {"order": "S1", "task": "t2", "picked": 1}, 1_000),
+        ("pack-1", "verified", {"order": "S1"}, 2_000),
+        ("pack-1", "label_printed", {"order": "Q2"}, 2_000),
+    ]
+    for node, name, body, ts in events:
+        view.on_event(_event(node, name, body, ts))
+    view.orders["Q1"].stage = "pack"  # routed to the station, not started there
+    now[0] = 2_000 + 3 * 3600 * 1000  # three hours on
+    rows = {r["order"]: r for r in view.snapshot()["orders"]}
+    assert rows["Q1"]["stage"] == "pack" and rows["Q1"]["queued"] and not rows["Q1"]["stuck"]
+    assert rows["S1"]["stage"] == "pack" and not rows["S1"]["queued"] and rows["S1"]["stuck"]
+
+
+def test_a_supervisor_acknowledges_an_exception_on_the_page() -> None:
+    now = [1_000_000]
+    view = _site(now)
+    _birth(view, "zone-a", online=False)
+
+    async def scenario() -> None:
+        web = await serve_dashboard(view, "127.0.0.1", 0)
+        try:
+            base = f"http://127.0.0.1:{web.port}"
+            (x,) = json.loads(
+                await asyncio.to_thread(lambda: urllib.request.urlopen(base + "/api/state").read())
+            )["exceptions"]
+
+            def post(path: str, body: bytes) -> tuple[int, Any]:
+                request = urllib.request.Request(base + path, body, method="POST")
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as reply:
+                        return reply.status, json.loads(reply.read())
+                except urllib.error.HTTPError as err:
+                    return err.code, json.loads(err.read())
+
+            status, entry = await asyncio.to_thread(
+                post, f"/api/exceptions/{x['id']}/ack", b'{"by": "Maria"}'
+            )
+            assert status == 200 and entry["acked_by"] == "Maria"
+            assert (await asyncio.to_thread(post, "/api/exceptions/9999/ack", b"{}"))[0] == 404
+            assert (await asyncio.to_thread(post, f"/api/exceptions/{x['id']}/ack", b"[]"))[
+                0
+            ] == 400
+            state = json.loads(
+                await asyncio.to_thread(lambda: urllib.request.urlopen(base + "/api/state").read())
+            )
+            assert state["exceptions"][0]["acked_by"] == "Maria" and state["exceptions_open"] == 0
+        finally:
+            await web.close()
+
+    asyncio.run(scenario())

@@ -68,7 +68,11 @@ def register(commands: Any, sim: Any) -> None:
         help="do not acknowledge events (watching beside the OMS that does)",
     )
     serve.add_argument(
-        "--stuck-after", type=float, default=60.0, help="an order without news this long is stuck"
+        "--stuck-after",
+        type=float,
+        default=None,
+        help="one threshold (s) for every stage; default: per stage (pick 30 min, pack 15 min "
+        "once started, a queue at packing is never stuck; docs/dashboard.md)",
     )
     serve.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
     serve.add_argument("--record", type=Path, help="append every event to this JSON-lines file")

@@ -8,10 +8,18 @@ order. ``snapshot()`` is the page's JSON; ``serve_dashboard`` serves it with
 ``agent/static/dashboard.html`` over SSE through the same small web server as the node
 screens (``agent.web``), with ``/metrics`` for Prometheus beside it.
 
-Orders are listed stuck first: an order that ended badly (refused, unrouted, nothing
-picked), then those open longest without news (``stuck_after_s``), then the rest by age;
-finished orders last. Without a ``Fulfilment`` (``zone-agent oms serve`` beside an OMS that
-routes) an order's stage comes from its latest event (``picked`` -> pick, ``put`` -> wall,
+Nothing is hidden: every node, order, exception and KPI row is on the page (its panel
+scrolls). Nodes are listed problems first: offline, another node on the same id (its birth's
+``takeovers``), a device or part not ok; then by name. Orders are listed stuck first: an
+order that ended badly (refused, unrouted, nothing picked), then those open longest without
+news, then the rest by age; finished orders last. "Stuck" is judged per stage
+(``STUCK_AFTER_S``): an order queued at a pack station waits by design and is not stuck
+until a packer has started it and gone quiet. Exceptions carry an id; a supervisor
+acknowledges one (``POST /api/exceptions/{id}/ack``), and those of a condition (a node
+offline, a device down) show when the condition cleared.
+
+Without a ``Fulfilment`` (``zone-agent oms serve`` beside an OMS that routes) an order's
+stage comes from its latest event (``picked`` -> pick, ``put`` -> wall,
 ``verified``/``weighed``/``label_printed`` -> pack, ``packed``, ``loaded`` -> dispatch,
 ``shipped``).
 """
@@ -33,8 +41,24 @@ if TYPE_CHECKING:
     from agent.web import WebServer
     from agent.wire.messages import Reply
 
-MAX_EXCEPTIONS = 60
-MAX_ORDERS_SHOWN = 40
+MAX_EXCEPTIONS = 1000
+"""Exceptions kept (oldest dropped first): a shift's worth, all reachable on the page."""
+STUCK_AFTER_S: dict[str, float | None] = {
+    "pick": 1800.0,
+    "wall": 1800.0,
+    "pack": 900.0,
+    "packed": 3600.0,
+    "dispatch": 3600.0,
+    "returns": 3600.0,
+}
+"""How long an open order may go without news at each stage before it is stuck. At ``pack``
+the clock runs only once a packer has started the order (a ``verified``, ``weighed`` or
+label event): an order queued at the station is waiting its turn, not stuck."""
+PACK_STARTED = frozenset(
+    {"verified", "weighed", "label_printed", "print_failed", "print_delayed", "pack_refused"}
+)
+DUPLICATE_TAKEOVERS = 3
+"""Takeovers in a birth from which another node most likely runs with the same node id."""
 BUCKET_S = 10
 """Width of one point of the picks-per-hour chart."""
 WINDOW_S = 60
@@ -97,18 +121,22 @@ class SiteView:
     Args:
         oms: the OMS client whose node views (births) are shown.
         fulfilment: the order router, when this OMS routes orders (its statuses win).
-        stuck_after_s: an open order without news for this long is listed as stuck.
+        stuck_after_s: one threshold for every stage instead of ``STUCK_AFTER_S`` (``oms
+            serve --stuck-after``; tests).
         bucket_s: seconds between two points of the picks-per-hour chart.
         clock: wall-clock milliseconds (tests pass their own).
     """
 
     oms: OmsClient
     fulfilment: Fulfilment | None = None
-    stuck_after_s: float = 60.0
+    stuck_after_s: float | None = None
     bucket_s: int = BUCKET_S
     clock: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     kpis: Kpis = field(default_factory=Kpis)
     exceptions: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_EXCEPTIONS))
+    pack_started: set[str] = field(default_factory=set)
+    _open_conditions: dict[tuple[str, ...], dict[str, Any]] = field(default_factory=dict)
+    _next_exception: int = 1
     orders: dict[str, OrderSeen] = field(default_factory=dict)
     open_work: dict[str, int] = field(default_factory=dict)
     confirmed_ms: deque[int] = field(default_factory=deque)
@@ -136,6 +164,8 @@ class SiteView:
                 self.orders[order] = OrderSeen(stage, at, at, node)
             else:
                 seen.stage, seen.last_ms, seen.node = stage, at, node
+        if name in PACK_STARTED and isinstance(order, str):
+            self.pack_started.add(order)
         if name in ("picked", "short"):
             self.confirmed_ms.append(at)
         if name == "counters" and isinstance(field_of(body, "open_lines"), int):
@@ -157,36 +187,94 @@ class SiteView:
             self.clock(), send.node, "refusal", f"refused {send.command}{target}: {why}"
         )
 
-    def _exception(self, at: int, node: str, kind: str, text: str) -> None:
+    def _exception(
+        self, at: int, node: str, kind: str, text: str, condition: tuple[str, ...] | None = None
+    ) -> dict[str, Any]:
         bump(self.exception_counts, kind)
-        self.exceptions.appendleft({"at": at, "node": node, "kind": kind, "text": text[:200]})
+        entry: dict[str, Any] = {
+            "id": self._next_exception,
+            "at": at,
+            "node": node,
+            "kind": kind,
+            "text": text[:200],
+            "acked_at": None,
+            "acked_by": None,
+            "cleared_at": None,
+        }
+        self._next_exception += 1
+        self.exceptions.appendleft(entry)
+        if condition is not None:
+            self._open_conditions[condition] = entry
+        return entry
+
+    def _condition(self, now: int, condition: tuple[str, ...], text: str | None) -> None:
+        """An exception that lasts while a condition holds (``text``) and clears after it."""
+        entry = self._open_conditions.get(condition)
+        if text is None:
+            if entry is not None:
+                entry["cleared_at"] = now
+                del self._open_conditions[condition]
+            return
+        if entry is not None and entry["text"] == text[:200]:
+            return
+        if entry is not None:
+            entry["cleared_at"] = now  # the condition changed: the new one is its own line
+        self._exception(now, condition[1], condition[0], text, condition)
+
+    def ack(self, exception_id: int, by: str = "", now: int | None = None) -> dict[str, Any]:
+        """A supervisor acknowledges an exception; ``KeyError`` when there is no such one."""
+        for entry in self.exceptions:
+            if entry["id"] == exception_id:
+                if entry["acked_at"] is None:
+                    entry["acked_at"] = self.clock() if now is None else now
+                    entry["acked_by"] = by[:64] or None
+                return entry
+        raise KeyError(exception_id)
 
     def _watch_births(self, now: int) -> None:
-        """Device health and online changes, seen in the births, become exceptions."""
+        """Offline nodes, duplicate ids and devices not ok, seen in the births, are exceptions.
+
+        Each lasts while its condition does and shows when it cleared; a node already
+        offline when this view first saw it is one too.
+        """
         for name, view in self.oms.nodes.items():
             was = self._online.get(name)
-            if was is not None and was != view.online:
-                self._exception(now, name, "node", "back online" if view.online else "offline")
             self._online[name] = view.online
-            devices = view.state.devices if view.state is not None else {}
+            self._condition(now, ("node", name), None if view.online else "offline")
+            if was is False and view.online:
+                self._exception(now, name, "node", "back online")
+            state = view.state
+            takeovers = state.takeovers if state is not None else None
+            duplicate = takeovers is not None and takeovers >= DUPLICATE_TAKEOVERS
+            self._condition(
+                now,
+                ("duplicate", name),
+                f"another node runs with this node id ({takeovers} takeovers)"
+                if duplicate
+                else None,
+            )
+            devices = state.devices if state is not None else {}
             for device, health in devices.items():
-                key = (name, device)
-                before = self._health.get(key)
-                if before != health.status and health.status in ("fault", "unavailable"):
-                    detail = f": {health.detail}" if health.detail else ""
-                    self._exception(now, name, "device", f"{device} {health.status}{detail}")
-                self._health[key] = health.status
+                bad = health.status in ("fault", "unavailable")
+                detail = f": {health.detail}" if health.detail else ""
+                self._condition(
+                    now,
+                    ("device", name, device),
+                    f"{device} {health.status}{detail}" if bad else None,
+                )
+                self._health[(name, device)] = health.status
                 for where, part in health.parts.items():
-                    part_key = (name, f"{device}/{where}")
-                    if self._health.get(part_key) != part.status:
-                        self._exception(
-                            now, name, "device", f"{device} {where} {part.status}: {part.detail}"
-                        )
-                    self._health[part_key] = part.status
-                gone = [k for k in self._health if k[0] == name and k[1].startswith(f"{device}/")]
-                for part_key in gone:
-                    if part_key[1].split("/", 1)[1] not in health.parts:
-                        del self._health[part_key]
+                    self._condition(
+                        now,
+                        ("device", name, f"{device}/{where}"),
+                        f"{device} {where} {part.status}: {part.detail}",
+                    )
+                for key in [k for k in self._open_conditions if k[:2] == ("device", name)]:
+                    if (
+                        key[2].startswith(f"{device}/")
+                        and key[2].split("/", 1)[1] not in health.parts
+                    ):
+                        self._condition(now, key, None)
 
     # --- output ------------------------------------------------------------------------
 
@@ -220,7 +308,9 @@ class SiteView:
             idle_s = max(0, (now - last) // 1000)
             problem = status in PROBLEM_STATUSES
             done = stage in DONE_STAGES or status in FINAL_STATUSES
-            stuck = problem or (not done and idle_s is not None and idle_s >= self.stuck_after_s)
+            limit = self._stuck_after(stage, order_id)
+            stuck = problem or (not done and limit is not None and idle_s >= limit)
+            order = p.order if p is not None else None
             where = seen.node if seen is not None else ""
             if p is not None:
                 at = {"wall": p.wall, "pack": p.station, "packed": p.station}
@@ -239,6 +329,9 @@ class SiteView:
                     "problem": problem,
                     "done": done,
                     "express": bool(p.order.express) if p is not None else False,
+                    "carrier": (order.carrier or None) if order is not None else None,
+                    "cutoff": self._cutoff(order.carrier) if order is not None else None,
+                    "queued": stage == "pack" and order_id not in self.pack_started,
                 }
             )
         rows.sort(
@@ -251,6 +344,17 @@ class SiteView:
             )
         )
         return rows
+
+    def _stuck_after(self, stage: str, order_id: str) -> float | None:
+        if stage == "pack" and order_id not in self.pack_started:
+            return None  # queued at the station: waiting its turn
+        if self.stuck_after_s is not None:
+            return self.stuck_after_s
+        return STUCK_AFTER_S.get(stage)
+
+    def _cutoff(self, carrier: str) -> int | None:
+        cutoffs = self.fulfilment.cutoffs if self.fulfilment is not None else {}
+        return cutoffs.get(carrier) if carrier else None
 
     def snapshot(self) -> dict[str, Any]:
         """The page's data, JSON-able."""
@@ -279,12 +383,17 @@ class SiteView:
             "orders_total": len(orders),
             "orders_done": sum(r["done"] for r in orders),
             "orders_stuck": sum(r["stuck"] for r in orders),
-            "orders": orders[:MAX_ORDERS_SHOWN],
+            "orders": orders,
             "returns": returns,
-            "exceptions": list(self.exceptions),
+            "exceptions": _exceptions_in_order(self.exceptions),
+            "exceptions_open": sum(
+                1 for e in self.exceptions if e["acked_at"] is None and e["cleared_at"] is None
+            ),
             "kpis": [list(row) for row in self.kpis.table()],
             "picks_per_hour": [[t, v] for t, v in self._rate_points(now)],
-            "stuck_after_s": self.stuck_after_s,
+            "stuck_after_s": self.stuck_after_s
+            if self.stuck_after_s is not None
+            else STUCK_AFTER_S,
         }
 
     def _node_rows(self, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -292,8 +401,8 @@ class SiteView:
         for row in orders:
             if not row["done"] and row["where"]:
                 at_node[row["where"]] = at_node.get(row["where"], 0) + 1
-        rows = []
-        for name, view in sorted(self.oms.nodes.items()):
+        rows: list[dict[str, Any]] = []
+        for name, view in self.oms.nodes.items():
             state = view.state
             devices = [
                 {
@@ -319,8 +428,22 @@ class SiteView:
                     ),
                     "events": view.delivered,
                     "outbox": state.outbox if state else None,
+                    "takeovers": state.takeovers if state else None,
                 }
             )
+        for r in rows:
+            duplicate = (r["takeovers"] or 0) >= DUPLICATE_TAKEOVERS
+            r["problem"] = (
+                "offline"
+                if not r["online"]
+                else "duplicate id"
+                if duplicate
+                else "device"
+                if not r["devices_ok"]
+                else None
+            )
+        order = {"offline": 0, "duplicate id": 1, "device": 2, None: 3}
+        rows.sort(key=lambda r: (order[r["problem"]], r["node"]))
         return rows
 
     def families(self) -> list[Family]:
@@ -374,6 +497,17 @@ class SiteView:
         ]
 
 
+def _exceptions_in_order(exceptions: deque[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Open ones first (latest first), then acknowledged, then cleared."""
+
+    def rank(e: dict[str, Any]) -> int:
+        if e["cleared_at"] is not None:
+            return 2
+        return 1 if e["acked_at"] is not None else 0
+
+    return sorted(exceptions, key=lambda e: (rank(e), -e["id"]))
+
+
 def _exception_text(name: str, body: Any) -> str | None:
     """What the supervisor should read about an event, or ``None`` when it is not an exception."""
 
@@ -407,7 +541,7 @@ def _exception_text(name: str, body: Any) -> str | None:
 
 async def serve_dashboard(view: SiteView, bind: str, port: int) -> WebServer:
     """Serve the dashboard page, its SSE stream and ``/metrics``; returns the started server."""
-    from agent.web import WebServer
+    from agent.web import Response, WebServer
 
     cache: dict[str, Any] = {}
 
@@ -419,6 +553,22 @@ async def serve_dashboard(view: SiteView, bind: str, port: int) -> WebServer:
         result: dict[str, Any] = cache["state"]
         return result
 
-    web = WebServer(state, page="dashboard.html", metrics=lambda: render(view.families()))
+    async def action(path: str, args: dict[str, Any]) -> Response:
+        parts = path.split("/")
+        if len(parts) == 3 and parts[0] == "exceptions" and parts[2] == "ack":
+            try:
+                entry = view.ack(int(parts[1]), str(args.get("by", "")))
+            except (KeyError, ValueError):
+                return Response.error(404, f"no exception {parts[1]!r}")
+            cache.clear()  # the next stream tick shows it
+            return Response.json(entry)
+        return Response.error(404, f"no route POST /api/{path}")
+
+    web = WebServer(
+        state,
+        page="dashboard.html",
+        metrics=lambda: render(view.families()),
+        action=action,
+    )
     await web.start(bind, port)
     return web
