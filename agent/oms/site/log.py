@@ -197,13 +197,21 @@ class SqlLog:
     def _sql(self, text: str) -> str:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
 
+    def _reader(self) -> tuple[Any, threading.Lock]:
+        """The connection and lock reads go through.
+
+        The writer's, unless a subclass has one of its own.
+        """
+        return self._conn, self._lock
+
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        if self._conn is None:
+        conn, lock = self._reader()
+        if conn is None:
             raise StoreError("the site log is closed")
-        with self._lock:
-            cur = self._conn.execute(self._sql(sql), args)
+        with lock:
+            cur = conn.execute(self._sql(sql), args)
             rows: list[Any] = cur.fetchall()
-            self._conn.commit()
+            conn.commit()
             return rows
 
     def _write(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> list[Any]:
@@ -549,6 +557,14 @@ class SqliteLog(SqlLog):
         self._conn = conn
         self._lock_fd: int | None = None
         self._create()
+        # Reads on a connection of their own: in WAL mode they do not wait for the writer's
+        # commits (each an fsync), so cursor readers and webhooks do not slow the log down.
+        self._read_conn: sqlite3.Connection | None = sqlite3.connect(path, check_same_thread=False)
+        self._read_conn.execute("PRAGMA busy_timeout=10000")
+        self._read_lock = threading.Lock()
+
+    def _reader(self) -> tuple[Any, threading.Lock]:
+        return self._read_conn, self._read_lock
 
     def try_lead(self) -> bool:
         """An exclusive lock on ``<file>.lock``: a second instance on the file stands by."""
@@ -570,6 +586,10 @@ class SqliteLog(SqlLog):
     def close(self) -> None:
         """Close the file and let the lock go."""
         super().close()
+        with self._read_lock:
+            if self._read_conn is not None:
+                self._read_conn.close()
+                self._read_conn = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -281,10 +281,15 @@ class SiteService:
                 await asyncio.to_thread(
                     self.log.command_replied, event.envelope.corr, reply.model_dump(mode="json")
                 )
+        order = event.envelope.body.get("order")
         for wave in list(self.waves.values()):
             sends = wave.router.on_event(event.node, event.name, event.body)
             await self._dispatch(wave, sends)
-            await self._save_orders(wave)
+            touched = {s.order for s in sends if s.order is not None}
+            if isinstance(order, str) and order in wave.router.orders:
+                touched.add(order)
+            if touched:
+                await self._save_orders(wave, touched)
 
     async def _dispatch(self, wave: Wave, sends: Iterable[Send]) -> None:
         for send in sends:
@@ -297,12 +302,21 @@ class SiteService:
         self._keep(self._on_reply(wave, send, future.result()))
 
     async def _on_reply(self, wave: Wave, send: Send, reply: Reply) -> None:
-        await self._dispatch(wave, wave.router.on_reply(send, reply))
-        await self._save_orders(wave)
+        sends = wave.router.on_reply(send, reply)
+        await self._dispatch(wave, sends)
+        touched = {s.order for s in sends if s.order is not None}
+        if send.order is not None:
+            touched.add(send.order)
+        # A refused pick command may end any order it carried: look at all of them then.
+        clean = reply.status == "accepted" and not reply.items
+        await self._save_orders(wave, touched if clean else None)
 
-    async def _save_orders(self, wave: Wave) -> None:
+    async def _save_orders(self, wave: Wave, only: set[str] | None = None) -> None:
+        """Write the status of the orders that changed (of ``only``, when given)."""
         changed = []
-        for order_id, progress in wave.router.orders.items():
+        orders = wave.router.orders
+        for order_id in orders if only is None else only & orders.keys():
+            progress = orders[order_id]
             now = (progress.status, progress.detail)
             if wave.saved.get(order_id) != now:
                 wave.saved[order_id] = now
@@ -344,7 +358,9 @@ class SiteService:
             _, future = await self.command(send.node, send.command, send.body)
             reply = await future
             await self._dispatch(wave, wave.router.on_reply(send, reply))
-            await self._save_orders(wave)
+            if reply.status != "accepted" or reply.items:
+                await self._save_orders(wave)  # refused lines end their orders
+        await self._save_orders(wave)
 
     # --- views -----------------------------------------------------------------------
 
