@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -199,25 +200,26 @@ async def wait_online(api: httpx.AsyncClient, nodes: int, timeout: float = 60) -
 
 
 async def burst(service: Service, fleet: list[FakeNode], lines: int) -> dict[str, Any]:
-    per_node = lines // len(fleet)
+    # Orders of 4 lines in one zone (a wave takes at most 5,000 orders).
+    per_node = lines // len(fleet) // 4
     orders = []
     for n, node in enumerate(fleet):
         for i in range(per_node):
-            location = node.locations[i % len(node.locations)]
             orders.append(
                 {
                     "order": f"B{n:03d}-{i:05d}",
                     "lines": [
                         {
-                            "sku": f"SKU-{n:03d}-{i:05d}",
+                            "sku": f"SKU-{n:03d}-{i:05d}-{k}",
                             "qty": 1,
-                            "location": location,
-                            "barcodes": [f"{n:03d}{i:010d}"],
+                            "location": node.locations[(4 * i + k) % len(node.locations)],
+                            "barcodes": [f"{n:03d}{i:08d}{k:02d}"],
                         }
+                        for k in range(4)
                     ],
                 }
             )
-    total = len(orders)
+    total = 4 * len(orders)
     hook = Receiver()
     await hook.start()
     async with service.client() as api:
@@ -435,6 +437,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             service.stop()
         if args.pg:
             out["takeover"] = await takeover(work, broker, 20, args.rounds)
+    shutil.rmtree(work, ignore_errors=True)
     return out
 
 

@@ -255,7 +255,7 @@ def test_ctrl_c_in_a_terminal_stops_every_process(tmp_path: Path) -> None:
     try:
         _read_until(demo, "zone-b screen:", 60)
         started: Any = _processes_mentioning(str(workdir))
-        assert len(started) == 8  # seven nodes and the broker, mid-run
+        assert len(started) == 9  # seven nodes, the site service and the broker, mid-run
         os.killpg(demo.pid, signal.SIGINT)
         rest, _ = demo.communicate(timeout=60)
     finally:
@@ -287,7 +287,8 @@ def test_sigint_stops_a_demo_kept_running_in_the_background(tmp_path: Path) -> N
     )
     try:
         seen = "".join(_read_until(demo, "still running", 90))
-        assert len(_processes_mentioning(str(workdir))) == 8  # seven nodes and the broker
+        # seven nodes, the site service and the broker
+        assert len(_processes_mentioning(str(workdir))) == 9
         # The dashboard, served by the demo's OMS, is up and shows the site.
         found = re.search(r"dashboard: (http://127\.0\.0\.1:\d+/)", seen)
         assert found is not None, seen
@@ -326,7 +327,16 @@ def test_nodes_not_online_within_the_timeout_is_one_line_not_a_traceback() -> No
     try:
         assert sorted(p.name for p in logs.glob("*.log")) == sorted(
             f"{n}.log"
-            for n in ("zone-a", "zone-b", "zone-c", "wall-1", "pack-1", "dock-1", "returns-1")
+            for n in (
+                "zone-a",
+                "zone-b",
+                "zone-c",
+                "wall-1",
+                "pack-1",
+                "dock-1",
+                "returns-1",
+                "site",
+            )
         )
         assert _processes_mentioning(str(logs)) == []
     finally:

@@ -289,6 +289,89 @@ class NodeProcess:
         return process.returncode
 
 
+class SiteServiceProcess:
+    """The site service (``zone-agent site serve``) of the demo.
+
+    Its log is in the work directory (SQLite), its API on a free 127.0.0.1 port, no token
+    needed from this machine.
+
+    It is the demo's one OMS that acknowledges: every node event is in its log before the
+    node lets it go, and its API and webhooks serve it (docs/api.md).
+    """
+
+    def __init__(self, workdir: Path, broker_url: str) -> None:
+        self.file = workdir / "site.toml"
+        self.file.write_text(
+            f'site = "{SITE}"\n[broker]\nurls = ["{broker_url}"]\n'
+            f'backoff_initial_s = 0.1\nbackoff_max_s = 2\n[log]\npath = "{workdir / "site.db"}"\n'
+        )
+        self.ready = workdir / "site.ready"
+        self.log = workdir / "site.log"
+        self.process: asyncio.subprocess.Process | None = None
+        self.url: str | None = None
+
+    async def start(self, timeout: float = 30.0) -> str | None:
+        """Start it; its API's URL once it listens (``None``: it did not start)."""
+        with self.log.open("wb") as out:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "agent.cli",
+                "site",
+                "serve",
+                str(self.file),
+                "--port",
+                "0",
+                "--ready-file",
+                str(self.ready),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+                process_group=0,
+            )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.process.returncode is None:
+                    with contextlib.suppress(OSError, ValueError, KeyError):
+                        data = json.loads(self.ready.read_text())
+                        if data["pid"] == self.process.pid:
+                            self.url = str(data["url"])
+                            return self.url
+                    await asyncio.sleep(0.05)
+        return None
+
+    async def head(self) -> int | None:
+        """How many events its log holds (the newest position)."""
+        if self.url is None:
+            return None
+
+        def get() -> int:
+            with urllib.request.urlopen(f"{self.url}/v1/health", timeout=5) as answer:
+                return int(json.loads(answer.read())["head"])
+
+        try:
+            return await asyncio.to_thread(get)
+        except (OSError, ValueError, KeyError):
+            return None
+
+    async def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL; the exit code."""
+        process = self.process
+        if process is None:
+            return None
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        return process.returncode
+
+
 class Control:
     """A node's local API (``/api/state``, ``/sim/...``), found through ``control.json``."""
 

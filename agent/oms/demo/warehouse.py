@@ -52,6 +52,7 @@ from agent.oms.demo.site import (
     ZONE_C_DEVICES,
     Control,
     NodeProcess,
+    SiteServiceProcess,
     write_node_files,
 )
 from agent.oms.fulfilment import Fulfilment, OrderFile, Send, drive, read_order_file
@@ -153,14 +154,25 @@ async def run(options: Options, console: Console) -> int:
             name: NodeProcess(name, path, workdir / f"{name}.log") for name, path in paths.items()
         }
         out = stack.enter_context(options.record.open("w")) if options.record else None
+        service = SiteServiceProcess(workdir, broker.url)
         try:
+            service_url = await service.start()
+            if service_url is None:
+                console.print(f"[red]the site service did not start[/] (log: {service.log})")
+            else:
+                console.print(
+                    f"[bold]site service[/] API on {service_url} (docs: {service_url}/docs, "
+                    f"docs/api.md); its event log: {workdir / 'site.db'}"
+                )
             for node in nodes.values():
                 await node.start()
-            code = await _operate(options, console, workdir, broker, orders, Recorder(out))
+            code = await _operate(options, console, workdir, broker, orders, Recorder(out), service)
             kept = code == EXIT_FAILED
         finally:
             exits = await asyncio.gather(*(n.stop() for n in nodes.values()))
-            stopped = ", ".join(f"{n} exit {c}" for n, c in zip(nodes, exits, strict=True))
+            exits.append(await service.stop())
+            names = [*nodes, "site service"]
+            stopped = ", ".join(f"{n} exit {c}" for n, c in zip(names, exits, strict=True))
             console.print(f"[bold]stopped[/] {stopped}")
             if code != EXIT_OK:
                 for node in nodes.values():
@@ -176,11 +188,23 @@ async def _operate(
     broker: LocalBroker,
     orders: OrderFile,
     recorder: Recorder,
+    service: SiteServiceProcess,
 ) -> int:
     rng = random.Random(options.seed)
     catalogue = Catalogue(dict(orders.catalogue))
     incidents = Incidents()
-    oms = OmsClient(BrokerConfig(urls=[broker.url]), SITE, client_id="demo-oms")
+    # The site service acknowledges (each event is in its log first); this process routes,
+    # drives the people and counts, from the same events, and acknowledges nothing
+    # (confirm_acks without confirming: its acks say "nothing" but still ask for resends).
+    # Without a site service it acknowledges itself, as before.
+    listening = service.url is not None
+    oms = OmsClient(
+        BrokerConfig(urls=[broker.url]),
+        SITE,
+        client_id="demo-oms",
+        auto_ack=not listening,
+        confirm_acks=listening,
+    )
     columns = (
         TextColumn("{task.description:<14}"),
         BarColumn(),
@@ -224,8 +248,8 @@ async def _operate(
                 dock_carriers=DOCK_CARRIERS,
                 cutoffs={"DPD": now_ms + 7_200_000, "Royal Mail": now_ms - 60_000},
             )
-            # The supervisor dashboard, served by this OMS process: it is the one OMS of the
-            # demo's site (the one that acknowledges), so the page shows exactly what it got.
+            # The supervisor dashboard, served by this OMS process, the one that routes: the
+            # page shows exactly the events it got and the router's view of every order.
             site_view = SiteView(oms, fulfilment)
             dashboard = await serve_dashboard(site_view, "127.0.0.1", 0)
             stack.push_async_callback(dashboard.close)
@@ -351,6 +375,12 @@ async def _operate(
         )
         for what in incidents.stuck:
             console.print(f"[red]waited in vain: {what}[/]")
+        head = await service.head()
+        if head is not None:
+            console.print(
+                f"site service: {head} entries in its event log; read them with "
+                f"curl '{service.url}/v1/events?after=0'"
+            )
         if options.kpi_json is not None:
             options.kpi_json.write_text(
                 json.dumps(
