@@ -35,6 +35,7 @@ from agent.wire.messages import Ack, PickTask
 from bench.common import (
     REFERENCE,
     SITE,
+    NodeHost,
     line_safe,
     machine,
     node_toml,
@@ -661,40 +662,6 @@ def host_slots(kw: dict[str, int]) -> list[str]:
     if kw.get("strip_slots"):
         return [f"S{i:04d}" for i in range(kw["strip_slots"])]
     return [f"A{i + 1}" for i in range(kw["gpio_slots"])]
-
-
-class NodeHost:
-    """The stdin/stdout JSON-lines link to a ``bench.nodehost`` process."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-
-    def send(self, req: dict[str, Any]) -> None:
-        """Send one request."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(req).encode() + b"\n")
-        self.proc.stdin.flush()
-
-    async def read(self, timeout: float) -> dict[str, Any]:
-        """The next answer line."""
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
-        if not line:
-            raise RuntimeError("nodehost exited; see its log in the work directory")
-        result: dict[str, Any] = json.loads(line)
-        return result
-
-    async def call(self, req: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
-        """Send and read the answer."""
-        self.send(req)
-        return await self.read(timeout)
-
-    async def close(self) -> None:
-        """Clean stop."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(Exception):
-                await self.call({"op": "stop"}, 20)
-            await asyncio.to_thread(self.proc.wait, 10)
 
 
 def fs_type(path: Path) -> str:

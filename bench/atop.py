@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -36,7 +35,7 @@ from typing import Any
 from agent.link.settings import BrokerConfig
 from agent.oms import NodeEvent, OmsClient
 from agent.oms.demo.broker import LocalBroker
-from bench.common import SITE, machine, node_toml, summary_ms, task
+from bench.common import SITE, NodeHost, machine, node_toml, summary_ms, task
 
 HERE = Path(__file__).resolve().parent
 CONTROLLERS = 5
@@ -73,43 +72,6 @@ def atop_toml(state_dir: Path, port: int, node: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Host:
-    """A ``bench.nodehost`` child: JSON lines over stdin/stdout."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-
-    def send(self, req: dict[str, Any]) -> None:
-        """Send one request."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(req).encode() + b"\n")
-        self.proc.stdin.flush()
-
-    async def read(self, timeout: float) -> dict[str, Any]:
-        """The next answer."""
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
-        if not line:
-            raise RuntimeError("nodehost exited: see its log in the work directory")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    async def call(self, req: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
-        """Send and read the answer."""
-        self.send(req)
-        return await self.read(timeout)
-
-    async def close(self) -> None:
-        """Clean stop (SIGKILL if it hangs)."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(Exception):
-                await self.call({"op": "stop"}, 20)
-            try:
-                await asyncio.to_thread(self.proc.wait, 10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 class Bench:
     """One run: the broker, the nodes, the OMS, the results."""
 
@@ -118,13 +80,13 @@ class Bench:
         self.work = Path(tempfile.mkdtemp(prefix="bench-atop-"))
         self.broker = LocalBroker(self.work / "broker")
         self.results: dict[str, Any] = {"machine": machine()}
-        self.hosts: list[Host] = []
+        self.hosts: list[NodeHost] = []
 
     def log(self, text: str) -> None:
         """A progress line on stderr."""
         print(f"[bench.atop] {text}", file=sys.stderr, flush=True)
 
-    async def host(self, name: str, text: str) -> Host:
+    async def host(self, name: str, text: str) -> NodeHost:
         """Start a nodehost on the node file ``text``."""
         path = self.work / f"{name}.toml"
         path.write_text(text)
@@ -135,7 +97,7 @@ class Bench:
                 stdout=subprocess.PIPE,
                 stderr=log,
             )
-        host = Host(proc)
+        host = NodeHost(proc)
         self.hosts.append(host)
         ready = await host.read(60)
         assert ready.get("ready"), ready
@@ -146,7 +108,9 @@ class Bench:
         broker = BrokerConfig(urls=[self.broker.url], backoff_initial_s=0.02, backoff_max_s=0.1)
         return OmsClient(broker, SITE, client_id=f"bench-atop-{os.getpid()}")
 
-    async def wave(self, oms: OmsClient, host: Host, node: str, slots: list[str], op: str) -> Any:
+    async def wave(
+        self, oms: OmsClient, host: NodeHost, node: str, slots: list[str], op: str
+    ) -> Any:
         """10,000 tasks over ``slots``; seconds from the first command to all lit."""
         tasks = [task(i, slots[i % len(slots)], tote=False) for i in range(WAVE_TASKS)]
         armed = await host.call({"op": op, "count": len(slots), "timeout": 150})

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import platform
 import statistics
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +149,37 @@ def node_toml(
         for i in range(strip_slots):
             lines += ["[[devices.slots]]", f'id = "S{i:04d}"', f"first = {i}"]
     return "\n".join(lines) + "\n"
+
+
+class NodeHost:
+    """The stdin/stdout JSON-lines link to a ``bench.nodehost`` process."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def send(self, req: dict[str, Any]) -> None:
+        """Send one request."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(req).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    async def read(self, timeout: float) -> dict[str, Any]:
+        """The next answer line."""
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
+        if not line:
+            raise RuntimeError("nodehost exited; see its log in the work directory")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    async def call(self, req: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
+        """Send and read the answer."""
+        self.send(req)
+        return await self.read(timeout)
+
+    async def close(self) -> None:
+        """Clean stop."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                await self.call({"op": "stop"}, 20)
+            await asyncio.to_thread(self.proc.wait, 10)

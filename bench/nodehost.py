@@ -43,6 +43,7 @@ import os
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 from agent.app import run_node
@@ -67,12 +68,24 @@ def _lit(floor: DeviceFloor) -> int:
     return count
 
 
-async def _wait_lit(floor: DeviceFloor, count: int, timeout: float) -> None:
+def _shown(floor: DeviceFloor) -> int:
+    count = 0
+    for sim in floor.simulators.values():
+        controller = getattr(sim, "controller", None)
+        if controller is not None:  # ATOP: read the tags, not the whole state dict
+            count += sum(1 for tag in controller.tags.values() if tag.led != "off")
+    return count
+
+
+async def _wait_lit(
+    floor: DeviceFloor, count: int, timeout: float, counter: Callable[[DeviceFloor], int] = _lit
+) -> None:
+    """Answer when ``counter(floor)`` (lit slots, by default) reaches ``count``."""
     deadline = time.monotonic() + timeout
-    lit = _lit(floor)
+    lit = counter(floor)
     while lit < count and time.monotonic() < deadline:
         await asyncio.sleep(0.001)
-        lit = _lit(floor)
+        lit = counter(floor)
     _say({"t": time.monotonic_ns(), "lit": lit})
 
 
@@ -85,24 +98,6 @@ async def _press_many(node: Node, slots: list[str], count: int, until_seq: int) 
     while node.store.store.last_seq < until_seq:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
     _say({"t0": t0, "t1": time.monotonic_ns(), "last_seq": node.store.store.last_seq})
-
-
-def _shown(floor: DeviceFloor) -> int:
-    count = 0
-    for sim in floor.simulators.values():
-        controller = getattr(sim, "controller", None)
-        if controller is not None:  # ATOP: read the tags, not the whole state dict
-            count += sum(1 for tag in controller.tags.values() if tag.led != "off")
-    return count
-
-
-async def _wait_shown(floor: DeviceFloor, count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    shown = _shown(floor)
-    while shown < count and time.monotonic() < deadline:
-        await asyncio.sleep(0.002)
-        shown = _shown(floor)
-    _say({"t": time.monotonic_ns(), "lit": shown})
 
 
 def _heap_diff(base: tracemalloc.Snapshot, top: int) -> list[str]:
@@ -163,7 +158,7 @@ async def main(path: str) -> None:
             _say({"t": t, "result": result})
         elif op == "wait_shown":
             _say({"armed": True})
-            task = asyncio.create_task(_wait_shown(floor, req["count"], req["timeout"]))
+            task = asyncio.create_task(_wait_lit(floor, req["count"], req["timeout"], _shown))
             background.add(task)
         elif op == "wait_lit":
             _say({"armed": True})
