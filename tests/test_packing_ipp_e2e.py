@@ -63,8 +63,10 @@ def eve(tmp_path: Path) -> Iterator[IppEvePrinter]:
         yield printer
 
 
-def node_file(tmp_path: Path, broker: LocalBroker, url: str) -> Path:
-    """Scanner, scale and a Zebra simulated; the IPP printer real (PDF only)."""
+def node_file(
+    tmp_path: Path, broker: LocalBroker, url: str, *, real: bool = True, formats: str = '["pdf"]'
+) -> Path:
+    """Scanner, scale and a Zebra simulated; the IPP printer real (or simulated)."""
     text = f"""site = "{SITE}"
 node = "{NODE}"
 role = "pack"
@@ -96,9 +98,9 @@ status_timeout_s = 0.5
 [[devices]]
 name = "label"
 kind = "ipp_printer"
-simulate = false
+simulate = {str(not real).lower()}
 url = "{url}"
-formats = ["pdf"]
+formats = {formats}
 retry_initial_s = 0.1
 retry_max_s = 0.5
 idle_poll_s = 0.5
@@ -180,6 +182,38 @@ def test_carrier_pdf_labels_print_by_ipp_through_the_broker(
             own = eve.printed()[1].path.read_bytes()
             assert own.startswith(b"%PDF-")
             assert re.search(rb"/MediaBox \[ ?0 0 288(\.0)? 432(\.0)? ?\]", own)
+            assert node.terminate() == 0
+
+    run(node, scenario)
+
+
+def test_a_simulated_ipp_printer_under_simulate(tmp_path: Path, broker: LocalBroker) -> None:
+    # No CUPS, avahi or D-Bus: --simulate replaces the printer with devices/printers/ipp_sim.py.
+    only_png = '["png"]\nown_label = "png"'
+    path = node_file(tmp_path, broker, "ipp://10.0.0.7/ipp/print", real=False, formats=only_png)
+    node = NodeProcess(path)
+    control = Control(tmp_path / NODE)
+    png = carrier_png()
+
+    async def scenario() -> None:
+        async with oms_for(broker) as oms:
+            await started(node, control, oms)
+            label = {"format": "png", "data": png}
+            reply = await oms.call(NODE, "pack", order("o1", label=None, carrier_label=label))
+            assert reply.status == "accepted"
+            await control.post("/sim/label/set", {"state": "media_empty", "after_jobs": 1})
+            await empty_scale(control)
+            await scans(control, "T-o1", GTIN_A, GTIN_A, "S2-CODE", "CONFIRM")
+            await scale(control, 850.0)
+            events = named(await next_events(oms, 3, SKIP, timeout=30))
+            assert events["print_delayed"]["reason"] == "printer fault: paper out"
+            await control.post("/sim/label/set", {"state": "ready"})
+            events = named(await next_events(oms, 2, SKIP, timeout=30))
+            assert events["label_printed"]["printer"] == "label"
+            jobs = (await control.get("/sim/label"))["jobs"]
+            assert [(j["name"], j["format"], j["size"]) for j in jobs] == [
+                ("o1-label", "image/png", len(png))
+            ]
             assert node.terminate() == 0
 
     run(node, scenario)

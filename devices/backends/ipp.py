@@ -20,9 +20,11 @@ status name; bytes that are not IPP are ``DeviceProtocolError``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -433,3 +435,150 @@ class FakeIppBackend:
             for j in self._listed()
             if j.name == name
         ]
+
+
+# ----- the far end, for the simulator: IPP over HTTP/1.1 on a loopback socket -----
+
+_TAGS: dict[str, ippx.Tag] = {
+    "attributes-charset": ippx.Tag.CHARSET,
+    "attributes-natural-language": ippx.Tag.NATURAL_LANGUAGE,
+    "printer-state": ippx.Tag.ENUM,
+    "printer-state-reasons": ippx.Tag.KEYWORD,
+    "printer-state-message": ippx.Tag.TEXT,
+    "printer-is-accepting-jobs": ippx.Tag.BOOLEAN,
+    "printer-make-and-model": ippx.Tag.TEXT,
+    "document-format-supported": ippx.Tag.MIME_TYPE,
+    "media-supported": ippx.Tag.KEYWORD,
+    "job-id": ippx.Tag.INTEGER,
+    "job-uri": ippx.Tag.URI,
+    "job-name": ippx.Tag.NAME,
+    "job-state": ippx.Tag.ENUM,
+    "job-state-reasons": ippx.Tag.KEYWORD,
+    "job-state-message": ippx.Tag.TEXT,
+}
+_GROUPS = {"printer": ippx.Tag.PRINTER_ATTRS, "job": ippx.Tag.JOB_ATTRS}
+
+OPERATIONS = {
+    0x0002: "print-job",
+    0x0004: "validate-job",
+    0x0008: "cancel-job",
+    0x0009: "get-job-attributes",
+    0x000A: "get-jobs",
+    0x000B: "get-printer-attributes",
+}
+"""The operations ``IppServer`` hands on, by operation id; others are refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class IppRequest:
+    """A decoded request: the operation's name, its attributes (every group), the document."""
+
+    operation: str
+    attributes: dict[str, Any]
+    data: bytes
+
+
+Group = tuple[str, dict[str, Any]]
+"""A response group: ``("printer" | "job", {attribute: value or list of values})``."""
+
+IppHandler = Callable[[IppRequest], tuple[int, list[Group]]]
+
+
+def _response(request_id: int, status: int, groups: list[Group]) -> bytes:
+    operation = [
+        ippx.Attribute("attributes-charset", ippx.Tag.CHARSET, ["utf-8"]),
+        ippx.Attribute("attributes-natural-language", ippx.Tag.NATURAL_LANGUAGE, ["en"]),
+    ]
+    out: list[tuple[ippx.Tag, list[ippx.Attribute]]] = [(ippx.Tag.OPERATION_ATTRS, operation)]
+    for kind, attrs in groups:
+        out.append(
+            (
+                _GROUPS[kind],
+                [
+                    ippx.Attribute(name, _TAGS[name], list(v) if isinstance(v, list) else [v])
+                    for name, v in attrs.items()
+                ],
+            )
+        )
+    return ippx.encode(ippx.IppMessage((2, 0), status, request_id, out))
+
+
+class IppServer:
+    """An IPP printer's HTTP side on a local socket: requests in, ``handler``'s answers out.
+
+    Only what the simulator needs: HTTP/1.1 POST with ``Content-Length`` (httpx sends it),
+    keep-alive, 404 for another path than ``path``. ``handler`` answers a decoded request
+    with an IPP status and the response groups.
+    """
+
+    def __init__(self, handler: IppHandler, path: str = "/ipp/print") -> None:
+        self.handler = handler
+        self.path = path
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; the port (a free one for 0)."""
+        self._server = await asyncio.start_server(self._serve, host, port)
+        bound: int = self._server.sockets[0].getsockname()[1]
+        return bound
+
+    @property
+    def listening(self) -> bool:
+        """Whether it accepts connections."""
+        return self._server is not None
+
+    async def stop(self) -> None:
+        """Stop listening and drop every connection (a pulled cable); safe to call twice."""
+        server, self._server = self._server, None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+        if server is not None:
+            server.close()
+            with contextlib.suppress(OSError):
+                await server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = [*lines[0].split(" "), "", ""][:3]
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                if method != "POST" or path != self.path:
+                    writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    await writer.drain()
+                    continue
+                payload = self._answer(body)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/ipp\r\n"
+                    + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                    + payload
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError):
+            pass  # the client went away, or sent what is not HTTP: drop the connection
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    def _answer(self, body: bytes) -> bytes:
+        try:
+            request = ippx.decode(body)
+        except ippx.IppDecodeError:
+            return _response(0, 0x0400, [])  # client-error-bad-request
+        operation = OPERATIONS.get(request.code)
+        if operation is None:
+            return _response(request.request_id, 0x0501, [])  # operation-not-supported
+        attributes: dict[str, Any] = {}
+        for _, attrs in request.groups:
+            for attr in attrs:
+                attributes[attr.name] = attr.values[0] if len(attr.values) == 1 else attr.values
+        status, groups = self.handler(IppRequest(operation, attributes, request.data))
+        return _response(request.request_id, status, groups)

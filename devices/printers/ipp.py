@@ -63,6 +63,7 @@ from devices.printers.base import (
     _Poll,
     log,
 )
+from devices.printers.ipp_sim import IppSimulator
 
 MEDIA_4X6 = "na_index-4x6_4x6in"
 """The PWG media keyword of a 4 x 6 inch label."""
@@ -436,3 +437,4 @@ class IppPrinter(Printer):
 
 CONFIG = IppPrinterConfig
 DRIVER = IppPrinter
+SIMULATOR = IppSimulator

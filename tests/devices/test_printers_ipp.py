@@ -38,6 +38,7 @@ from devices.printers.ipp import (
     document_format,
     status_from_ipp,
 )
+from devices.printers.ipp_sim import IppSimulator
 from testing.ippserver import IppEvePrinter, missing_ippeveprinter
 
 
@@ -406,3 +407,59 @@ def test_the_ipp_backend_leaves_httpx_command_line_client_out() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ----- the simulator (--simulate), through the same driver -----
+
+
+def test_simulator_prints_holds_on_media_empty_mid_job_and_survives_unplug() -> None:
+    async def scenario() -> None:
+        sim = IppSimulator(_config())
+        await sim.start()
+        try:
+            config = sim.patched_config()
+            assert isinstance(config, IppPrinterConfig)
+            async with IppPrinter.from_config(config, DeviceContext()) as printer:
+                assert printer.health.status is HealthStatus.OK
+                await printer.submit("s-1", PDF)
+                assert (await next_result(printer)).ok
+                await sim.control("set", {"state": "media_empty", "after_jobs": 1})
+                await printer.submit("s-2", PNG)
+                await wait_until(lambda: printer.health.detail == "paper out")
+                assert sim.state()["pending"] == 1
+                await sim.control("set", {"state": "ready"})
+                assert (await next_result(printer)).job_id == "s-2"
+                await sim.control("unplug", {})
+                await wait_until(lambda: printer.health.status is HealthStatus.UNAVAILABLE)
+                await printer.submit("s-3", PDF)
+                await sim.control("replug", {})
+                assert (await next_result(printer)).job_id == "s-3"
+            jobs = sim.state()["jobs"]
+            assert [(j["name"], j["format"], j["media"], j["scaling"]) for j in jobs] == [
+                ("s-1", "application/pdf", MEDIA_4X6, "fit"),
+                ("s-2", "image/png", MEDIA_4X6, "fit"),
+                ("s-3", "application/pdf", MEDIA_4X6, "fit"),
+            ]
+        finally:
+            await sim.stop()
+
+    run(scenario())
+
+
+def test_simulator_refuses_media_it_has_not_loaded() -> None:
+    async def scenario() -> None:
+        sim = IppSimulator(_config())
+        await sim.start()
+        try:
+            url = sim.url
+            async with IppPrinter.from_config(
+                _config(url, media="na_letter_8.5x11in"), DeviceContext()
+            ) as printer:
+                await printer.submit("letter", PDF)
+                result = await next_result(printer)
+                assert result.ok is False
+                assert "client-error-attributes-or-values-not-supported" in (result.reason or "")
+        finally:
+            await sim.stop()
+
+    run(scenario())
