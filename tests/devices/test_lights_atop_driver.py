@@ -273,3 +273,20 @@ def test_a_tag_refusing_messages_in_a_row_is_a_fault_until_it_takes_them() -> No
         assert driver.counts["event_illegal"] == 1
 
     run(scenario)
+
+
+def test_a_confirm_of_the_quantity_shown_before_is_stale_and_ignored() -> None:
+    async def scenario(driver: AtopController, sim: AtopSimulator) -> None:
+        await driver.show("A-013", Indication(Colour.BLUE, qty=5))
+        await driver.show("A-013", Indication(Colour.BLUE, qty=3))
+        await eventually(lambda: tag(sim, "A-013")["qty"] == 3)
+        # The tag reports a confirm while it still showed 5 (pressed as 3 was on its way).
+        sim.controller.send(bytes.fromhex("0F 00 60 00 00 00 06 0D 00 00 00 00 00 35 00"))
+        await eventually(lambda: driver.counts["presses_stale"] == 1)
+        assert driver._events._queue.empty()
+        # Counted down to 2 with the up/down keys, then confirm: a short of 2, not stale.
+        sim.controller.send(bytes.fromhex("0F 00 60 00 00 00 06 0D 00 00 00 00 00 32 00"))
+        press = await next_press(driver)
+        assert (press.slot, press.qty) == ("A-013", 2)
+
+    run(scenario)

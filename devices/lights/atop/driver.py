@@ -98,6 +98,8 @@ class AtopController(LightBar):
         self._refusals: dict[int, tuple[int, float]] = {}  # tag -> (in a row, last seen)
         self._refusing: set[int] = set()  # tags listed as a fault for refusing messages
         self._illegal = False
+        self._texts: dict[int, str] = {}  # tag -> what its display was last told to show
+        self._before: dict[int, str] = {}  # tag -> what it was told before that
         self._logged: Counter[str] = Counter()
         self.connected = asyncio.Event()
         self.counts: Counter[str] = Counter()
@@ -231,6 +233,7 @@ class AtopController(LightBar):
             if buzzer is not None:
                 frames.append(codec.simple(Sub.BUZZER_OFF, tag))
             self._cache[tag] = {"keys": False, "dark": True}
+            self._showing(tag, "")
             return frames
         c = self.config
         frames = []
@@ -246,6 +249,7 @@ class AtopController(LightBar):
                 frames.append(codec.flash_interval(tag, code))
                 cache["interval"] = code
         text = self._text(indication)
+        self._showing(tag, text)
         if text:
             frames.append(codec.display(tag, Digits.of(text, c.blank), flash=blinking))
         else:
@@ -267,6 +271,14 @@ class AtopController(LightBar):
         elif buzzer is not None:
             frames.append(codec.simple(Sub.BUZZER_OFF, tag))
         return frames
+
+    def _showing(self, tag: int, text: str) -> None:
+        """Remember what ``tag`` shows now and what it showed before (for stale presses)."""
+        now = self._texts.get(tag)
+        if now != text:
+            if now is not None:
+                self._before[tag] = now
+            self._texts[tag] = text
 
     def _buzz_off(self, tag: int) -> None:
         self._buzzers.pop(tag, None)
@@ -492,6 +504,25 @@ class AtopController(LightBar):
             # Keys are disabled where no task is shown; a press that crossed the disable
             # on the wire must not confirm the next line.
             self.counts["presses_unlit"] += 1
+            return
+        reported = message.digits.text().strip()
+        current = self._texts.get(tag)
+        if (
+            message.event is not Event.SHORTAGE
+            and current is not None
+            and reported != current
+            and reported == self._before.get(tag)
+        ):
+            # The key was pressed while the tag still showed the line before (the new
+            # display was on its way): it confirms nothing of the line shown now.
+            self.counts["presses_stale"] += 1
+            log.info(
+                "device %s: confirm of tag %d (%s) showing %r, no longer shown: ignored",
+                self.name,
+                tag,
+                slot,
+                reported,
+            )
             return
         if qty is None:
             # A key is enabled only with a quantity shown: a tag that powered on by itself
