@@ -58,7 +58,7 @@ def carrier_png() -> bytes:
 def eve(tmp_path: Path) -> Iterator[IppEvePrinter]:
     why = missing_ippeveprinter()
     if why is not None:
-        pytest.fail(f"{why}: make setup installs it")
+        pytest.fail(f"{why}: make test installs it (packaging/apt-install.sh)")
     with IppEvePrinter(tmp_path / "ipp") as printer:
         yield printer
 
@@ -214,6 +214,41 @@ def test_a_simulated_ipp_printer_under_simulate(tmp_path: Path, broker: LocalBro
             assert [(j["name"], j["format"], j["size"]) for j in jobs] == [
                 ("o1-label", "image/png", len(png))
             ]
+            assert node.terminate() == 0
+
+    run(node, scenario)
+
+
+def test_a_node_killed_while_the_printer_holds_its_label_never_prints_it_twice(
+    tmp_path: Path, broker: LocalBroker, eve: IppEvePrinter
+) -> None:
+    node = NodeProcess(node_file(tmp_path, broker, eve.url))
+    control = Control(tmp_path / NODE)
+    pdf = carrier_pdf(2)
+
+    async def scenario() -> None:
+        async with oms_for(broker) as oms:
+            await started(node, control, oms)
+            carrier = {"format": "pdf", "data": pdf}
+            reply = await oms.call(NODE, "pack", order("o1", label=None, carrier_label=carrier))
+            assert reply.status == "accepted"
+            eve.hold("media-empty-error")
+            await empty_scale(control)
+            await scans(control, "T-o1", GTIN_A, GTIN_A, "S2-CODE", "CONFIRM")
+            await scale(control, 850.0)
+            events = named(await next_events(oms, 3, SKIP, timeout=30))
+            assert events["print_delayed"]["job_id"] == "o1-label"
+            node.kill()  # power cut: the printer holds the job, the node forgets it was sent
+            eve.release()  # the roll is replaced: the held label prints
+            await started(node, control, oms)
+            shown = (await control.get("/api/state"))["workflow"]
+            assert shown["phase"] == "label_unknown"  # the node asks; it does not resend
+            await control.scan("CONFIRM")  # the packer: it did print
+            events = named(await next_events(oms, 2, SKIP, timeout=30))
+            assert events["label_printed"]["confirmed_by"] == "packer"
+            assert events["packed"]["order"] == "o1"
+            await asyncio.sleep(1.0)  # a second copy would have arrived by now
+            assert [j.name for j in eve.printed()] == ["o1-label"]
             assert node.terminate() == 0
 
     run(node, scenario)

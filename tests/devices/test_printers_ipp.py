@@ -246,7 +246,7 @@ def eve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IppEvePrinter]:
     """One real IPP printer for the module (each test leaves it running and clear)."""
     why = missing_ippeveprinter()
     if why is not None:
-        pytest.fail(f"{why}: make setup installs it")
+        pytest.fail(f"{why}: make test installs it (packaging/apt-install.sh)")
     with IppEvePrinter(tmp_path_factory.mktemp("ipp")) as printer:
         yield printer
 
