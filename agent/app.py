@@ -20,6 +20,7 @@ from typing import Any
 from agent.config import NodeConfig
 from agent.errors import ConfigError
 from agent.floor import DeviceFloor
+from agent.i18n import catalogue
 from agent.link.clock import wait_for_clock
 from agent.metrics import render
 from agent.node import Node
@@ -145,6 +146,8 @@ async def start_web(config: NodeConfig, node: Node, floor: DeviceFloor) -> WebSe
         control=control if floor.simulate else None,
         sim_state=sim_state if floor.simulate else None,
         metrics=lambda: render(node_families(node, floor)),
+        language=config.http.language,
+        words=catalogue(config.http.language, config.http.messages),
     )
     http = config.http
     port = await _listen(web.start, http.bind, http.port, ("http.bind", "http.port"))

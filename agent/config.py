@@ -43,9 +43,11 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from agent.errors import ConfigError
+from agent.i18n import catalogue
 from agent.link.settings import BrokerConfig
 from agent.roles import ROLES, manifest
 from agent.tomllines import field_path, key_lines, line_of
@@ -96,7 +98,8 @@ class HttpConfig(Strict):
     opens a second listener that serves ``/metrics`` and nothing else, on ``metrics_bind``
     (``0.0.0.0`` for every interface): the screen and its API stay on ``bind``, which a
     kiosk browser on the Pi reaches at 127.0.0.1. Nothing listens beyond localhost unless
-    the file says so.
+    the file says so. ``language`` picks the screen's words (``agent/static/i18n``), and
+    ``messages`` a site's file that adds or overrides them (:mod:`agent.i18n`).
     """
 
     bind: str = "127.0.0.1"
@@ -107,6 +110,12 @@ class HttpConfig(Strict):
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="a /metrics-only listener; none if unset"
     )
+    language: str = Field(
+        default="en", description="the screen's language: en, de, pl or one of the site file's"
+    )
+    messages: Path | None = Field(
+        default=None, description="a site's JSON file of screen words by language (agent.i18n)"
+    )
 
     @field_validator("metrics_port")
     @classmethod
@@ -114,6 +123,11 @@ class HttpConfig(Strict):
         if value is not None and value == info.data.get("port"):
             raise ValueError("is the screen's port: the metrics listener needs its own")
         return value
+
+    @model_validator(mode="after")
+    def _words(self) -> HttpConfig:
+        catalogue(self.language, self.messages)  # a ValueError names the language or file
+        return self
 
 
 class NodeConfig(Strict):

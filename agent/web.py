@@ -36,6 +36,8 @@ from urllib.parse import unquote, urlsplit
 
 import h11
 
+from agent.i18n import catalogue
+
 log = logging.getLogger("agent.web")
 
 MAX_BODY = 64 * 1024
@@ -106,6 +108,9 @@ class WebServer:
         metrics: renders ``GET /metrics`` (Prometheus text format); ``None``: no such route.
         action: answers ``POST /api/{path}`` with a JSON object body (the dashboard's
             acknowledgements); ``None``: no such routes.
+        language: the screen's language (the page's ``lang``).
+        words: the screen's words (:func:`agent.i18n.catalogue`), embedded in the page;
+            ``None``: the shipped catalogue of ``language``.
     """
 
     def __init__(
@@ -118,8 +123,12 @@ class WebServer:
         stream_interval_s: float = 0.2,
         metrics: MetricsFn | None = None,
         action: ActionFn | None = None,
+        language: str = "en",
+        words: dict[str, str] | None = None,
     ) -> None:
         self.state = state
+        self.language = language
+        self.words = words if words is not None else catalogue(language)
         self.page = page
         self.control = control
         self.sim_state = sim_state
@@ -333,8 +342,12 @@ class WebServer:
         if page.status != 200:
             return page
         state = json.dumps(self.state(), separators=(",", ":"), default=str).replace("</", "<\\/")
-        tag = f'<script id="state" type="application/json">{state}</script>'.encode()
-        return Response(200, page.body.replace(b"<!--STATE-->", tag), page.content_type)
+        tag = f'<script id="state" type="application/json">{state}</script>'
+        words = json.dumps(self.words, ensure_ascii=False).replace("</", "<\\/")
+        tag += f'<script id="words" type="application/json">{words}</script>'
+        body = page.body.replace(b"<!--STATE-->", tag.encode())
+        body = body.replace(b'<html lang="en">', f'<html lang="{self.language}">'.encode(), 1)
+        return Response(200, body, page.content_type)
 
     def _static(self, name: str) -> Response:
         if "/" in name or name.startswith("."):

@@ -99,9 +99,26 @@ class Page:
         )
         self.session = attached["sessionId"]
 
-    def evaluate(self, expression: str) -> Any:
-        result = self._send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+    def evaluate(self, expression: str, *, wait: bool = False) -> Any:
+        """The expression's value (``wait``: the value its promise settles to)."""
+        params = {"expression": expression, "returnByValue": True, "awaitPromise": wait}
+        result = self._send("Runtime.evaluate", params)
+        if "exceptionDetails" in result:
+            raise AssertionError(f"{expression[:80]}: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    def navigate(self, url: str, ready: str = "true", timeout: float = 15) -> None:
+        """Load ``url`` in this tab and wait until the JS expression ``ready`` is true."""
+        if self.session is None:
+            self.open(url)  # the first page of this tab
+        else:
+            self._send("Page.navigate", {"url": url})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.evaluate(f"document.readyState === 'complete' && !!({ready})"):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{url} not ready ({ready}) after {timeout} s")
 
     def wait_text(self, selector: str, expected: str, timeout: float = 15) -> str:
         """Wait until the element's text contains ``expected``; returns the text."""

@@ -164,7 +164,8 @@ def test_dashboard_live_at_tv_and_tablet_sizes(tmp_path: Path, broker: LocalBrok
 
             run(running.floor.simulators["scanner"].control("scan", {"code": "NOT-A-THING"}))
             page.wait_text("#exception-list li:first-child", "MIS-SCAN")
-            assert "NOT-A-THING" in page.wait_text("#exception-list", "unknown_code")
+            assert "NOT-A-THING" in page.wait_text("#exception-list", "barcode not known")
+            assert "unknown_code" not in page.evaluate("document.body.innerText")
 
             # o2 has had no news for 1.5 s: stuck, after the unrouted one, before o1.
             o2 = "document.querySelector('#order-rows tr[data-order=o2]')"
@@ -305,10 +306,10 @@ def test_without_a_router_orders_follow_their_events_and_exceptions_read_as_word
     assert [r["order"] for r in state["orders"]] == ["B", "A", "C"]
     texts = [(x["kind"], x["text"]) for x in state["exceptions"]]
     assert texts == [
-        ("load_refused", "load refused LANE-X (wrong_lane)"),
+        ("load_refused", "load refused LANE-X (wrong lane)"),
         ("print_failed", "label for A failed on label: paper out"),
         ("weighed", "check-weigh under A: 300.0 g, expected 380.0 g"),
-        ("short", "short B TEE at A2: 0/2 (empty)"),
+        ("short", "short B TEE at A2: 0/2 (location empty)"),
     ]
     assert state["stages"]["pick"] == 1 and state["stages"]["pack"] == 1
     # A point every 10 s from the bucket after the first line: at 20 s both lines (the pick

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("node and OMS side", ("agent.node", "agent.floor", "agent.oms")),
     ("node services", ("agent.web", "agent.systemd", "agent.metrics")),
     ("workflows", ("agent.workflows",)),
-    ("config", ("agent.config", "agent.tomllines", "agent.roles")),
+    ("config", ("agent.config", "agent.tomllines", "agent.roles", "agent.i18n")),
     ("link", ("agent.link",)),
     ("store", ("agent.store",)),
     ("wire", ("agent.wire",)),

@@ -71,12 +71,12 @@ def test_pack_screen_shows_progress_refusals_weight_verdict_and_printer_live(
                 await wait(page.wait_text, "#prompt", "Scan an order or tote barcode")
                 # Live: each scan changes the page without a reload.
                 await scans(control, "T-o1", GTIN_A)
-                progress = await wait(page.wait_text, 'tr[data-sku="S1"] .progress', "1 / 2")
+                progress = await wait(page.wait_text, '[data-sku="S1"] .progress', "1 / 2")
                 assert progress == "1 / 2"
                 await wait(page.wait_text, "#special", "Gift note: Happy birthday!")
                 await wait(page.wait_text, "#box", "Take box M")
                 await wait(page.wait_text, "#box", "Air pillows (90 % protection)")
-                await wait(page.wait_text, 'tr[data-sku="S2"]', "FRAGILE")
+                await wait(page.wait_text, '[data-sku="S2"]', "FRAGILE")
                 await scans(control, GTIN_B)
                 await wait(page.wait_text, "#notice", f"{GTIN_B} is not in order o1. Put it aside.")
                 assert "level-error" in page.html("#notice")
@@ -86,7 +86,7 @@ def test_pack_screen_shows_progress_refusals_weight_verdict_and_printer_live(
                 await wait(page.wait_text, "#notice", "S2: all 1 already scanned")
                 await wait(page.wait_text, "#slip-job", "packing slip printed: put it in the box")
                 await wait(page.wait_text, "#slip-printer", "ready")
-                assert 'class="done"' in page.html('tr[data-sku="S1"]')
+                assert 'class="line done"' in page.html('[data-sku="S1"]')
                 # The scale: moving, then a stable overweight reading and its verdict.
                 await control.scan("CONFIRM")
                 await scale(control, 1400.0, "moving")
@@ -145,8 +145,9 @@ def test_pack_screen_at_800x480_shows_printers_slips_and_queue_without_scrolling
                 await asyncio.to_thread(page.open, control.url + "/")
                 page.viewport(width, height)
                 wait = asyncio.to_thread
-                await wait(page.wait_text, "#queue", "o3 (tote T-o3), 1 item")
-                last = "document.querySelector('#queue li:last-child').innerText"
+                # No order open: the orders waiting are what the packer takes next.
+                await wait(page.wait_text, "#lines", "o3 (tote T-o3), 1 item")
+                last = "document.querySelector('#lines .line:last-child').innerText"
                 assert page.evaluate(last) == "o3 (tote T-o3), 1 item"  # not "1 items"
                 await scans(control, "T-o1", GTIN_A, GTIN_B)
                 await wait(page.wait_text, "#notice", f"{GTIN_B} is not in order o1")
@@ -156,8 +157,10 @@ def test_pack_screen_at_800x480_shows_printers_slips_and_queue_without_scrolling
                 await wait(page.wait_text, "#printer", "PROBLEM")
                 assert page.evaluate("innerWidth") == width
                 assert page.evaluate("innerHeight") == height
-                # The banner (node line, notice, prompt) is a slim strip, not 40 %.
-                assert page.rect("#prompt")["bottom"] <= 0.25 * height
+                # The printer's fault is one line on top, named in words.
+                await wait(page.wait_text, "#banner", "DEVICE FAULT: label: ")
+                # The banners (node line, fault, notice, prompt) are a slim strip, not 40 %.
+                assert page.rect("#prompt")["bottom"] <= 0.3 * height
                 # Nothing needs a scroll: not the page, and not what a packer must see.
                 assert page.evaluate("document.documentElement.scrollHeight") <= height
                 assert page.evaluate("document.documentElement.scrollWidth") <= width
@@ -168,8 +171,7 @@ def test_pack_screen_at_800x480_shows_printers_slips_and_queue_without_scrolling
                     "#weight",
                     "#printer",
                     "#slip-printer",
-                    "#queue li:last-child",
-                    "#refusals",
+                    "#refusals li",
                 ):
                     box = page.rect(selector)
                     assert box["height"] > 0, selector

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agent.i18n import reason_words
 from agent.metrics import Family, bump, counter, gauge, render
 from agent.oms.kpi import Kpis, field_of
 
@@ -514,16 +515,18 @@ def _exception_text(name: str, body: Any) -> str | None:
     def f(key: str) -> Any:
         return field_of(body, key)
 
+    def why() -> str:  # the reason code in the words of the screens' catalogue
+        return reason_words(str(f("reason") or ""))
+
     if name == "short":
         return (
-            f"short {f('order')} {f('sku')} at {f('location')}: "
-            f"{f('picked')}/{f('qty')} ({f('reason')})"
+            f"short {f('order')} {f('sku')} at {f('location')}: {f('picked')}/{f('qty')} ({why()})"
         )
     if name == "misscan":
         where = f" at {f('location')}" if f("location") else ""
-        return f"mis-scan {f('code')} ({f('reason')}){where}"
+        return f"mis-scan {f('code')} ({why()}){where}"
     if name in ("pack_refused", "load_refused", "return_refused"):
-        return f"{name.replace('_', ' ')} {f('code') or ''} ({f('reason')})".replace("  ", " ")
+        return f"{name.replace('_', ' ')} {f('code') or ''} ({why()})".replace("  ", " ")
     if name == "weighed" and f("verdict") in ("over", "under"):
         return (
             f"check-weigh {f('verdict')} {f('order')}: {f('actual_g')} g, "
@@ -531,7 +534,7 @@ def _exception_text(name: str, body: Any) -> str | None:
         )
     if name in ("print_failed", "print_delayed"):
         verb = "failed" if name == "print_failed" else "late"
-        return f"{f('document')} for {f('order')} {verb} on {f('printer')}: {f('reason')}"
+        return f"{f('document')} for {f('order')} {verb} on {f('printer')}: {why()}"
     if name == "expired":
         return f"task {f('task')} expired"
     if name == "no_free_colour":

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -30,6 +30,7 @@ from agent.wire.messages import (
     Envelope,
     Id,
     ItemResult,
+    Text,
     Wire,
     register_command,
     register_event,
@@ -60,6 +61,7 @@ class PutItem(Wire):
     sku: Id
     qty: int = Field(ge=1, le=9999)
     barcodes: list[Barcode] = Field(default_factory=list, max_length=MAX_BARCODES_PER_TASK)
+    description: Text = ""
 
 
 class PutOrder(Wire):
@@ -129,13 +131,14 @@ class PutWallSettings(BaseModel):
 
 @dataclass(slots=True)
 class WallOrder:
-    """An order in a cubby: per SKU, [expected, put so far] and its barcodes."""
+    """An order in a cubby: per SKU, [expected, put so far], its barcodes and its name."""
 
     order: str
     slot: str
     items: dict[str, list[int]]
     barcodes: dict[str, tuple[str, ...]]
     arrival: int
+    names: dict[str, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -149,6 +152,7 @@ class WallOrder:
             "items": {sku: list(v) for sku, v in self.items.items()},
             "barcodes": {sku: list(b) for sku, b in self.barcodes.items()},
             "arrival": self.arrival,
+            "names": self.names,
         }
         return StoredTask(f"put:{self.order}", ORDER, None, data)
 
@@ -162,6 +166,7 @@ class WallOrder:
             {sku: list(v) for sku, v in d["items"].items()},
             {sku: tuple(b) for sku, b in d["barcodes"].items()},
             d["arrival"],
+            dict(d.get("names", {})),
         )
 
 
@@ -240,12 +245,13 @@ class PutWallWorkflow:
                 continue
             counts: dict[str, list[int]] = {}
             barcodes: dict[str, tuple[str, ...]] = {}
+            names = {item.sku: item.description for item in o.items if item.description}
             for item in o.items:
                 counts.setdefault(item.sku, [0, 0])[0] += item.qty
                 barcodes[item.sku] = tuple(
                     dict.fromkeys((*barcodes.get(item.sku, ()), *item.barcodes))
                 )
-            order = WallOrder(o.order, o.slot, counts, barcodes, self._arrivals)
+            order = WallOrder(o.order, o.slot, counts, barcodes, self._arrivals, names)
             self._arrivals += 1
             self.orders[o.order] = order
             self.slots[o.slot] = o.order
@@ -391,7 +397,12 @@ class PutWallWorkflow:
         """Nothing periodic on a put wall."""
 
     def snapshot(self) -> dict[str, Any]:
-        """Open orders per cubby with their progress, and the item waiting for its put."""
+        """Open orders per cubby, the item waiting for its put, and the wall's size.
+
+        The item waiting names its cubby and, when the ``put`` command gave one, its name;
+        ``slots`` (every cubby) against the orders and ``done_slots`` is how full it is.
+        """
+        pending = self.pending
         return {
             "orders": {
                 o.order: {
@@ -401,12 +412,15 @@ class PutWallWorkflow:
                 for o in self.orders.values()
             },
             "done_slots": sorted(self.done_slots),
+            "slots": len(self._locations),
             "pending": None
-            if self.pending is None
+            if pending is None
             else {
-                "order": self.pending.order,
-                "sku": self.pending.sku,
-                "qty": self.pending.qty,
+                "order": pending.order,
+                "sku": pending.sku,
+                "qty": pending.qty,
+                "slot": self.orders[pending.order].slot,
+                "description": self.orders[pending.order].names.get(pending.sku, ""),
             },
         }
 
@@ -415,7 +429,7 @@ ROLE = RoleManifest(
     name="put_wall",
     settings=PutWallSettings,
     workflow=PutWallWorkflow,
-    page="zone.html",
+    page="wall.html",
     misscan_events=frozenset({"misscan"}),
     shows_locations=True,
 )

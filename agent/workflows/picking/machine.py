@@ -108,6 +108,7 @@ class PickingWorkflow:
         self._done: OrderedDict[str, str | None] = OrderedDict()  # finished id -> wave
         self._deadlines: set[str] = set()
         self._zone_lit = False
+        self._zone_tote: tuple[str, str] | None = None  # (order, tote) the zone lamp is for
         self._arrivals = 0
         self._releases = 0
         self._logins = 0
@@ -564,6 +565,7 @@ class PickingWorkflow:
             if line.container is None:
                 return  # no tote to pass on
             self._zone_lit = True
+            self._zone_tote = (line.order, line.container)
             step.light(ZONE_LAMP, DONE.colour.value, DONE.pattern.value, text=DONE.text)
             step.emit(
                 "zone_done",
@@ -798,6 +800,8 @@ class PickingWorkflow:
                     "picker": shown.picker,
                     "express": shown.express,
                     "lit_at": shown.lit_at,
+                    "description": shown.description,
+                    "container": shown.container,
                 },
                 "tote": None
                 if location not in self._totes
@@ -814,5 +818,8 @@ class PickingWorkflow:
             "orders": dict(self.orders),
             "waves": dict(self.waves),
             "zone_done": self._zone_lit,
+            "zone_done_tote": None
+            if not self._zone_lit or self._zone_tote is None
+            else {"order": self._zone_tote[0], "container": self._zone_tote[1]},
             "counts": dict(self.counts),
         }

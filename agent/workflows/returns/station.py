@@ -96,6 +96,11 @@ class Unit:
     bin: str | None = None
 
 
+def _name(ret: Return, unit: Unit) -> str:
+    """The unit's item name as its RMA line gives it ("" when the RMA does not know it)."""
+    return ret.lines[unit.line].description if unit.line is not None else ""
+
+
 @dataclass(slots=True)
 class Return:
     """An announced or open return."""
@@ -548,6 +553,7 @@ class ReturnsWorkflow:
             {
                 "rma": ret.rma,
                 "sku": unit.sku,
+                "description": _name(ret, unit),
                 "code": unit.code,
                 "reason": unit.reason,
                 "grade": unit.grade,
@@ -686,6 +692,7 @@ class ReturnsWorkflow:
                 else {
                     "n": unit.n,
                     "sku": unit.sku,
+                    "description": _name(ret, unit),
                     "code": unit.code,
                     "flag": unit.flag,
                     "hazardous": unit.hazardous,
