@@ -17,7 +17,8 @@ tell (``paper_out``, ``paused``, ``offline``, ...): a silent Zebra may be out of
 or offline, and ``answered``/``reachable`` say what is known.
 
 ``zone-agent sim printer --lang zpl [--port 9100]`` runs a simulated printer on
-127.0.0.1 until Ctrl-C; the first output line is ``host:port``.
+127.0.0.1 until Ctrl-C; the first output line is ``host:port`` (for ``--lang ipp``, the
+printer's ``ipp://`` URL).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import asyncio
 import json
 import sys
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -37,6 +38,9 @@ from devices.printers.base import Printer, PrinterConfig, PrinterQueueConfig
 from devices.printers.escpos import EscposPrinter, EscposPrinterConfig, sample_slip
 from devices.printers.sim import EscposSimulator, ZplSimulator, _TcpPrinterSim
 from devices.printers.zpl import ZplPrinter, ZplPrinterConfig, sample_label
+
+if TYPE_CHECKING:
+    from devices.printers.ipp_sim import IppSimulator
 
 
 def _say(line: str, *, err: bool = False) -> None:
@@ -179,8 +183,14 @@ async def run_test(args: argparse.Namespace) -> int:
 
 async def run_sim(args: argparse.Namespace) -> int:
     """``sim printer``: a simulated printer on TCP until Ctrl-C."""
-    sim: _TcpPrinterSim
-    if args.lang == "zpl":
+    sim: _TcpPrinterSim | IppSimulator
+    if args.lang == "ipp":
+        from devices.printers.ipp import IppPrinterConfig
+        from devices.printers.ipp_sim import IppSimulator
+
+        url = f"ipp://{args.host}:{args.port}/ipp/print"
+        sim = IppSimulator(IppPrinterConfig(name="sim", url=url), host=args.host, port=args.port)
+    elif args.lang == "zpl":
         sim = ZplSimulator(
             ZplPrinterConfig(name="sim", host=args.host), host=args.host, port=args.port
         )
@@ -194,7 +204,7 @@ async def run_sim(args: argparse.Namespace) -> int:
             f"zone-agent: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", err=True
         )
         return EXIT_FAILURE
-    _say(sim.address)
+    _say(sim.address if isinstance(sim, _TcpPrinterSim) else sim.url)
     try:
         seen = 0
         while True:
@@ -252,8 +262,8 @@ def register(commands: Any, sim: Any) -> None:
     )
     test.set_defaults(func=run_test)
 
-    simulate = sim.add_parser("printer", help="a ZPL or ESC/POS printer on TCP")
-    simulate.add_argument("--lang", choices=("zpl", "escpos"), required=True)
+    simulate = sim.add_parser("printer", help="a ZPL, ESC/POS or IPP printer on TCP")
+    simulate.add_argument("--lang", choices=("zpl", "escpos", "ipp"), required=True)
     simulate.add_argument("--host", default="127.0.0.1", help="address to listen on")
     simulate.add_argument("--port", type=int, default=9100, help="TCP port (0: any free one)")
     simulate.set_defaults(func=run_sim)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -463,3 +466,25 @@ def test_simulator_refuses_media_it_has_not_loaded() -> None:
             await sim.stop()
 
     run(scenario())
+
+
+def test_sim_printer_lang_ipp_prints_its_url_then_counts_jobs() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exe = Path(sys.executable).with_name("zone-agent")
+    proc = subprocess.Popen(
+        [str(exe), "sim", "printer", "--lang", "ipp", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        url = f"ipp://127.0.0.1:{port}/ipp/print"
+        assert proc.stdout.readline() == url + "\n"
+        assert main(["printer", "test", "--lang", "ipp", "--url", url]) == EXIT_OK
+        assert proc.stdout.readline() == "jobs printed: 1\n"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
