@@ -155,6 +155,16 @@ class Page:
         assert found is not None, f"no {selector} on the page"
         return {key: float(value) for key, value in found.items()}
 
+    def click(self, selector: str) -> None:
+        """Click the middle of the element as a mouse would (what is on top there gets it)."""
+        box = self.rect(selector)
+        x, y = (box["left"] + box["right"]) / 2, (box["top"] + box["bottom"]) / 2
+        for kind in ("mousePressed", "mouseReleased"):
+            self._send(
+                "Input.dispatchMouseEvent",
+                {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1},
+            )
+
     def screenshot(self, path: Path) -> None:
         """Save what the viewport shows as a PNG (to look at a layout by eye)."""
         data = self._send("Page.captureScreenshot", {"format": "png"})["data"]
