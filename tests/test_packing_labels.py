@@ -277,3 +277,11 @@ def test_a_carrier_pdf_over_64_kib_passes_the_wire_and_a_long_string_does_not() 
             COMMANDS,
         )
     assert caught.value.reason == "bad_msgpack"
+
+
+def test_the_screen_shows_the_printer_of_the_open_orders_label() -> None:
+    s = Station([ZEBRA, DYMO])
+    assert s.wf.snapshot()["devices"]["label_printer"] == "zebra"
+    assert s.command(carrier("pdf", PDF)).status == "accepted"
+    s.to_label()
+    assert s.wf.snapshot()["devices"]["label_printer"] == "dymo"

@@ -165,7 +165,11 @@ def snapshot(station: PackStation) -> dict[str, Any]:
             "at": station.weight_at,
         },
         "devices": {
-            "label_printer": station.label_printer,
+            # The printer the open order's label goes to (a PDF to the IPP printer, ZPL to
+            # the Zebra): the screen shows that one's health.
+            "label_printer": station.label_printer
+            if order is None
+            else str(order.extra.get("label_printer", station.label_printer)),
             "slip_printer": station.slip_printer,
             "scale": station.scale,
         },
