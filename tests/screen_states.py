@@ -40,6 +40,10 @@ def item_name(n: int) -> str:
     return _WORDS[n % len(_WORDS)][:60]
 
 
+UNPLUGGED = {"status": "unavailable", "detail": "USB cable unplugged"}
+PRINTER_FAULT = {"status": "fault", "detail": "no status reply: media out, head open or offline"}
+
+
 def _node(
     role: str,
     node: str,
@@ -48,12 +52,16 @@ def _node(
     devices: dict[str, Any],
     variant: str,
 ) -> dict[str, Any]:
-    if variant == "fault":
-        name = next(iter(devices))
-        devices = {
-            **devices,
-            name: {**devices[name], "status": "unavailable", "detail": "USB cable unplugged"},
-        }
+    if variant == "fault":  # the first device unplugged, a printer or light bus in a fault
+        first, *rest = devices
+        devices = {**devices, first: {**devices[first], **UNPLUGGED}}
+        for name in rest:
+            if devices[name]["kind"] in ("zpl_printer", "atop_bus"):
+                devices[name] = {**devices[name], **PRINTER_FAULT}
+        if role == "pick":  # two tags of the shelf dead
+            parts = {"C04-2": {"status": "unavailable", "detail": "no answer"}}
+            parts["H05-3"] = {"status": "fault", "detail": "malfunction"}
+            devices["shelf"] = {**devices["shelf"], "status": "ok", "detail": "", "parts": parts}
     return {
         "site": "dc-leipzig-2",
         "node": node,

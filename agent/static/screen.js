@@ -66,21 +66,23 @@ function fitList(box, items, moreKey) {
 // Whether the screen is too small for what it shows: a column, section or list is cut, or
 // a list shows none of its rows.
 const cut = (e) => e.scrollHeight > e.clientHeight + 1 || e.scrollWidth > e.clientWidth + 1;
-function crowded() {
-  for (const e of document.querySelectorAll(".col, section, .fit")) {
+function crowded(scope) {
+  if (cut(scope)) return true;
+  for (const e of scope.querySelectorAll(".col, section, .fit")) {
     if (!e.getClientRects().length) continue;
     if (cut(e) || (e.dataset.shown === "0" && e.dataset.total !== "0")) return true;
   }
   return false;
 }
-// Render; while the screen is crowded, hide the optional sections ([data-drop], lowest
+// Render; while a column is crowded, hide its optional sections ([data-drop], lowest
 // first: what a worker can do without) and render again, so what stays is whole.
 function settle(render, s) {
   const optional = [...document.querySelectorAll("[data-drop]")].sort((a, b) => a.dataset.drop - b.dataset.drop);
   for (const section of optional) section.hidden = false;
   render(s);
   for (const section of optional) {
-    if (!crowded()) break;
+    const column = section.closest(".col") || document.body;
+    if (!crowded(column)) continue;  // its own column has room: it stays
     section.hidden = true;
     render(s);
   }
