@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from agent.errors import ConfigError
 from agent.oms.fulfilment import Fulfilment, OrderFile, Send, read_order_file
@@ -20,7 +22,7 @@ from agent.wire.messages import (
     WaveCommand,
 )
 from agent.workflows.dispatch import LoadCommand
-from agent.workflows.packing import OwnLabel, PackCommand, PackLine, ShipTo
+from agent.workflows.packing import CarrierLabel, OwnLabel, PackCommand, PackLine, ShipTo
 from agent.workflows.picking import Picked
 from agent.workflows.putwall import PutCommand, PutItem, PutOrder
 from agent.workflows.returns import RmaCommand
@@ -404,6 +406,32 @@ def test_the_pack_command_carries_catalogue_facts_and_the_carrier_label() -> Non
         company_prefix="4012345",
         serial_reference="42",  # the carrier label of Z took no serial
     )
+
+
+def test_a_carrier_pdf_in_the_order_file_goes_in_the_pack_command() -> None:
+    pdf = b"%PDF-1.4\n" + bytes(range(256)) * 300 + b"\n%%EOF\n"  # 77 KB, binary
+    entry = {"format": "pdf", "base64": base64.b64encode(pdf).decode()}
+    f = started(
+        {"pick-a": pick("A1", "A2"), "pack": station()}, order("P", ("MUG", 1), carrier_label=entry)
+    )
+    (send,) = picked(f, "P-1", 1)
+    assert isinstance(send.body, PackCommand)
+    assert send.body.carrier_label == CarrierLabel(format="pdf", data=pdf)
+    assert (send.body.label, send.body.carrier_zpl) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ({"format": "pdf", "base64": "bm90IGEgcGRm"}, "not a PDF"),
+        ({"format": "png", "base64": "%%%%"}, "not base64"),
+    ],
+)
+def test_a_bad_carrier_label_in_the_order_file_is_refused(
+    entry: dict[str, str], words: str
+) -> None:
+    with pytest.raises(ValidationError, match=words):
+        orders(order("P", ("MUG", 1), carrier_label=entry))
 
 
 def test_the_least_loaded_pack_station_gets_the_order() -> None:

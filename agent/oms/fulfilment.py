@@ -42,6 +42,7 @@ Order files (JSON with a catalogue, or CSV) are described in docs/orders.md;
 from __future__ import annotations
 
 import asyncio
+import binascii
 import csv
 import functools
 import json
@@ -69,7 +70,7 @@ from agent.wire.messages import (
     Wire,
 )
 from agent.workflows.dispatch.messages import LoadCommand, Parcel
-from agent.workflows.packing import OwnLabel, PackCommand, PackLine, ShipTo
+from agent.workflows.packing import CarrierLabel, OwnLabel, PackCommand, PackLine, ShipTo
 from agent.workflows.putwall import PutCommand, PutItem, PutOrder
 from agent.workflows.returns.messages import Grade, Reason, ReturnLine, Rma, RmaCommand
 
@@ -143,6 +144,30 @@ class OrderLine(_Model):
     barcodes: list[Barcode] = Field(default_factory=list, max_length=MAX_BARCODES_PER_TASK)
 
 
+class CarrierLabelEntry(_Model):
+    """The carrier's label in an order file: its format and its bytes in base64.
+
+    Checked as the pack command's ``carrier_label`` is (``%PDF-``, the PNG signature,
+    ``^XA``...``^XZ``; at most 400,000 bytes).
+    """
+
+    format: Literal["pdf", "png", "zpl"]
+    base64: str = Field(min_length=4, max_length=540_000)
+
+    @model_validator(mode="after")
+    def _check(self) -> CarrierLabelEntry:
+        self.label()
+        return self
+
+    def label(self) -> CarrierLabel:
+        """The pack command's ``carrier_label``."""
+        try:
+            data = binascii.a2b_base64(self.base64, strict_mode=True)
+        except binascii.Error as exc:
+            raise ValueError(f"base64 is not base64: {exc}") from exc
+        return CarrierLabel(format=self.format, data=data)
+
+
 class Order(_Model):
     """One customer order as the OMS received it from a sales channel.
 
@@ -157,6 +182,8 @@ class Order(_Model):
         ship_to: the addressee, for the station's own label.
         carrier: the carrier and ``service`` on the station's own label.
         carrier_zpl: the carrier's own label as ZPL, printed byte for byte instead.
+        carrier_label: the carrier's own label as PDF, PNG or ZPL (base64), printed as it
+            is by a printer of the pack station that takes its format.
         tracking: the carrier's tracking number (the barcode on its label): how the dock
             knows a parcel whose label carries no SSCC.
         lines: what to pick.
@@ -173,6 +200,7 @@ class Order(_Model):
     carrier: str = Field(default="", max_length=64)
     service: str = Field(default="", max_length=64)
     carrier_zpl: str | None = Field(default=None, max_length=60_000)
+    carrier_label: CarrierLabelEntry | None = None
     tracking: Id | None = None
     lines: list[OrderLine] = Field(min_length=1, max_length=100)
 
@@ -185,6 +213,8 @@ class Order(_Model):
             "^XA" in self.carrier_zpl and "^XZ" in self.carrier_zpl
         ):
             raise ValueError("carrier_zpl is not a ZPL label (no ^XA ... ^XZ)")
+        if self.carrier_zpl is not None and self.carrier_label is not None:
+            raise ValueError("give carrier_zpl or carrier_label, not both")
         return self
 
 
@@ -624,7 +654,8 @@ class Fulfilment:
 
     def carrier_of(self, order: Order) -> str:
         """The carrier of the order's parcel (the station's own label says Standard)."""
-        return order.carrier or ("Standard" if order.carrier_zpl is None else "")
+        own = order.carrier_zpl is None and order.carrier_label is None
+        return order.carrier or ("Standard" if own else "")
 
     def _packed(self, progress: OrderProgress) -> list[Send]:
         progress.status = "packed"
@@ -757,8 +788,11 @@ class Fulfilment:
             )
         label = None
         carrier_zpl = None
+        carrier_label = None
         if order.carrier_zpl is not None:
             carrier_zpl = order.carrier_zpl.encode()
+        elif order.carrier_label is not None:
+            carrier_label = order.carrier_label.label()
         else:
             label = OwnLabel(
                 ship_to=order.ship_to or ShipTo(name=f"Order {order.order}"),
@@ -777,6 +811,7 @@ class Fulfilment:
             bonus_item=order.bonus_item,
             packing_slip=order.packing_slip,
             carrier_zpl=carrier_zpl,
+            carrier_label=carrier_label,
             label=label,
         )
 
