@@ -53,13 +53,17 @@ def site_file(
 class SiteProcess:
     """``zone-agent site serve FILE --port 0`` as a child process."""
 
-    def __init__(self, path: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, path: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.path = path
+        self.args = args
         self.ready = path.with_suffix(".ready")
         self.log = path.with_suffix(".log")
         self.env = {**os.environ, "ZONE_AGENT_SITE_TOKENS": TOKEN, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.ready_data: dict[str, Any] = {}
 
     def start(self, timeout: float = 30) -> None:
         """Start it and wait until its API listens."""
@@ -77,6 +81,7 @@ class SiteProcess:
                 "0",
                 "--ready-file",
                 str(self.ready),
+                *self.args,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -92,6 +97,7 @@ class SiteProcess:
                 data = json.loads(self.ready.read_text())
                 if data["pid"] == self.proc.pid:
                     self.url = data["url"]
+                    self.ready_data = data
                     return
             except (OSError, ValueError, KeyError):
                 pass

@@ -1,7 +1,8 @@
 """``zone-agent site ...``: the site service on the command line.
 
 * ``site serve SITE_FILE``: run the service (docs/api.md): the log, the exactly-once
-  protocol toward every node, the HTTP API and the webhooks. Exit 0 on SIGTERM/SIGINT, 1
+  protocol toward every node, the HTTP API and the webhooks (``--dashboard-port``: the
+  supervisor dashboard too, built from the log). Exit 0 on SIGTERM/SIGINT, 1
   when the log fails or the leadership is lost (systemd starts it again, as the standby),
   2 for an invalid site file, a refused broker login or a port in use.
 * ``site check SITE_FILE``: validate a site file without starting anything.
@@ -35,6 +36,12 @@ def register(commands: Any, sim: Any) -> None:
     serve.add_argument("file", type=Path, help="the site file (docs/api.md)")
     serve.add_argument("--port", type=int, help="override [api] port (0: a free one)")
     serve.add_argument("--ready-file", type=Path, help="write {url, pid} here once the API listens")
+    serve.add_argument(
+        "--dashboard-port",
+        type=int,
+        help="also serve the supervisor dashboard, built from the log, on 127.0.0.1:PORT "
+        "(0: a free one; docs/dashboard.md)",
+    )
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", help="validate a site file")
     check.add_argument("file", type=Path)
@@ -141,8 +148,23 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     scheme = "https" if api.tls_cert else "http"
     url = f"{scheme}://{api.bind}:{port}"
     print(f"site service {config.site}: API on {url}, docs at {url}/docs", flush=True)
+    ready: dict[str, Any] = {"url": url, "pid": os.getpid()}
+    board = None
+    if args.dashboard_port is not None:
+        from agent.oms.site.board import board_for
+
+        board = board_for(service)
+        try:
+            web = await board.start("127.0.0.1", args.dashboard_port)
+        except OSError as exc:
+            print(f"the dashboard could not listen: {exc}", file=sys.stderr)
+            server.should_exit = True
+            store.close()
+            return EXIT_USAGE
+        ready["dashboard"] = f"http://127.0.0.1:{web.port}/"
+        print(f"dashboard on {ready['dashboard']}", flush=True)
     if args.ready_file:
-        args.ready_file.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+        args.ready_file.write_text(json.dumps(ready))
     code = EXIT_OK
     try:
         await service.run(stop)
@@ -160,6 +182,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         log.error("stopping: %s", exc)
         code = EXIT_FAILURE
     finally:
+        if board is not None:
+            await board.close()
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(serving, 10)

@@ -1,0 +1,145 @@
+"""The supervisor dashboard served by the site service, built from its durable log.
+
+``zone-agent site serve SITE_FILE --dashboard-port 8900`` serves the page of
+``agent.oms.dashboard`` (docs/dashboard.md) beside the API. Its ``SiteView`` is fed from
+the log, not from the broker: at start every entry is replayed in log order (the nodes'
+births and offline messages, which the service logs with ``seq`` null, rebuild the fleet;
+every node event goes through ``SiteView.on_event`` as it did live), and then it follows
+the log as it grows. So a restarted service, or the standby that took over, shows the same
+orders, exceptions (from events, with the times the events carried) and KPIs as before.
+
+The page listens on 127.0.0.1 only: it has no login (the API's tokens do not cover it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from agent.oms.client import NodeEvent, NodeView, OmsClient
+from agent.oms.dashboard import SiteView, serve_dashboard
+from agent.wire.messages import Envelope, State
+
+if TYPE_CHECKING:
+    from agent.oms.site.log import Entry, SqlLog
+    from agent.oms.site.service import HeadNotifier, SiteService
+    from agent.web import WebServer
+
+log = logging.getLogger("agent.oms.site")
+
+READ_BATCH = 2000
+"""Log entries read at a time while replaying or following."""
+POLL_S = 1.0
+"""How long the follower waits for the head to move before it reads anyway (another
+instance writing the shared log does not wake this one's notifier)."""
+
+
+def apply(view: SiteView, entry: Entry) -> None:
+    """Feed one log entry to the view: a birth or offline message, or a node event."""
+    try:
+        body: dict[str, Any] = json.loads(entry.body)
+    except ValueError:
+        log.warning("log entry %d: body is not JSON; the dashboard skips it", entry.id)
+        return
+    if entry.seq is None:
+        if entry.name in ("online", "offline"):
+            _birth(view.oms, entry, body)
+        return  # a gap record: events another OMS took, nothing to show of them
+    envelope = Envelope(v=1, id=str(entry.id), ts=entry.ts, seq=entry.seq, body=body)
+    store = entry.store or None
+    node = view.oms.nodes.get(entry.node)
+    if node is not None:
+        stream = node.stream_of(store)
+        stream.delivered = max(stream.delivered, entry.seq)
+    view.on_event(NodeEvent(entry.node, entry.name, envelope, body, store))
+
+
+def _birth(oms: OmsClient, entry: Entry, body: dict[str, Any]) -> None:
+    boot = body.pop("boot", None)
+    try:
+        state = State.model_validate(body)
+    except ValidationError as exc:
+        log.warning("log entry %d: %s's state does not read: %s", entry.id, entry.node, exc)
+        return
+    view = oms.nodes.setdefault(entry.node, NodeView(entry.node))
+    view.online = state.online
+    if state.online:  # an offline message (the Will) says only that: the birth stays
+        view.state = state
+        view.boot = boot if isinstance(boot, int) else view.boot
+        view.store = state.store or entry.store or view.store
+
+
+@dataclass(slots=True)
+class LogBoard:
+    """A ``SiteView`` kept up to date from the log, and the page serving it."""
+
+    view: SiteView
+    store: SqlLog
+    head: HeadNotifier
+    service: SiteService | None = None
+    cursor: int = 0
+    web: WebServer | None = None
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def catch_up(self) -> int:
+        """Apply every entry after the cursor; returns how many."""
+        applied = 0
+        while True:
+            entries = await asyncio.to_thread(self.store.read, self.cursor, READ_BATCH)
+            for entry in entries:
+                apply(self.view, entry)
+            if entries:
+                self.cursor = entries[-1].id
+                applied += len(entries)
+            if len(entries) < READ_BATCH:
+                return applied
+
+    async def follow(self) -> None:
+        """Catch up whenever the log grows, until cancelled."""
+        while True:
+            self._mirror_link()
+            await self.head.wait(self.cursor, POLL_S)
+            await self.catch_up()
+
+    def _mirror_link(self) -> None:
+        # The page's "OMS online" is the service's broker link (none while standing by).
+        client = self.service.client if self.service is not None else None
+        connected = self.view.oms.transport.connected
+        if client is not None and client.transport.connected.is_set():
+            connected.set()
+        else:
+            connected.clear()
+
+    async def start(self, bind: str, port: int) -> WebServer:
+        """Replay the log, then serve the page and follow the log."""
+        replayed = await self.catch_up()
+        log.info("dashboard: %d log entries replayed", replayed)
+        self.web = await serve_dashboard(self.view, bind, port)
+        self._task = asyncio.create_task(self.follow())
+        return self.web
+
+    async def close(self) -> None:
+        """Stop following and serving."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.web is not None:
+            await self.web.close()
+
+
+def board_for(service: SiteService) -> LogBoard:
+    """The dashboard of a site service: its own view of the fleet, fed from the service's log.
+
+    The ``OmsClient`` here never connects: it only holds the node views the log's births
+    rebuild, as the page expects them.
+    """
+    config = service.config
+    oms = OmsClient(config.broker, config.site, client_id=f"{config.client_id}-board")
+    return LogBoard(SiteView(oms), service.log, service.head, service)
