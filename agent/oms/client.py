@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -295,7 +296,9 @@ class OmsClient:
             view.link = state.link
             view.online = True
             view.state = state
-            view.online_at = asyncio.get_running_loop().time()
+            # time.monotonic() is the default loop's clock, and works outside a loop too
+            # (births are also fed by hand, in tests and tools).
+            view.online_at = time.monotonic()
             self._resend_wake.set()
         else:
             if view.boot is not None and envelope.boot != view.boot:
@@ -368,7 +371,7 @@ class OmsClient:
         self._answered_corr[pending.msg_id] = (pending.name, pending.first_no)
         view = self.nodes.get(pending.node)
         if view is not None:
-            view.answered_at = asyncio.get_running_loop().time()
+            view.answered_at = time.monotonic()
         try:
             pending.reply.set_result(Reply.model_validate(envelope.body))
         except ValueError as exc:
