@@ -19,6 +19,7 @@ from agent.workflows.packing import PackingWorkflow, PackSettings
 from agent.workflows.picking import ZONE_LAMP, PickingWorkflow, PickSettings
 from agent.workflows.putwall import PutWallWorkflow
 from agent.workflows.returns import ReturnsSettings, ReturnsWorkflow
+from agent.workflows.returns.messages import REASONS
 from devices.events import Button, ButtonPress, Scan
 
 ENV = Envelope(v=1, id="c1", ts=0, body={})
@@ -274,16 +275,7 @@ def returns(variant: str = "normal") -> dict[str, Any]:
     """An 8-line return open, 3 units received, one judged and lit for its bin, 12 expected."""
     wf = ReturnsWorkflow(ReturnsSettings(bins=BINS), label_printer=None)  # type: ignore[arg-type]
     floor = _Floor(wf, list(BINS.values()))
-    reasons = (
-        "defective",
-        "wrong_item_sent",
-        "damaged_in_transit",
-        "size_or_fit",
-        "not_as_described",
-        "no_longer_needed",
-        "other",
-        "defective",
-    )
+    reasons = (*REASONS, REASONS[0])  # every reason the customer may give, on 8 lines
     if variant != "waiting":
         rmas = [
             {
