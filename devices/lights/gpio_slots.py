@@ -279,6 +279,7 @@ class GpioSlotsSimulator(LightSimulator):
     def __init__(self, config: GpioSlotsConfig, context: DeviceContext) -> None:
         super().__init__(config, context)
         self._taps: dict[str, PinTap] = {}
+        self._displays: dict[str, DisplayState] = {}  # slot -> what its display shows
 
     @property
     def factory(self) -> Any:
@@ -293,7 +294,13 @@ class GpioSlotsSimulator(LightSimulator):
             )
         for slot in self.config.slots:
             if slot.display is not None:
-                self._taps[slot.id] = tap_pins(self.factory, [slot.display.clk, slot.display.dio])
+                clk, dio = slot.display.clk, slot.display.dio
+                tap = tap_pins(self.factory, [clk, dio])
+                self._taps[slot.id] = tap
+                decoder = BusDecoder(clk=tap.initial[clk], dio=tap.initial[dio])
+                display = DisplayState()
+                self._displays[slot.id] = display
+                tap.listen(self._decoding(clk, decoder, display))
 
     def button_pins(self) -> dict[str, dict[str, int]]:
         """Pins of each slot's fitted buttons."""
@@ -334,19 +341,27 @@ class GpioSlotsSimulator(LightSimulator):
             "pattern": None if pattern is None else pattern.value,
         }
 
+    @staticmethod
+    def _decoding(
+        clk: int, decoder: BusDecoder, display: DisplayState
+    ) -> Callable[[int, bool], None]:
+        """A tap listener: decode each change as it comes, keep only what the display shows."""
+
+        def feed(pin: int, level: bool) -> None:
+            decoder.feed("clk" if pin == clk else "dio", level)
+            if decoder.transactions:
+                display.apply(decoder.transactions)
+                decoder.transactions.clear()
+
+        return feed
+
     def _display_text(self, slot_id: str) -> str | None:
         tap = self._taps.get(slot_id)
-        slot = next(slot for slot in self.config.slots if slot.id == slot_id)
-        if tap is None or slot.display is None:
+        display = self._displays.get(slot_id)
+        if tap is None or display is None:
             return None
-        initial, changes = tap.snapshot()
-        clk, dio = slot.display.clk, slot.display.dio
-        decoder = BusDecoder(clk=initial[clk], dio=initial[dio])
-        for change in changes:
-            decoder.feed("clk" if change.pin == clk else "dio", change.level)
-        display = DisplayState()
-        display.apply(decoder.transactions)
-        return display.text
+        with tap.lock:  # the pin thread may be feeding it
+            return display.text
 
     def state(self) -> dict[str, Any]:
         """``{"slots": {id: {on, colour, pattern, qty, display}}, "zone_lamp": ...}``."""
