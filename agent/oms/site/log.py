@@ -256,21 +256,44 @@ class SqlLog:
         """Append ``events`` in one durable transaction.
 
         Returns each one's position (``None``: it was in the log already, a node sending
-        it again).
+        it again). One ``executemany`` rather than a statement per event: the writer thread
+        then needs the GIL twice per batch, not once per row, while the event loop is busy.
         """
         logged = now_ms()
-        sql = (
-            "INSERT INTO events (node, store, seq, name, ts, logged, order_id, corr, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id"
-        )
-        rows = self._write(
-            (
-                sql,
-                (e.node, e.store, e.seq, e.name, e.ts, logged, e.order_id, e.corr, _json(e.body)),
-            )
+        rows = [
+            (e.node, e.store, e.seq, e.name, e.ts, logged, e.order_id, e.corr, _json(e.body))
             for e in events
+        ]
+        insert = self._sql(
+            "INSERT INTO events (node, store, seq, name, ts, logged, order_id, corr, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
         )
-        return [None if row is None else int(row[0]) for row in rows]
+        since = self._sql("SELECT id, node, store, seq FROM events WHERE id > ? ORDER BY id")
+        with self._lock:
+            if self._conn is None:
+                raise StoreError("the site log is closed")
+            try:
+                before = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
+                self._conn.cursor().executemany(insert, rows)
+                added = self._conn.execute(since, (before[0],)).fetchall()
+                self._conn.commit()
+            except Exception:
+                self._conn.rollback()
+                raise
+        # The single writer's rows come back in the order they went in: walk both.
+        out: list[int | None] = []
+        at = 0
+        for e in events:
+            if at < len(added) and (added[at][1], added[at][2], added[at][3]) == (
+                e.node,
+                e.store,
+                e.seq,
+            ):
+                out.append(int(added[at][0]))
+                at += 1
+            else:
+                out.append(None)
+        return out
 
     def read(
         self,

@@ -24,6 +24,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +103,7 @@ class SiteService:
         self.lead_since: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="site-log-writer")
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -170,6 +172,7 @@ class SiteService:
         for task in list(self._background):
             task.cancel()
         await self.dispatcher.close()
+        self._writer.shutdown(wait=True)
 
     def _keep(self, awaitable: Any) -> None:
         task = asyncio.ensure_future(awaitable)
@@ -192,12 +195,14 @@ class SiteService:
     # --- events in -------------------------------------------------------------------
 
     async def _pump(self, client: OmsClient) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             batch = [await client.events.get()]
             while len(batch) < MAX_BATCH and not client.events.empty():
                 batch.append(client.events.get_nowait())
             entries = [self._entry(event) for event in batch]
-            ids = await asyncio.to_thread(self.log.append, entries)
+            # The writer has a thread of its own: appends never wait behind API reads.
+            ids = await loop.run_in_executor(self._writer, self.log.append, entries)
             tops: dict[tuple[str, str | None], int] = {}
             for event in batch:
                 key = (event.node, event.store)
