@@ -415,6 +415,7 @@ async def takeover(work: Path, broker: LocalBroker, nodes: int, rounds: int) -> 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-site-"))
     out: dict[str, Any] = {
+        "loadavg_before": os.getloadavg(),
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
@@ -438,6 +439,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         if args.pg:
             out["takeover"] = await takeover(work, broker, 20, args.rounds)
     shutil.rmtree(work, ignore_errors=True)
+    out["loadavg_after"] = os.getloadavg()
     return out
 
 
