@@ -21,8 +21,6 @@ from agent.oms.site.log import NewEvent, SqliteLog
 from agent.wire.messages import DeviceHealth, State
 from tests.site_harness import SiteProcess, site_file
 
-pytestmark = pytest.mark.broker
-
 T0 = 1_780_000_000_000
 FAULT = "serial port /dev/ttyUSB3 went away (cable pulled or hub reset)"
 
@@ -111,17 +109,33 @@ def state_of(site: SiteProcess) -> dict[str, Any]:
 
 
 def essence(state: dict[str, Any]) -> dict[str, Any]:
-    """What must be the same after a restart (a condition's exception is timed at the
-    moment the view saw the condition, so its time is left out)."""
+    """What must be the same after a restart."""
     return {
         "orders": [(o["order"], o["stage"], o["where"], o["done"]) for o in state["orders"]],
-        "exceptions": sorted(
-            (x["kind"], x["node"], x["text"], x["at"] if x["kind"] not in ("node", "device") else 0)
+        "exceptions": [
+            (
+                x["kind"],
+                x["node"],
+                x["text"],
+                x["at"],
+                x["acked_at"],
+                x["acked_by"],
+                x["cleared_at"],
+            )
             for x in state["exceptions"]
-        ),
+        ],
         "kpis": state["kpis"],
         "nodes": [(n["node"], n["online"], n["problem"], n["events"]) for n in state["nodes"]],
     }
+
+
+def post(site: SiteProcess, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        site.ready_data["dashboard"] + path, json.dumps(body).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        result: dict[str, Any] = json.loads(reply.read())
+        return result
 
 
 def wait_for(site: SiteProcess, check: Any, timeout: float = 20) -> dict[str, Any]:
@@ -134,6 +148,8 @@ def wait_for(site: SiteProcess, check: Any, timeout: float = 20) -> dict[str, An
     return state
 
 
+@pytest.mark.broker
+@pytest.mark.slow  # two starts of the service: 15-30 s on a loaded machine
 def test_the_dashboard_is_rebuilt_from_the_log_after_a_restart(
     tmp_path: Path, broker: LocalBroker
 ) -> None:
@@ -163,6 +179,17 @@ def test_the_dashboard_is_rebuilt_from_the_log_after_a_restart(
         log.close()
         live = wait_for(site, lambda s: s["orders_done"] == 1)
         assert live["orders"][0]["order"] == "SO-2"  # SO-1 is packed: done, last
+
+        # Two acknowledged on the page: an event's exception and a node's offline.
+        chosen = [x for x in live["exceptions"] if x["kind"] in ("short", "node")]
+        for x in chosen:
+            acked = post(site, f"api/exceptions/{x['id']}/ack", {"by": "Maria"})
+            assert acked["acked_by"] == "Maria" and acked["acked_at"] is not None
+        live = wait_for(site, lambda s: s["exceptions_open"] == len(s["exceptions"]) - 2)
+        assert {x["kind"] for x in live["exceptions"] if x["acked_by"] == "Maria"} == {
+            "short",
+            "node",
+        }
         assert site.terminate() == 0
 
         site.start()
@@ -171,3 +198,46 @@ def test_the_dashboard_is_rebuilt_from_the_log_after_a_restart(
         assert again["exceptions_open"] == live["exceptions_open"] > 0
     finally:
         site.stop()
+
+
+def test_a_view_replayed_from_the_log_keeps_times_acknowledgements_and_clearings(
+    tmp_path: Path,
+) -> None:
+    """Without a service: two boards on one log, the second replaying what the first wrote."""
+    import asyncio
+
+    from agent.link.settings import BrokerConfig
+    from agent.oms import OmsClient
+    from agent.oms.dashboard import SiteView
+    from agent.oms.site.board import LogBoard
+    from agent.oms.site.service import HeadNotifier
+
+    store = SqliteLog(tmp_path / "site.db")
+    store.append(births())
+    store.append(node_events())
+    back = births()[2]  # zone-b comes back
+    store.append([NewEvent(back.node, back.store, None, "online", T0 + 60_000, back.body)])
+
+    def board() -> LogBoard:
+        oms = OmsClient(BrokerConfig(urls=["mqtt://127.0.0.1:1"]), "dc1")
+        return LogBoard(SiteView(oms), store, HeadNotifier())
+
+    async def scenario() -> None:
+        one = board()
+        await one.catch_up()
+        first = one.view.snapshot()
+        offline = next(x for x in first["exceptions"] if x["text"] == "offline")
+        assert (offline["at"], offline["cleared_at"]) == (T0 + 5_000, T0 + 60_000)
+        short = next(x for x in first["exceptions"] if x["kind"] == "short")
+        await one.acknowledge(short["id"], "Maria")
+        with pytest.raises(KeyError):
+            await one.acknowledge(999, "Maria")
+        two = board()
+        await two.catch_up()
+        again = two.view.snapshot()
+        assert essence(again) == essence(one.view.snapshot())
+        (acked,) = [x for x in again["exceptions"] if x["acked_by"]]
+        assert acked["kind"] == "short" and acked["acked_by"] == "Maria"
+
+    asyncio.run(scenario())
+    store.close()

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -175,7 +175,9 @@ class SiteView:
             self.open_work[node] = field_of(body, "queued")
         text = _exception_text(name, body)
         if text is not None:
-            self._exception(at, node, name, text)
+            seq = event.envelope.seq
+            key = None if seq is None else f"event:{node}/{event.store or ''}/{seq}"
+            self._exception(at, node, name, text, key=key)
 
     def on_reply(self, send: Send, reply: Reply) -> None:
         """A command's reply: a refusal (whole or of an item) is an exception."""
@@ -189,11 +191,20 @@ class SiteView:
         )
 
     def _exception(
-        self, at: int, node: str, kind: str, text: str, condition: tuple[str, ...] | None = None
+        self,
+        at: int,
+        node: str,
+        kind: str,
+        text: str,
+        condition: tuple[str, ...] | None = None,
+        key: str | None = None,
     ) -> dict[str, Any]:
         bump(self.exception_counts, kind)
+        if key is None and condition is not None:
+            key = "/".join(condition)
         entry: dict[str, Any] = {
             "id": self._next_exception,
+            "key": key,
             "at": at,
             "node": node,
             "kind": kind,
@@ -222,6 +233,17 @@ class SiteView:
             entry["cleared_at"] = now  # the condition changed: the new one is its own line
         self._exception(now, condition[1], condition[0], text, condition)
 
+    def ack_key(self, key: str, by: str = "", now: int | None = None) -> dict[str, Any] | None:
+        """Acknowledge the latest exception with this ``key``; ``None`` when there is none.
+
+        For an acknowledgement replayed from a log: ids are the view's own, keys are stable
+        (``event:node/store/seq`` for an event's, the condition for a node or device).
+        """
+        for entry in self.exceptions:  # newest first
+            if entry["key"] == key:
+                return self.ack(entry["id"], by, now)
+        return None
+
     def ack(self, exception_id: int, by: str = "", now: int | None = None) -> dict[str, Any]:
         """A supervisor acknowledges an exception; ``KeyError`` when there is no such one."""
         for entry in self.exceptions:
@@ -231,6 +253,10 @@ class SiteView:
                     entry["acked_by"] = by[:64] or None
                 return entry
         raise KeyError(exception_id)
+
+    def watch_births(self, now: int) -> None:
+        """Judge the births now (a replay calls it at each logged birth, with its time)."""
+        self._watch_births(now)
 
     def _watch_births(self, now: int) -> None:
         """Offline nodes, duplicate ids and devices not ok, seen in the births, are exceptions.
@@ -243,7 +269,7 @@ class SiteView:
             self._online[name] = view.online
             self._condition(now, ("node", name), None if view.online else "offline")
             if was is False and view.online:
-                self._exception(now, name, "node", "back online")
+                self._exception(now, name, "node", "back online", key=f"back/{name}")
             state = view.state
             takeovers = state.takeovers if state is not None else None
             duplicate = takeovers is not None and takeovers >= DUPLICATE_TAKEOVERS
@@ -542,9 +568,25 @@ def _exception_text(name: str, body: Any) -> str | None:
     return None
 
 
-async def serve_dashboard(view: SiteView, bind: str, port: int) -> WebServer:
-    """Serve the dashboard page, its SSE stream and ``/metrics``; returns the started server."""
+AckFn = Callable[[int, str], Awaitable[dict[str, Any]]]
+"""Acknowledge exception ``id`` by a name; the exception as it is now (``KeyError``: none)."""
+
+
+async def serve_dashboard(
+    view: SiteView, bind: str, port: int, acknowledge: AckFn | None = None
+) -> WebServer:
+    """Serve the dashboard page, its SSE stream and ``/metrics``; returns the started server.
+
+    ``acknowledge`` replaces the in-memory ``SiteView.ack`` (the site service keeps an
+    acknowledgement in its log first); it may raise ``AgentError`` to refuse (a 503).
+    """
+    from agent.errors import AgentError
     from agent.web import Response, WebServer
+
+    async def in_memory(exception_id: int, by: str) -> dict[str, Any]:
+        return view.ack(exception_id, by)
+
+    ack = acknowledge or in_memory
 
     cache: dict[str, Any] = {}
 
@@ -560,9 +602,11 @@ async def serve_dashboard(view: SiteView, bind: str, port: int) -> WebServer:
         parts = path.split("/")
         if len(parts) == 3 and parts[0] == "exceptions" and parts[2] == "ack":
             try:
-                entry = view.ack(int(parts[1]), str(args.get("by", "")))
+                entry = await ack(int(parts[1]), str(args.get("by", "")))
             except (KeyError, ValueError):
                 return Response.error(404, f"no exception {parts[1]!r}")
+            except AgentError as exc:
+                return Response.error(503, str(exc))
             cache.clear()  # the next stream tick shows it
             return Response.json(entry)
         return Response.error(404, f"no route POST /api/{path}")

@@ -78,7 +78,8 @@ class Event(_Out):
     """One event of the log.
 
     ``id`` is its position (the cursor) and its identity: deduplicate by it. ``seq`` is
-    null for the service's own entries (``online``, ``offline``, ``gap``).
+    null for the service's own entries (``online``, ``offline``, ``gap``,
+    ``acknowledged``).
     """
 
     id: int

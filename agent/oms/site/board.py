@@ -7,6 +7,13 @@ births and offline messages, which the service logs with ``seq`` null, rebuild t
 every node event goes through ``SiteView.on_event`` as it did live), and then it follows
 the log as it grows. So a restarted service, or the standby that took over, shows the same
 orders, exceptions (from events, with the times the events carried) and KPIs as before.
+Births are judged as they come in the log (a node offline, a device down, and when that
+cleared, at the logged times), so the exceptions of conditions come back too.
+
+An acknowledgement is kept in the log before the page shows it: an ``acknowledged`` entry
+(``seq`` null, the service's own, like ``online``; ``body.exception`` is the exception's
+stable key, ``body.by`` who) that the replay applies in its place. Only the active
+instance writes one; the standby's page answers 503.
 
 The page listens on 127.0.0.1 only: it has no login (the API's tokens do not cover it).
 """
@@ -17,13 +24,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from agent.errors import LinkUnavailable
 from agent.oms.client import NodeEvent, NodeView, OmsClient
 from agent.oms.dashboard import SiteView, serve_dashboard
+from agent.oms.site.log import NewEvent
 from agent.wire.messages import Envelope, State
 
 if TYPE_CHECKING:
@@ -35,6 +45,8 @@ log = logging.getLogger("agent.oms.site")
 
 READ_BATCH = 2000
 """Log entries read at a time while replaying or following."""
+ACKNOWLEDGED = "acknowledged"
+"""The log entry of a supervisor's acknowledgement on the dashboard."""
 POLL_S = 1.0
 """How long the follower waits for the head to move before it reads anyway (another
 instance writing the shared log does not wake this one's notifier)."""
@@ -50,6 +62,9 @@ def apply(view: SiteView, entry: Entry) -> None:
     if entry.seq is None:
         if entry.name in ("online", "offline"):
             _birth(view.oms, entry, body)
+            view.watch_births(entry.ts)
+        elif entry.name == ACKNOWLEDGED and isinstance(body.get("exception"), str):
+            view.ack_key(body["exception"], str(body.get("by") or ""), entry.ts)
         return  # a gap record: events another OMS took, nothing to show of them
     envelope = Envelope(v=1, id=str(entry.id), ts=entry.ts, seq=entry.seq, body=body)
     store = entry.store or None
@@ -86,9 +101,14 @@ class LogBoard:
     cursor: int = 0
     web: WebServer | None = None
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _reading: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     async def catch_up(self) -> int:
         """Apply every entry after the cursor; returns how many."""
+        async with self._reading:  # the follower and an acknowledgement: each entry once
+            return await self._catch_up()
+
+    async def _catch_up(self) -> int:
         applied = 0
         while True:
             entries = await asyncio.to_thread(self.store.read, self.cursor, READ_BATCH)
@@ -120,9 +140,26 @@ class LogBoard:
         """Replay the log, then serve the page and follow the log."""
         replayed = await self.catch_up()
         log.info("dashboard: %d log entries replayed", replayed)
-        self.web = await serve_dashboard(self.view, bind, port)
+        self.web = await serve_dashboard(self.view, bind, port, self.acknowledge)
         self._task = asyncio.create_task(self.follow())
         return self.web
+
+    async def acknowledge(self, exception_id: int, by: str) -> dict[str, Any]:
+        """Keep the acknowledgement in the log, then show it (``KeyError``: no such one)."""
+        found = next((e for e in self.view.exceptions if e["id"] == exception_id), None)
+        if found is None:
+            raise KeyError(exception_id)
+        if found["acked_at"] is not None or found["key"] is None:
+            return self.view.ack(exception_id, by)  # already, or nothing to find it by again
+        if self.service is not None and not self.service.active.is_set():
+            raise LinkUnavailable("this instance stands by: acknowledge on the active one")
+        body = {"exception": found["key"], "by": by[:64], "kind": found["kind"]}
+        at = time.time_ns() // 1_000_000
+        entry = NewEvent(found["node"], "", None, ACKNOWLEDGED, at, body | {"text": found["text"]})
+        ids = await asyncio.to_thread(self.store.append, [entry])
+        self.head.notify(max((i for i in ids if i is not None), default=0))
+        await self.catch_up()
+        return found
 
     async def close(self) -> None:
         """Stop following and serving."""
