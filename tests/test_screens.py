@@ -204,6 +204,10 @@ def test_german_and_polish_words_fit(
     served.open(tab, role, states["normal"], language)
     assert tab.evaluate("document.documentElement.lang") == language
     failures = _look(tab, served, role, states, tmp_path, f"-{language}")
+    prompt = tab.evaluate("(document.getElementById('prompt') || {}).innerText")
+    english = states["normal"]["workflow"].get("prompt")
+    if english:  # the station's prompt for this phase in the worker's language
+        assert prompt and prompt != english, (prompt, english)
     title = tab.evaluate("document.getElementById('title').innerText")
     assert title.startswith(catalogue(language)[f"{'wall' if role == 'put_wall' else role}.title"])
     print(f"\nscreenshots of the {role} screen in {language}: {tmp_path}")

@@ -129,15 +129,18 @@ function header(s, title) {
   banner.textContent = text;
 }
 
-// The station notice (the last thing that happened, coloured by level) and the prompt.
-function notice(wf) {
+// The station notice (what just happened, coloured by level) and the prompt. The workflow
+// words its prompt in English; in another language the page's own prompt for the phase
+// ([key, params], when the page knows one) is said instead.
+function notice(wf, local) {
   const n = wf.notice || { level: "info", text: "" };
   const box = document.getElementById("notice");
   box.className = `level-${n.level}`;
   // The reason in the worker's words leads (the sentence is the workflow's own).
   const tag = t(`notice.${n.level}`) + (n.reason ? ` · ${words("reason", n.reason)}` : "");
   box.replaceChildren(el("span", "tag", tag), el("span", "text", n.text || "\u00a0"));
-  document.getElementById("prompt").textContent = wf.prompt || "";
+  const own = local && document.documentElement.lang !== "en" && WORDS[local[0]] !== undefined;
+  document.getElementById("prompt").textContent = own ? t(local[0], local[1]) : wf.prompt || "";
 }
 
 // Refused scans: the reason in words, then what the station said.
