@@ -32,7 +32,7 @@ class BrokerConfig(BaseModel):
         default=10.0,
         gt=0,
         le=120,
-        description="how long to wait for CONNACK before the next URL",
+        description="how long to wait for CONNACK (and a new session's SUBACKs)",
     )
     session_expiry_s: int = Field(default=86_400, ge=0)
     dead_after_s: float = Field(

@@ -25,10 +25,11 @@ Liveness (issue 18): a link that owes an answer (a PUBACK, a SUBACK, a PINGRESP)
 heard nothing for ``dead_after_s`` (no byte from the broker, and no TCP acknowledgement of
 what was sent) is torn down at once, instead of after paho's keepalive (up to twice
 ``keepalive_s``); an idle link is probed with a PINGREQ after half that, so silence is
-evidence within seconds. A link that is receiving counts as alive however slow it is: the
-session set-up waits for its SUBACKs as long as bytes arrive (on a slow link they queue
-behind the commands the broker owes the session), and does not wait at all when the
-broker kept the session (CONNACK's session present). After a failure of the network (no
+evidence within seconds. A link that is receiving counts as alive however slow it is.
+When the broker kept the session (CONNACK's session present) the set-up does not wait for
+its SUBACKs (on a slow link they queue behind the commands the broker kept for it): any
+byte after CONNACK shows the broker serves the session. A new session's SUBACKs, which
+nothing queues before, are waited for ``connect_timeout_s``. After a failure of the network (no
 answer, time-out, unreachable) the transport waits for a cheap TCP probe to get through
 before it connects again, and connects as soon as one does, instead of sleeping out its
 backoff; after a refusal it backs off as before, so a broker that is down is not hammered.
@@ -313,8 +314,16 @@ class MqttTransport:
         else:
             for topic, task in subscribed:
                 stage.detail = f"subscribe to {topic}"
-                # As long as the link hears anything (the watchdog), not a fixed time.
-                codes = await link.until_closed(task)
+                # A new session: nothing the broker kept queues before the SUBACK, so it
+                # comes in a round trip; a member that answers pings but cannot serve the
+                # session must not hold the node. (Silence ends it sooner: the watchdog.)
+                try:
+                    async with asyncio.timeout(self.broker.connect_timeout_s):
+                        codes = await link.until_closed(task)
+                except TimeoutError:
+                    raise aiomqtt.MqttError(
+                        f"no SUBACK within {self.broker.connect_timeout_s:g} s"
+                    ) from None
                 refused = [c for c in codes if _is_failure(c)]
                 if refused:
                     raise aiomqtt.MqttError(f"the broker refused the subscription ({refused[0]})")
