@@ -400,15 +400,17 @@ class Run:
         """Seconds since the run started."""
         return time.monotonic() - self.t0
 
-    async def feed(self, per_command: int = 50, wave: int = 8, low: int = 200) -> None:
-        """Waves of ``wave`` 50-task commands (~8 KB each), whenever fewer than ``low`` are open.
+    async def feed(
+        self, per_command: int = 50, wave: int = 8, every_s: float = 20, most: int = 1200
+    ) -> None:
+        """A wave of ``wave`` 50-task commands every ``every_s`` (fewer than ``most`` open).
 
-        A wave is what a slow link chokes on: 400 tasks are 8 s of a 64 kbit/s link, so the
-        replies to its last commands come after a short resend timer has fired.
+        A wave is what a slow link chokes on: 400 tasks are several seconds of a 64 kbit/s
+        link, so the replies to its last commands come after a short resend timer has fired.
         """
         while True:
             open_tasks = self.rec.sent_tasks - len(self.rec.picked)
-            for _ in range(wave if open_tasks < low else 0):
+            for _ in range(wave if open_tasks < most else 0):
                 tasks = []
                 for _ in range(per_command):
                     self._task_no += 1
@@ -428,7 +430,7 @@ class Run:
                     c for c in self.oms.pending.values() if c not in self.rec.commands
                 )
                 self.rec.sent_tasks += len(tasks)
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(every_s)
 
     async def pick(self, every_s: float = 0.5, repress_s: float = 3.0) -> None:
         """One picker: presses the next slot showing a task; again if still lit later."""
@@ -642,6 +644,8 @@ async def run_profile(
             async with asyncio.timeout(60):
                 while not (oms.nodes.get(NODE) and oms.nodes[NODE].online):  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
+            if profile.startswith("kbit"):
+                lab.rate(int(profile[4:6] if profile.startswith("kbit64") else profile[4:]))
             run = Run(site, oms, seconds)
             down0, up0 = lab.bytes_down(), lab.bytes_up()
             workers = [
