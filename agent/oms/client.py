@@ -112,6 +112,7 @@ class NodeView:
     streams: dict[str | None, Stream] = field(default_factory=dict)
     rebirth_asked: bool = False
     online_at: float = 0.0  # loop time of the latest online birth
+    heard_at: float = 0.0  # loop time of the latest event or birth from the node
     answered_at: float = 0.0  # loop time of the latest first reply to a pending command
 
     @property
@@ -298,7 +299,7 @@ class OmsClient:
             view.state = state
             # time.monotonic() is the default loop's clock, and works outside a loop too
             # (births are also fed by hand, in tests and tools).
-            view.online_at = time.monotonic()
+            view.online_at = view.heard_at = time.monotonic()
             self._resend_wake.set()
         else:
             if view.boot is not None and envelope.boot != view.boot:
@@ -320,6 +321,7 @@ class OmsClient:
         if name == "reply":
             self._on_reply(envelope)
         view = self._view(node)
+        view.heard_at = time.monotonic()
         seq = envelope.seq
         if seq is None:
             return
@@ -531,14 +533,18 @@ class OmsClient:
             # MQTT keeps per-topic order, so this copy is lost.
             return True
         waited = now - command.sent_at
-        if view is not None and view.online_at > command.sent_at:
-            return waited >= self.resend_s  # the node reconnected since this copy
         interval = min(self.resend_s * 2 ** (command.sends - 1), self.resend_max_s)
         if waited < interval:
             return False
-        # The node is answering other commands: this copy is probably queued behind them
-        # (a slow link), and another would only queue behind it.
-        return view is None or now - view.answered_at >= self.resend_s
+        if view is None or view.online_at > command.sent_at:
+            return True  # unknown yet, or it reconnected since this copy (once a backoff step)
+        if view.heard_at <= command.sent_at:
+            # Silent since this copy (a dead or choked link the broker has not noticed yet):
+            # the copy waits in its session at the broker, and its birth brings it back.
+            return waited >= self.resend_max_s
+        # Heard, yet no answer to this copy: lost, unless the node is still answering
+        # others, when it is probably queued behind them and another would queue too.
+        return now - view.answered_at >= self.resend_s
 
     async def next_event(self, timeout: float = 10.0) -> NodeEvent:
         """The next delivered event (waits up to ``timeout``)."""
