@@ -439,7 +439,9 @@ class Run:
         while True:
             await asyncio.sleep(every_s)
             try:
-                state = await asyncio.wait_for(self.site.state(), 10)
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel.
+                async with asyncio.timeout(10):
+                    state = await self.site.state()
             except (OSError, TimeoutError):
                 continue
             locations = state.get("workflow", {}).get("locations", {})
@@ -473,7 +475,8 @@ class Run:
         ticks = 0
         while True:
             try:
-                state = await asyncio.wait_for(self.site.state(), 5)
+                async with asyncio.timeout(5):
+                    state = await self.site.state()
                 online = bool(state.get("online"))
                 link = str(state.get("link", "online" if online else "offline"))
                 self.rec.link_states[link] = self.rec.link_states.get(link, 0) + 1
@@ -675,7 +678,7 @@ async def run_profile(
             }
             for w in workers:
                 w.cancel()
-            await asyncio.gather(*workers, *faults, return_exceptions=True)
+            await asyncio.wait([*workers, *faults], timeout=15)
             return figures(run, profile, extra)
     finally:
         site.stop()
