@@ -99,9 +99,9 @@ class Page:
         )
         self.session = attached["sessionId"]
 
-    def evaluate(self, expression: str, *, wait: bool = False) -> Any:
-        """The expression's value (``wait``: the value its promise settles to)."""
-        params = {"expression": expression, "returnByValue": True, "awaitPromise": wait}
+    def evaluate(self, expression: str) -> Any:
+        """The expression's value; a JavaScript exception fails the test."""
+        params = {"expression": expression, "returnByValue": True}
         result = self._send("Runtime.evaluate", params)
         if "exceptionDetails" in result:
             raise AssertionError(f"{expression[:80]}: {result['exceptionDetails']}")

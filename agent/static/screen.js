@@ -48,9 +48,8 @@ function fitList(box, items, moreKey) {
   if (!items.length || !over()) return items.length;
   let lo = 0, hi = items.length - 1;  // the most items that fit together with the "more" line
   const show = (n) => {
-    const more = el(box.tagName === "TABLE" || box.tagName === "TBODY" ? "tr" : box.tagName === "OL" || box.tagName === "UL" ? "li" : "div", "more");
-    const text = t(moreKey || "screen.more", { n: items.length - n });
-    if (more.tagName === "TR") { const td = el("td", "", text); td.colSpan = 9; more.append(td); } else more.textContent = text;
+    const more = el(box.tagName === "OL" || box.tagName === "UL" ? "li" : "div", "more");
+    more.textContent = t(moreKey || "screen.more", { n: items.length - n });
     box.replaceChildren(...items.slice(0, n), more);
   };
   while (lo < hi) {
