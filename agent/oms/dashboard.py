@@ -311,6 +311,9 @@ class SiteView:
         if self._next_point_ms == 0:
             first = self.confirmed_ms[0] if self.confirmed_ms else now
             self._next_point_ms = first - first % step + step
+        # Only the last MAX_POINTS points are kept: after a gap (a log replayed from months
+        # ago) start there instead of walking every bucket since the first line.
+        self._next_point_ms = max(self._next_point_ms, now - now % step - (MAX_POINTS - 1) * step)
         while self._next_point_ms <= now:
             at = self._next_point_ms
             while self.confirmed_ms and self.confirmed_ms[0] <= at - WINDOW_S * 1000:
