@@ -1,5 +1,5 @@
-# zone-agent: `make demo` runs a simulated warehouse zone; `make test` runs every check.
-# On a fresh Debian without make:
+# zone-agent: `make demo` runs a simulated warehouse zone; `make test` runs every check;
+# `make deb` builds the Debian package. On a fresh Debian without make:
 #   sudo apt-get install -y make   (or: sudo apt-get install -y make && make demo)
 # Each target installs with apt only what it needs (packaging/apt-install.sh, which leaves
 # no broker it installed enabled or running: the demo and the tests start their own on
@@ -26,7 +26,7 @@ TEST_APT := mosquitto-clients nats-server rabbitmq-server chromium debootstrap \
 	cups-ipp-utils avahi-daemon dbus-daemon postgresql nodejs iproute2 nftables
 
 .PHONY: setup demo-packages test-packages browser test test-fast lint typecheck pytest demo bench \
-	clean
+	deb deb-arm64 clean
 
 setup: $(STAMP) demo-packages
 
@@ -71,6 +71,17 @@ demo: setup
 
 bench: setup test-packages
 	$(PY) -m bench
+
+# The Debian package, built in a clean Debian root of the target architecture (the venv
+# at its final path, /opt/zone-agent/venv): packaging/build-deb.sh, docs/install-pi.md.
+# deb-arm64 runs under qemu-user (binfmt_misc): minutes the first time, by hand, not in CI.
+deb: setup
+	@$(APT) debootstrap
+	$(SUDO) packaging/build-deb.sh amd64
+
+deb-arm64: setup
+	@$(APT) debootstrap qemu-user-static binfmt-support
+	$(SUDO) packaging/build-deb.sh arm64
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
