@@ -109,6 +109,11 @@ contents:
   - src: $here/firmware_config/rpi/99-zone-agent.rules
     dst: /etc/udev/rules.d/99-zone-agent.rules
     type: config|noreplace
+  - src: $here/firmware_config/rpi/60-zone-agent-hid-scales.rules
+    dst: /etc/udev/rules.d/60-zone-agent-hid-scales.rules
+    type: config|noreplace
+  - src: $here/systemd/usb-printer.conf
+    dst: /usr/share/zone-agent/systemd/usb-printer.conf
   - dst: /etc/zone-agent
     type: dir
     file_info: {mode: 0750}

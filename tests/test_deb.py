@@ -180,9 +180,10 @@ def test_install_first_boot_upgrade_downgrade_remove_purge(
     assert ok(root, "stat -c '%U:%G %a' /etc/zone-agent").split() == ["root:zone-agent", "750"]
     assert ok(root, "getent passwd zone-agent").split(":")[6].strip() == "/usr/sbin/nologin"
     assert (root / "usr/lib/systemd/system/zone-agent@.service").is_file()
-    assert "/etc/udev/rules.d/99-zone-agent.rules" in ok(
-        root, "cat /var/lib/dpkg/info/zone-agent.conffiles"
-    )
+    assert ok(root, "cat /var/lib/dpkg/info/zone-agent.conffiles").split() == [
+        "/etc/udev/rules.d/60-zone-agent-hid-scales.rules",
+        "/etc/udev/rules.d/99-zone-agent.rules",
+    ]
     wants = root / "etc/systemd/system/multi-user.target.wants"
     assert (wants / "zone-agent-firstboot.service").is_symlink()
     # The installed units as systemd reads them: it exits 0 on unknown keys, so no output.
