@@ -30,7 +30,12 @@ cleanup() {
 	rm -rf "$wheels" "$work"
 }
 trap cleanup EXIT INT TERM
-"$py" -m pip wheel -q --no-deps -w "$wheels" "$here"
+# From a copy: setuptools writes zone_agent.egg-info into the tree it builds, and one with
+# another version in this checkout would be what importlib.metadata finds there.
+mkdir "$work/src"
+(cd "$here" && tar --exclude=./.venv --exclude=./build --exclude='./*.egg-info' -cf - .) |
+	tar -xf - -C "$work/src"
+"$py" -m pip wheel -q --no-deps -w "$wheels" "$work/src"
 wheel=$(basename "$wheels"/zone_agent-*.whl)
 version=$(echo "$wheel" | cut -d- -f2)
 # PEP 440 to Debian: a pre-release sorts before its release (0.2.0.dev3 < 0.2.0).
