@@ -21,6 +21,7 @@ from agent.workflows.putwall import PutWallWorkflow
 from agent.workflows.returns import ReturnsSettings, ReturnsWorkflow
 from agent.workflows.returns.messages import REASONS
 from devices.events import Button, ButtonPress, Scan
+from tests.test_returns import BINS
 
 ENV = Envelope(v=1, id="c1", ts=0, body={})
 VARIANTS = ("normal", "offline", "fault", "waiting")
@@ -260,15 +261,6 @@ def pack(variant: str = "normal") -> dict[str, Any]:
         "scanner": _ok("hid_scanner"),
     }
     return _node("pack", "pack-3", wf.snapshot(), {}, devices, variant)
-
-
-BINS = {
-    "restock": "B1",
-    "refurbish": "B2",
-    "quarantine": "B3",
-    "return_to_vendor": "B4",
-    "dispose": "B5",
-}
 
 
 def returns(variant: str = "normal") -> dict[str, Any]:
