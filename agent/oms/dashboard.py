@@ -60,6 +60,9 @@ PACK_STARTED = frozenset(
 )
 DUPLICATE_TAKEOVERS = 3
 """Takeovers in a birth from which another node most likely runs with the same node id."""
+SNAPSHOT_SPACING = 5
+"""The page's data is rebuilt at most every 0.15 s and never sooner than this many times
+the last build took after it (a fifth of a core at most, however large the view)."""
 BUCKET_S = 10
 """Width of one point of the picks-per-hour chart."""
 WINDOW_S = 60
@@ -596,8 +599,12 @@ async def serve_dashboard(
     def state() -> dict[str, Any]:
         # The stream polls every 0.2 s per browser: build at most one snapshot a poll tick.
         now = time.monotonic()
-        if cache.get("at", -1.0) < now - 0.15:
-            cache["state"], cache["at"] = view.snapshot(), now
+        # A large view (a long log's thousands of orders) costs more: wait at least
+        # SNAPSHOT_SPACING times the last build, so the page takes a bounded share of a core.
+        if cache.get("at", -1.0) < now - max(0.15, SNAPSHOT_SPACING * cache.get("cost", 0.0)):
+            cache["state"] = view.snapshot()
+            cache["at"] = time.monotonic()
+            cache["cost"] = cache["at"] - now
         result: dict[str, Any] = cache["state"]
         return result
 
