@@ -217,6 +217,10 @@ def test_a_view_replayed_from_the_log_keeps_times_acknowledgements_and_clearings
     store.append(node_events())
     back = births()[2]  # zone-b comes back
     store.append([NewEvent(back.node, back.store, None, "online", T0 + 60_000, back.body)])
+    # A command the service sent, which the node refused: its reply is an event of the log.
+    store.add_command("c-1", "zone-a", "cancel", {"tasks": ["SO-2-1"]})
+    refusal = {"cmd": "cancel", "status": "rejected", "reason": "task_done"}
+    store.append([NewEvent("zone-a", "s-a", 11, "reply", T0 + 70_000, refusal, None, "c-1")])
 
     def board() -> LogBoard:
         oms = OmsClient(BrokerConfig(urls=["mqtt://127.0.0.1:1"]), "dc1")
@@ -228,6 +232,9 @@ def test_a_view_replayed_from_the_log_keeps_times_acknowledgements_and_clearings
         first = one.view.snapshot()
         offline = next(x for x in first["exceptions"] if x["text"] == "offline")
         assert (offline["at"], offline["cleared_at"]) == (T0 + 5_000, T0 + 60_000)
+        refused = next(x for x in first["exceptions"] if x["kind"] == "refusal")
+        assert (refused["node"], refused["at"]) == ("zone-a", T0 + 70_000)
+        assert refused["text"] == "refused cancel: task_done"
         short = next(x for x in first["exceptions"] if x["kind"] == "short")
         await one.acknowledge(short["id"], "Maria")
         with pytest.raises(KeyError):

@@ -182,15 +182,24 @@ class SiteView:
             key = None if seq is None else f"event:{node}/{event.store or ''}/{seq}"
             self._exception(at, node, name, text, key=key)
 
-    def on_reply(self, send: Send, reply: Reply) -> None:
-        """A command's reply: a refusal (whole or of an item) is an exception."""
+    def on_reply(
+        self, send: Send, reply: Reply, at: int | None = None, key: str | None = None
+    ) -> None:
+        """A command's reply: a refusal (whole or of an item) is an exception.
+
+        ``at`` is when it came (default now), ``key`` its stable key (a log replays it).
+        """
         refused = [i for i in reply.items if i.status != "accepted"]
         if reply.status == "accepted" and not refused:
             return
         why = reply.reason or ", ".join(f"{i.id}: {i.reason}" for i in refused[:3])
         target = f" for {send.order}" if send.order else ""
         self._exception(
-            self.clock(), send.node, "refusal", f"refused {send.command}{target}: {why}"
+            self.clock() if at is None else at,
+            send.node,
+            "refusal",
+            f"refused {send.command}{target}: {why}",
+            key=key,
         )
 
     def _exception(

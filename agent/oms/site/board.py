@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +34,9 @@ from pydantic import ValidationError
 from agent.errors import LinkUnavailable
 from agent.oms.client import NodeEvent, NodeView, OmsClient
 from agent.oms.dashboard import SiteView, serve_dashboard
+from agent.oms.fulfilment import Send
 from agent.oms.site.log import NewEvent
-from agent.wire.messages import Envelope, State
+from agent.wire.messages import COMMANDS, Envelope, Reply, State
 
 if TYPE_CHECKING:
     from agent.oms.site.log import Entry, SqlLog
@@ -52,8 +54,34 @@ POLL_S = 1.0
 instance writing the shared log does not wake this one's notifier)."""
 
 
-def apply(view: SiteView, entry: Entry) -> None:
-    """Feed one log entry to the view: a birth or offline message, or a node event."""
+def refused_commands(store: SqlLog, entries: Sequence[Entry]) -> dict[str, dict[str, Any]]:
+    """The commands (from the log's ``commands`` table) the refusals among ``entries`` answer.
+
+    Blocking: called in a worker thread with the read.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        # A cheap look at the text first: only a reply that is not all accepted is read.
+        if entry.name != "reply" or not entry.corr:
+            continue
+        if not any(
+            f'"{word}"' in entry.body for word in ("rejected", "cancelled", "unknown", "done")
+        ):
+            continue
+        command = store.command(entry.corr)
+        if command is not None:
+            found[entry.corr] = command
+    return found
+
+
+def apply(
+    view: SiteView, entry: Entry, commands: Mapping[str, dict[str, Any]] | None = None
+) -> None:
+    """Feed one log entry to the view.
+
+    A birth or offline message, a node event, or a reply refusing one of ``commands``
+    (``refused_commands``).
+    """
     try:
         body: dict[str, Any] = json.loads(entry.body)
     except ValueError:
@@ -73,6 +101,24 @@ def apply(view: SiteView, entry: Entry) -> None:
         stream = node.stream_of(store)
         stream.delivered = max(stream.delivered, entry.seq)
     view.on_event(NodeEvent(entry.node, entry.name, envelope, body, store))
+    command = (commands or {}).get(entry.corr or "")
+    if entry.name == "reply" and command is not None:
+        _refusal(view, entry, body, command)
+
+
+def _refusal(view: SiteView, entry: Entry, body: dict[str, Any], command: dict[str, Any]) -> None:
+    try:
+        reply = Reply.model_validate(body)
+        kind = COMMANDS[command["command"]]
+        sent = kind.model_validate(command["body"])
+    except (KeyError, ValidationError) as exc:
+        log.warning("log entry %d: a reply the dashboard cannot read: %s", entry.id, exc)
+        return
+    order = command["body"].get("order")
+    send = Send(
+        command["node"], command["command"], sent, order if isinstance(order, str) else None
+    )
+    view.on_reply(send, reply, entry.ts, key=f"event:{entry.node}/{entry.store}/{entry.seq}")
 
 
 def _birth(oms: OmsClient, entry: Entry, body: dict[str, Any]) -> None:
@@ -111,14 +157,18 @@ class LogBoard:
     async def _catch_up(self) -> int:
         applied = 0
         while True:
-            entries = await asyncio.to_thread(self.store.read, self.cursor, READ_BATCH)
+            entries, commands = await asyncio.to_thread(self._read)
             for entry in entries:
-                apply(self.view, entry)
+                apply(self.view, entry, commands)
             if entries:
                 self.cursor = entries[-1].id
                 applied += len(entries)
             if len(entries) < READ_BATCH:
                 return applied
+
+    def _read(self) -> tuple[list[Entry], dict[str, dict[str, Any]]]:
+        entries = self.store.read(self.cursor, READ_BATCH)
+        return entries, refused_commands(self.store, entries)
 
     async def follow(self) -> None:
         """Catch up whenever the log grows, until cancelled."""
