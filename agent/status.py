@@ -16,7 +16,6 @@ from agent.node import Node
 
 def node_state(node: Node, floor: DeviceFloor) -> dict[str, Any]:
     """What the node's screen and ``GET /api/state`` show."""
-    workflow_state = getattr(node.workflow, "snapshot", None)
     return {
         "site": node.config.site,
         "node": node.config.node,
@@ -31,7 +30,7 @@ def node_state(node: Node, floor: DeviceFloor) -> dict[str, Any]:
         "link_conflict": node.link_conflict(),
         "devices": {k: v.model_dump() for k, v in floor.health().items()},
         "lights": floor.lights(),
-        "workflow": workflow_state() if workflow_state is not None else {},
+        "workflow": node.workflow.snapshot(),
     }
 
 

@@ -210,6 +210,15 @@ class Workflow(Protocol):
         """Called about once a second: deadlines, periodic counters."""
         ...
 
+    def snapshot(self) -> Mapping[str, object]:
+        """What the role's screen shows now (``GET /api/state``'s ``workflow``).
+
+        Each role types it (``PickScreen``, ``PackScreen``, ``WallScreen``,
+        ``DispatchScreen``, ``ReturnsScreen``: its ``screen`` module's TypedDicts), so a
+        screen's data is checked where it is built; the page reads the same JSON.
+        """
+        ...
+
 
 def settings_from(model: type[BaseModel], raw: Mapping[str, Any]) -> Any:
     """Validate a node file's ``[settings]`` with ``model``.

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -168,6 +168,39 @@ class WallOrder:
             d["arrival"],
             dict(d.get("names", {})),
         )
+
+
+class CubbyItemView(TypedDict):
+    """How many of an item go into a cubby, and how many are in."""
+
+    qty: int
+    put: int
+
+
+class CubbyOrderView(TypedDict):
+    """An order being consolidated: its cubby and items."""
+
+    slot: str
+    items: dict[str, CubbyItemView]
+
+
+class PutView(TypedDict):
+    """The item scanned and waiting for its put."""
+
+    order: str
+    sku: str
+    qty: int
+    slot: str
+    description: str
+
+
+class WallScreen(TypedDict):
+    """What the put wall's screen shows."""
+
+    orders: dict[str, CubbyOrderView]
+    done_slots: list[str]
+    slots: int
+    pending: PutView | None
 
 
 @dataclass(slots=True)
@@ -396,7 +429,7 @@ class PutWallWorkflow:
     def on_tick(self, step: Step, now: int) -> None:
         """Nothing periodic on a put wall."""
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> WallScreen:
         """Open orders per cubby, the item waiting for its put, and the wall's size.
 
         The item waiting names its cubby and, when the ``put`` command gave one, its name;

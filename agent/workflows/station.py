@@ -8,7 +8,7 @@ what it did and publishes the counts every ``counters_every_s``: :class:`Periodi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 if TYPE_CHECKING:
     from agent.workflows.base import Step
@@ -68,3 +68,30 @@ class PeriodicCounters:
             return False
         self._last = now
         return True
+
+
+class NoticeView(TypedDict):
+    """A notice as a station screen gets it."""
+
+    level: Literal["info", "ok", "error"]
+    text: str
+    at: int
+    reason: str | None
+
+
+class RefusalView(TypedDict):
+    """A refused scan in a station screen's list."""
+
+    text: str
+    reason: str | None
+    at: int
+
+
+def notice_view(notice: Notice) -> NoticeView:
+    """The notice for the screen."""
+    return {"level": notice.level, "text": notice.text, "at": notice.at, "reason": notice.reason}
+
+
+def refusal_views(notices: list[Notice]) -> list[RefusalView]:
+    """Refused scans for the screen, latest first as kept."""
+    return [{"text": n.text, "reason": n.reason, "at": n.at} for n in notices]

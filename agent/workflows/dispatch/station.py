@@ -30,9 +30,10 @@ from agent.workflows.dispatch.messages import (
     Parcel,
     Shipped,
 )
+from agent.workflows.dispatch.screen import DispatchScreen, PendingParcel
 from agent.workflows.dispatch.settings import DispatchSettings, Lane
 from agent.workflows.scans import gtin14
-from agent.workflows.station import Notice
+from agent.workflows.station import Notice, notice_view, refusal_views
 from devices.events import Button, ButtonPress, Scan
 from devices.lights.palette import Colour, Pattern
 
@@ -578,10 +579,10 @@ class DispatchWorkflow:
         names = ", ".join(self._name(x.id) for x in self._carrier_lanes.get(parcel.carrier, []))
         return f"Put it on lane {names}, then scan the lane barcode or press its button."
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> DispatchScreen:
         """What the loader's screen shows (see docs/simulation.md, "Dispatch station")."""
         now = self._now
-        pending = None
+        pending: PendingParcel | None = None
         if self.pending is not None and self.pending.parcel in self.parcels:
             p = self.parcels[self.pending.parcel]
             pending = {
@@ -603,13 +604,8 @@ class DispatchWorkflow:
         return {
             "phase": "idle" if pending is None else "lane",
             "prompt": self._prompt(),
-            "notice": {
-                "level": self.notice.level,
-                "text": self.notice.text,
-                "at": self.notice.at,
-                "reason": self.notice.reason,
-            },
-            "refusals": [{"text": n.text, "reason": n.reason, "at": n.at} for n in self.refusals],
+            "notice": notice_view(self.notice),
+            "refusals": refusal_views(list(self.refusals)),
             "pending": pending,
             "lanes": [
                 {

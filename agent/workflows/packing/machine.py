@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 from agent.config import NodeConfig
 from agent.store import StoredTask
@@ -41,7 +41,7 @@ from agent.workflows.packing.messages import (
     Weighed,
 )
 from agent.workflows.packing.model import ORDER, PackOrder, check_weight
-from agent.workflows.packing.screen import prompt, snapshot
+from agent.workflows.packing.screen import PackScreen, prompt, snapshot
 from agent.workflows.packing.settings import PackSettings
 from agent.workflows.scans import gtin14, scan_matches
 from agent.workflows.station import Notice, PeriodicCounters
@@ -886,6 +886,6 @@ class PackingWorkflow:
 
     # --- screen --------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> PackScreen:
         """What the packer's screen shows (``screen.snapshot``)."""
         return snapshot(self)

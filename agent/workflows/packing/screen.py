@@ -6,13 +6,119 @@ changes it. See docs/simulation.md, "Pack station", for the shape.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol, TypedDict
 
 from agent.workflows.cartons import BoxSize, Suggestion
 from agent.workflows.packing.model import PackOrder, check_weight
 from agent.workflows.packing.settings import PackSettings
-from agent.workflows.station import Notice
+from agent.workflows.station import (
+    Notice,
+    NoticeView,
+    RefusalView,
+    notice_view,
+    refusal_views,
+)
 from devices.events import Weight
+
+
+class LineView(TypedDict):
+    """An order line and how much of it is scanned."""
+
+    sku: str
+    description: str
+    qty: int
+    scanned: int
+    fragile: bool
+
+
+class BoxView(TypedDict):
+    """The suggested box and the one chosen."""
+
+    suggested: str
+    suggested_barcode: str
+    fits: bool
+    note: str
+    chosen: str | None
+    inner_mm: list[int]
+
+
+class MaterialView(TypedDict):
+    """The packaging material suggested."""
+
+    name: str
+    label: str
+    protection: float
+
+
+class CheckView(TypedDict):
+    """The latest check-weigh."""
+
+    attempts: int
+    actual_g: float | None
+    expected_g: float | None
+    verdict: str
+    allowed_g: float | None
+    supervisor: str | None
+
+
+class LabelView(TypedDict):
+    """The order's label job."""
+
+    job_id: str
+    attempt: int
+    reason: str | None
+    late: bool
+
+
+class OrderView(TypedDict):
+    """The order open at the bench."""
+
+    order: str
+    tote: str | None
+    phase: str
+    express: bool
+    gift_note: str
+    bonus_item: str
+    units: int
+    scanned: int
+    lines: list[LineView]
+    box: BoxView
+    material: MaterialView
+    check: CheckView | None
+    label: LabelView | None
+    slip: str | None
+
+
+class QueuedView(TypedDict):
+    """An order waiting its turn."""
+
+    order: str
+    tote: str | None
+    express: bool
+    units: int
+
+
+class WeightView(TypedDict):
+    """The scale's latest reading."""
+
+    grams: float
+    stable: bool
+    at: int | None
+
+
+class PackScreen(TypedDict):
+    """What the packer's screen shows: ``GET /api/state``'s ``workflow``."""
+
+    phase: str
+    prompt: str
+    notice: NoticeView
+    refusals: list[RefusalView]
+    order: OrderView | None
+    queue: list[QueuedView]
+    weight: WeightView | None
+    devices: dict[str, str | None]
+    tolerance: dict[str, float]
+    counts: dict[str, int]
 
 
 class PackStation(Protocol):
@@ -70,10 +176,10 @@ def prompt(station: PackStation, order: PackOrder | None) -> str:
     return ""
 
 
-def snapshot(station: PackStation) -> dict[str, Any]:
+def snapshot(station: PackStation) -> PackScreen:
     """What the packer's screen shows (see docs/simulation.md, "Pack station")."""
     order = station.orders.get(station.current) if station.current else None
-    current: dict[str, Any] | None = None
+    current: OrderView | None = None
     if order is not None:
         suggestion = station.suggestion(order)
         box = station.boxes.get(order.box or "", suggestion.box)
@@ -143,15 +249,8 @@ def snapshot(station: PackStation) -> dict[str, Any]:
     return {
         "phase": "idle" if order is None else order.phase,
         "prompt": prompt(station, order),
-        "notice": {
-            "level": station.notice.level,
-            "text": station.notice.text,
-            "at": station.notice.at,
-            "reason": station.notice.reason,
-        },
-        "refusals": [
-            {"text": n.text, "reason": n.reason, "at": n.at} for n in station.refusals_now()
-        ],
+        "notice": notice_view(station.notice),
+        "refusals": refusal_views(station.refusals_now()),
         "order": current,
         "queue": [
             {"order": o.order, "tote": o.tote, "express": o.express, "units": o.units}

@@ -39,6 +39,7 @@ from agent.workflows.picking.messages import (
     ZoneDone,
 )
 from agent.workflows.picking.model import TASK, Line, Picker
+from agent.workflows.picking.screen import LocationView, PickScreen
 from agent.workflows.picking.settings import PickSettings
 from agent.workflows.scans import scan_matches
 from devices.events import Button, ButtonPress, Scan
@@ -778,9 +779,9 @@ class PickingWorkflow:
 
     # --- screen --------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> PickScreen:
         """Open lines per location (the one shown, and how many wait), pickers and waves."""
-        locations: dict[str, Any] = {}
+        locations: dict[str, LocationView] = {}
         for location in self._locations:
             lines = self._at[location]
             if not lines and location not in self._totes:

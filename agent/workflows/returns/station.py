@@ -43,9 +43,10 @@ from agent.workflows.returns.messages import (
     Rma,
     RmaCommand,
 )
+from agent.workflows.returns.screen import ReturnsScreen, ReturnView
 from agent.workflows.returns.settings import ReturnsSettings
 from agent.workflows.scans import gtin14, scan_matches
-from agent.workflows.station import Notice
+from agent.workflows.station import Notice, notice_view, refusal_views
 from devices.events import Button, ButtonPress, Scan
 from devices.lights.palette import Colour, Pattern
 
@@ -662,10 +663,10 @@ class ReturnsWorkflow:
         need = [w for w, v in (("reason", unit.reason), ("grade", unit.grade)) if v is None]
         return f"Scan the {' and the '.join(need)}."
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> ReturnsScreen:
         """What the operator's screen shows (see docs/simulation.md, "Returns station")."""
         ret = self.returns.get(self.current) if self.current else None
-        current: dict[str, Any] | None = None
+        current: ReturnView | None = None
         if ret is not None:
             unit = ret.unit
             current = {
@@ -712,13 +713,8 @@ class ReturnsWorkflow:
             if ret.unit.bin is not None
             else "judge",
             "prompt": self._prompt(),
-            "notice": {
-                "level": self.notice.level,
-                "text": self.notice.text,
-                "at": self.notice.at,
-                "reason": self.notice.reason,
-            },
-            "refusals": [{"text": n.text, "reason": n.reason, "at": n.at} for n in self.refusals],
+            "notice": notice_view(self.notice),
+            "refusals": refusal_views(list(self.refusals)),
             "return": current,
             "announced": sorted(r.rma for r in self.returns.values() if r.opened_at is None)[:50],
             "bins": {d: slot for d, slot in self._bin_of.items()},
