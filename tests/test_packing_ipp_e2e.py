@@ -1,6 +1,7 @@
 """Pack station end to end with an IPP label printer: the node as a child process, a real
-broker, its simulated scanner and MT-SICS scale, a simulated Zebra, and a real IPP printer
-(CUPS's ippeveprinter, testing/ippserver.py). The OMS sends carrier labels as PDF, PNG and
+broker, its simulated scanner and scale (a USB HID shipping scale in the first test, the
+e-commerce bench of issue 22; MT-SICS in the others), a simulated Zebra, and a real IPP
+printer (CUPS's ippeveprinter, testing/ippserver.py). The OMS sends carrier labels as PDF, PNG and
 ZPL and the station's own label; each prints once on the printer that prints its format."""
 
 from __future__ import annotations
@@ -63,8 +64,21 @@ def eve(tmp_path: Path) -> Iterator[IppEvePrinter]:
         yield printer
 
 
+SCALES = {
+    "mt_sics": 'kind = "mt_sics"\nport = "/dev/zone-agent-sim-scale"\npoll_interval = 0.05\n',
+    # The e-commerce bench of issue 22: a USB HID shipping scale beside the IPP printer.
+    "hid_pos": 'kind = "hid_pos"\ndevice = "auto"\nreconnect_min_s = 0.1\nreconnect_max_s = 0.5\n',
+}
+
+
 def node_file(
-    tmp_path: Path, broker: LocalBroker, url: str, *, real: bool = True, formats: str = '["pdf"]'
+    tmp_path: Path,
+    broker: LocalBroker,
+    url: str,
+    *,
+    real: bool = True,
+    formats: str = '["pdf"]',
+    scale: str = "mt_sics",
 ) -> Path:
     """Scanner, scale and a Zebra simulated; the IPP printer real (or simulated)."""
     text = f"""site = "{SITE}"
@@ -87,10 +101,7 @@ port = "/dev/zone-agent-sim"
 dedupe_window_s = 0
 [[devices]]
 name = "scale"
-kind = "mt_sics"
-port = "/dev/zone-agent-sim-scale"
-poll_interval = 0.05
-[[devices]]
+{SCALES[scale]}[[devices]]
 name = "zebra"
 kind = "zpl_printer"
 host = "127.0.0.1"
@@ -113,7 +124,8 @@ idle_poll_s = 0.5
 def test_carrier_pdf_labels_print_by_ipp_through_the_broker(
     tmp_path: Path, broker: LocalBroker, eve: IppEvePrinter
 ) -> None:
-    node = NodeProcess(node_file(tmp_path, broker, eve.url))
+    # The e-commerce pack bench end to end: a USB HID scale, a carrier PDF printed by IPP.
+    node = NodeProcess(node_file(tmp_path, broker, eve.url, scale="hid_pos"))
     control = Control(tmp_path / NODE)
     pdf = carrier_pdf(1)
     zpl = b"^XA\n^FO50,50^A0N,40,40^FDDPD label for o2^FS\n^XZ"
@@ -129,6 +141,7 @@ def test_carrier_pdf_labels_print_by_ipp_through_the_broker(
                 return named(await next_events(oms, 4, SKIP, timeout=30))
 
             await started(node, control, oms)
+            assert (await control.get("/api/state"))["devices"]["scale"]["kind"] == "hid_pos"
             # --- a carrier PDF, byte for byte, by IPP, 4x6 and fit ------------------
             carrier = {"format": "pdf", "data": pdf}
             reply = await oms.call(NODE, "pack", order("o1", label=None, carrier_label=carrier))
