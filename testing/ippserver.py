@@ -166,6 +166,7 @@ class IppEvePrinter:
         self.workdir = workdir
         self.formats = formats
         self.port = port or free_port()
+        self._chosen = not port  # a port found free here may be taken before the printer binds
         self._bus: subprocess.Popen[bytes] | None = None
         self._avahi: subprocess.Popen[bytes] | None = None
         self._printer: subprocess.Popen[bytes] | None = None
@@ -194,7 +195,8 @@ class IppEvePrinter:
         self, what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: str
     ) -> None:
         deadline = time.monotonic() + 20
-        while not ready():
+        # Listening counts only while the process lives: another program may hold the port.
+        while not (ready() and proc.poll() is None):
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = (self.workdir / log).read_text(errors="replace")[-800:]
                 self.stop()
@@ -208,6 +210,19 @@ class IppEvePrinter:
         ``asyncio.to_thread``): Linux ends the children when the thread that started them
         ends (``PR_SET_PDEATHSIG``).
         """
+        for attempt in range(5):
+            try:
+                self._start_once()
+                self._chosen = False  # the URL is out now: a restart keeps the port
+                return
+            except RuntimeError:
+                # The port found free was taken by another program before ippeveprinter
+                # bound it (a shared machine): a fresh one, while no URL was handed out.
+                if not self._chosen or attempt == 4:
+                    raise
+                self.port = free_port()
+
+    def _start_once(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "printed").mkdir(exist_ok=True)
         (self.workdir / "spool").mkdir(exist_ok=True)
