@@ -22,8 +22,9 @@ import pytest
 from agent.oms import OmsClient
 from agent.oms.demo.broker import LocalBroker
 from agent.wire.messages import PickTask
+from agent.wire.topics import NodeTopics
 from devices.events import Button, ButtonPress
-from tests.harness import Running, node_file, node_in_process, oms_for
+from tests.harness import SITE, Running, node_file, node_in_process, oms_for
 from tests.linkproxy import LinkProxy
 
 pytestmark = pytest.mark.broker
@@ -69,6 +70,18 @@ async def _press(running: Running, slot: str) -> None:
     await running.floor.simulators["shelf"].control("press", {"slot": slot, "button": "confirm"})
 
 
+async def _resend_on_a_timer(oms: OmsClient, every_s: float, sent: list[int]) -> None:
+    """Publish each unanswered command again every ``every_s`` (no backoff, no waiting);
+    ``sent[0]`` counts the copies."""
+    topics = NodeTopics(SITE, NODE)
+    while True:
+        await asyncio.sleep(every_s)
+        for command in list(oms.pending.values()):
+            if not command.reply.done():
+                await oms.transport.publish(topics.cmd(command.name), command.payload)
+                sent[0] += 1
+
+
 def _state(running: Running) -> dict[str, Any]:
     """``GET /api/state`` of the node's web server."""
     url = json.loads((running.config.state_dir / "control.json").read_text())["url"]
@@ -111,9 +124,11 @@ def test_presses_are_handled_while_the_uplink_is_stalled_and_the_oms_resends(
                 # slots are soon all taken.
                 proxy.stall("up")
                 pings = [oms.send(NODE, "ping", {}) for _ in range(8)]
-                await _until(
-                    lambda: sum(c.sends for c in oms.pending.values()) >= 40, 30, "32 resends"
-                )
+                # An OMS that resends every unanswered command on a plain timer (the old
+                # documented rule, still what a simple OMS does): copies pile up.
+                sent = [0]
+                copies = asyncio.create_task(_resend_on_a_timer(oms, 0.3, sent))
+                await _until(lambda: copies.done() or sent[0] >= 40, 30, "40 copies resent")
                 before = node.stats["inputs"]
                 for slot in SLOTS:
                     await _press(running, slot)
@@ -125,6 +140,7 @@ def test_presses_are_handled_while_the_uplink_is_stalled_and_the_oms_resends(
                 assert confirmed == shown  # each press confirmed what its slot showed
                 proxy.flow("up")
                 await asyncio.wait_for(asyncio.gather(*pings), 30)
+                copies.cancel()
                 assert sorted(await _picked(oms, 4)) == sorted(shown.values())
                 # Exactly those: the next line of each slot is lit and open.
                 assert all(node.workflow.lit[s] != shown[s] for s in SLOTS)  # type: ignore[attr-defined]
