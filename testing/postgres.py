@@ -26,6 +26,10 @@ from agent.oms.demo.broker import free_port
 USER = "zone"
 
 
+class _PortTaken(Exception):
+    """Another process bound the port between ``free_port`` and the server."""
+
+
 def find_bin() -> Path | None:
     """The directory of ``initdb`` and ``postgres``, or ``None`` when not installed."""
     found = shutil.which("initdb")
@@ -57,8 +61,21 @@ class LocalPostgres:
         """A libpq connection string for the server."""
         return f"host=127.0.0.1 port={self.port} user={USER} dbname=postgres"
 
-    def start(self, timeout: float = 60) -> None:
-        """Make the cluster (once) and start the server; wait until it takes connections."""
+    def start(self, timeout: float = 60, tries: int = 5) -> None:
+        """Make the cluster (once) and start the server; wait until it takes connections.
+
+        The free port it picked may be taken by someone else before the server binds it
+        (a busy machine): then it tries another, up to ``tries`` times.
+        """
+        for _ in range(tries - 1):
+            try:
+                self._start(timeout)
+                return
+            except _PortTaken:
+                self.port = free_port()
+        self._start(timeout)
+
+    def _start(self, timeout: float) -> None:
         import psycopg
 
         data = self.dir / "data"
@@ -80,6 +97,7 @@ class LocalPostgres:
                 **self._as,
             )
         log = (self.dir / "server.log").open("ab")
+        seen = log.tell()  # what earlier tries wrote is not this try's news
         self.proc = subprocess.Popen(
             [
                 str(self.bindir / "postgres"),
@@ -108,6 +126,9 @@ class LocalPostgres:
                 psycopg.connect(self.dsn, connect_timeout=2).close()
                 return
             except psycopg.Error:
+                said = self.text().encode()[seen:].decode(errors="replace")
+                if self.proc.poll() is not None and "could not create any TCP/IP sockets" in said:
+                    raise _PortTaken from None
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"PostgreSQL did not start:\n{self.text()}") from None
                 time.sleep(0.1)
@@ -129,7 +150,11 @@ class LocalPostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> Self:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # no server and no directory left behind
+            raise
         return self
 
     def __exit__(
