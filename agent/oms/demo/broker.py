@@ -64,6 +64,9 @@ class LocalBroker:
     def __init__(self, workdir: Path, port: int = 0, *, extra_config: str = "") -> None:
         self.workdir = Path(workdir)
         self.port = port or free_port()
+        # A port found free may be taken before mosquitto binds it (a loaded test machine
+        # with thousands of sockets in TIME_WAIT): an automatic one is chosen again.
+        self._port_is_ours_to_choose = not port
         self.extra_config = extra_config
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -73,7 +76,16 @@ class LocalBroker:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start mosquitto and wait until it accepts connections."""
+        """Start mosquitto and wait until it listens (its log says it runs)."""
+        for _ in range(5):
+            if self._start_once(timeout):
+                return
+            # Another process took the port between our look and mosquitto's bind.
+            self.port = free_port()
+        raise LinkUnavailable(f"mosquitto found no free port; see {self.workdir / 'mosquitto.log'}")
+
+    def _start_once(self, timeout: float) -> bool:
+        """One start; ``False`` when the port was taken and another may be chosen."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
@@ -86,7 +98,9 @@ class LocalBroker:
             f"user {getpass.getuser()}\n"
             f"{self.extra_config}\n"
         )
-        log = (self.workdir / "mosquitto.log").open("ab")
+        log_path = self.workdir / "mosquitto.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        log = log_path.open("ab")
         self._proc = subprocess.Popen(
             [find_mosquitto(), "-c", str(conf)],
             stdout=log,
@@ -100,15 +114,22 @@ class LocalBroker:
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # Its own log, not a connect: a connect would also succeed to whoever else
+            # listens on the port, while this mosquitto fails to bind it.
+            with log_path.open("rb") as f:
+                f.seek(offset)
+                said = f.read()
             if self._proc.poll() is not None:
-                raise LinkUnavailable(
-                    f"mosquitto exited at start; see {self.workdir / 'mosquitto.log'}"
-                )
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                return
+                self._proc = None
+                if b"Address already in use" in said and self._port_is_ours_to_choose:
+                    return False
+                raise LinkUnavailable(f"mosquitto exited at start; see {log_path}")
+            if b" running" in said:
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", self.port), 0.2),
+                ):
+                    return True
             time.sleep(0.02)
         raise LinkUnavailable(f"mosquitto did not listen on {self.port} within {timeout} s")
 
