@@ -60,10 +60,10 @@ pytest: setup test-packages
 test: lint typecheck pytest
 
 # The inner loop (under a minute): every test that needs no real broker, no NATS or RabbitMQ
-# and is not a long whole-process scenario. Nodes and the OMS meet on the in-process broker
-# (agent/link/memory.py). CI runs the full `make test`.
+# and is not a long whole-process scenario, in 4 pytest-xdist workers. Nodes and the OMS meet
+# on the in-process broker (agent/link/memory.py). CI runs the full `make test`, serially.
 test-fast: setup test-packages
-	$(PY) -m pytest -q -m "not broker and not slow and not cluster"
+	$(PY) -m pytest -q -n 4 -m "not broker and not slow and not cluster"
 
 # make demo ARGS=--keep-running (make itself would take a bare --keep-running as its own)
 demo: setup
