@@ -539,7 +539,9 @@ class _Link:
             return
         refused = [c for c in task.result() if _is_failure(c)]
         if refused:
-            self.abort(f"the broker refused the subscription to {topic} ({refused[0]})")
+            # The broker answered: a refusal, not a dead network, so the ordinary backoff
+            # follows (as a dead link it was retried at once, hundreds of times a second).
+            self.abort(f"the broker refused the subscription to {topic} ({refused[0]})", dead=False)
 
     async def heard_since(self, since: float) -> None:
         """Return once a byte arrives after ``since`` (monotonic; polled, 20 ms)."""
@@ -598,11 +600,15 @@ class _Link:
                 else:
                     log.info("link no longer congested")
 
-    def abort(self, reason: str) -> None:
-        """End the connection now (no DISCONNECT: the broker publishes the Will)."""
+    def abort(self, reason: str, *, dead: bool = True) -> None:
+        """End the connection now (no DISCONNECT: the broker publishes the Will).
+
+        ``dead``: the link went silent (the network is the trouble: reconnect as soon as a
+        probe gets through); otherwise the broker refused something (ordinary backoff).
+        """
         disconnected = self.client._disconnected
         if not disconnected.done():
-            disconnected.set_exception(_DeadLink(reason))
+            disconnected.set_exception(_DeadLink(reason) if dead else aiomqtt.MqttError(reason))
         with contextlib.suppress(Exception):
             self.paho._sock_close()
 
