@@ -90,7 +90,6 @@ class MemoryBroker:
         self.running = True
         self.retained: dict[str, bytes] = {}
         self.sessions: dict[str, _Session] = {}
-        self.published = 0
         self._lock = threading.RLock()
 
     @property
@@ -188,7 +187,6 @@ class MemoryBroker:
         with self._lock:
             if not self.running:
                 raise LinkUnavailable(f"{self.url}: broker stopped")
-            self.published += 1
             if retain:
                 if payload:
                     self.retained[topic] = payload

@@ -252,11 +252,8 @@ class ModbusIo(LightBar):
                     await self.bus.write_registers(
                         unit, module.output_base, [int(v) for v in values]
                     )
-            except UnitSilent as exc:
-                self._unit_silent(unit, str(exc))
-                continue
             except DeviceProtocolError as exc:
-                self._refused(unit, exc)
+                self._unit_failed(unit, exc)
                 continue
             self.counts["writes"] += 1
             state.written = values
@@ -322,11 +319,8 @@ class ModbusIo(LightBar):
                         reg_table, unit, module.input_base, math.ceil(count / 16)
                     )
                     bits = [bool(registers[i // 16] >> (i % 16) & 1) for i in range(count)]
-            except UnitSilent as exc:
-                self._unit_silent(unit, str(exc))
-                continue
             except DeviceProtocolError as exc:
-                self._refused(unit, exc)
+                self._unit_failed(unit, exc)
                 continue
             self.counts["polls"] += 1
             if state.silent is not None:
@@ -345,6 +339,13 @@ class ModbusIo(LightBar):
                         continue
                     self.counts["presses"] += 1
                     self._pressed(slot, Button.CONFIRM)
+
+    def _unit_failed(self, unit: int, exc: DeviceProtocolError) -> None:
+        """A request to ``unit`` failed: it did not answer, or it refused the request."""
+        if isinstance(exc, UnitSilent):
+            self._unit_silent(unit, str(exc))
+        else:
+            self._refused(unit, exc)
 
     def _unit_silent(self, unit: int, why: str) -> None:
         self.counts["unit_silent"] += 1
