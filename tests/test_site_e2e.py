@@ -109,7 +109,7 @@ def test_a_wave_through_the_api_comes_back_once_by_cursor_and_signed_webhook(
             secret = hook.json()["secret"]
             assert secret.startswith("whsec_")
 
-            body = wave_body("W1")
+            body = {**wave_body("W1"), "cutoffs": {"Standard": 1_796_601_600_000}}
             sent = api.post("/v1/waves", json=body, headers={"Idempotency-Key": "wave-W1"})
             assert sent.status_code == 202, sent.text
             assert {o["status"] for o in sent.json()["orders"]} == {"picking"}
@@ -145,6 +145,10 @@ def test_a_wave_through_the_api_comes_back_once_by_cursor_and_signed_webhook(
                     break
                 time.sleep(0.1)
             assert {o["status"] for o in orders} == {"picked"}, orders
+            # The station's own label goes with Standard: the order views say so, and when.
+            assert {(o["carrier"], o["cutoff"]) for o in orders} == {
+                ("Standard", 1_796_601_600_000)
+            }
             detail = api.get("/v1/orders/W1-O3").json()
             assert [e["name"] for e in detail["events"] if e["name"] == "picked"] == ["picked"]
             assert detail["submitted"]["lines"] == [{"sku": "SKU-W1-3", "qty": 3}]

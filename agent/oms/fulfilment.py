@@ -375,6 +375,16 @@ def read_order_file(path: Path) -> OrderFile:
         raise ConfigError(str(path), field_, reason, problems) from exc
 
 
+def carrier_of(order: Order) -> str:
+    """The carrier of the order's parcel.
+
+    Its ``carrier``, else Standard for the station's own label; empty when the order brings
+    the carrier's label without naming the carrier.
+    """
+    own = order.carrier_zpl is None and order.carrier_label is None
+    return order.carrier or ("Standard" if own else "")
+
+
 # --- the state machine -------------------------------------------------------------------
 
 
@@ -654,8 +664,7 @@ class Fulfilment:
 
     def carrier_of(self, order: Order) -> str:
         """The carrier of the order's parcel (the station's own label says Standard)."""
-        own = order.carrier_zpl is None and order.carrier_label is None
-        return order.carrier or ("Standard" if own else "")
+        return carrier_of(order)
 
     def _packed(self, progress: OrderProgress) -> list[Send]:
         progress.status = "packed"

@@ -134,13 +134,21 @@ class WaveOut(_Out):
 
 
 class OrderSummary(_Out):
-    """An order's status."""
+    """An order's status, and the carrier its parcel goes with."""
 
     order: str
     wave: str
     status: str
     detail: str
     updated: int
+    carrier: str | None = Field(
+        description="the carrier of its parcel (the order's, or Standard for the pack "
+        "station's own label); null when the order names none"
+    )
+    cutoff: int | None = Field(
+        description="that carrier's cut-off from the wave's cutoffs, ms since the epoch; "
+        "null when the wave gave none"
+    )
 
 
 class OrderPage(_Out):

@@ -3,8 +3,10 @@
 One ``events`` table holds every node event the service received, each once: ``(node,
 store, seq)`` is unique, and ``id`` (the log position) only grows, so a reader's cursor is
 the last ``id`` it has. Beside it: the answers given per ``Idempotency-Key``, the commands
-sent with their replies, the waves and orders submitted with each order's status, and the
-webhook endpoints with their cursors and delivery attempts.
+sent with their replies, the waves and orders submitted with each order's status, carrier
+and the carrier's cut-off, and the webhook endpoints with their cursors and delivery
+attempts. ``meta`` holds the layout's number (``SCHEMA_VERSION``): a log of an older release
+is brought up to date when it is opened, one of a newer release is refused.
 
 Every write is one transaction committed with an fsync (SQLite ``synchronous=FULL`` in WAL
 mode; PostgreSQL's default ``synchronous_commit``) before the service acknowledges an event
@@ -29,8 +31,21 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import StoreError
+from agent.oms.fulfilment import Order, carrier_of
+
+SCHEMA_VERSION = 1
+"""The layout ``SCHEMA`` makes, kept in the ``meta`` table (key ``schema``). A log made
+before the number was kept holds none (0): its ``orders`` table lacks ``carrier`` and
+``cutoff``, which ``_create`` adds (the carrier filled in from the order as submitted; the
+cut-off was never kept, so it stays null). A log of a higher number was written by a newer
+release, and this one refuses to open it rather than guess at tables it does not know.
+Raise it with any change an older release could not read, and migrate in ``_create``."""
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id {serial},
     node TEXT NOT NULL,
@@ -68,7 +83,9 @@ CREATE TABLE IF NOT EXISTS orders (
     status TEXT NOT NULL,
     detail TEXT NOT NULL,
     body TEXT NOT NULL,
-    updated BIGINT NOT NULL
+    updated BIGINT NOT NULL,
+    carrier TEXT,
+    cutoff BIGINT
 );
 CREATE TABLE IF NOT EXISTS webhooks (
     id TEXT PRIMARY KEY,
@@ -163,8 +180,38 @@ class Webhook:
     created: int
 
 
+@dataclass(frozen=True, slots=True)
+class OrderRow:
+    """An order as the router sees it, for the ``orders`` table.
+
+    ``carrier`` is the carrier of its parcel (``None``: the order names none); ``cutoff``
+    that carrier's cut-off from the wave, ms since the epoch (``None``: the wave gave none).
+    """
+
+    id: str
+    wave: str
+    status: str
+    detail: str
+    body: dict[str, Any]
+    carrier: str | None = None
+    cutoff: int | None = None
+
+
 _ENTRY = "id, node, store, seq, name, ts, logged, order_id, corr, body"
+_ORDER = "id, wave, status, detail, updated, carrier, cutoff"
 _WEBHOOK = "id, url, secret, names, batch, enabled, cursor, failures, disabled_reason, created"
+
+
+def _order(row: Sequence[Any]) -> dict[str, Any]:
+    return {
+        "order": row[0],
+        "wave": row[1],
+        "status": row[2],
+        "detail": row[3],
+        "updated": int(row[4]),
+        "carrier": row[5],
+        "cutoff": None if row[6] is None else int(row[6]),
+    }
 
 
 def _webhook(row: Sequence[Any]) -> Webhook:
@@ -229,11 +276,64 @@ class SqlLog:
         return out
 
     def _create(self) -> None:
+        """Make the tables, or bring an older log's up to ``SCHEMA_VERSION``."""
         with self._lock:
+            self._begin_schema()
             for statement in SCHEMA.format(serial=self.serial).split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
+            rows = self._conn.execute(
+                self._sql("SELECT value FROM meta WHERE key = ?"), ("schema",)
+            ).fetchall()
+            found = int(rows[0][0]) if rows else 0
+            if found > SCHEMA_VERSION:
+                self._conn.rollback()
+                self._conn.close()
+                self._conn = None
+                raise StoreError(
+                    f"the site log's schema {found} was written by a newer zone-agent; this "
+                    f"one knows schema {SCHEMA_VERSION} and will not open it: run the newer "
+                    "release again"
+                )
+            self._upgrade()
+            self._conn.execute(
+                self._sql(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                ),
+                ("schema", str(SCHEMA_VERSION)),
+            )
             self._conn.commit()
+
+    def _begin_schema(self) -> None:
+        """Open the one transaction the tables are made or upgraded in."""
+        # Python's sqlite3 would run each CREATE and ALTER on its own; an explicit BEGIN
+        # makes them one, and IMMEDIATE makes a second process opening the file wait.
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def _columns(self, table: str) -> set[str]:
+        cur = self._conn.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+        return {str(d[0]).lower() for d in cur.description}
+
+    def _upgrade(self) -> None:
+        """Add what a log made by an older release lacks (in ``_create``'s transaction).
+
+        Each step looks at the tables rather than at the number (a log made before the
+        number was kept has none); all of it is one transaction with making the tables.
+        """
+        if "carrier" not in self._columns("orders"):
+            # Schema 0 -> 1: each order's carrier and its cut-off, for the order views.
+            self._conn.execute("ALTER TABLE orders ADD COLUMN carrier TEXT")
+            self._conn.execute("ALTER TABLE orders ADD COLUMN cutoff BIGINT")
+            for order_id, body in self._conn.execute("SELECT id, body FROM orders").fetchall():
+                try:
+                    carrier = carrier_of(Order.model_validate(json.loads(body)))
+                except ValueError:  # not an order this release reads: leave it unknown
+                    continue
+                self._conn.execute(
+                    self._sql("UPDATE orders SET carrier = ? WHERE id = ?"),
+                    (carrier or None, order_id),
+                )
 
     def try_lead(self) -> bool:
         """Take the leadership of this log if it is free (see the subclasses)."""
@@ -404,18 +504,21 @@ class SqlLog:
         )
         return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
-    def set_orders(self, orders: Sequence[tuple[str, str, str, str, dict[str, Any]]]) -> None:
-        """Keep each order's (id, wave, status, detail, body) as the router sees it."""
+    def set_orders(self, orders: Iterable[OrderRow]) -> None:
+        """Keep each order as the router sees it (in one transaction)."""
+        self._write(self._order_statements(orders))
+
+    def _order_statements(self, orders: Iterable[OrderRow]) -> list[tuple[str, Sequence[Any]]]:
         at = now_ms()
-        self._write(
+        return [
             (
-                "INSERT INTO orders (id, wave, status, detail, body, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "INSERT INTO orders (id, wave, status, detail, body, updated, carrier, cutoff) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
                 "status = excluded.status, detail = excluded.detail, updated = excluded.updated",
-                (oid, wave, status, detail, _json(body), at),
+                (o.id, o.wave, o.status, o.detail, _json(o.body), at, o.carrier, o.cutoff),
             )
-            for oid, wave, status, detail, body in orders
-        )
+            for o in orders
+        ]
 
     def orders(
         self, after: str = "", limit: int = 100, status: str | None = None
@@ -424,31 +527,16 @@ class SqlLog:
         where = "id > ?" + ("" if status is None else " AND status = ?")
         args: list[Any] = [after] if status is None else [after, status]
         rows = self._query(
-            f"SELECT id, wave, status, detail, updated FROM orders WHERE {where} "
-            "ORDER BY id LIMIT ?",
-            [*args, limit],
+            f"SELECT {_ORDER} FROM orders WHERE {where} ORDER BY id LIMIT ?", [*args, limit]
         )
-        return [
-            {"order": r[0], "wave": r[1], "status": r[2], "detail": r[3], "updated": int(r[4])}
-            for r in rows
-        ]
+        return [_order(r) for r in rows]
 
     def order(self, order_id: str) -> dict[str, Any] | None:
         """One order: its status and the order as submitted."""
-        rows = self._query(
-            "SELECT id, wave, status, detail, updated, body FROM orders WHERE id = ?", [order_id]
-        )
+        rows = self._query(f"SELECT {_ORDER}, body FROM orders WHERE id = ?", [order_id])
         if not rows:
             return None
-        r = rows[0]
-        return {
-            "order": r[0],
-            "wave": r[1],
-            "status": r[2],
-            "detail": r[3],
-            "updated": int(r[4]),
-            "submitted": json.loads(r[5]),
-        }
+        return {**_order(rows[0]), "submitted": json.loads(rows[0][-1])}
 
     # --- webhooks ----------------------------------------------------------------------
 

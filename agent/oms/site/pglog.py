@@ -50,6 +50,9 @@ class PostgresLog(SqlLog):
             raise StoreError(f"cannot reach the site log in PostgreSQL: {exc}") from None
         self._create()
 
+    def _begin_schema(self) -> None:
+        """The transaction is open already: it holds the schema lock (``SCHEMA_KEY``)."""
+
     def _query(self, sql: str, args: Any = ()) -> list[Any]:
         try:
             return super()._query(sql, args)

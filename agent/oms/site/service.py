@@ -31,7 +31,7 @@ from typing import Any
 from agent.errors import LoginRefused
 from agent.oms.client import NodeEvent, OmsClient
 from agent.oms.fulfilment import Fulfilment, OrderFile, Send
-from agent.oms.site.log import NewEvent, SqlLog, now_ms
+from agent.oms.site.log import NewEvent, OrderRow, SqlLog, now_ms
 from agent.oms.site.settings import SiteConfig
 from agent.oms.site.webhooks import Dispatcher
 from agent.wire import codec
@@ -325,8 +325,18 @@ class SiteService:
             now = (progress.status, progress.detail)
             if wave.saved.get(order_id) != now:
                 wave.saved[order_id] = now
-                body = progress.order.model_dump(mode="json", exclude_defaults=True)
-                changed.append((order_id, wave.id, now[0], now[1], body))
+                carrier = wave.router.carrier_of(progress.order) or None
+                changed.append(
+                    OrderRow(
+                        order_id,
+                        wave.id,
+                        now[0],
+                        now[1],
+                        progress.order.model_dump(mode="json", exclude_defaults=True),
+                        carrier,
+                        None if carrier is None else wave.router.cutoffs.get(carrier),
+                    )
+                )
         if changed:
             await asyncio.to_thread(self.log.set_orders, changed)
 
