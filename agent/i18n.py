@@ -13,16 +13,71 @@ Plain catalogues rather than gettext or Babel: the words are read by JavaScript 
 browser, not by Python, so ``.po``/``.mo`` files would need a compile step and a loader in
 the page for no gain; a site edits JSON with any editor, and a test checks that every
 catalogue has every English key and the same placeholders.
+
+What a workflow says on a screen is a :class:`Message`: a catalogue key and its parameters
+(``{"id": "pack.opened", "params": {"order": "SO-1"}}``), never a finished sentence. The
+page renders it in the node's language (``screen.js``: ``say``); :func:`render` renders the
+same in Python (the English ``text`` beside each message in ``GET /api/state``, and tests).
+A parameter is a string or number (data: an order id, a quantity), another message (a
+reason, a material, a weight in grams), or a list of these (joined with ", ").
+
+A message with a count (the parameter ``n``) has one entry per plural form, CLDR's
+categories after a ``#``: ``"pack.items#one": "{n} item"``, ``"pack.items#other": "{n}
+items"``; Polish has ``#one``, ``#few`` and ``#many`` (1 pozycja, 2 pozycje, 5 pozycji).
+The page picks the form with the browser's ``Intl.PluralRules`` (CLDR, any language a site
+adds); :func:`plural` is the same rule for English, German and Polish. A form missing from
+a language falls back to its ``#other``, then to English.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, TypedDict
 
 ENGLISH = "en"
+
+Param: TypeAlias = "str | int | float | Message | list[Param]"
+
+
+class Message(TypedDict):
+    """Words for a screen: a catalogue key and the values of its placeholders."""
+
+    id: str
+    params: dict[str, Param]
+
+
+def msg(key: str, **params: Param) -> Message:
+    """The message ``key`` with ``params`` (``msg("pack.opened", order="SO-1")``)."""
+    return {"id": key, "params": params}
+
+
+PLURAL_FORMS: dict[str, tuple[str, ...]] = {
+    "en": ("one", "other"),
+    "de": ("one", "other"),
+    "pl": ("one", "few", "many"),
+}
+"""The plural forms each shipped catalogue has for a count (CLDR, whole numbers)."""
+
+
+def plural(language: str, n: int | float) -> str:
+    """The CLDR plural category of the whole number ``n`` in ``language``.
+
+    Polish: ``one`` for 1; ``few`` when it ends in 2-4 but not in 12-14; else ``many``.
+    English, German and any other language: ``one`` for 1, else ``other``.
+    """
+    if n != int(n):
+        return "other"
+    whole = abs(int(n))
+    if language.split("-")[0] == "pl":
+        if whole == 1:
+            return "one"
+        if 2 <= whole % 10 <= 4 and not 12 <= whole % 100 <= 14:
+            return "few"
+        return "many"
+    return "one" if whole == 1 else "other"
 
 
 def shipped() -> dict[str, dict[str, str]]:
@@ -74,6 +129,46 @@ def catalogue(language: str = ENGLISH, site_file: Path | None = None) -> dict[st
         words.update(languages.get(language, {}))
         words.update(site.get(language, {}))
     return words
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def words_of(key: str, params: dict[str, Param], words: dict[str, str], language: str) -> str:
+    """The catalogue's words for ``key``: its plural form when it counts ``n``.
+
+    A key no catalogue has reads as its last part spaced out, never as the key.
+    """
+    text = words.get(key)
+    count = params.get("n")
+    if text is None and isinstance(count, int | float):
+        text = words.get(f"{key}#{plural(language, count)}") or words.get(f"{key}#other")
+    return text if text is not None else key.rsplit(".", 1)[-1].replace("_", " ")
+
+
+def render(message: Message, words: dict[str, str] | None = None, language: str = ENGLISH) -> str:
+    """``message`` in words: English from the shipped catalogue unless ``words`` is given.
+
+    Numbers are written as in English (``1,234``); the page writes them in its language.
+    """
+    table = words if words is not None else _english()
+    params = message["params"]
+
+    def value(param: Param) -> str:
+        if isinstance(param, dict):
+            return render(param, table, language)
+        if isinstance(param, list):
+            return ", ".join(value(p) for p in param)
+        if isinstance(param, bool):
+            return str(param)
+        if isinstance(param, int) or (isinstance(param, float) and param.is_integer()):
+            return f"{int(param):,}"
+        if isinstance(param, float):
+            return f"{param:,.1f}"
+        return param
+
+    text = words_of(message["id"], params, table, language)
+    return _PLACEHOLDER.sub(lambda m: value(params[m[1]]) if m[1] in params else m[0], text)
 
 
 def reason_words(code: str, words: dict[str, str] | None = None) -> str:

@@ -5,17 +5,38 @@
 // /api/stream). A page defines only its render(s) and calls screen(title, render).
 const WORDS = JSON.parse((document.getElementById("words") || { textContent: "{}" }).textContent);
 
-// The words for `key`, with {name} filled from `params`; a key no catalogue has shows as
-// its last part spaced out (never as "reason.wrong_item").
-function t(key, params) {
-  let text = WORDS[key];
-  if (text === undefined) text = key.slice(key.lastIndexOf(".") + 1).replaceAll("_", " ");
-  for (const [name, value] of Object.entries(params || {})) text = text.replaceAll(`{${name}}`, String(value));
-  return text;
+const LANG = document.documentElement.lang || "en";
+// The plural form of a count: the browser's CLDR rules for the page's language (any
+// language a site adds); without them, the rule agent/i18n.py writes out for en, de, pl.
+const RULES = (() => { try { return new Intl.PluralRules(LANG); } catch (e) { return null; } })();
+function plural(n) {
+  if (RULES) return RULES.select(n);
+  if (n !== Math.trunc(n)) return "other";
+  const i = Math.abs(n);
+  if (LANG.split("-")[0] !== "pl") return i === 1 ? "one" : "other";
+  return i === 1 ? "one" : i % 10 >= 2 && i % 10 <= 4 && !(i % 100 >= 12 && i % 100 <= 14) ? "few" : "many";
 }
+// A parameter in words: a message is said, a list joined, a number written the language's way.
+function fmt(v) {
+  if (Array.isArray(v)) return v.map(fmt).join(", ");
+  if (v && typeof v === "object") return say(v);
+  if (typeof v === "number") return v.toLocaleString(LANG, { maximumFractionDigits: 1 });
+  return String(v ?? "");
+}
+// The words for `key`, with {name} filled from `params`; a key counting `n` takes its plural
+// form ("pack.items#few"); a key no catalogue has shows as its last part spaced out (never
+// as "reason.wrong_item").
+function t(key, params) {
+  const p = params || {};
+  let text = WORDS[key];
+  if (text === undefined && typeof p.n === "number") text = WORDS[`${key}#${plural(p.n)}`] ?? WORDS[`${key}#other`];
+  if (text === undefined) text = key.slice(key.lastIndexOf(".") + 1).replaceAll("_", " ");
+  return text.replace(/\{(\w+)\}/g, (all, name) => (name in p ? fmt(p[name]) : all));
+}
+// A message a workflow sent ({id, params}) in the page's language.
+const say = (m) => (m ? t(m.id, m.params) : "");
 // A code (reason, disposition, flag, ...) in words: "reason.wrong_item" -> "wrong item".
 const words = (kind, code) => (code ? t(`${kind}.${code}`) : "");
-const count = (n, one, many) => t(n === 1 ? one : many, { n: n.toLocaleString(document.documentElement.lang) });
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
