@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeAlias, TypedDict
 
 ENGLISH = "en"
 
-Param: TypeAlias = "str | int | float | Message | list[Param]"
+Param: TypeAlias = "str | int | float | Message | Sequence[Param]"
 
 
 class Message(TypedDict):
@@ -155,17 +156,17 @@ def render(message: Message, words: dict[str, str] | None = None, language: str 
     params = message["params"]
 
     def value(param: Param) -> str:
+        if isinstance(param, str):
+            return param
         if isinstance(param, dict):
             return render(param, table, language)
-        if isinstance(param, list):
-            return ", ".join(value(p) for p in param)
         if isinstance(param, bool):
             return str(param)
         if isinstance(param, int) or (isinstance(param, float) and param.is_integer()):
             return f"{int(param):,}"
         if isinstance(param, float):
             return f"{param:,.1f}"
-        return param
+        return ", ".join(value(p) for p in param)
 
     text = words_of(message["id"], params, table, language)
     return _PLACEHOLDER.sub(lambda m: value(params[m[1]]) if m[1] in params else m[0], text)

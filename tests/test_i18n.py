@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -11,6 +14,8 @@ from agent.config import load_config
 from agent.errors import ConfigError
 from agent.i18n import catalogue, reason_words, shipped
 from agent.web import WebServer
+from agent.workflows.dispatch.station import Urgency
+from agent.workflows.returns.messages import DISPOSITIONS
 from tests.test_config import GOOD, write
 
 
@@ -87,3 +92,84 @@ def test_the_page_carries_its_language_and_words() -> None:
     assert '<link rel="stylesheet" href="/static/station.css">' in page
     assert web._static("screen.js").content_type == "text/javascript"
     assert web._static("station.css").status == 200
+
+
+# --- every message a workflow can send is in every catalogue, with its parameters ----------
+
+AGENT = Path(__file__).parent.parent / "agent"
+
+# Keys built at run time from a code: the prefix and every code it can take.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "disposition.": DISPOSITIONS,
+    "dispatch.urgency_": tuple(u for u in get_args(Urgency) if u != "normal"),
+}
+
+
+def _said() -> list[tuple[str, int, set[str], ast.expr]]:
+    """Every ``msg(...)`` call outside agent/oms: (file, line, its keyword names, its key)."""
+    calls = []
+    for path in sorted(AGENT.rglob("*.py")):
+        if "oms" in path.relative_to(AGENT).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "msg":
+                where = f"{path.relative_to(AGENT.parent)}:{node.lineno}"
+                names = {k.arg for k in node.keywords}
+                assert None not in names and len(node.args) == 1, f"{where}: keywords only"
+                calls.append((where, node.lineno, {n for n in names if n}, node.args[0]))
+    return calls
+
+
+def _keys(where: str, key: ast.expr) -> list[str]:
+    """The catalogue keys a call's first argument can be."""
+    if isinstance(key, ast.Constant) and isinstance(key.value, str):
+        return [key.value]
+    if isinstance(key, ast.IfExp):
+        return _keys(where, key.body) + _keys(where, key.orelse)
+    if isinstance(key, ast.JoinedStr) and isinstance(key.values[0], ast.Constant):
+        prefix = str(key.values[0].value)
+        assert prefix in FAMILIES and len(key.values) == 2, f"{where}: {prefix}... is no family"
+        return [prefix + code for code in FAMILIES[prefix]]
+    raise AssertionError(f"{where}: a message key must be written out, not {ast.dump(key)}")
+
+
+def test_every_message_a_workflow_sends_is_in_every_catalogue_with_its_parameters() -> None:
+    """A message id used anywhere on the node (workflows, screens, device words) exists in
+    en, de and pl, and the call gives exactly the placeholders the words use."""
+    languages = shipped()
+    calls = _said()
+    assert len(calls) > 80  # the notices, prompts and words of pack, dispatch and returns
+    for where, _, names, key in calls:
+        for id_ in _keys(where, key):
+            for language in ("en", "de", "pl"):
+                words = languages[language]
+                forms = [v for k, v in words.items() if k == id_ or k.startswith(id_ + "#")]
+                assert forms, f"{where}: {id_!r} is not in {language}.json"
+                wanted = set().union(*(set(re.findall(r"{(\w+)}", v)) for v in forms))
+                assert names == wanted, f"{where}: {id_} ({language}) takes {wanted}, got {names}"
+                if id_ + "#one" in words:
+                    assert "n" in names, f"{where}: {id_} counts n"
+
+
+def test_every_reason_a_station_refuses_with_has_words() -> None:
+    """The reason a station's notice leads with (``_refuse(step, now, code, reason, ...)``)
+    reads as words in every language, never as its code."""
+    languages = shipped()
+    reasons = set()
+    for path in sorted((AGENT / "workflows").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "_refuse":
+                reason = node.args[3]
+                options = (
+                    [reason.body, reason.orelse] if isinstance(reason, ast.IfExp) else [reason]
+                )
+                for option in options:
+                    if isinstance(option, ast.Constant):
+                        reasons.add(option.value)
+                    else:  # returns' unknown reason or grade code: the loop's variable
+                        assert isinstance(option, ast.Name) and option.id == "reason", path
+    reasons |= {"unknown_reason", "unknown_grade"}
+    assert len(reasons) >= 20
+    for language in ("en", "de", "pl"):
+        missing = sorted(r for r in reasons if f"reason.{r}" not in languages[language])
+        assert not missing, (language, missing)

@@ -83,7 +83,7 @@ def test_pack_screen_shows_progress_refusals_weight_verdict_and_printer_live(
                 await wait(page.wait_text, "#notice .tag", "STOP")
                 await wait(page.wait_text, "#refusals", "is not in order o1")
                 await scans(control, GTIN_A, "S2-CODE", "S2-CODE")
-                await wait(page.wait_text, "#notice", "S2: all 1 already scanned")
+                await wait(page.wait_text, "#notice", "S2: the one ordered is already scanned")
                 await wait(page.wait_text, "#slip-job", "packing slip printed: put it in the box")
                 await wait(page.wait_text, "#slip-printer", "ready")
                 assert 'class="line done"' in page.html('[data-sku="S1"]')

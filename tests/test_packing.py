@@ -273,7 +273,8 @@ def test_wrong_unknown_surplus_and_no_order_scans_are_refused() -> None:
     ]
     assert s.screen["notice"] == {
         "level": "error",
-        "text": "S2: all 1 already scanned. This one is extra: put it aside.",
+        "text": "S2: the one ordered is already scanned. This one is extra: put it aside.",
+        "message": {"id": "pack.surplus", "params": {"sku": "S2", "n": 1}},
         "at": s.now,
         "reason": "surplus",
     }
@@ -326,7 +327,9 @@ def test_gs1_scans_count_by_gtin_and_bad_check_digits_are_refused() -> None:
     [(name, body)] = s.take()
     assert (name, body["reason"]) == ("pack_refused", "unreadable")
     assert body["detail"] == "bad GTIN check digit in 4006381333932: expected 1, got 2"
-    assert "cannot be trusted: bad GTIN check digit" in s.screen["notice"]["text"]
+    # The worker is told to scan again; why (for the office) is in the event's detail.
+    assert s.screen["notice"]["message"] == {"id": "pack.unreadable", "params": {}}
+    assert "cannot be trusted: scan it again" in s.screen["notice"]["text"]
 
 
 def test_a_second_order_waits_until_the_first_is_done_and_cancel() -> None:

@@ -325,7 +325,7 @@ def test_label_printer_fault_is_reported_at_once_and_the_held_label_prints_once(
             )
             assert problem["reason"] == no_reply
             shown = await wait_for(control, lambda w: w["notice"]["level"] == "error")
-            assert shown["notice"]["text"].startswith(f"The label has not printed ({no_reply})")
+            assert shown["notice"]["message"]["id"] == "pack.label_late"  # why: in the event
             assert shown["order"]["label"]["late"] is True
             assert (await control.get("/api/state"))["devices"]["label"]["status"] == "fault"
             assert (await control.get("/sim/label"))["pending"] == 1

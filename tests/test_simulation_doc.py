@@ -82,11 +82,11 @@ def test_every_shell_block_of_simulation_md_runs(tmp_path: Path, broker: LocalBr
     # What the page says the examples show.
     assert out.count('{"status": "accepted", "reason": null, "detail": null, "items": []}') == 5
     assert "1 label(s) printed" in out
-    assert "label | The label has not printed (printer fault: " in out
+    assert "label | The label has not printed. Check the printer" in out
     assert "weigh_failed | Too heavy by 553 g" in out
     assert "idle | Order o2 packed" in out
     assert "'lines_short': 1" in out
     assert "{'CAGE-DPD': 'Prio', 'CAGE-UPS': None, 'DOOR-3': 'Prio'}" in out
-    assert "idle | Manifest DPD-0001 closed: 1 parcel(s) shipped." in out
-    assert "idle | Return RMA-7002 closed: 1 unit(s) received, 1 missing." in out
+    assert "idle | Manifest DPD-0001 closed: 1 parcel shipped." in out
+    assert "idle | Return RMA-7002 closed: 1 unit received, 1 missing." in out
     assert "1 unit label(s) printed" in out

@@ -78,7 +78,7 @@ def test_dispatch_screen_shows_the_lane_to_load_urgency_refusals_and_loads_live(
                 await wait(page.wait_text, "#recent", "AFTER CUT-OFF")
                 assert await wait(fits, page), "the dispatch screen scrolls at 800x480"
                 await control.scan("CLOSE-L1")
-                await wait(page.wait_text, "#notice", "Manifest DPD-0001 closed: 1 parcel(s)")
+                await wait(page.wait_text, "#notice", "Manifest DPD-0001 closed: 1 parcel shipped.")
 
     run(node, scenario)
 
@@ -127,7 +127,7 @@ def test_returns_screen_shows_the_rma_unit_flag_bin_and_summary_live(
                 assert await wait(fits, page), "the returns screen scrolls at 800x480"
                 await control.scan("CLOSE")
                 await wait(
-                    page.wait_text, "#notice", "Return R1 closed: 2 unit(s) received, 2 missing"
+                    page.wait_text, "#notice", "Return R1 closed: 2 units received, 2 missing."
                 )
                 await wait(page.wait_text, "#return-head", "No return open")
 

@@ -149,23 +149,21 @@ function header(s, title) {
   banner.textContent = text;
 }
 
-// The station notice (what just happened, coloured by level) and the prompt. The workflow
-// words its prompt in English; in another language the page's own prompt for the phase
-// ([key, params], when the page knows one) is said instead.
-function notice(wf, local) {
-  const n = wf.notice || { level: "info", text: "" };
+// The station notice (what just happened, coloured by level) and the prompt (what to do
+// next), both the workflow's messages said in the page's language.
+function notice(wf) {
+  const n = wf.notice || { level: "info" };
   const box = document.getElementById("notice");
   box.className = `level-${n.level}`;
-  // The reason in the worker's words leads (the sentence is the workflow's own).
+  // The reason in the worker's words leads.
   const tag = t(`notice.${n.level}`) + (n.reason ? ` · ${words("reason", n.reason)}` : "");
-  box.replaceChildren(el("span", "tag", tag), el("span", "text", n.text || "\u00a0"));
-  const own = local && document.documentElement.lang !== "en" && WORDS[local[0]] !== undefined;
-  document.getElementById("prompt").textContent = own ? t(local[0], local[1]) : wf.prompt || "";
+  box.replaceChildren(el("span", "tag", tag), el("span", "text", say(n.message) || "\u00a0"));
+  document.getElementById("prompt").textContent = say(wf.prompt_message);
 }
 
 // Refused scans: the reason in words, then what the station said.
 function refusals(box, wf) {
-  const items = (wf.refusals || []).map((r) => el("li", "", r.reason ? `${words("reason", r.reason)}: ${r.text}` : r.text));
+  const items = (wf.refusals || []).map((r) => el("li", "", r.reason ? `${words("reason", r.reason)}: ${say(r.message)}` : say(r.message)));
   if (!items.length) items.push(el("li", "muted", t("screen.none")));
   fitList(box, items);
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from agent.i18n import Message
 from agent.workflows.station import NoticeView, RefusalView
 
 
@@ -56,6 +57,7 @@ class DispatchScreen(TypedDict):
 
     phase: str
     prompt: str
+    prompt_message: Message
     notice: NoticeView
     refusals: list[RefusalView]
     pending: PendingParcel | None

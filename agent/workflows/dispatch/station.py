@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from agent.config import NodeConfig
 from agent.errors import ConfigError
+from agent.i18n import Message, msg, render
 from agent.store import StoredTask
 from agent.wire.messages import Envelope, ItemResult, Wire
 from agent.workflows.base import STALE_PRESS, FloorInfo, Step, Verdict, press_saw, settings_from
@@ -33,7 +34,7 @@ from agent.workflows.dispatch.messages import (
 from agent.workflows.dispatch.screen import DispatchScreen, PendingParcel
 from agent.workflows.dispatch.settings import DispatchSettings, Lane
 from agent.workflows.scans import gtin14
-from agent.workflows.station import Notice, notice_view, refusal_views
+from agent.workflows.station import UNREADABLE, Notice, notice_view, refusal_views
 from devices.events import Button, ButtonPress, Scan
 from devices.lights.palette import Colour, Pattern
 
@@ -157,7 +158,7 @@ class DispatchWorkflow:
         self.numbers: dict[str, int] = {}
         self.opened: dict[str, int] = {}
         self.shipped: OrderedDict[str, tuple[str, str, int]] = OrderedDict()
-        self.notice = Notice("info", "Scan a parcel label", 0)
+        self.notice = Notice("info", msg("dispatch.prompt_idle"), 0)
         self.refusals: list[Notice] = []
         self.recent: list[dict[str, Any]] = []
         self.counts: dict[str, int] = {}
@@ -174,8 +175,8 @@ class DispatchWorkflow:
         self.counts[name] = self.counts.get(name, 0) + delta
         step.unit.count(name, delta)
 
-    def _say(self, level: Literal["info", "ok", "error"], text: str, now: int) -> None:
-        self.notice = Notice(level, text, now)
+    def _say(self, level: Literal["info", "ok", "error"], message: Message, now: int) -> None:
+        self.notice = Notice(level, message, now)
 
     def _meta(self) -> StoredTask:
         return StoredTask(
@@ -195,13 +196,13 @@ class DispatchWorkflow:
         now: int,
         code: str,
         reason: str,
-        text: str,
+        message: Message,
         *,
         detail: str = "",
         parcel: DockParcel | None = None,
         lane: str | None = None,
     ) -> None:
-        notice = Notice("error", text, now, reason)
+        notice = Notice("error", message, now, reason)
         self.notice = notice
         self.refusals = [notice, *self.refusals][:MAX_REFUSALS_SHOWN]
         step.emit(
@@ -343,7 +344,7 @@ class DispatchWorkflow:
                 now,
                 text,
                 "unreadable",
-                f"That barcode cannot be trusted: {scan.error}. Scan it again.",
+                UNREADABLE,
                 detail=scan.error,
             )
             return
@@ -359,7 +360,7 @@ class DispatchWorkflow:
                     now,
                     text,
                     "nothing_loaded",
-                    f"Nothing is loaded for {lane.carrier}: no manifest to close.",
+                    msg("dispatch.nothing_loaded", carrier=lane.carrier),
                     lane=lane.id,
                 )
             return
@@ -374,8 +375,12 @@ class DispatchWorkflow:
                     now,
                     text,
                     "already_loaded",
-                    f"Parcel {key} already left on manifest {manifest} (lane {where}). "
-                    "Take it to the office.",
+                    msg(
+                        "dispatch.already_left",
+                        parcel=key,
+                        manifest=manifest,
+                        lane=self._name(where),
+                    ),
                     detail=f"shipped on manifest {manifest} from lane {where} at {at}",
                     lane=where,
                 )
@@ -387,9 +392,9 @@ class DispatchWorkflow:
                 now,
                 text,
                 "unknown_code" if product else "unknown_parcel",
-                f"{text[:40]} is a product barcode: scan the parcel label."
+                msg("dispatch.product_code", code=text[:40])
                 if product
-                else f"Parcel {text[:40]} was not announced. Put it aside for the office.",
+                else msg("dispatch.not_announced", parcel=text[:40]),
             )
             return
         if parcel.lane is not None:
@@ -399,7 +404,7 @@ class DispatchWorkflow:
                 now,
                 text,
                 "already_loaded",
-                f"Parcel {parcel.id} is already loaded on lane {self._name(parcel.lane)}.",
+                msg("dispatch.already_loaded", parcel=parcel.id, lane=self._name(parcel.lane)),
                 detail=f"loaded on lane {parcel.lane} at {parcel.loaded_at}",
                 parcel=parcel,
                 lane=parcel.lane,
@@ -413,22 +418,21 @@ class DispatchWorkflow:
                 now,
                 text,
                 "no_lane",
-                f"No lane here takes {parcel.carrier}. Put parcel {parcel.id} aside for "
-                "the office.",
+                msg("dispatch.no_lane_for", carrier=parcel.carrier, parcel=parcel.id),
                 parcel=parcel,
             )
             return
         self._dark(step)
         shown = self._light(parcel, step, now)
         self.pending = Pending(parcel.id, now, shown)
-        names = ", ".join(self._name(lane.id) for lane in lanes)
-        extra = {
-            "normal": "",
-            "express": " EXPRESS.",
-            "cutoff": " Cut-off is near!",
-            "late": " Past its cut-off!",
-        }[shown]
-        self._say("info", f"{parcel.carrier}: load onto lane {names}.{extra}", now)
+        names = [self._name(lane.id) for lane in lanes]
+        load = msg("dispatch.load_onto", carrier=parcel.carrier, lanes=names)
+        if shown != "normal":  # the lane's badge, said: EXPRESS, CUT-OFF NEAR, PAST CUT-OFF
+            urgent = msg(f"dispatch.urgency_{shown}")
+            load = msg(
+                "dispatch.load_onto_urgent", carrier=parcel.carrier, lanes=names, urgency=urgent
+            )
+        self._say("info", load, now)
 
     def _name(self, lane_id: str) -> str:
         lane = self.lanes.get(lane_id)
@@ -445,7 +449,7 @@ class DispatchWorkflow:
                 now,
                 code,
                 "no_parcel",
-                f"Lane {self._name(lane.id)}: scan a parcel label first.",
+                msg("dispatch.parcel_first", lane=self._name(lane.id)),
                 lane=lane.id,
             )
             return
@@ -456,8 +460,14 @@ class DispatchWorkflow:
                 now,
                 code,
                 "wrong_lane",
-                f"Wrong lane: {self._name(lane.id)} is {lane.carrier}. Parcel {parcel.id} "
-                f"goes to {right} ({parcel.carrier}).",
+                msg(
+                    "dispatch.wrong_lane",
+                    lane=self._name(lane.id),
+                    carrier=lane.carrier,
+                    parcel=parcel.id,
+                    right=right,
+                    parcel_carrier=parcel.carrier,
+                ),
                 detail=f"lane {lane.id} takes {lane.carrier}; the parcel's lane is {right}",
                 parcel=parcel,
                 lane=lane.id,
@@ -495,7 +505,7 @@ class DispatchWorkflow:
             {"parcel": parcel.id, "order": parcel.order, "lane": lane.id, "late": late, "at": now},
             *self.recent,
         ][:MAX_RECENT_SHOWN]
-        self._say("ok", f"Parcel {parcel.id} loaded on lane {self._name(lane.id)}.", now)
+        self._say("ok", msg("dispatch.loaded", parcel=parcel.id, lane=self._name(lane.id)), now)
 
     def _close(self, carrier: str, by: Literal["scan", "command"], step: Step, now: int) -> bool:
         """Close ``carrier``'s manifest; ``False`` (nothing done) when nothing is loaded."""
@@ -555,8 +565,14 @@ class DispatchWorkflow:
         step.unit.put_task(self._meta())
         self._count(step, "manifests_closed")
         self._count(step, "parcels_shipped", len(loaded))
-        text = f"Manifest {manifest} closed: {len(loaded)} parcel(s) shipped"
-        self._say("ok", text + (f", {len(missing)} not loaded." if missing else "."), now)
+        if missing:
+            left = msg("dispatch.not_loaded", n=len(missing))
+            closed = msg(
+                "dispatch.manifest_closed_missing", manifest=manifest, n=len(loaded), missing=left
+            )
+        else:
+            closed = msg("dispatch.manifest_closed", manifest=manifest, n=len(loaded))
+        self._say("ok", closed, now)
         return True
 
     def on_tick(self, step: Step, now: int) -> None:
@@ -570,14 +586,12 @@ class DispatchWorkflow:
 
     # --- screen --------------------------------------------------------------------
 
-    def _prompt(self) -> str:
-        if self.pending is None:
-            return "Scan a parcel label."
-        parcel = self.parcels.get(self.pending.parcel)
+    def _prompt(self) -> Message:
+        parcel = None if self.pending is None else self.parcels.get(self.pending.parcel)
         if parcel is None:
-            return "Scan a parcel label."
-        names = ", ".join(self._name(x.id) for x in self._carrier_lanes.get(parcel.carrier, []))
-        return f"Put it on lane {names}, then scan the lane barcode or press its button."
+            return msg("dispatch.prompt_idle")
+        names = [self._name(x.id) for x in self._carrier_lanes.get(parcel.carrier, [])]
+        return msg("dispatch.prompt_lane", lanes=names)
 
     def snapshot(self) -> DispatchScreen:
         """What the loader's screen shows (see docs/simulation.md, "Dispatch station")."""
@@ -603,7 +617,8 @@ class DispatchWorkflow:
         )
         return {
             "phase": "idle" if pending is None else "lane",
-            "prompt": self._prompt(),
+            "prompt": render(self._prompt()),
+            "prompt_message": self._prompt(),
             "notice": notice_view(self.notice),
             "refusals": refusal_views(list(self.refusals)),
             "pending": pending,

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from agent.config import NodeConfig
+from agent.i18n import Message, msg
 from agent.store import StoredTask
 from agent.wire.messages import Envelope, ItemResult, Wire
 from agent.workflows.base import FloorInfo, PrintSlip, Slip, Step, Verdict, settings_from
@@ -44,15 +45,15 @@ from agent.workflows.packing.model import ORDER, PackOrder, check_weight
 from agent.workflows.packing.screen import PackScreen, prompt, snapshot
 from agent.workflows.packing.settings import PackSettings
 from agent.workflows.scans import gtin14, scan_matches
-from agent.workflows.station import Notice, PeriodicCounters
+from agent.workflows.station import Notice, PeriodicCounters, unknown_code
 from devices.events import DeviceHealthChanged, Scan, Weight
 from devices.printers.base import PrintResult
 
 MAX_REFUSALS_SHOWN = 5
 
 
-def _grams(value: float) -> str:
-    return f"{value:,.0f} g"
+def _grams(value: float) -> Message:
+    return msg("pack.grams", g=round(value))
 
 
 class PackingWorkflow:
@@ -107,7 +108,7 @@ class PackingWorkflow:
         self._evaluated: Weight | None = None
         self.scale_clear = True
         self.health: dict[str, tuple[str, str]] = {}
-        self.notice = Notice("info", "Scan an order or tote barcode to start", 0)
+        self.notice = Notice("info", msg("pack.prompt_idle"), 0)
         self.refusals: list[Notice] = []
         self._done: OrderedDict[str, None] = OrderedDict()
         self._arrivals = 0
@@ -123,8 +124,8 @@ class PackingWorkflow:
     def _count(self, step: Step, name: str, delta: int = 1) -> None:
         self.counters.count(step, name, delta)
 
-    def _say(self, level: Literal["info", "ok", "error"], text: str, now: int) -> None:
-        self.notice = Notice(level, text, now)
+    def _say(self, level: Literal["info", "ok", "error"], message: Message, now: int) -> None:
+        self.notice = Notice(level, message, now)
 
     def refusals_now(self) -> list[Notice]:
         """The refusals made while the order open now was (or, with none open, none was)."""
@@ -146,6 +147,10 @@ class PackingWorkflow:
             fill_ratio=s.fill_ratio,
         )
 
+    def _reason_codes(self) -> list[str]:
+        """The supervisor's reason barcodes, as printed on the reason sheet."""
+        return [self.settings.reason_prefix + r for r in self.settings.override_reasons]
+
     def _material(self, order: PackOrder) -> Material:
         return self.suggestion(order).material
 
@@ -160,12 +165,12 @@ class PackingWorkflow:
         now: int,
         scan: Scan,
         reason: str,
-        text: str,
+        message: Message,
         *,
         detail: str = "",
         sku: str | None = None,
     ) -> None:
-        notice = Notice("error", text, now, reason, self.current)
+        notice = Notice("error", message, now, reason, self.current)
         self.notice = notice
         self.refusals = [notice, *self.refusals_now()][:MAX_REFUSALS_SHOWN]
         step.emit(
@@ -210,15 +215,10 @@ class PackingWorkflow:
             current = max(started, key=lambda o: o.started_at or 0)
             self.current = current.order
             if current.phase == "label_unknown":
-                self._say(
-                    "error",
-                    f"The node restarted while label {current.label_job} was printing. "
-                    f"Did it print? If yes scan {self.settings.confirm_barcode}; if not, scan "
-                    "the order barcode to print it again.",
-                    now,
-                )
+                job, confirm = current.label_job or "", self.settings.confirm_barcode
+                self._say("error", msg("pack.restart_label", job=job, confirm=confirm), now)
             else:
-                self._say("info", f"Carry on with order {current.order}", now)
+                self._say("info", msg("pack.carry_on", order=current.order), now)
 
     def on_command(
         self, name: str, envelope: Envelope, body: Wire, step: Step, now: int
@@ -285,11 +285,7 @@ class PackingWorkflow:
             if self.current == order_id:
                 self.current = None
                 self._evaluated = None
-                self._say(
-                    "error",
-                    f"Order {order_id} was cancelled by the office: put its items aside.",
-                    now,
-                )
+                self._say("error", msg("pack.cancelled", order=order_id), now)
             items.append(ItemResult(id=order_id, status="cancelled"))
             self._count(step, "orders_cancelled")
         return Verdict.accepted(items)
@@ -317,8 +313,7 @@ class PackingWorkflow:
                 now,
                 scan,
                 "unreadable",
-                f"That barcode cannot be trusted: {scan.error}. Scan it again or type it in "
-                "the office.",
+                msg("pack.unreadable"),
                 detail=scan.error,
             )
             return
@@ -338,8 +333,7 @@ class PackingWorkflow:
                 now,
                 scan,
                 "unknown_reason",
-                f"{text} is not a reason code. Scan one of: "
-                + ", ".join(self.settings.override_reasons),
+                msg("pack.not_a_reason", code=text[:40], codes=self._reason_codes()),
             )
             return
         if text == self.settings.confirm_barcode:
@@ -370,14 +364,18 @@ class PackingWorkflow:
                 now,
                 scan,
                 "order_in_progress",
-                f"Finish order {order.order} first (or ask the office to cancel it).",
+                msg("pack.finish_first", order=order.order),
             )
             return
         if order is target:
             if target.phase in ("label_failed", "label_unknown"):
                 self._print_label(target, step, now, reprint=True)
                 return
-            self._say("info", f"Order {target.order} is already open: {prompt(self, target)}", now)
+            self._say(
+                "info",
+                msg("pack.already_open", order=target.order, prompt=prompt(self, target)),
+                now,
+            )
             return
         target.phase = "verify"
         target.started_at = now
@@ -385,7 +383,7 @@ class PackingWorkflow:
         self._evaluated = None
         self._count(step, "orders_started")
         self._save(target, step)
-        self._say("info", f"Order {target.order}: scan every item", now)
+        self._say("info", msg("pack.opened", order=target.order), now)
 
     def _item(self, scan: Scan, order: PackOrder | None, step: Step, now: int) -> None:
         product = scan.gtin is not None or gtin14(scan.text) is not None
@@ -393,11 +391,9 @@ class PackingWorkflow:
             if product or any(
                 scan_matches(scan, ln.barcodes) for o in self.orders.values() for ln in o.lines
             ):
-                self._refuse(step, now, scan, "no_order", "Scan the order or tote barcode first.")
+                self._refuse(step, now, scan, "no_order", msg("pack.order_first"))
             else:
-                self._refuse(
-                    step, now, scan, "unknown_code", f"Barcode {scan.text[:40]} is not known here."
-                )
+                self._refuse(step, now, scan, "unknown_code", unknown_code(scan.text))
             return
         matches = [ln for ln in order.lines if scan_matches(scan, ln.barcodes)]
         if not matches:
@@ -407,12 +403,10 @@ class PackingWorkflow:
                     now,
                     scan,
                     "wrong_item",
-                    f"{scan.text[:40]} is not in order {order.order}. Put it aside.",
+                    msg("pack.not_in_order", code=scan.text[:40], order=order.order),
                 )
             else:
-                self._refuse(
-                    step, now, scan, "unknown_code", f"Barcode {scan.text[:40]} is not known here."
-                )
+                self._refuse(step, now, scan, "unknown_code", unknown_code(scan.text))
             return
         line = next((ln for ln in matches if ln.scanned < ln.qty), None)
         if line is None or order.phase not in ("verify",):
@@ -422,7 +416,7 @@ class PackingWorkflow:
                 now,
                 scan,
                 "surplus",
-                f"{done.sku}: all {done.qty} already scanned. This one is extra: put it aside.",
+                msg("pack.surplus", sku=done.sku, n=done.qty),
                 sku=done.sku,
             )
             return
@@ -430,7 +424,8 @@ class PackingWorkflow:
         self._count(step, "units_verified")
         if order.scanned < order.units:
             self._save(order, step)
-            self._say("ok", f"{line.sku}: {line.scanned} of {line.qty}", now)
+            progress = msg("pack.line_progress", sku=line.sku, scanned=line.scanned, qty=line.qty)
+            self._say("ok", progress, now)
             return
         order.verified_at = now
         assert order.started_at is not None
@@ -452,12 +447,9 @@ class PackingWorkflow:
             order.phase = "carton"
             self._save(order, step)
             box = self.suggestion(order).box
-            self._say(
-                "ok",
-                f"All items scanned. Pack them in box {box.name}: scan {box.barcode} or "
-                f"{self.settings.confirm_barcode}, or scan another box.",
-                now,
-            )
+            confirm = self.settings.confirm_barcode
+            pack = msg("pack.all_scanned", box=box.name, barcode=box.barcode, confirm=confirm)
+            self._say("ok", pack, now)
             return
         self._to_weigh(order, step, now)
 
@@ -468,9 +460,9 @@ class PackingWorkflow:
                 now,
                 scan,
                 "not_now",
-                "Scan the box after starting an order, before its label."
+                msg("pack.box_not_now")
                 if order is None
-                else f"Order {order.order} is past the box choice.",
+                else msg("pack.box_too_late", order=order.order),
             )
             return
         suggested = self.suggestion(order).box
@@ -479,7 +471,7 @@ class PackingWorkflow:
             self._count(step, "box_overrides")
         if order.phase == "verify":
             self._save(order, step)
-            self._say("ok", f"Box {box.name}. Now scan every item.", now)
+            self._say("ok", msg("pack.box_then_items", box=box.name), now)
             return
         if order.phase == "weigh_failed":
             self._evaluated = None  # the same reading is judged again against the new box
@@ -493,7 +485,7 @@ class PackingWorkflow:
         if order is not None and order.phase in ("label_failed", "label_unknown"):
             self._label_done(order, step, now, confirmed_by="packer")
             return
-        self._refuse(step, now, scan, "not_now", "Nothing to confirm now.")
+        self._refuse(step, now, scan, "not_now", msg("pack.nothing_to_confirm"))
 
     def _supervisor(
         self, scan: Scan, name: str, order: PackOrder | None, step: Step, now: int
@@ -504,19 +496,16 @@ class PackingWorkflow:
                 now,
                 scan,
                 "not_now",
-                "No supervisor release is needed now.",
+                msg("pack.no_release_needed"),
                 detail=f"supervisor {name}",
             )
             return
         order.phase = "override_reason"
         order.supervisor = name
         self._save(order, step)
+        codes = self._reason_codes()
         self._say(
-            "info",
-            f"Supervisor {name}: scan the reason for releasing order {order.order} ("
-            + ", ".join(self.settings.override_reasons)
-            + ").",
-            now,
+            "info", msg("pack.supervisor_reason", name=name, order=order.order, codes=codes), now
         )
 
     def _reason(
@@ -528,7 +517,7 @@ class PackingWorkflow:
                 now,
                 scan,
                 "not_now",
-                "A reason code needs a supervisor's badge first.",
+                msg("pack.badge_first"),
             )
             return
         assert order.box is not None and order.actual_g is not None
@@ -578,11 +567,7 @@ class PackingWorkflow:
         self._save(order, step)
         if not self._try_weigh(order, step, now) and order.phase == "weigh":
             assert order.box is not None
-            self._say(
-                "info",
-                f"Close box {order.box} and put the parcel on the scale.",
-                now,
-            )
+            self._say("info", msg("pack.close_and_weigh", box=order.box), now)
 
     def _try_weigh(self, order: PackOrder, step: Step, now: int) -> bool:
         weight = self.weight
@@ -591,7 +576,7 @@ class PackingWorkflow:
         if weight.grams < self.settings.min_weight_g:
             return False
         if not self.scale_clear:
-            self._say("error", "Take the previous parcel off the scale.", now)
+            self._say("error", msg("pack.scale_not_clear"), now)
             return False
         assert order.box is not None
         self._evaluated = weight
@@ -629,14 +614,14 @@ class PackingWorkflow:
         self._count(step, "checkweigh_fail")
         order.phase = "weigh_failed"
         self._save(order, step)
-        word = "heavy" if verdict == "over" else "light"
-        self._say(
-            "error",
-            f"Too {word} by {_grams(abs(diff))}: expected {_grams(expected)} "
-            f"(± {_grams(allowed)}), the scale says {_grams(weight.grams)}. Check the items "
-            "and weigh again, or call a supervisor.",
-            now,
+        failed = msg(
+            "pack.too_heavy" if verdict == "over" else "pack.too_light",
+            diff=_grams(abs(diff)),
+            expected=_grams(expected),
+            allowed=_grams(allowed),
+            actual=_grams(weight.grams),
         )
+        self._say("error", failed, now)
         return True
 
     # --- printing ------------------------------------------------------------------
@@ -669,7 +654,7 @@ class PackingWorkflow:
         )
         if reprint:
             self._count(step, "label_reprints")
-        self._say("info", f"Printing the label for order {order.order}…", now)
+        self._say("info", msg("pack.printing", order=order.order), now)
         down = self._printer_down(printer.name)
         if down is not None:
             # The printer will hold the job: no need to wait for label_timeout_s to say so.
@@ -729,12 +714,7 @@ class PackingWorkflow:
             self._save(order, step)
             if not ok:
                 self._problem(step, "print_failed", order, job_id, "slip", reason or "", now)
-                self._say(
-                    "error",
-                    f"The packing slip did not print ({reason}). The parcel can go without it; "
-                    "tell the office.",
-                    now,
-                )
+                self._say("error", msg("pack.slip_did_not_print"), now)
             return
         if order.phase != "label":
             return  # a late result for a job the packer already decided about
@@ -746,13 +726,7 @@ class PackingWorkflow:
         self._save(order, step)
         self._count(step, "label_failures")
         self._problem(step, "print_failed", order, job_id, "label", reason or "", now)
-        self._say(
-            "error",
-            f"The label did not print: {reason}. Fix the printer; if no label came out, scan "
-            "the order barcode to print it again; if it did, scan "
-            f"{self.settings.confirm_barcode}.",
-            now,
-        )
+        self._say("error", msg("pack.label_failed", confirm=self.settings.confirm_barcode), now)
 
     def _problem(
         self,
@@ -814,12 +788,7 @@ class PackingWorkflow:
         self.current = None
         self.scale_clear = False
         self._evaluated = None
-        self._say(
-            "ok",
-            f"Order {order.order} packed: stick the label on and send it. "
-            "Next: scan an order or tote.",
-            now,
-        )
+        self._say("ok", msg("pack.packed", order=order.order), now)
 
     def _health(self, event: DeviceHealthChanged, step: Step, now: int) -> None:
         self.health[event.device] = (event.status, event.detail)
@@ -849,12 +818,7 @@ class PackingWorkflow:
         self._save(order, step)
         self._count(step, "labels_late")
         self._problem(step, "print_delayed", order, order.label_job, "label", reason, now)
-        self._say(
-            "error",
-            f"The label has not printed ({reason}). Check the printer: paper, print head, "
-            "power. It prints by itself once fixed; do not print it again.",
-            now,
-        )
+        self._say("error", msg("pack.label_late"), now)
 
     # --- clock ---------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol, TypedDict
 
+from agent.i18n import Message, msg, render
 from agent.workflows.cartons import BoxSize, Suggestion
 from agent.workflows.packing.model import PackOrder, check_weight
 from agent.workflows.packing.settings import PackSettings
@@ -111,6 +112,7 @@ class PackScreen(TypedDict):
 
     phase: str
     prompt: str
+    prompt_message: Message
     notice: NoticeView
     refusals: list[RefusalView]
     order: OrderView | None
@@ -146,34 +148,32 @@ class PackStation(Protocol):
         ...
 
 
-def prompt(station: PackStation, order: PackOrder | None) -> str:
+def prompt(station: PackStation, order: PackOrder | None) -> Message:
     """The one line that tells the packer what to do now."""
     if order is None:
-        return "Scan an order or tote barcode to start."
+        return msg("pack.prompt_idle")
+    confirm = station.settings.confirm_barcode
     match order.phase:
         case "verify":
-            return "Scan every item."
+            return msg("pack.prompt_verify")
         case "carton":
             box = station.suggestion(order).box
-            return f"Scan box {box.barcode} or {station.settings.confirm_barcode}, or another box."
+            return msg("pack.prompt_carton", barcode=box.barcode, confirm=confirm)
         case "weigh":
             if station.weight is not None and not station.weight.stable:
-                return "Waiting for a stable weight…"
+                return msg("pack.prompt_stable")
             if not station.scale_clear:
-                return "Take the previous parcel off the scale."
-            return "Put the closed parcel on the scale."
+                return msg("pack.scale_not_clear")
+            return msg("pack.prompt_weigh")
         case "weigh_failed":
-            return "Check the items and weigh again, or call a supervisor to release it."
+            return msg("pack.prompt_weigh_failed")
         case "override_reason":
-            return "Supervisor: scan the reason code."
+            return msg("pack.prompt_override_reason")
         case "label":
-            return "Printing the label…"
+            return msg("pack.prompt_label")
         case "label_failed" | "label_unknown":
-            return (
-                "If no label came out, scan the order barcode to print it again; if it did, "
-                f"scan {station.settings.confirm_barcode}."
-            )
-    return ""
+            return msg("pack.prompt_reprint", confirm=confirm)
+    return msg("pack.prompt_idle")  # an order at the bench is never queued
 
 
 def snapshot(station: PackStation) -> PackScreen:
@@ -246,9 +246,11 @@ def snapshot(station: PackStation) -> PackScreen:
         (o for o in station.orders.values() if o.phase == "queued"),
         key=lambda o: (not o.express, o.arrival),
     )
+    now = prompt(station, order)
     return {
         "phase": "idle" if order is None else order.phase,
-        "prompt": prompt(station, order),
+        "prompt": render(now),
+        "prompt_message": now,
         "notice": notice_view(station.notice),
         "refusals": refusal_views(station.refusals_now()),
         "order": current,

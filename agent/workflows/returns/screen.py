@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from agent.i18n import Message
 from agent.workflows.station import NoticeView, RefusalView
 
 
@@ -64,6 +65,7 @@ ReturnsScreen = TypedDict(
     {
         "phase": str,
         "prompt": str,
+        "prompt_message": Message,
         "notice": NoticeView,
         "refusals": list[RefusalView],
         "return": ReturnView | None,

@@ -15,6 +15,7 @@ from typing import Any, Literal, cast
 
 from agent.config import NodeConfig
 from agent.errors import ConfigError
+from agent.i18n import Message, msg, render
 from agent.store import StoredTask
 from agent.wire.messages import Envelope, Wire
 from agent.workflows.base import (
@@ -46,7 +47,7 @@ from agent.workflows.returns.messages import (
 from agent.workflows.returns.screen import ReturnsScreen, ReturnView
 from agent.workflows.returns.settings import ReturnsSettings
 from agent.workflows.scans import gtin14, scan_matches
-from agent.workflows.station import Notice, notice_view, refusal_views
+from agent.workflows.station import UNREADABLE, Notice, notice_view, refusal_views, unknown_code
 from devices.events import Button, ButtonPress, Scan
 from devices.lights.palette import Colour, Pattern
 
@@ -183,7 +184,7 @@ class ReturnsWorkflow:
         self._refs: dict[str, str] = {}  # tracking / order -> rma
         self.current: str | None = None
         self.closed: OrderedDict[str, None] = OrderedDict()
-        self.notice = Notice("info", "Scan the RMA label, tracking or order number", 0)
+        self.notice = Notice("info", msg("returns.prompt_idle"), 0)
         self.refusals: list[Notice] = []
         self.recent: list[dict[str, Any]] = []
         self.counts: dict[str, int] = {}
@@ -198,8 +199,8 @@ class ReturnsWorkflow:
         self.counts[name] = self.counts.get(name, 0) + delta
         step.unit.count(name, delta)
 
-    def _say(self, level: Literal["info", "ok", "error"], text: str, now: int) -> None:
-        self.notice = Notice(level, text, now)
+    def _say(self, level: Literal["info", "ok", "error"], message: Message, now: int) -> None:
+        self.notice = Notice(level, message, now)
 
     def _meta(self) -> StoredTask:
         return StoredTask(META_ID, META, None, {"closed": list(self.closed)})
@@ -210,12 +211,12 @@ class ReturnsWorkflow:
         now: int,
         code: str,
         reason: str,
-        text: str,
+        message: Message,
         *,
         detail: str = "",
         bin_: str | None = None,
     ) -> None:
-        notice = Notice("error", text, now, reason)
+        notice = Notice("error", message, now, reason)
         self.notice = notice
         self.refusals = [notice, *self.refusals][:MAX_REFUSALS_SHOWN]
         step.emit(
@@ -271,7 +272,7 @@ class ReturnsWorkflow:
             self.current = ret.rma
             if ret.unit is not None and ret.unit.bin is not None:
                 self._light_bin(ret.unit, step)
-            self._say("info", f"Return {ret.rma} is still open: {self._prompt()}", now)
+            self._say("info", msg("returns.still_open", rma=ret.rma, prompt=self._prompt()), now)
 
     def on_command(
         self, name: str, envelope: Envelope, body: Wire, step: Step, now: int
@@ -322,7 +323,7 @@ class ReturnsWorkflow:
                 now,
                 text,
                 "unreadable",
-                f"That barcode cannot be trusted: {scan.error}. Scan it again.",
+                UNREADABLE,
                 detail=scan.error,
             )
             return
@@ -342,8 +343,7 @@ class ReturnsWorkflow:
                     now,
                     text,
                     reason,
-                    f"{text[:40]} is not a code of this station. Scan one of: "
-                    + ", ".join(prefix + k for k in known),
+                    msg("returns.not_a_code", code=text[:40], codes=[prefix + k for k in known]),
                 )
                 return
         target = self.returns.get(text) or self.returns.get(self._refs.get(text, ""))
@@ -356,7 +356,7 @@ class ReturnsWorkflow:
                 now,
                 text,
                 "already_closed",
-                f"Return {text} was already received and closed. Ask the office.",
+                msg("returns.already_closed", rma=text[:40]),
             )
             return
         product = scan.gtin is not None or gtin14(text) is not None
@@ -367,7 +367,7 @@ class ReturnsWorkflow:
                     now,
                     text,
                     "no_return",
-                    "Scan the RMA label, tracking or order number first.",
+                    msg("returns.return_first"),
                 )
                 return
             unexpected = Return(f"X-{_safe_id(text)}", None, None, [], expected=False)
@@ -383,11 +383,13 @@ class ReturnsWorkflow:
                 now,
                 code,
                 "return_in_progress",
-                f"Return {ret.rma} is open: scan {self.settings.close_barcode} to close it first.",
+                msg("returns.close_first", rma=ret.rma, close=self.settings.close_barcode),
             )
             return
         if ret is target:
-            self._say("info", f"Return {target.rma} is already open: {self._prompt()}", now)
+            self._say(
+                "info", msg("returns.already_open", rma=target.rma, prompt=self._prompt()), now
+            )
             return
         target.opened_at = now
         self.current = target.rma
@@ -407,12 +409,10 @@ class ReturnsWorkflow:
         if not target.expected:
             self._count(step, "returns_unexpected")
             self._say(
-                "error",
-                f"No RMA for {code[:40]}: unexpected return {target.rma}. Scan each unit.",
-                now,
+                "error", msg("returns.unexpected_opened", code=code[:40], rma=target.rma), now
             )
         else:
-            self._say("info", f"Return {target.rma} (order {target.order}): scan each unit", now)
+            self._say("info", msg("returns.opened", rma=target.rma, order=target.order or ""), now)
 
     def _unit(self, scan: Scan, ret: Return, product: bool, step: Step, now: int) -> None:
         if ret.unit is not None:
@@ -421,14 +421,12 @@ class ReturnsWorkflow:
                 now,
                 scan.text,
                 "put_first",
-                f"First finish the unit in hand: {self._prompt()}",
+                msg("returns.finish_unit", prompt=self._prompt()),
             )
             return
         matches = [i for i, ln in enumerate(ret.lines) if scan_matches(scan, ln.barcodes)]
         if not matches and not product:
-            self._refuse(
-                step, now, scan.text, "unknown_code", f"Barcode {scan.text[:40]} is not known here."
-            )
+            self._refuse(step, now, scan.text, "unknown_code", unknown_code(scan.text))
             return
         line = next((i for i in matches if ret.lines[i].received < ret.lines[i].qty), None)
         flag: str | None = None
@@ -449,11 +447,11 @@ class ReturnsWorkflow:
         step.unit.put_task(ret.stored())
         what = ret.unit.sku or scan.text[:40]
         if flag == "surplus":
-            self._say("error", f"{what}: more than the RMA says. Scan its reason and grade.", now)
+            self._say("error", msg("returns.unit_surplus", item=what), now)
         elif flag == "not_in_rma":
-            self._say("error", f"{what} is not in this RMA. Scan its reason and grade.", now)
+            self._say("error", msg("returns.unit_not_in_rma", item=what), now)
         else:
-            self._say("info", f"{what}: scan the reason and the grade", now)
+            self._say("info", msg("returns.unit_scanned", item=what), now)
 
     def _anywhere(self, scan: Scan) -> RLine | None:
         """The line of any announced return that knows this code (for an unknown unit's SKU)."""
@@ -466,9 +464,7 @@ class ReturnsWorkflow:
     def _judge(self, code: str, ret: Return | None, step: Step, now: int) -> None:
         unit = None if ret is None else ret.unit
         if ret is None or unit is None:
-            self._refuse(
-                step, now, code, "not_now", "Scan a unit first, then its reason and grade."
-            )
+            self._refuse(step, now, code, "not_now", msg("returns.unit_first"))
             return
         if code in self._reasons:
             unit.reason = self._reasons[code]
@@ -482,12 +478,8 @@ class ReturnsWorkflow:
             unit.disposition = disposition
             unit.bin = self._bin_of[disposition]
             self._light_bin(unit, step)
-            self._say(
-                "info",
-                f"{disposition.replace('_', ' ').capitalize()}: put it in bin {unit.bin} and "
-                "press its button",
-                now,
-            )
+            where = msg(f"disposition.{disposition}")
+            self._say("info", msg("returns.put_in_bin", bin=unit.bin, disposition=where), now)
         else:
             self._say("info", self._prompt(), now)
         step.unit.put_task(ret.stored())
@@ -497,17 +489,17 @@ class ReturnsWorkflow:
         unit = None if ret is None else ret.unit
         if ret is None or unit is None or unit.bin is None:
             self._refuse(
-                step, now, slot, "not_now", f"Bin {slot}: nothing to put in yet.", bin_=slot
+                step, now, slot, "not_now", msg("returns.bin_not_yet", bin=slot), bin_=slot
             )
             return
         if slot != unit.bin:
-            where = (unit.disposition or "").replace("_", " ")
+            where = msg(f"disposition.{unit.disposition}")
             self._refuse(
                 step,
                 now,
                 slot,
                 "wrong_bin",
-                f"Wrong bin: this unit goes to {unit.bin} ({where}), not {slot}.",
+                msg("returns.wrong_bin", bin=unit.bin, disposition=where, pressed=slot),
                 detail=f"the unit's bin is {unit.bin}",
                 bin_=slot,
             )
@@ -567,12 +559,8 @@ class ReturnsWorkflow:
         ][:MAX_RECENT_SHOWN]
         ret.unit = None
         step.unit.put_task(ret.stored())
-        self._say(
-            "ok", f"Unit {unit.n} in bin {slot}. Scan the next unit or {self._close_hint()}.", now
-        )
-
-    def _close_hint(self) -> str:
-        return f"{self.settings.close_barcode} to close the return"
+        close = self.settings.close_barcode
+        self._say("ok", msg("returns.unit_in_bin", unit=unit.n, bin=slot, close=close), now)
 
     @staticmethod
     def _label(ret: Return, unit: Unit) -> bytes:
@@ -591,10 +579,12 @@ class ReturnsWorkflow:
 
     def _close(self, code: str, ret: Return | None, step: Step, now: int) -> None:
         if ret is None:
-            self._refuse(step, now, code, "not_now", "No return is open.")
+            self._refuse(step, now, code, "not_now", msg("returns.no_return_open"))
             return
         if ret.unit is not None:
-            self._refuse(step, now, code, "put_first", f"First finish the unit: {self._prompt()}")
+            self._refuse(
+                step, now, code, "put_first", msg("returns.finish_unit", prompt=self._prompt())
+            )
             return
         lines = [
             LineResult(
@@ -643,25 +633,32 @@ class ReturnsWorkflow:
             while len(self.closed) > self.settings.closed_memory:
                 self.closed.popitem(last=False)
             step.unit.put_task(self._meta())
-        text = f"Return {ret.rma} closed: {received} unit(s) received"
-        self._say("ok", text + (f", {missing} missing." if missing else "."), now)
+        if missing:
+            short = msg("returns.missing", n=missing)
+            closed = msg("returns.closed_missing", rma=ret.rma, n=received, missing=short)
+        else:
+            closed = msg("returns.closed", rma=ret.rma, n=received)
+        self._say("ok", closed, now)
 
     def on_tick(self, step: Step, now: int) -> None:
         """Nothing periodic at a returns station."""
 
     # --- screen --------------------------------------------------------------------
 
-    def _prompt(self) -> str:
+    def _prompt(self) -> Message:
         ret = self.returns.get(self.current) if self.current else None
         if ret is None:
-            return "Scan the RMA label, tracking or order number."
+            return msg("returns.prompt_idle")
         unit = ret.unit
         if unit is None:
-            return f"Scan the next unit, or {self._close_hint()}."
+            return msg("returns.prompt_unit", close=self.settings.close_barcode)
         if unit.bin is not None:
-            return f"Put the unit in bin {unit.bin} and press its button."
-        need = [w for w, v in (("reason", unit.reason), ("grade", unit.grade)) if v is None]
-        return f"Scan the {' and the '.join(need)}."
+            return msg("returns.prompt_put", bin=unit.bin)
+        if unit.reason is None and unit.grade is None:
+            return msg("returns.prompt_judge_both")
+        return msg(
+            "returns.prompt_judge_reason" if unit.reason is None else "returns.prompt_judge_grade"
+        )
 
     def snapshot(self) -> ReturnsScreen:
         """What the operator's screen shows (see docs/simulation.md, "Returns station")."""
@@ -712,7 +709,8 @@ class ReturnsWorkflow:
             else "put"
             if ret.unit.bin is not None
             else "judge",
-            "prompt": self._prompt(),
+            "prompt": render(self._prompt()),
+            "prompt_message": self._prompt(),
             "notice": notice_view(self.notice),
             "refusals": refusal_views(list(self.refusals)),
             "return": current,
