@@ -14,6 +14,7 @@ from agent.config import load_config
 from agent.errors import ConfigError
 from agent.i18n import catalogue, reason_words, shipped
 from agent.web import WebServer
+from agent.workflows.cartons import MATERIALS
 from agent.workflows.dispatch.station import Urgency
 from agent.workflows.returns.messages import DISPOSITIONS
 from tests.test_config import GOOD, write
@@ -101,6 +102,7 @@ AGENT = Path(__file__).parent.parent / "agent"
 # Keys built at run time from a code: the prefix and every code it can take.
 FAMILIES: dict[str, tuple[str, ...]] = {
     "disposition.": DISPOSITIONS,
+    "material.": tuple(MATERIALS),
     "dispatch.urgency_": tuple(u for u in get_args(Urgency) if u != "normal"),
 }
 

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.errors import ConfigError
+from agent.i18n import catalogue, msg, render
 from agent.store import StoredTask
 from agent.wire.codec import pack_local, unpack_local
 from agent.wire.messages import Envelope
@@ -178,6 +179,7 @@ def test_correct_order_verify_box_weigh_label_packed() -> None:
         "name": "air_pillow",
         "label": "Air pillows",
         "protection": 90,
+        "message": msg("pack.packaging", label=msg("material.air_pillow"), protection=90),
     }
     s.scan(GTIN_A)
     assert [ln["scanned"] for ln in s.screen["order"]["lines"]] == [1, 0]
@@ -414,13 +416,47 @@ def test_box_choice_smallest_that_fits_and_material_by_fragility() -> None:
     heavy = suggest_box([Item("C", 1, 6000, (100, 100, 100))], weak)
     assert (heavy.box.name, heavy.fits) == ("B", False)
     long = [Item("D", 1, 100, (900, 10, 10))]
-    assert "does not fit box XL" in suggest_box(long, boxes).note
+    assert suggest_box(long, boxes).note == msg("pack.too_big", box="XL")
     unknown = suggest_box([Item("E", 1, 100)], boxes)
-    assert (unknown.box.name, unknown.note) == ("S", "no dimensions for E: check the size")
+    assert (unknown.box.name, unknown.note) == ("S", msg("pack.no_dims", skus=["E"]))
+    assert render(msg("pack.no_dims", skus=["E", "F"])) == "no dimensions for E, F: check the size"
     box = BoxSize(name="T", inner_mm=(100, 100, 100), empty_weight_g=50, barcode="T")
     assert expected_weight_g(box, [Item("F", 2, 10, (50, 50, 40))], MATERIALS["bubble_wrap"]) == (
         20 + 50 + 0.8 * 6.0
     )
+
+
+def test_a_sites_own_material_is_chosen_and_shown_by_the_name_it_gave() -> None:
+    settings = PackSettings.model_validate(
+        {
+            "fragile_material": "wood_wool",
+            "materials": [
+                {
+                    "name": "wood_wool",
+                    "label": "Holzwolle (Lager 2)",
+                    "protection": 70,
+                    "g_per_litre": 12,
+                }
+            ],
+        }
+    )
+    s = Station(settings)
+    s.command("pack", order())  # S2 is fragile
+    s.scan("T-o1")
+    material = s.screen["order"]["material"]
+    assert (material["name"], material["label"]) == ("wood_wool", "Holzwolle (Lager 2)")
+    # The site's words as written in every language; the seed's are the catalogue's.
+    assert material["message"] == msg("pack.packaging", label="Holzwolle (Lager 2)", protection=70)
+    assert (
+        render(material["message"], catalogue("pl"), "pl")
+        == "Wypełniacz: Holzwolle (Lager 2) (ochrona 70 %)"
+    )
+    with pytest.raises(ValidationError, match="unknown material 'straw'"):
+        PackSettings.model_validate({"standard_material": "straw"})
+    with pytest.raises(ValidationError, match="has the name of another material"):
+        PackSettings.model_validate(
+            {"materials": [{"name": "air_pillow", "label": "x", "protection": 1, "g_per_litre": 1}]}
+        )
 
 
 def test_packer_overrides_the_box_and_the_expected_weight_follows() -> None:

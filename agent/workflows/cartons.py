@@ -43,26 +43,33 @@ The material's weight is estimated for the check-weigh from the void it fills (i
 volume minus the items' volume) and its density in grams per litre of void. The defaults
 below are estimates; a site should calibrate them (weigh a box filled with its material)
 through the ``packaging_g_per_litre`` setting.
+
+A site may add materials of its own (``[[settings.materials]]``, :class:`SiteMaterial`):
+the packer reads those by the name the site gave them, in every language, and the seed's
+by the catalogue's words (``material.air_pillow``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.i18n import Message, Param, msg
+
 
 @dataclass(frozen=True, slots=True)
 class Material:
-    """A packaging material from the seed's table.
+    """A packaging material: the seed's, or one the site added.
 
     Attributes:
         name: the setting value (``air_pillow``).
-        label: what the packer reads (``Air pillows``).
+        label: what the packer reads, in English (``Air pillows``) or in the site's words.
         description: the seed's description.
-        protection: the seed's protection rating, in percent.
+        protection: the protection rating, in percent.
         g_per_litre: estimated grams per litre of void it fills.
+        site: the site added it (its ``label`` is shown as written, in every language).
     """
 
     name: str
@@ -70,6 +77,11 @@ class Material:
     description: str
     protection: int
     g_per_litre: float
+    site: bool = False
+
+    def words(self) -> Param:
+        """Its name for the screen: the catalogue's for the seed's, the site's own as given."""
+        return self.label if self.site else msg(f"material.{self.name}")
 
 
 MATERIALS: dict[str, Material] = {
@@ -120,6 +132,31 @@ MATERIALS: dict[str, Material] = {
     )
 }
 """The seed's packaging materials by name."""
+
+
+class SiteMaterial(BaseModel):
+    """A packaging material a site adds (a ``[[settings.materials]]`` table of a pack node).
+
+    Attributes:
+        name: the setting value other settings use (``kraft_paper``).
+        label: what the packer reads, in the site's words, whatever the screen's language.
+        protection: the protection it gives, in percent.
+        g_per_litre: grams per litre of void it fills (weigh a filled box to know it).
+        description: for the people who keep the node file.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_]+$")
+    label: str = Field(min_length=1, max_length=40)
+    protection: int = Field(ge=0, le=100)
+    g_per_litre: float = Field(gt=0, le=1000)
+    description: str = Field(default="", max_length=200)
+
+    def material(self) -> Material:
+        """As the box choice uses it."""
+        m = self
+        return Material(m.name, m.label, m.description, m.protection, m.g_per_litre, site=True)
 
 
 class BoxSize(BaseModel):
@@ -192,12 +229,18 @@ class Suggestion:
     box: BoxSize
     material: Material
     fits: bool
-    note: str = ""
+    note: Message | None = None
 
 
-def choose_material(items: Sequence[Item], *, fragile: str, standard: str) -> Material:
+def choose_material(
+    items: Sequence[Item],
+    *,
+    fragile: str,
+    standard: str,
+    materials: Mapping[str, Material] = MATERIALS,
+) -> Material:
     """The fragile material when any line is fragile, else the standard one."""
-    return MATERIALS[fragile if any(i.fragile for i in items) else standard]
+    return materials[fragile if any(i.fragile for i in items) else standard]
 
 
 def _padded(item: Item, fragile_mm: int, standard_mm: int) -> tuple[int, int, int] | None:
@@ -237,6 +280,7 @@ def suggest_box(
     fragile_padding_mm: int = 25,
     standard_padding_mm: int = 5,
     fill_ratio: float = 0.8,
+    materials: Mapping[str, Material] = MATERIALS,
 ) -> Suggestion:
     """The smallest box the items fit in, and the material (see the module docstring).
 
@@ -245,7 +289,9 @@ def suggest_box(
     """
     if not boxes:
         raise ValueError("no box sizes configured")
-    material = choose_material(items, fragile=fragile_material, standard=standard_material)
+    material = choose_material(
+        items, fragile=fragile_material, standard=standard_material, materials=materials
+    )
     padded = [(item, _padded(item, fragile_padding_mm, standard_padding_mm)) for item in items]
     volume = sum(p[0] * p[1] * p[2] * item.qty for item, p in padded if p is not None)
     weight = contents_weight_g(items)
@@ -257,14 +303,14 @@ def suggest_box(
         if volume > fill_ratio * box.volume_mm3:
             continue
         if all(p is None or _fits(p, box) for _, p in padded):
-            note = f"no dimensions for {', '.join(unknown)}: check the size" if unknown else ""
+            note = msg("pack.no_dims", skus=unknown) if unknown else None
             return Suggestion(box, material, True, note)
     largest = ordered[-1]
     return Suggestion(
         largest,
         material,
         False,
-        f"does not fit box {largest.name} by the numbers: choose a box or ask to split",
+        msg("pack.too_big", box=largest.name),
     )
 
 
@@ -285,6 +331,5 @@ def expected_weight_g(
 
 
 def _with_density(material: Material, g_per_litre: float) -> Material:
-    return Material(
-        material.name, material.label, material.description, material.protection, g_per_litre
-    )
+    m = material
+    return Material(m.name, m.label, m.description, m.protection, g_per_litre, m.site)

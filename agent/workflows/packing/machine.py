@@ -99,6 +99,7 @@ class PackingWorkflow:
         self.slip_printer = slip_printer
         self.scale = scale
         self.boxes = {b.name: b for b in self.settings.boxes}
+        self.materials = self.settings.material_table()
         self._box_codes = {b.barcode: b for b in self.settings.boxes}
         self._reasons = {self.settings.reason_prefix + r: r for r in self.settings.override_reasons}
         self.orders: dict[str, PackOrder] = {}
@@ -145,6 +146,7 @@ class PackingWorkflow:
             fragile_padding_mm=s.fragile_padding_mm,
             standard_padding_mm=s.standard_padding_mm,
             fill_ratio=s.fill_ratio,
+            materials=self.materials,
         )
 
     def _reason_codes(self) -> list[str]:

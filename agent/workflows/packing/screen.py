@@ -33,22 +33,24 @@ class LineView(TypedDict):
 
 
 class BoxView(TypedDict):
-    """The suggested box and the one chosen."""
+    """The suggested box and the one chosen; ``note`` in English, ``note_message`` to say."""
 
     suggested: str
     suggested_barcode: str
     fits: bool
     note: str
+    note_message: Message | None
     chosen: str | None
     inner_mm: list[int]
 
 
 class MaterialView(TypedDict):
-    """The packaging material suggested."""
+    """The packaging material suggested; ``message`` is the line the screen says."""
 
     name: str
     label: str
     protection: float
+    message: Message
 
 
 class CheckView(TypedDict):
@@ -206,7 +208,8 @@ def snapshot(station: PackStation) -> PackScreen:
                 "suggested": suggestion.box.name,
                 "suggested_barcode": suggestion.box.barcode,
                 "fits": suggestion.fits,
-                "note": suggestion.note,
+                "note": "" if suggestion.note is None else render(suggestion.note),
+                "note_message": suggestion.note,
                 "chosen": order.box,
                 "inner_mm": list(box.inner_mm),
             },
@@ -214,6 +217,11 @@ def snapshot(station: PackStation) -> PackScreen:
                 "name": suggestion.material.name,
                 "label": suggestion.material.label,
                 "protection": suggestion.material.protection,
+                "message": msg(
+                    "pack.packaging",
+                    label=suggestion.material.words(),
+                    protection=suggestion.material.protection,
+                ),
             },
             "check": None
             if order.verdict is None

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent.workflows.cartons import DEFAULT_BOXES, MATERIALS, BoxSize
+from agent.workflows.cartons import DEFAULT_BOXES, MATERIALS, BoxSize, Material, SiteMaterial
 
 
 def _default_boxes() -> list[BoxSize]:
@@ -19,8 +19,10 @@ class PackSettings(BaseModel):
     Attributes:
         boxes: the station's standard boxes (3 to 5 recommended; 1 to 8 allowed).
         confirm_barcode: accepts the suggested box; also says "the label did print".
-        fragile_material: packaging for orders with a fragile line (``cartons.MATERIALS``).
+        fragile_material: packaging for orders with a fragile line (``cartons.MATERIALS``
+            or one of ``materials``).
         standard_material: packaging for the other orders.
+        materials: the site's own packaging materials, shown by the name it gives them.
         packaging_g_per_litre: calibrated material densities, overriding the estimates.
         fragile_padding_mm: room around a fragile item on every side.
         standard_padding_mm: room around any other item.
@@ -58,6 +60,7 @@ class PackSettings(BaseModel):
     confirm_barcode: str = Field(default="CONFIRM", min_length=1, max_length=64)
     fragile_material: str = "air_pillow"
     standard_material: str = "crunched_paper"
+    materials: list[SiteMaterial] = Field(default_factory=list, max_length=16)
     packaging_g_per_litre: dict[str, float] = Field(default_factory=dict)
     fragile_padding_mm: int = Field(default=25, ge=0, le=200)
     standard_padding_mm: int = Field(default=5, ge=0, le=200)
@@ -89,15 +92,22 @@ class PackSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> PackSettings:
+        known = self.material_table()
+        if len(known) != len(MATERIALS) + len(self.materials):
+            raise ValueError("a site material has the name of another material")
         for name in (self.fragile_material, self.standard_material, *self.packaging_g_per_litre):
-            if name not in MATERIALS:
-                raise ValueError(f"unknown material {name!r}; known: {', '.join(MATERIALS)}")
+            if name not in known:
+                raise ValueError(f"unknown material {name!r}; known: {', '.join(known)}")
         codes = [b.barcode for b in self.boxes] + [self.confirm_barcode]
         if len(set(codes)) != len(codes):
             raise ValueError("box barcodes and the confirm barcode must all differ")
         if len({b.name for b in self.boxes}) != len(self.boxes):
             raise ValueError("two boxes have the same name")
         return self
+
+    def material_table(self) -> dict[str, Material]:
+        """Every material the station knows: the seed's, then the site's own."""
+        return {**MATERIALS, **{m.name: m.material() for m in self.materials}}
 
 
 __all__ = ["PackSettings"]
