@@ -458,24 +458,32 @@ class SqlLog:
 
     def add_command(self, command_id: str, node: str, name: str, body: dict[str, Any]) -> None:
         """Keep a command before it is sent (resent after a restart until it is answered)."""
+        self.add_commands([(command_id, node, name, body)])
+
+    def add_commands(self, commands: Sequence[tuple[str, str, str, dict[str, Any]]]) -> None:
+        """Keep commands, (id, node, name, body) each, in one transaction before sending."""
+        at = now_ms()
         self._write(
-            [
-                (
-                    "INSERT INTO commands (id, node, name, body, created) VALUES (?, ?, ?, ?, ?)",
-                    (command_id, node, name, _json(body), now_ms()),
-                )
-            ]
+            (
+                "INSERT INTO commands (id, node, name, body, created) VALUES (?, ?, ?, ?, ?)",
+                (command_id, node, name, _json(body), at),
+            )
+            for command_id, node, name, body in commands
         )
 
     def command_replied(self, command_id: str, reply: dict[str, Any]) -> None:
         """Keep the node's reply to a command."""
+        self.commands_replied([(command_id, reply)])
+
+    def commands_replied(self, replies: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Keep the nodes' replies to commands, (command id, reply) each, in one transaction."""
+        at = now_ms()
         self._write(
-            [
-                (
-                    "UPDATE commands SET reply = ?, replied = ? WHERE id = ? AND reply IS NULL",
-                    (_json(reply), now_ms(), command_id),
-                )
-            ]
+            (
+                "UPDATE commands SET reply = ?, replied = ? WHERE id = ? AND reply IS NULL",
+                (_json(reply), at, command_id),
+            )
+            for command_id, reply in replies
         )
 
     def command(self, command_id: str) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,9 +213,9 @@ class SiteService:
             self.logged += len(fresh)
             if fresh:
                 self.head.notify(max(fresh))
-            for event, position in zip(batch, ids, strict=True):
-                if position is not None:
-                    await self._route(event)
+            routed = [e for e, position in zip(batch, ids, strict=True) if position is not None]
+            if routed:
+                await self._route(routed)
 
     @staticmethod
     def _entry(event: NodeEvent) -> NewEvent:
@@ -269,36 +269,68 @@ class SiteService:
         self, node: str, name: str, body: Wire | dict[str, Any], command_id: str | None = None
     ) -> tuple[str, asyncio.Future[Reply]]:
         """Keep a command, then send it (resent until answered); its id and reply future."""
+        command_id = command_id or codec.new_id()
+        return command_id, (await self._send_kept([(command_id, node, name, body)]))[0]
+
+    async def _send_kept(
+        self, commands: Sequence[tuple[str, str, str, Wire | dict[str, Any]]]
+    ) -> list[asyncio.Future[Reply]]:
+        """Keep ``commands`` (id, node, name, body) in one transaction, then send each."""
         client = self.client
         if client is None or not self.active.is_set():
             raise LeadershipLost("this instance is not the active one")
-        command_id = command_id or codec.new_id()
-        data = (
-            body.model_dump(mode="json", exclude_defaults=True) if isinstance(body, Wire) else body
-        )
-        await asyncio.to_thread(self.log.add_command, command_id, node, name, data)
-        return command_id, client.send(node, name, body, msg_id=command_id)
+        rows = [
+            (
+                command_id,
+                node,
+                name,
+                body.model_dump(mode="json", exclude_defaults=True)
+                if isinstance(body, Wire)
+                else body,
+            )
+            for command_id, node, name, body in commands
+        ]
+        await asyncio.to_thread(self.log.add_commands, rows)
+        return [
+            client.send(node, name, body, msg_id=command_id)
+            for command_id, node, name, body in commands
+        ]
 
-    async def _route(self, event: NodeEvent) -> None:
-        if event.name == "reply" and event.envelope.corr:
-            with contextlib.suppress(ValueError):
-                reply = Reply.model_validate(event.envelope.body)
-                await asyncio.to_thread(
-                    self.log.command_replied, event.envelope.corr, reply.model_dump(mode="json")
-                )
-        order = event.envelope.body.get("order")
+    async def _route(self, events: Sequence[NodeEvent]) -> None:
+        """Feed a burst of freshly logged events to the routers: one write per kind per burst.
+
+        Per event, a command's reply and an order's status would each be a transaction (an
+        fsync) on the pump's path: the burst after a wave is thousands of events.
+        """
+        replies: list[tuple[str, dict[str, Any]]] = []
+        for event in events:
+            if event.name == "reply" and event.envelope.corr:
+                with contextlib.suppress(ValueError):
+                    reply = Reply.model_validate(event.envelope.body)
+                    replies.append((event.envelope.corr, reply.model_dump(mode="json")))
+        if replies:
+            await asyncio.to_thread(self.log.commands_replied, replies)
         for wave in list(self.waves.values()):
-            sends = wave.router.on_event(event.node, event.name, event.body)
+            sends: list[Send] = []
+            touched: set[str] = set()
+            for event in events:
+                made = wave.router.on_event(event.node, event.name, event.body)
+                sends.extend(made)
+                touched.update(s.order for s in made if s.order is not None)
+                order = event.envelope.body.get("order")
+                if isinstance(order, str) and order in wave.router.orders:
+                    touched.add(order)
             await self._dispatch(wave, sends)
-            touched = {s.order for s in sends if s.order is not None}
-            if isinstance(order, str) and order in wave.router.orders:
-                touched.add(order)
             if touched:
                 await self._save_orders(wave, touched)
 
-    async def _dispatch(self, wave: Wave, sends: Iterable[Send]) -> None:
-        for send in sends:
-            _, future = await self.command(send.node, send.command, send.body)
+    async def _dispatch(self, wave: Wave, sends: Sequence[Send]) -> None:
+        if not sends:
+            return
+        futures = await self._send_kept(
+            [(codec.new_id(), send.node, send.command, send.body) for send in sends]
+        )
+        for send, future in zip(sends, futures, strict=True):
             future.add_done_callback(functools.partial(self._answered, wave, send))
 
     def _answered(self, wave: Wave, send: Send, future: asyncio.Future[Reply]) -> None:
@@ -368,14 +400,22 @@ class SiteService:
         ]
 
     async def _run_plan(self, wave: Wave, plan: list[Send]) -> None:
-        # Per node in order: begin, every pick batch, then release (as ``drive`` does).
+        # Per node in order: begin, every pick batch, then release (as ``drive`` does); the
+        # nodes side by side: one after the other, 100 zones waited 100 round trips (each
+        # with an fsync'd command) before the last zone lit.
+        per_node: dict[str, list[Send]] = {}
         for send in plan:
+            per_node.setdefault(send.node, []).append(send)
+        await asyncio.gather(*(self._run_node_plan(wave, sends) for sends in per_node.values()))
+        await self._save_orders(wave)
+
+    async def _run_node_plan(self, wave: Wave, sends: list[Send]) -> None:
+        for send in sends:
             _, future = await self.command(send.node, send.command, send.body)
             reply = await future
             await self._dispatch(wave, wave.router.on_reply(send, reply))
             if reply.status != "accepted" or reply.items:
                 await self._save_orders(wave)  # refused lines end their orders
-        await self._save_orders(wave)
 
     # --- views -----------------------------------------------------------------------
 
