@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -147,12 +148,14 @@ class SiteProcess:
 class Receiver:
     """A webhook endpoint on 127.0.0.1 that keeps every request (headers, body).
 
-    ``fail`` requests are answered ``fail_status`` first (retries, disabling).
+    ``fail`` requests are answered ``fail_status`` first (retries, disabling), and every
+    request whose body ``fail_when`` says so.
     """
 
     def __init__(self) -> None:
         self.got: list[tuple[dict[str, str], bytes]] = []
         self.fail = 0
+        self.fail_when: Callable[[bytes], bool] | None = None
         self.fail_status = 500
         self.lock = threading.Lock()
         receiver = self
@@ -164,6 +167,8 @@ class Receiver:
                     status = 204
                     if receiver.fail > 0:
                         receiver.fail -= 1
+                        status = receiver.fail_status
+                    elif receiver.fail_when is not None and receiver.fail_when(body):
                         status = receiver.fail_status
                     else:
                         receiver.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
