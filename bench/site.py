@@ -8,7 +8,7 @@ minimal HTTP/1.1 server with keep-alive). Phases:
 1. **Wave burst**: a wave of ``--lines`` one-line orders over all nodes goes in through
    ``POST /v1/waves``; the router sends the pick commands; every node confirms all its lines
    at once. Events per second into the log (``logged`` of the first and last), out through
-   the cursor and out through a webhook endpoint with ``batch`` 100.
+   the cursor and out through two webhook endpoints, ``batch`` 100 and ``batch`` 1.
 2. **Steady rate**: the nodes emit confirmations at ``--rate`` per second in total for
    ``--seconds``; event to log, to cursor reader and to webhook (``batch`` 1 and 100) p50/p99,
    from the node's own timestamp (same clock).
@@ -220,15 +220,17 @@ async def burst(service: Service, fleet: list[FakeNode], lines: int) -> dict[str
                 }
             )
     total = 4 * len(orders)
-    hook = Receiver()
+    hook, single = Receiver(), Receiver()
     await hook.start()
+    await single.start()
     async with service.client() as api:
         start = (await api.get("/v1/health")).json()["head"]
-        await api.post(
-            "/v1/webhooks",
-            json={"url": hook.url, "names": ["picked"], "batch": 100, "after": start},
-            headers={"Idempotency-Key": f"burst-hook-{start}"},
-        )
+        for receiver, batch in ((hook, 100), (single, 1)):
+            await api.post(
+                "/v1/webhooks",
+                json={"url": receiver.url, "names": ["picked"], "batch": batch, "after": start},
+                headers={"Idempotency-Key": f"burst-hook-{batch}-{start}"},
+            )
         before = service.status()
         cursor_seen: dict[int, float] = {}
         cursor_ts: dict[int, int] = {}
@@ -245,7 +247,9 @@ async def burst(service: Service, fleet: list[FakeNode], lines: int) -> dict[str
         assert answer.status_code == 202, answer.text
         await reader
         deadline = time.monotonic() + 600
-        while len(hook.arrived) < total and time.monotonic() < deadline:  # noqa: ASYNC110 - polled over HTTP or another object's state
+        while (len(hook.arrived) < total or len(single.arrived) < total) and (  # noqa: ASYNC110 - polled over HTTP or another object's state
+            time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.05)
         after = service.status()
         page = (
@@ -255,11 +259,13 @@ async def burst(service: Service, fleet: list[FakeNode], lines: int) -> dict[str
         last = (
             await api.get("/v1/events", params={"after": max(cursor_seen) - 1, "limit": 1})
         ).json()["events"][0]
-    assert hook.server is not None
-    hook.server.close()
+    for receiver in (hook, single):
+        assert receiver.server is not None
+        receiver.server.close()
     log_s = (last["logged"] - first_logged) / 1000
     cursor_s = (max(cursor_seen.values()) - first_logged) / 1000
     hook_s = (max(hook.arrived.values()) - first_logged) / 1000
+    single_s = (max(single.arrived.values()) - first_logged) / 1000
     return {
         "lines": total,
         "nodes": len(fleet),
@@ -267,9 +273,11 @@ async def burst(service: Service, fleet: list[FakeNode], lines: int) -> dict[str
         "into_log_per_s": round(total / log_s) if log_s else None,
         "out_cursor_per_s": round(total / cursor_s),
         "out_webhook_batch100_per_s": round(total / hook_s),
+        "out_webhook_batch1_per_s": round(total / single_s),
         "cursor_got": len(cursor_seen),
         "webhook_got": len(hook.arrived),
         "webhook_messages": hook.messages,
+        "webhook_batch1_got": len(single.arrived),
         "service_cpu_s": round(after["cpu_s"] - before["cpu_s"], 2),
         "service_rss_mb": after["rss_mb"],
     }
