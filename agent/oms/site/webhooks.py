@@ -180,10 +180,16 @@ class Dispatcher:
                         break
                     continue
                 if not entries:
-                    if saved != cursor:
+                    # Caught up: the cursor is written a second after the last write at the
+                    # latest, not each time (a stream of single events catches up hundreds
+                    # of times a second, and every write is an fsync).
+                    since = time.monotonic() - saved_at
+                    if saved != cursor and since >= 1.0:
                         await asyncio.to_thread(self.log.update_webhook, hook.id, cursor=cursor)
                         saved, saved_at = cursor, time.monotonic()
-                    await self.head_changed.wait(cursor, 15.0)
+                    await self.head_changed.wait(
+                        cursor, 15.0 if saved == cursor else max(0.01, 1.0 - since)
+                    )
                     # Filtered out or nothing new: step over what is there.
                     if hook.names:
                         head = await asyncio.to_thread(self.log.head)
