@@ -12,6 +12,7 @@ from typing import Any
 from agent.floor import DeviceFloor
 from agent.metrics import Family, counter, gauge
 from agent.node import Node
+from agent.workflows.health import screen_devices
 
 
 def node_state(node: Node, floor: DeviceFloor) -> dict[str, Any]:
@@ -28,7 +29,7 @@ def node_state(node: Node, floor: DeviceFloor) -> dict[str, Any]:
         "inputs": node.stats["inputs"],
         "inputs_ignored": dict(node.ignored),
         "link_conflict": node.link_conflict(),
-        "devices": {k: v.model_dump() for k, v in floor.health().items()},
+        "devices": screen_devices({k: v.model_dump() for k, v in floor.health().items()}),
         "lights": floor.lights(),
         "workflow": node.workflow.snapshot(),
     }

@@ -38,6 +38,27 @@ class Health:
 
 HealthListener = Callable[[str, Health], None]
 
+# How drivers word, in ``Health.detail``, the conditions a person at the device fixes. The
+# node's screens recognise these words and say them in the worker's language
+# (agent/workflows/health.py); any other detail is the driver's own, for logs and the OMS.
+PRINTER_FAULTS: dict[str, str] = {
+    "paper_out": "paper out",
+    "head_open": "head open",
+    "media_jam": "media jam",
+    "paused": "paused",
+    "ribbon_out": "ribbon out",
+    "offline": "offline",
+}
+"""A printer's fault flags and their words; a fault's detail lists them joined by ", "."""
+PAPER_NEAR_END = "ready, paper near end"
+"""A printer that still prints but is about to run out (status ok)."""
+NO_STATUS_REPLY = "no status reply: media out, head open or offline"
+"""A printer that took the connection but did not answer its status request."""
+SCALE_OVERLOAD = "overload"
+SCALE_UNDERLOAD = "underload"
+CONTROLLER_ALARM = "controller alarm"
+"""A light controller's own alarm (the detail goes on: ``controller alarm: ...``)."""
+
 _WARN = frozenset({HealthStatus.UNAVAILABLE, HealthStatus.FAULT})
 
 

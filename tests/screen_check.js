@@ -8,7 +8,7 @@
   const de = document.documentElement;
   if (de.scrollHeight > innerHeight || de.scrollWidth > innerWidth) bad.push(`the page scrolls: ${de.scrollWidth}x${de.scrollHeight}`);
   const cut = (e) => e.scrollHeight > e.clientHeight + 1 || e.scrollWidth > e.clientWidth + 1;
-  for (const e of document.querySelectorAll("header, .banner, #notice, main, .col, section, .fit, .name, .target, .cubby, .loc, .lamp, .progress, .cell, .special")) {
+  for (const e of document.querySelectorAll("header, .banner, #notice, #notice .text, #prompt, main, .col, section, .fit, .name, .target, .cubby, .loc, .lamp, .progress, .cell, .special")) {
     if (!e.getClientRects().length) continue;
     if (cut(e)) bad.push(`${name(e)} cut: ${e.scrollWidth}x${e.scrollHeight} in ${e.clientWidth}x${e.clientHeight}: ${e.innerText.slice(0, 60)}`);
   }

@@ -15,11 +15,13 @@ from typing import Any
 from agent.wire.messages import Envelope
 from agent.workflows.base import Light, Step
 from agent.workflows.dispatch import DispatchSettings, DispatchWorkflow
+from agent.workflows.health import screen_devices
 from agent.workflows.packing import PackingWorkflow, PackSettings
 from agent.workflows.picking import ZONE_LAMP, PickingWorkflow, PickSettings
 from agent.workflows.putwall import PutWallWorkflow
 from agent.workflows.returns import ReturnsSettings, ReturnsWorkflow
 from agent.workflows.returns.messages import REASONS
+from devices.base import NO_STATUS_REPLY, PAPER_NEAR_END
 from devices.events import Button, ButtonPress, Scan
 from tests.test_returns import BINS
 
@@ -43,7 +45,7 @@ def item_name(n: int) -> str:
 
 
 UNPLUGGED = {"status": "unavailable", "detail": "USB cable unplugged"}
-PRINTER_FAULT = {"status": "fault", "detail": "no status reply: media out, head open or offline"}
+PRINTER_FAULT = {"status": "fault", "detail": NO_STATUS_REPLY}
 
 
 def _node(
@@ -58,7 +60,7 @@ def _node(
         first, *rest = devices
         devices = {**devices, first: {**devices[first], **UNPLUGGED}}
         for name in rest:
-            if devices[name]["kind"] in ("zpl_printer", "atop_bus"):
+            if devices[name]["kind"] in ("zpl_printer", "atop"):
                 devices[name] = {**devices[name], **PRINTER_FAULT}
         if role == "pick":  # two tags of the shelf dead
             parts = {"C04-2": {"status": "unavailable", "detail": "no answer"}}
@@ -75,7 +77,7 @@ def _node(
         "inputs": 500,
         "inputs_ignored": {},
         "link_conflict": None,
-        "devices": devices,
+        "devices": screen_devices(devices),
         "lights": lights,
         "workflow": workflow,
     }
@@ -164,7 +166,7 @@ def pick(variant: str = "normal") -> dict[str, Any]:
             floor.scan(line["barcodes"][0])
         floor.press(tasks[9]["location"])  # where the picker stands: a wrong item
         floor.scan("4006381333931")
-    devices = {"shelf": _ok("atop_bus"), "scanner": _ok("hid_scanner")}
+    devices = {"shelf": _ok("atop"), "scanner": _ok("hid_scanner")}
     return _node("pick", "zone-a1", floor.wf.snapshot(), floor.lights, devices, variant)
 
 
@@ -196,7 +198,7 @@ def put_wall(variant: str = "normal") -> dict[str, Any]:
                     floor.scan(f"CODE-{n}-{i}")
                     floor.press(cubbies[n], "wall")
         floor.scan("CODE-12-1")
-    devices = {"wall": _ok("atop_bus"), "scanner": _ok("hid_scanner")}
+    devices = {"wall": _ok("atop"), "scanner": _ok("hid_scanner")}
     return _node("put_wall", "wall-1", floor.wf.snapshot(), floor.lights, devices, variant)
 
 
@@ -255,8 +257,8 @@ def pack(variant: str = "normal") -> dict[str, Any]:
         for code in ("5901234123457", "PK-2-0", "0000000000000"):
             floor.scan(code)
     devices = {
-        "scale": _ok("serial_scale"),
-        "label": _ok("zpl_printer", "203 dpi"),
+        "scale": _ok("mt_sics"),
+        "label": _ok("zpl_printer", PAPER_NEAR_END),
         "slip": _ok("ipp_printer"),
         "scanner": _ok("hid_scanner"),
     }

@@ -12,11 +12,16 @@ import pytest
 
 from agent.config import load_config
 from agent.errors import ConfigError
-from agent.i18n import catalogue, reason_words, shipped
+from agent.i18n import catalogue, msg, reason_words, render, shipped
 from agent.web import WebServer
 from agent.workflows.cartons import MATERIALS
 from agent.workflows.dispatch.station import Urgency
+from agent.workflows.health import says, screen_devices
 from agent.workflows.returns.messages import DISPOSITIONS
+from devices.backends.ipp import PrinterState
+from devices.base import SCALE_OVERLOAD
+from devices.printers.base import NO_REPLY, PrinterStatus
+from devices.printers.ipp import status_from_ipp
 from tests.test_config import GOOD, write
 
 
@@ -175,3 +180,44 @@ def test_every_reason_a_station_refuses_with_has_words() -> None:
     for language in ("en", "de", "pl"):
         missing = sorted(r for r in reasons if f"reason.{r}" not in languages[language])
         assert not missing, (language, missing)
+
+
+# --- device health in the worker's words --------------------------------------------------
+
+
+def test_what_a_screen_says_of_a_device_is_the_catalogues_never_the_drivers_english() -> None:
+    jammed = PrinterStatus.from_flags(paper_out=True, paused=True)  # "paper out, paused"
+    assert says("zpl_printer", "fault", jammed.detail) == [
+        msg("printer.paper_out"),
+        msg("printer.paused"),
+    ]
+    assert says("escpos_printer", "fault", NO_REPLY) == [msg("printer.no_reply")]
+    # An IPP printer's own reason, or a reply the driver could not read: what to check.
+    spool = status_from_ipp(PrinterState(state=3, reasons=("spool-area-full-error",)))
+    assert spool.detail == "spool area full"
+    assert says("ipp_printer", "fault", spool.detail) == [msg("printer.check")]
+    near = PrinterStatus.from_flags(paper_near_end=True)
+    assert says("ipp_printer", "ok", near.detail) == [msg("printer.paper_near_end")]
+    assert says("zpl_printer", "ok", "ready (no status read-back)") == []
+    assert says("mt_sics", "fault", SCALE_OVERLOAD) == [msg("scale.overload")]
+    assert says("hid_pos", "fault", "the scale reports a fault") == [msg("health.fault")]
+    assert says("atop", "fault", "controller alarm: input voltage too low") == [msg("lights.alarm")]
+    errno = "/dev/ttyUSB0: [Errno 2] could not open port"
+    assert says("hid_scanner", "unavailable", errno) == [msg("health.unavailable")]
+    assert says("hid_scanner", "starting", "") == says("hid_scanner", "ok", "") == []
+    state = screen_devices(
+        {
+            "shelf": {
+                "kind": "atop",
+                "status": "ok",
+                "detail": "1 of 40 tags down",
+                "parts": {"A1": {"status": "unavailable", "detail": "not connected (status poll)"}},
+            }
+        }
+    )
+    assert state["shelf"]["says"] == []
+    assert state["shelf"]["parts"]["A1"]["says"] == [msg("health.unavailable")]
+    assert state["shelf"]["detail"] == "1 of 40 tags down"  # the driver's words stay beside
+    german = catalogue("de")
+    words = render(msg("device.problem", device="label", what=[msg("printer.paper_out")]), german)
+    assert words == "label: Papier leer"

@@ -103,7 +103,7 @@ def test_pack_screen_shows_progress_refusals_weight_verdict_and_printer_live(
                 await wait(page.wait_text, "#check", "WEIGHT OK")
                 await wait(page.wait_text, "#printer", "PROBLEM")
                 await wait(page.wait_text, "#label-job", "o1-label: NOT PRINTED YET")
-                await wait(page.wait_text, "#notice", "The label has not printed")
+                await wait(page.wait_text, "#notice", "Label not printed yet")
                 await control.post("/sim/label/set", {"state": "ready"})
                 await wait(page.wait_text, "#notice", "Order o1 packed")
                 assert "level-ok" in page.html("#notice")

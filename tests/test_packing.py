@@ -496,7 +496,9 @@ def test_overweight_blocks_the_label_until_a_reweigh_passes() -> None:
     assert (weighed["verdict"], weighed["diff_g"], weighed["allowed_g"]) == ("over", 152.6, 50.0)
     assert s.prints() == []
     assert s.screen["phase"] == "weigh_failed"
-    assert s.screen["notice"]["text"].startswith("Too heavy by 153 g: expected 847 g (± 50 g)")
+    assert s.screen["notice"]["text"].startswith("Too heavy by 153 g: check the items")
+    check = s.screen["order"]["check"]  # the figures: on the screen's scale box
+    assert (check["expected_g"], check["allowed_g"], check["actual_g"]) == (847.4, 50.0, 1000.0)
     s.weigh(1000.0, stable=False)  # moving: nothing judged
     assert s.names() == []
     s.weigh(790.0)  # a re-weigh, under
@@ -585,7 +587,7 @@ def test_printer_out_of_paper_then_recovered_never_prints_twice() -> None:
     [(name, problem)] = s.take()
     assert name == "print_delayed"
     assert problem["reason"] == "printer fault: paper out"
-    assert "It prints by itself once fixed" in s.screen["notice"]["text"]
+    assert "It prints by itself; do not reprint." in s.screen["notice"]["text"]
     assert s.screen["order"]["label"]["late"] is True
     s.feed(PrintResult("o1-label", True, None, 0.0))  # paper in: the held job prints
     assert s.names() == ["label_printed", "packed"]
@@ -606,7 +608,7 @@ def test_a_printer_known_to_be_down_makes_the_label_late_at_once() -> None:
         ("print_delayed", "o1-label", "printer unavailable: unreachable: connection refused")
     ]
     assert s.screen["order"]["label"]["late"] is True
-    assert "The label has not printed" in s.screen["notice"]["text"]
+    assert "Label not printed yet" in s.screen["notice"]["text"]
     s.feed(DeviceHealthChanged("label", "fault", "paper out"))  # worse, but told once
     s.tick(60_000)
     assert s.names() == []

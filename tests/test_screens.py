@@ -12,6 +12,7 @@ A screenshot of each is kept in the test's directory (printed; ``pytest -s`` sho
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import itertools
 import json
@@ -28,6 +29,7 @@ from agent.roles import manifest
 from agent.web import WebServer
 from tests import screen_states
 from tests.browser import Page, browser, needs_chromium
+from tests.test_i18n import _keys, _said
 
 VIEWPORTS = ((800, 480), (1024, 600), (1280, 800))
 STATES = (*screen_states.VARIANTS, "lost")
@@ -116,6 +118,12 @@ class Served:
         page.navigate(f"{self.url}/?load={n}", f"location.search === '?load={n}' && shown !== null")
         page.evaluate("stream.close(); true")  # from here on the test says what is shown
 
+    def open_as_is(self, page: Page) -> None:
+        """Load the page again with the server's page, language and words as they are now."""
+        n = next(self._loads)
+        page.navigate(f"{self.url}/?load={n}", f"location.search === '?load={n}' && shown !== null")
+        page.evaluate("stream.close(); true")
+
     def show(self, page: Page, state: dict[str, Any]) -> None:
         """Render ``state`` now, as the stream would."""
         self.state = state
@@ -193,9 +201,8 @@ def test_screen_fits_at_every_size_in_every_state(
 
 @needs_chromium
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("role", "language"), [("pack", "de"), ("pick", "pl"), ("returns", "de"), ("put_wall", "pl")]
-)
+@pytest.mark.parametrize("language", ["de", "pl"])
+@pytest.mark.parametrize("role", sorted(KEY))
 def test_german_and_polish_words_fit(
     role: str, language: str, tab: Page, served: Served, tmp_path: Path
 ) -> None:
@@ -227,10 +234,175 @@ def test_the_page_says_a_message_as_python_renders_it(
         msg("pick.open_lines", n=n) for n in counts
     ]
     samples.append(msg("pack.scanned_of", scanned=3, units=msg("pack.items", n=4)))
-    samples.append(msg("device.fault", device="label", detail=["a", msg("reason.wrong_bin")]))
+    samples.append(msg("device.problem", device="label", what=["a", msg("printer.paper_out")]))
     served.open(tab, "pack", screen_states.pack("waiting"), language)
     shown = tab.evaluate(f"{json.dumps(samples)}.map(say)")
     assert shown == [render(m, catalogue(language), language) for m in samples]
+
+
+# --- every word a screen shows comes from the catalogue ----------------------------------
+
+# A pseudo-language: English with every catalogue word between marks ("⟦Order ⟧{order}"), so
+# text outside the marks on a page came from somewhere else: a workflow's or driver's English,
+# a word written into the page, a key missing from the catalogue.
+MARKED = re.compile(r"(\{\w+\})")
+
+# What a screen may show unmarked: the data of the state under these fields and message
+# parameters (ids, names, codes, quantities; a site's own words such as a lane's name), the
+# keys of these maps (a picker, a device, a slot), and the lamps' display texts (what the
+# hardware's 7-segment shows: "donE", "LoAd").
+DATA_FIELDS = {
+    "site", "node", "order", "sku", "description", "tote", "container", "rma", "bin", "slot",
+    "name", "carrier", "parcel", "code", "grade", "suggested", "chosen", "job_id", "gift_note",
+    "bonus_item", "lanes", "lane", "announced",
+}  # fmt: skip
+DATA_PARAMS = {
+    "code", "codes", "order", "sku", "job", "confirm", "box", "barcode", "name", "carrier",
+    "parcel", "manifest", "lane", "lanes", "right", "parcel_carrier", "rma", "close", "item",
+    "bin", "pressed", "skus", "label", "device", "part",
+}  # fmt: skip
+DATA_MAPS = {"pickers", "devices", "lights", "orders", "parts", "locations", "items", "bins"}
+
+
+def _pseudo() -> dict[str, str]:
+    marked = {}
+    for key, text in shipped()["en"].items():
+        parts = MARKED.split(text)
+        marked[key] = "".join(p if MARKED.fullmatch(p) or not p else f"⟦{p}⟧" for p in parts)
+    return marked
+
+
+def _data(value: Any, key: str | None, out: set[str]) -> set[str]:
+    """The strings of ``value`` a screen may show as they are (see DATA_FIELDS)."""
+    if isinstance(value, dict) and set(value) == {"id", "params"}:  # a message
+        for name, param in value["params"].items():
+            if isinstance(param, dict):
+                _data(param, None, out)
+            elif name in DATA_PARAMS:
+                out.update(str(p) for p in (param if isinstance(param, list) else [param]))
+    elif isinstance(value, dict):
+        if key in DATA_MAPS:
+            out.update(map(str, value))
+        if key == "lights":
+            out.update(str(v["text"]) for v in value.values() if v and v.get("text"))
+        for k, v in value.items():
+            _data(v, k, out)
+    elif isinstance(value, list):
+        for v in value:
+            _data(v, key, out)
+    elif isinstance(value, str) and key in DATA_FIELDS:
+        out.add(value)
+    return out
+
+
+UNMARKED = """((data) => {
+  let text = document.body.innerText.replace(/⟦[^⟦⟧]*⟧/g, " ");
+  for (const d of data) text = text.split(d).join(" ");
+  return text.split(/\\s+/).filter((w) => /\\p{L}/u.test(w));
+})"""
+
+
+@needs_chromium
+@pytest.mark.slow
+@pytest.mark.parametrize("role", sorted(KEY))
+def test_every_word_a_screen_shows_is_the_catalogues(role: str, tab: Page, served: Served) -> None:
+    """Every state of every screen, in a pseudo-language whose words are all marked: what
+    is left unmarked is data (ids, names, quantities), never words. So a German or Polish
+    worker reads nothing in English that the catalogue does not translate."""
+    states = _states(role)
+    served.open(tab, role, states["normal"])
+    served.web.language = "qps"
+    served.web.words = _pseudo()
+    served.open_as_is(tab)
+    found = {}
+    for variant, state in states.items():
+        served.show(tab, state)
+        if variant == "lost":
+            tab.evaluate("lost = true; redraw(); true")
+        data = sorted({d.strip() for d in _data(state, None, set())} - {""}, key=len, reverse=True)
+        left = tab.evaluate(f"{UNMARKED}({json.dumps(data)})")
+        if left:
+            found[variant] = left
+    assert tab.evaluate("document.body.innerText").count("⟦") > 10
+    assert not found, found
+
+
+# Realistic parameters of the stations' messages: what makes a notice long.
+PARAMS: dict[str, Any] = {
+    "order": "WEB-30001", "sku": "SKU-1-2", "code": "5901234123457", "job": "WEB-30001-label-2",
+    "confirm": "CONFIRM", "box": "XL", "barcode": "BOX-XL", "name": "Katarzyna",
+    "carrier": "FedEx", "parcel": "376104250000000048", "manifest": "FedEx-0001",
+    "lane": "Door 5", "lanes": ["Door 5"], "right": "Door 5", "parcel_carrier": "FedEx",
+    "rma": "RMA-40000", "close": "CLOSE", "item": "SKU-1-2", "bin": "B2", "pressed": "B1",
+    "unit": 3, "n": 12, "qty": 3, "scanned": 2, "skus": ["SKU-1-2"], "protection": 90,
+    "label": msg("material.air_pillow"), "disposition": msg("disposition.return_to_vendor"),
+    "missing": msg("returns.missing", n=2), "urgency": msg("dispatch.urgency_late"),
+    "diff": msg("pack.grams", g=1553), "g": 553,
+}  # fmt: skip
+STATIONS = ("pack.", "dispatch.", "returns.", "station.")
+
+
+@needs_chromium
+@pytest.mark.slow
+@pytest.mark.parametrize("language", ["en", "de", "pl"])
+def test_every_station_message_fits_its_line_at_800x480(
+    language: str, tab: Page, served: Served
+) -> None:
+    """Each message a station sends, with realistic parameters, as the notice (two lines
+    beside its tag: the longest reason it is refused with, or its level) and as the prompt
+    (one line): never cut."""
+    english = shipped()["en"]
+    words = catalogue(language)
+    ids = sorted({k.partition("#")[0] for k in english if k.startswith(STATIONS)})
+    said = {i for where, _, _, key in _said() for i in _keys(where, key)}
+    ids = [i for i in ids if i in said]  # the ones the workflows send (not page labels)
+    assert len(ids) > 60
+    reasons = _refusal_reasons()
+    state = screen_states.pack("normal")
+    served.open(tab, "pack", state, language)
+    tab.viewport(800, 480)
+    cut = []
+    for id_ in ids:
+        names = set().union(
+            *(_placeholders(v) for k, v in english.items() if k.partition("#")[0] == id_)
+        )
+        message = msg(id_, **{name: PARAMS[name] for name in names})
+        notice = {"level": "error", "text": "", "message": message, "at": 0}
+        workflow = {**state["workflow"], "prompt_message": message}
+        reason = max(reasons.get(id_, [None]), key=lambda r: len(words.get(f"reason.{r}", "")))
+        served.show(
+            tab, {**state, "workflow": {**workflow, "notice": {**notice, "reason": reason}}}
+        )
+        if tab.evaluate(f"{CUT}(document.querySelector('#notice .text'))"):
+            cut.append(f"notice {id_}: {render(message, words, language)}")
+        if "prompt" in id_ and tab.evaluate(f"{CUT}(document.getElementById('prompt'))"):
+            cut.append(f"prompt {id_}: {render(message, words, language)}")
+    assert not cut, "\n".join(cut)
+
+
+def _refusal_reasons() -> dict[str, list[str | None]]:
+    """Each message a station refuses a scan with, and the reasons it goes with."""
+    out: dict[str, list[str | None]] = {
+        "station.unreadable": ["unreadable"],
+        "station.unknown_code": ["unknown_code"],
+    }
+    for path in sorted((Path(__file__).parent.parent / "agent" / "workflows").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "_refuse":
+                reason, message = node.args[3], node.args[4]
+                options = (
+                    [reason.body, reason.orelse] if isinstance(reason, ast.IfExp) else [reason]
+                )
+                codes: list[str | None] = [o.value for o in options if isinstance(o, ast.Constant)]
+                codes = codes or ["unknown_reason", "unknown_grade"]  # returns' loop variable
+                for call in ast.walk(message):
+                    if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "msg":
+                        for id_ in _keys(str(path), call.args[0]):
+                            out.setdefault(id_, []).extend(codes)
+    return out
+
+
+CUT = "((e) => e.scrollHeight > e.clientHeight + 1 || e.scrollWidth > e.clientWidth + 1)"
 
 
 def _placeholders(text: str) -> set[str]:

@@ -82,7 +82,7 @@ def test_every_shell_block_of_simulation_md_runs(tmp_path: Path, broker: LocalBr
     # What the page says the examples show.
     assert out.count('{"status": "accepted", "reason": null, "detail": null, "items": []}') == 5
     assert "1 label(s) printed" in out
-    assert "label | The label has not printed. Check the printer" in out
+    assert "label | Label not printed yet: check paper, print head and power." in out
     assert "weigh_failed | Too heavy by 553 g" in out
     assert "idle | Order o2 packed" in out
     assert "'lines_short': 1" in out

@@ -123,7 +123,7 @@ def test_returns_screen_shows_the_rma_unit_flag_bin_and_summary_live(
                 await control.scan("GRADE-A")
                 await wait(page.wait_text, "#unit", "RESTOCK → bin B1")
                 await control.press("B1")
-                await wait(page.wait_text, "#extra", f"1 x {GTIN_OTHER}")
+                await wait(page.wait_text, "#extra", f"1 \u00d7 {GTIN_OTHER}")
                 assert await wait(fits, page), "the returns screen scrolls at 800x480"
                 await control.scan("CLOSE")
                 await wait(

@@ -108,16 +108,16 @@ function settle(render, s) {
   }
 }
 
-// The device problems a worker must know of, in words: "scanner: not connected".
+// The device problems a worker must know of, in words: "scanner: not connected". What
+// the node says of a device (`says`, agent/workflows/health.py), never the driver's English.
+const healthWords = (d) => (d.says && d.says.length ? d.says : [{ id: `health.${d.status}`, params: {} }]);
 function faults(s) {
   const out = [];
   for (const [name, d] of Object.entries(s.devices || {})) {
-    if (d.status === "fault" || d.status === "unavailable") {
-      out.push(t(`device.${d.status}`, { device: name, detail: d.detail || "" }));
-    }
+    if (d.status === "fault" || d.status === "unavailable") out.push(t("device.problem", { device: name, what: healthWords(d) }));
     for (const [where, part] of Object.entries(d.parts || {})) {
       if (part.status === "fault" || part.status === "unavailable") {
-        out.push(t("device.part", { device: name, part: where, detail: part.detail || words("health", part.status) }));
+        out.push(t("device.part", { device: name, part: where, what: healthWords(part) }));
       }
     }
   }

@@ -51,7 +51,7 @@ from typing import Any, Protocol, Self
 from pydantic import Field, model_validator
 
 from devices._bridge import EventQueue
-from devices.base import Device, HealthStatus
+from devices.base import NO_STATUS_REPLY, PAPER_NEAR_END, PRINTER_FAULTS, Device, HealthStatus
 from devices.config import DeviceConfig
 from devices.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
 
@@ -170,24 +170,19 @@ class PrinterStatus:
         ``other`` names faults no flag covers (an IPP printer's ``spool-area-full``): each
         makes the printer not ready and is listed in ``detail``.
         """
-        faults = [
-            name
-            for name, on in (
-                ("paper out", paper_out),
-                ("head open", head_open),
-                ("media jam", media_jam),
-                ("paused", paused),
-                ("ribbon out", ribbon_out),
-                ("offline", offline),
-            )
-            if on
-        ]
+        flags = {
+            "paper_out": paper_out,
+            "head_open": head_open,
+            "media_jam": media_jam,
+            "paused": paused,
+            "ribbon_out": ribbon_out,
+            "offline": offline,
+        }
+        faults = [PRINTER_FAULTS[flag] for flag, on in flags.items() if on]
         faults.extend(other)
         ready = not faults
-        if ready:
-            detail = "ready, paper near end" if paper_near_end else "ready"
-        else:
-            detail = ", ".join(faults)
+        ok = PAPER_NEAR_END if paper_near_end else "ready"
+        detail = ok if ready else ", ".join(faults)
         return cls(
             ready=ready,
             paper_out=paper_out,
@@ -215,7 +210,7 @@ class PrinterStatus:
         }
 
 
-NO_REPLY = "no status reply: media out, head open or offline"
+NO_REPLY = NO_STATUS_REPLY
 
 
 @dataclass(frozen=True, slots=True)

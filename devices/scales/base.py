@@ -30,7 +30,7 @@ from typing import ClassVar, Literal, Self, TypeVar
 from pydantic import Field
 
 from devices.backends.serial import Parity, SerialPort, SerialSettings
-from devices.base import Device, HealthStatus
+from devices.base import SCALE_OVERLOAD, SCALE_UNDERLOAD, Device, HealthStatus
 from devices.config import DeviceConfig
 from devices.context import DeviceContext
 from devices.errors import (
@@ -417,11 +417,11 @@ class Scale(Device):
         match reading.condition:
             case Condition.OVERLOAD:
                 message = f"{self.name}: overload (load above capacity)"
-                self._set_health(HealthStatus.FAULT, "overload")
+                self._set_health(HealthStatus.FAULT, SCALE_OVERLOAD)
                 raise ScaleOverload(message)
             case Condition.UNDERLOAD:
                 message = f"{self.name}: underload (below zero: platform lifted or needs zeroing)"
-                self._set_health(HealthStatus.FAULT, "underload")
+                self._set_health(HealthStatus.FAULT, SCALE_UNDERLOAD)
                 raise ScaleUnderload(message)
         self._set_health(HealthStatus.OK)
         if reading.condition is Condition.MOTION:

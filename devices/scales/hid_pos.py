@@ -37,7 +37,7 @@ from typing import Literal, Self
 from pydantic import Field, field_validator
 
 from devices.backends.hidraw import FAKE_SCHEME, HidBackend, open_hidraw, parse_vid_pid
-from devices.base import Device, HealthStatus
+from devices.base import SCALE_OVERLOAD, SCALE_UNDERLOAD, Device, HealthStatus
 from devices.config import DeviceConfig
 from devices.context import DeviceContext
 from devices.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
@@ -402,9 +402,9 @@ class HidPosScale(Device):
         if fault is not None:
             self._set_health(HealthStatus.FAULT, fault)
         elif reading is not None and reading.condition is Condition.OVERLOAD:
-            self._set_health(HealthStatus.FAULT, "overload")
+            self._set_health(HealthStatus.FAULT, SCALE_OVERLOAD)
         elif reading is not None and reading.condition is Condition.UNDERLOAD:
-            self._set_health(HealthStatus.FAULT, "underload")
+            self._set_health(HealthStatus.FAULT, SCALE_UNDERLOAD)
         else:
             self._set_health(HealthStatus.OK)
 

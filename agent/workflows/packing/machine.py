@@ -42,7 +42,7 @@ from agent.workflows.packing.messages import (
     Weighed,
 )
 from agent.workflows.packing.model import ORDER, PackOrder, check_weight
-from agent.workflows.packing.screen import PackScreen, prompt, snapshot
+from agent.workflows.packing.screen import PackScreen, snapshot
 from agent.workflows.packing.settings import PackSettings
 from agent.workflows.scans import gtin14, scan_matches
 from agent.workflows.station import Notice, PeriodicCounters, unknown_code
@@ -149,10 +149,6 @@ class PackingWorkflow:
             materials=self.materials,
         )
 
-    def _reason_codes(self) -> list[str]:
-        """The supervisor's reason barcodes, as printed on the reason sheet."""
-        return [self.settings.reason_prefix + r for r in self.settings.override_reasons]
-
     def _material(self, order: PackOrder) -> Material:
         return self.suggestion(order).material
 
@@ -217,8 +213,8 @@ class PackingWorkflow:
             current = max(started, key=lambda o: o.started_at or 0)
             self.current = current.order
             if current.phase == "label_unknown":
-                job, confirm = current.label_job or "", self.settings.confirm_barcode
-                self._say("error", msg("pack.restart_label", job=job, confirm=confirm), now)
+                restarted = msg("pack.restart_label", job=current.label_job or "")
+                self._say("error", restarted, now)
             else:
                 self._say("info", msg("pack.carry_on", order=current.order), now)
 
@@ -335,7 +331,7 @@ class PackingWorkflow:
                 now,
                 scan,
                 "unknown_reason",
-                msg("pack.not_a_reason", code=text[:40], codes=self._reason_codes()),
+                msg("pack.not_a_reason", code=text[:40]),
             )
             return
         if text == self.settings.confirm_barcode:
@@ -375,7 +371,7 @@ class PackingWorkflow:
                 return
             self._say(
                 "info",
-                msg("pack.already_open", order=target.order, prompt=prompt(self, target)),
+                msg("pack.already_open", order=target.order),
                 now,
             )
             return
@@ -505,10 +501,7 @@ class PackingWorkflow:
         order.phase = "override_reason"
         order.supervisor = name
         self._save(order, step)
-        codes = self._reason_codes()
-        self._say(
-            "info", msg("pack.supervisor_reason", name=name, order=order.order, codes=codes), now
-        )
+        self._say("info", msg("pack.supervisor_reason", name=name, order=order.order), now)
 
     def _reason(
         self, scan: Scan, reason: str, order: PackOrder | None, step: Step, now: int
@@ -616,12 +609,9 @@ class PackingWorkflow:
         self._count(step, "checkweigh_fail")
         order.phase = "weigh_failed"
         self._save(order, step)
+        # The screen's scale box shows the figures (expected, allowed, weighed).
         failed = msg(
-            "pack.too_heavy" if verdict == "over" else "pack.too_light",
-            diff=_grams(abs(diff)),
-            expected=_grams(expected),
-            allowed=_grams(allowed),
-            actual=_grams(weight.grams),
+            "pack.too_heavy" if verdict == "over" else "pack.too_light", diff=_grams(abs(diff))
         )
         self._say("error", failed, now)
         return True
@@ -728,7 +718,7 @@ class PackingWorkflow:
         self._save(order, step)
         self._count(step, "label_failures")
         self._problem(step, "print_failed", order, job_id, "label", reason or "", now)
-        self._say("error", msg("pack.label_failed", confirm=self.settings.confirm_barcode), now)
+        self._say("error", msg("pack.label_failed"), now)
 
     def _problem(
         self,

@@ -272,7 +272,7 @@ class ReturnsWorkflow:
             self.current = ret.rma
             if ret.unit is not None and ret.unit.bin is not None:
                 self._light_bin(ret.unit, step)
-            self._say("info", msg("returns.still_open", rma=ret.rma, prompt=self._prompt()), now)
+            self._say("info", msg("returns.still_open", rma=ret.rma), now)
 
     def on_command(
         self, name: str, envelope: Envelope, body: Wire, step: Step, now: int
@@ -333,9 +333,9 @@ class ReturnsWorkflow:
         if text in self._reasons or text in self._grades:
             self._judge(text, ret, step, now)
             return
-        for prefix, reason, known in (
-            (self.settings.reason_prefix, "unknown_reason", REASONS),
-            (self.settings.grade_prefix, "unknown_grade", GRADES),
+        for prefix, reason in (
+            (self.settings.reason_prefix, "unknown_reason"),
+            (self.settings.grade_prefix, "unknown_grade"),
         ):
             if text.startswith(prefix):
                 self._refuse(
@@ -343,7 +343,7 @@ class ReturnsWorkflow:
                     now,
                     text,
                     reason,
-                    msg("returns.not_a_code", code=text[:40], codes=[prefix + k for k in known]),
+                    msg("returns.not_a_code", code=text[:40]),
                 )
                 return
         target = self.returns.get(text) or self.returns.get(self._refs.get(text, ""))
@@ -387,9 +387,7 @@ class ReturnsWorkflow:
             )
             return
         if ret is target:
-            self._say(
-                "info", msg("returns.already_open", rma=target.rma, prompt=self._prompt()), now
-            )
+            self._say("info", msg("returns.already_open", rma=target.rma), now)
             return
         target.opened_at = now
         self.current = target.rma
@@ -408,9 +406,7 @@ class ReturnsWorkflow:
         self._count(step, "returns_opened")
         if not target.expected:
             self._count(step, "returns_unexpected")
-            self._say(
-                "error", msg("returns.unexpected_opened", code=code[:40], rma=target.rma), now
-            )
+            self._say("error", msg("returns.unexpected_opened", code=code[:40]), now)
         else:
             self._say("info", msg("returns.opened", rma=target.rma, order=target.order or ""), now)
 
@@ -421,7 +417,7 @@ class ReturnsWorkflow:
                 now,
                 scan.text,
                 "put_first",
-                msg("returns.finish_unit", prompt=self._prompt()),
+                msg("returns.finish_unit"),
             )
             return
         matches = [i for i, ln in enumerate(ret.lines) if scan_matches(scan, ln.barcodes)]
@@ -582,9 +578,7 @@ class ReturnsWorkflow:
             self._refuse(step, now, code, "not_now", msg("returns.no_return_open"))
             return
         if ret.unit is not None:
-            self._refuse(
-                step, now, code, "put_first", msg("returns.finish_unit", prompt=self._prompt())
-            )
+            self._refuse(step, now, code, "put_first", msg("returns.finish_unit"))
             return
         lines = [
             LineResult(

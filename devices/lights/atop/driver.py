@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from devices.base import HealthStatus
+from devices.base import CONTROLLER_ALARM, HealthStatus
 from devices.context import DeviceContext
 from devices.errors import DeviceUnavailable
 from devices.events import Button
@@ -623,7 +623,7 @@ class AtopController(LightBar):
                 )
                 or f"alarm {status:02X}h"
             )
-            self._set_health(HealthStatus.FAULT, f"controller alarm: {why}")
+            self._set_health(HealthStatus.FAULT, f"{CONTROLLER_ALARM}: {why}")
         elif self.connected.is_set():
             self._set_health(HealthStatus.OK, self._summary())
 
