@@ -124,6 +124,31 @@ def test_a_huge_body_is_refused_before_it_is_read(service: SiteProcess) -> None:
         assert api.get("/v1/health").status_code == 200  # and it keeps serving
 
 
+def test_a_wave_value_of_the_wrong_type_is_refused_not_converted(service: SiteProcess) -> None:
+    # Lax validation would make "qty": true a 1-unit line and "on_shelf": false a 0.
+    line = {"sku": "SKU-T", "qty": 1, "location": "T-1"}
+    bad = [
+        ({"orders": [{"order": "T1", "lines": [{**line, "qty": True}]}]}, "orders.0.lines.0.qty"),
+        ({"orders": [{"order": "T2", "lines": [{**line, "qty": "2"}]}]}, "orders.0.lines.0.qty"),
+        (
+            {
+                "catalogue": {"SKU-T": {"location": "T-1", "barcodes": ["1"], "on_shelf": False}},
+                "orders": [{"order": "T3", "lines": [{"sku": "SKU-T", "qty": 1}]}],
+            },
+            "catalogue.SKU-T.on_shelf",
+        ),
+    ]
+    with service.client() as api:
+        for n, (body, where) in enumerate(bad):
+            answer = api.post(
+                "/v1/waves", json={"wave": f"WT{n}", **body}, headers={"Idempotency-Key": f"t{n}"}
+            )
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["error"] == "invalid_request"
+            assert answer.json()["detail"].startswith(f"body.{where}: "), answer.json()
+            assert api.get(f"/v1/orders/T{n + 1}").status_code == 404
+
+
 def test_a_cursor_from_the_future_is_refused_with_the_head(service: SiteProcess) -> None:
     with service.client() as api:
         head = api.get("/v1/health").json()["head"]

@@ -591,6 +591,15 @@ def build_app(service: SiteService) -> FastAPI:
         Pick waves go to the nodes owning the lines' locations, then wall, pack, dock and
         returns as their events come in (docs/orders.md has the order fields).
         """
+        # FastAPI validates in pydantic's lax mode, where "qty": true is a 1-unit line and
+        # "on_shelf": false is 0 (the order file's models must take CSV's text). A JSON body
+        # is checked again as JSON, strictly, as the wire's messages are.
+        try:
+            WaveIn.model_validate_json(await request.body(), strict=True)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in ("body", *first["loc"]))
+            raise ApiError(422, "invalid_request", f"{where}: {first['msg']}") from None
 
         async def produce() -> tuple[int, dict[str, Any]]:
             try:
