@@ -233,7 +233,8 @@ def test_the_page_says_a_message_as_python_renders_it(
     samples = [msg("pack.items", n=n) for n in counts] + [
         msg("pick.open_lines", n=n) for n in counts
     ]
-    samples.append(msg("pack.scanned_of", scanned=3, units=msg("pack.items", n=4)))
+    samples += [msg("pack.scanned_of", scanned=1, n=n) for n in (1, 2, 5, 22)]
+    samples.append(msg("pack.packaging", label=msg("material.air_pillow"), protection=90))
     samples.append(msg("device.problem", device="label", what=["a", msg("printer.paper_out")]))
     served.open(tab, "pack", screen_states.pack("waiting"), language)
     shown = tab.evaluate(f"{json.dumps(samples)}.map(say)")
