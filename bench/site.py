@@ -91,6 +91,7 @@ class Service:
         self.file.write_text(
             f'site = "{SITE}"\n[broker]\nurls = ["{broker.url}"]\nbackoff_initial_s = 0.05\n'
             f"backoff_max_s = 0.5\n[log]\n{log}\n[api]\nmax_body_bytes = 33554432\n"
+            '[webhooks]\nallow_networks = ["127.0.0.0/8"]\n'  # the bench's receiver
         )
         self.ready = work / f"{name}.ready"
         self.out = work / f"{name}.log"

@@ -30,8 +30,13 @@ def site_file(
     name: str = "site",
     log: str = "",
     extra: str = "",
+    allow_networks: tuple[str, ...] = ("127.0.0.0/8", "::1"),
 ) -> Path:
-    """A site file for the test broker; ``log`` replaces the [log] table's body."""
+    """A site file for the test broker; ``log`` replaces the [log] table's body.
+
+    Webhooks may go to ``allow_networks`` (loopback: the tests' receivers) and public
+    addresses.
+    """
     lines = [
         f'site = "{SITE}"',
         "[broker]",
@@ -44,6 +49,7 @@ def site_file(
         "[webhooks]",
         "retry_s = [0.05, 0.1, 0.2]",
         "timeout_s = 5",
+        f"allow_networks = {json.dumps(list(allow_networks))}",
         extra,
     ]
     path = tmp_path / f"{name}.toml"
@@ -146,17 +152,19 @@ class SiteProcess:
 
 
 class Receiver:
-    """A webhook endpoint on 127.0.0.1 that keeps every request (headers, body).
+    """A webhook endpoint on ``host`` (a loopback address) that keeps every request.
 
     ``fail`` requests are answered ``fail_status`` first (retries, disabling), and every
-    request whose body ``fail_when`` says so.
+    request whose body ``fail_when`` says so; with a ``Location: location`` header when
+    that is set (a redirect).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.got: list[tuple[dict[str, str], bytes]] = []
         self.fail = 0
         self.fail_when: Callable[[bytes], bool] | None = None
         self.fail_status = 500
+        self.location: str | None = None
         self.lock = threading.Lock()
         receiver = self
 
@@ -173,14 +181,16 @@ class Receiver:
                     else:
                         receiver.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response(status)
+                if status != 204 and receiver.location is not None:
+                    self.send_header("location", receiver.location)
                 self.send_header("content-length", "0")
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> Receiver:

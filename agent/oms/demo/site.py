@@ -293,7 +293,7 @@ class SiteServiceProcess:
     """The site service (``zone-agent site serve``) of the demo.
 
     Its log is in the work directory (SQLite), its API on a free 127.0.0.1 port, no token
-    needed from this machine.
+    needed from this machine; webhooks may go to receivers on loopback.
 
     It is the demo's one OMS that acknowledges: every node event is in its log before the
     node lets it go, and its API and webhooks serve it (docs/api.md).
@@ -304,6 +304,8 @@ class SiteServiceProcess:
         self.file.write_text(
             f'site = "{SITE}"\n[broker]\nurls = ["{broker_url}"]\n'
             f'backoff_initial_s = 0.1\nbackoff_max_s = 2\n[log]\npath = "{workdir / "site.db"}"\n'
+            # Webhooks to a receiver on this machine, to try them; a site allows its LAN.
+            '[webhooks]\nallow_networks = ["127.0.0.0/8", "::1"]\n'
         )
         self.ready = workdir / "site.ready"
         self.log = workdir / "site.log"

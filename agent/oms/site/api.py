@@ -14,7 +14,8 @@ Endpoints (all under ``/v1``; docs/api.md tells the story):
   each order's status and its events;
 * ``POST /nodes/{node}/commands/{command}`` a raw node command; ``GET /commands/{id}``;
 * ``GET /nodes`` every node's birth and where its stream stands;
-* ``/webhooks`` register, list, delete, ``replay`` (from any position), ``attempts``;
+* ``/webhooks`` register (URLs checked against SSRF: urlguard.py), list, delete, ``replay``
+  (from any position), ``attempts``;
 * ``GET /health`` this instance's role (``active`` or ``standby``) and the log's head.
 
 Every POST takes an ``Idempotency-Key``: the same key and body give the same answer
@@ -42,6 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agent.oms.fulfilment import CatalogueItem, Order, OrderFile, ReturnEntry
 from agent.oms.site.log import Webhook, now_ms
 from agent.oms.site.service import LeadershipLost, SiteService
+from agent.oms.site.urlguard import Refused, UrlGuard
 from agent.oms.site.webhooks import new_secret
 from agent.wire.messages import COMMANDS, Id, Reply
 
@@ -195,7 +197,13 @@ class WebhookIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: HttpUrl
+    url: HttpUrl = Field(
+        description=(
+            "http or https, no user:password@. Every address of its host must be public, or "
+            "in the site file's [webhooks] allow_networks (the LAN); plain http only there. "
+            "Checked now (422 url_refused) and again at each connection a delivery opens."
+        )
+    )
     names: list[str] = Field(
         default_factory=list, max_length=100, description="event names to send (empty: all)"
     )
@@ -389,6 +397,7 @@ def build_app(service: SiteService) -> FastAPI:
     app.add_middleware(BodyLimit, limit=config.api.max_body_bytes)
     bearer = HTTPBearer(auto_error=False, description="a token of ZONE_AGENT_SITE_TOKENS")
     tokens = [t.encode() for t in config.tokens]
+    guard = UrlGuard.from_settings(config.webhooks)
     in_flight: set[str] = set()
 
     @app.exception_handler(ApiError)
@@ -762,13 +771,25 @@ def build_app(service: SiteService) -> FastAPI:
         tags=["webhooks"],
         dependencies=auth,
         status_code=201,
-        responses={**WRITE_PROBLEMS, 201: {"model": WebhookCreated}},
+        responses={
+            **WRITE_PROBLEMS,
+            201: {"model": WebhookCreated},
+            422: {
+                "model": Problem,
+                "description": "the body is invalid, or the url is refused (url_refused: "
+                "which rule: scheme, credentials, an address neither public nor allowed)",
+            },
+        },
     )
     async def add_webhook(hook: WebhookIn, request: Request, key: IdempotencyKey) -> JSONResponse:
         """Register an endpoint; the answer holds its signing secret (only this once)."""
 
         async def produce() -> tuple[int, dict[str, Any]]:
             writable()
+            try:
+                await guard.check(str(hook.url))
+            except Refused as exc:
+                raise ApiError(422, "url_refused", f"body.url: {exc}") from None
             start = hook.after
             if start is None:
                 start = await asyncio.to_thread(store.head)

@@ -19,6 +19,9 @@
     tls_cert = "/etc/zone-agent/api.crt"  # with tls_key: HTTPS
     tls_key = "/etc/zone-agent/api.key"
 
+    [webhooks]
+    allow_networks = ["10.20.0.0/16"]     # receivers on the LAN; elsewhere public https only
+
 API tokens come from ``ZONE_AGENT_SITE_TOKENS`` (comma-separated), never from the file;
 the PostgreSQL password from ``PGPASSWORD`` (libpq reads it). Mistakes are reported as
 ``file:line: field: reason``, like a node file's.
@@ -30,6 +33,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -111,12 +115,39 @@ class WebhookConfig(Strict):
     )
     """Waits before each retry; when they are used up the endpoint is disabled."""
     timeout_s: float = Field(default=15.0, gt=0, le=60)
+    """The most one delivery attempt may take, from resolving the name to the answer read."""
     in_flight: int = Field(default=8, ge=1, le=64)
     """Messages on their way to one endpoint at once (1: strictly one after the other).
 
     One at a time, an endpoint takes at most one message per round trip: 20-200 a second
     over a LAN or the internet, fewer than a site's events at a wave's end with ``batch = 1``.
     """
+    allow_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    """Non-public networks (or single addresses) receivers may be in: the warehouse LAN,
+    loopback for a demo. Elsewhere public addresses only, over https (site/urlguard.py)."""
+    https_only: bool = False
+    """Refuse plain http even inside ``allow_networks``."""
+
+    @field_validator("allow_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            raise ValueError('a list of networks, e.g. ["10.20.0.0/16", "127.0.0.1"]')
+        networks: list[IPv4Network | IPv6Network] = []
+        for item in value:
+            if not isinstance(item, str):
+                raise ValueError(f'{item!r}: a network as a string, e.g. "10.20.0.0/16"')
+            try:
+                networks.append(ipaddress.ip_network(item))
+            except ValueError:
+                try:
+                    loose = ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f'{item!r} is not a network nor an address (e.g. "10.20.0.0/16")'
+                    ) from None
+                raise ValueError(f"{item!r} has host bits set: {str(loose)!r}?") from None
+        return tuple(networks)
 
 
 class SiteConfig(Strict):

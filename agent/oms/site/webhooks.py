@@ -22,7 +22,8 @@ event (``batch = 1``, ``webhook-id`` = ``evt_<id>``) or up to ``batch`` events
 2xx is success. Failures are retried after each wait of ``[webhooks] retry_s``
 (``Retry-After`` honoured when longer); when they are used up, or the endpoint answers 410,
 it is disabled with the reason and its cursor stays where it was: ``POST
-/v1/webhooks/{id}/replay`` enables it again from any position.
+/v1/webhooks/{id}/replay`` enables it again from any position. A redirect is not followed
+(a failed attempt), and connections go only where agent/oms/site/urlguard.py allows.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from agent.oms.site import urlguard
 from agent.oms.site.log import Entry, SqlLog, Webhook
 
 if TYPE_CHECKING:
@@ -155,6 +157,7 @@ class Dispatcher:
             self._client = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
                 auto_decompress=False,
+                connector=urlguard.connector(self.settings),  # SSRF: each address checked
             )
         return self._client
 
@@ -266,6 +269,9 @@ class Dispatcher:
                     # cannot make the service read a body of any size.
                     text = await response.content.read(ERROR_BYTES)
                     error = "" if 200 <= status < 300 else text.decode("utf-8", "replace")
+                    if 300 <= status < 400:  # never followed: a URL nobody registered
+                        where = response.headers.get("location", "")[:120]
+                        error = f"redirect to {where!r} not followed: register the final URL"
                     with contextlib.suppress(ValueError):
                         retry_after = float(response.headers.get("retry-after", "0"))
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
