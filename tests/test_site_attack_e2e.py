@@ -292,8 +292,9 @@ def test_a_message_that_keeps_failing_holds_the_cursor_while_the_ones_beside_it_
     service: SiteProcess,
 ) -> None:
     # batch 1, in_flight 8 (the default): while the sixth event's message is retried, the
-    # seven after it are on their way and arrive; none beyond the window is sent; when it is
-    # given up, the cursor stays before it, so a replay sends everything from there again.
+    # ones after it are on their way and arrive (those still on their way when it is given
+    # up are dropped); none beyond the window is sent; the cursor stays before it, so a
+    # replay sends everything from there again.
     broker: LocalBroker = service.broker  # type: ignore[attr-defined]
     with Receiver() as receiver, service.client() as api:
         receiver.fail_when = lambda body: b'"body":{"n":5}' in body
@@ -318,7 +319,10 @@ def test_a_message_that_keeps_failing_holds_the_cursor_while_the_ones_beside_it_
             wait_for(lambda: not api.get(f"/v1/webhooks/{hook['id']}").json()["enabled"])
             disabled = api.get(f"/v1/webhooks/{hook['id']}").json()
             arrived = {e["body"]["n"]: e["id"] for e in receiver.events()}
-            assert set(arrived) == {0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12}
+            first_round = len(receiver.events())
+            assert {0, 1, 2, 3, 4} <= set(arrived) and 5 not in arrived
+            assert max(arrived) <= 12  # the window: 5 and the seven after it
+            assert set(arrived) - {0, 1, 2, 3, 4}  # one after 5 arrived while 5 was retried
             logged = read_names(api, "window_check")
             assert disabled["cursor"] == arrived[4] < logged[5]
 
@@ -329,8 +333,9 @@ def test_a_message_that_keeps_failing_holds_the_cursor_while_the_ones_beside_it_
                 headers={"Idempotency-Key": "window-replay"},
             )
             wait_for(lambda: {e["body"]["n"] for e in receiver.events()} == set(range(20)))
-            again = [e["body"]["n"] for e in receiver.events()][12:]
-            assert sorted(again) == list(range(5, 20))  # 6..12 twice, under the same ids
+            again = [e["body"]["n"] for e in receiver.events()][first_round:]
+            # From 5 on, again (a first-round message cancelled on its way may land late).
+            assert set(again) == set(range(5, 20))
         finally:
             node_done.set()
             thread.join(10)
