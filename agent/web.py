@@ -16,6 +16,8 @@ Routes (see docs/simulation.md):
 * ``GET /sim``: every simulator's state; ``GET /sim/{device}``: one.
 * ``POST /sim/{device}/{action}`` with a JSON object: act on a simulated device.
 * ``GET /metrics``: Prometheus metrics, text exposition format (docs/metrics.md).
+* ``GET /api/{path}?query`` (``lookup``) and ``POST /api/{path}`` (``action``): a page's
+  own reads and actions (the dashboard's order search, its acknowledgements).
 * ``GET /`` and ``/static/...``: the screen.
 
 ``start_metrics`` opens a second listener that answers ``GET /metrics`` and nothing else,
@@ -32,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import h11
 
@@ -70,6 +72,7 @@ ControlFn = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 SimStateFn = Callable[[str | None], dict[str, Any]]
 MetricsFn = Callable[[], bytes]
 ActionFn = Callable[[str, dict[str, Any]], Awaitable[Response]]
+LookupFn = Callable[[str, dict[str, str]], Awaitable[Response]]
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -85,15 +88,18 @@ _REASONS = {
 
 
 class _Request:
-    """One request as read: method, path and body; ``refused`` when it must not be routed."""
+    """One request as read: method, path, query, body; ``refused``: not to be routed."""
 
-    __slots__ = ("body", "method", "path", "refused")
+    __slots__ = ("body", "method", "path", "query", "refused")
 
-    def __init__(self, method: str, path: str, body: bytes, refused: Response | None) -> None:
+    def __init__(
+        self, method: str, path: str, body: bytes, refused: Response | None, query: str = ""
+    ) -> None:
         self.method = method
         self.path = path
         self.body = body
         self.refused = refused
+        self.query = query
 
 
 class WebServer:
@@ -108,6 +114,8 @@ class WebServer:
         metrics: renders ``GET /metrics`` (Prometheus text format); ``None``: no such route.
         action: answers ``POST /api/{path}`` with a JSON object body (the dashboard's
             acknowledgements); ``None``: no such routes.
+        lookup: answers ``GET /api/{path}`` (other than ``state`` and ``stream``) with the
+            query's parameters (the dashboard's order search); ``None``: no such routes.
         language: the screen's language (the page's ``lang``).
         words: the screen's words (:func:`agent.i18n.catalogue`), embedded in the page;
             ``None``: the shipped catalogue of ``language``.
@@ -123,6 +131,7 @@ class WebServer:
         stream_interval_s: float = 0.2,
         metrics: MetricsFn | None = None,
         action: ActionFn | None = None,
+        lookup: LookupFn | None = None,
         language: str = "en",
         words: dict[str, str] | None = None,
     ) -> None:
@@ -135,6 +144,7 @@ class WebServer:
         self.stream_interval_s = stream_interval_s
         self.metrics = metrics
         self.action = action
+        self.lookup = lookup
         self._server: asyncio.Server | None = None
         self._metrics_server: asyncio.Server | None = None
         self.metrics_port = 0
@@ -211,7 +221,7 @@ class WebServer:
                     await self._stream(conn, writer)
                     break
                 else:
-                    response = await self._route(method, request.path, request.body)
+                    response = await self._route(method, request.path, request.body, request.query)
                 self._respond(conn, writer, response, head=head)
                 await writer.drain()
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -243,8 +253,8 @@ class WebServer:
         if not isinstance(event, h11.Request):
             return None  # the peer closed between requests
         method = event.method.decode("ascii", "replace")
-        target = event.target.decode("latin-1")
-        path = unquote(urlsplit(target).path)
+        target = urlsplit(event.target.decode("latin-1"))
+        path = unquote(target.path)
         length = next((v for k, v in event.headers if k == b"content-length"), None)
         if length is not None and int(length) > MAX_BODY:
             return _Request(method, path, b"", Response.error(413, "body too large"))
@@ -256,7 +266,7 @@ class WebServer:
                 if len(body) > MAX_BODY:  # chunked: no length up front
                     return _Request(method, path, b"", Response.error(413, "body too large"))
             elif isinstance(event, h11.EndOfMessage):
-                return _Request(method, path, bytes(body), None)
+                return _Request(method, path, bytes(body), None, target.query)
             else:
                 return None
 
@@ -280,12 +290,14 @@ class WebServer:
         out += conn.send(h11.EndOfMessage())
         writer.write(out)
 
-    async def _route(self, method: str, path: str, body: bytes) -> Response:
+    async def _route(self, method: str, path: str, body: bytes, query: str = "") -> Response:
         try:
             if len(body) > MAX_BODY:
                 return Response.error(413, "body too large")
             if method == "GET" and path == "/api/state":
                 return Response.json(self.state())
+            if method == "GET" and path.startswith("/api/") and self.lookup is not None:
+                return await self.lookup(path.removeprefix("/api/"), dict(parse_qsl(query)))
             if method == "GET" and path == "/metrics" and self.metrics is not None:
                 return Response(200, self.metrics(), METRICS_CONTENT_TYPE)
             if path.startswith("/sim"):

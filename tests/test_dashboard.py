@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from agent import __version__
+from agent.i18n import catalogue, render
 from agent.oms.dashboard import SiteView, serve_dashboard
 from agent.oms.demo.broker import LocalBroker
 from agent.oms.fulfilment import Fulfilment, OrderFile, drive
@@ -218,24 +219,8 @@ def test_the_page_embeds_its_first_state(tmp_path: Path, broker: LocalBroker) ->
 def test_oms_serve_prints_its_loopback_url_and_serves_page_state_and_metrics(
     tmp_path: Path, broker: LocalBroker
 ) -> None:
-    proc = subprocess.Popen(
-        [*SERVE, "--site", "dc1", "--broker", broker.url, "--port", "0", "--seconds", "20"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc, url = start_serve(broker, tmp_path / "serve.db")
     try:
-        assert proc.stdout is not None
-        seen = ""
-        found = None
-        for _ in range(20):  # log lines (link up) may come first
-            line = proc.stdout.readline()
-            seen += line
-            found = re.search(r"dashboard on (http://127\.0\.0\.1:\d+/)", line)
-            if found is not None or not line:
-                break
-        assert found is not None, seen
-        url = found.group(1)
         with urllib.request.urlopen(url, timeout=10) as response:
             assert b'id="exception-list"' in response.read()
         with urllib.request.urlopen(url + "api/state", timeout=10) as response:
@@ -245,7 +230,101 @@ def test_oms_serve_prints_its_loopback_url_and_serves_page_state_and_metrics(
         assert "oms_mqtt_connected" in text and "process_resident_memory_bytes" in text
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.wait(20)
+
+
+def start_serve(broker: LocalBroker, log: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """``zone-agent oms serve`` on its own site log; the process and the page's URL."""
+    proc = subprocess.Popen(
+        [
+            *(*SERVE, "--site", "dc1", "--broker", broker.url, "--port", "0"),
+            *("--seconds", "60", "--log", str(log), *extra),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen = ""
+    found = None
+    for _ in range(20):  # log lines (link up) may come first
+        line = proc.stdout.readline()
+        seen += line
+        found = re.search(r"dashboard on (http://127\.0\.0\.1:\d+/)", line)
+        if found is not None or not line:
+            break
+    assert found is not None, seen
+    return proc, found.group(1)
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def wait_json(url: str, check: Any, timeout: float = 20) -> Any:
+    """GET ``url`` until ``check`` holds for its JSON; returns it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    value = get_json(url)
+    while not check(value) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        value = get_json(url)
+    assert check(value), json.dumps(value)[:2000]
+    return value
+
+
+def test_oms_serve_keeps_its_page_and_acknowledgements_across_a_restart(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
+    """``oms serve`` is a front over a site log: a node goes offline, a supervisor
+    acknowledges that, ``oms serve`` restarts on the same log and shows both, in German."""
+    log = tmp_path / "serve.db"
+    path = node_file(tmp_path, broker)
+
+    async def scenario() -> None:
+        proc, url = await asyncio.to_thread(start_serve, broker, log, "--language", "de")
+        try:
+            async with node_in_process(path) as running:
+                await asyncio.wait_for(running.node.online.wait(), 10)
+                await asyncio.to_thread(
+                    wait_json,
+                    url + "api/state",
+                    lambda s: [(n["node"], n["online"]) for n in s["nodes"]] == [("zone-a1", True)],
+                )
+            state = await asyncio.to_thread(
+                wait_json,
+                url + "api/state",
+                lambda s: any(x["text"] == "offline" for x in s["exceptions"]),
+            )
+            offline = next(x for x in state["exceptions"] if x["text"] == "offline")
+            request = urllib.request.Request(
+                url + f"api/exceptions/{offline['id']}/ack", b'{"by": "Maria"}', method="POST"
+            )
+            await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=10).read())
+            page = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(url, timeout=10).read().decode()
+            )
+            assert '<html lang="de">' in page and "Standort-Übersicht" in page
+        finally:
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 20)
+        assert proc.returncode == 0
+        proc, url = await asyncio.to_thread(start_serve, broker, log)
+        try:
+            state = await asyncio.to_thread(
+                wait_json, url + "api/state", lambda s: len(s["nodes"]) == 1
+            )
+            assert [(n["node"], n["online"]) for n in state["nodes"]] == [("zone-a1", False)]
+            (again,) = [x for x in state["exceptions"] if x["text"] == "offline"]
+            assert (again["at"], again["acked_by"]) == (offline["at"], "Maria")
+            assert again["acked_at"] is not None and again["cleared_at"] is None
+        finally:
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 20)
+
+    asyncio.run(scenario())
 
 
 def _event(node: str, name: str, body: dict[str, Any], ts: int) -> Any:
@@ -308,8 +387,16 @@ def test_without_a_router_orders_follow_their_events_and_exceptions_read_as_word
     assert texts == [
         ("load_refused", "load refused LANE-X (wrong lane)"),
         ("print_failed", "label for A failed on label: paper out"),
-        ("weighed", "check-weigh under A: 300.0 g, expected 380.0 g"),
+        ("weighed", "check-weigh under A: 300 g, expected 380 g"),
         ("short", "short B TEE at A2: 0/2 (location empty)"),
+    ]
+    # Each is a message the page says in its language: codes as words there too.
+    german = [render(x["message"], catalogue("de"), "de") for x in state["exceptions"]]
+    assert german == [
+        "Verladen abgelehnt LANE-X (falsche Bahn)",
+        "Etikett für A auf label fehlgeschlagen: paper out",
+        "Kontrollwiegung zu leicht A: 300 g, erwartet 380 g",
+        "Fehlmenge B TEE in A2: 0/2 (Fach leer)",
     ]
     assert state["stages"]["pick"] == 1 and state["stages"]["pack"] == 1
     # A point every 10 s from the bucket after the first line: at 20 s both lines (the pick
@@ -442,3 +529,151 @@ def test_a_supervisor_acknowledges_an_exception_on_the_page() -> None:
             await web.close()
 
     asyncio.run(scenario())
+
+
+def test_finished_orders_fold_into_the_kpis_with_the_same_figures() -> None:
+    """The view folds an order's KPI facts when it finishes; the table is the same as a
+    ``Kpis`` that keeps every order's lines (``oms kpi``), and the view keeps none of them."""
+    from agent.oms.kpi import Kpis
+
+    now = [10_000_000]
+    view = _site(now)
+    _birth(view, "dock-1", online=True, role="dispatch")
+    view.snapshot()  # the view knows the site has a dock: packed is not the end
+    plain = Kpis()
+    feed: list[tuple[str, str, dict[str, Any], int]] = []
+    for n in range(30):
+        order, at = f"SO-{n:03d}", 1_000_000 + n * 60_000
+        for line in range(3):
+            task = f"{order}-{line}"
+            if (n + line) % 7 == 0:
+                feed.append(
+                    ("zone-a", "misscan", {"code": "X", "task": task, "reason": "wrong_item"}, at)
+                )
+            name = "short" if (n + line) % 11 == 0 else "picked"
+            body = {
+                "order": order,
+                "task": task,
+                "picked": 1,
+                "lit_at": at + line * 1000,
+                "confirmed_at": at + line * 1000 + 2500 + n * 10,
+            }
+            feed.append(("zone-a", name, body, at + line * 1000))
+        if n < 25:
+            feed.append(
+                (
+                    "pack-1",
+                    "weighed",
+                    {"order": order, "verdict": "over" if n % 9 == 0 else "ok"},
+                    at + 20_000,
+                )
+            )
+            feed.append(
+                (
+                    "pack-1",
+                    "packed",
+                    {"order": order, "units": 3, "at": at + 30_000 + n},
+                    at + 30_000,
+                )
+            )
+        if n < 20:
+            feed.append(("dock-1", "loaded", {"order": order, "late": n % 5 == 0}, at + 40_000))
+            feed.append(
+                ("dock-1", "shipped", {"order": order, "at": at + 50_000 + 7 * n}, at + 50_000)
+            )
+    feed.append(
+        (
+            "returns-1",
+            "return_received",
+            {"order": "SO-003", "reason": "wrong_item_sent"},
+            9_000_000,
+        )
+    )
+    for node, name, body, ts in feed:
+        view.on_event(_event(node, name, body, ts))
+        plain.add(node, name, body)
+    state = view.snapshot()
+    assert [tuple(r[:2]) for r in state["kpis"]] == [r[:2] for r in plain.table()]
+    table = dict(r[:2] for r in state["kpis"])
+    assert table["orders shipped"] == "20" and table["orders packed"] == "25"
+    assert table["order lead time to shipped median"] != "-"
+    # Shipped orders are finished and folded; packed ones go on to the dock (open); the
+    # order sent back is open again, as a return.
+    assert state["orders_done"] == 19 and len(view.kpis.order_lines) == 10
+    assert next(r for r in state["orders"] if r["order"] == "SO-003")["stage"] == "returns"
+    assert not set(view.kpis.order_start) & {f"SO-{n:03d}" for n in range(20)}
+
+
+def test_every_word_of_the_dashboard_is_in_german_and_polish() -> None:
+    """Every ``dashboard.`` key is in de and pl; every key the page and the view use is
+    one; and every code the page shows (exception kinds, statuses, roles, KPI names, the
+    reasons a node refuses a command with) reads as words in all three languages."""
+    import ast
+    import re
+
+    from agent.i18n import shipped
+    from agent.oms import dashboard
+    from agent.oms.kpi import Kpis
+    from agent.roles import ROLES
+
+    root = Path(__file__).parent.parent
+    languages = shipped()
+    bases = {lang: {k.partition("#")[0] for k in words} for lang, words in languages.items()}
+    ours = sorted(k for k in bases["en"] if k.startswith("dashboard."))
+    assert len(ours) > 150
+    for lang in ("de", "pl"):
+        assert [k for k in ours if k not in bases[lang]] == [], lang
+    page = (root / "agent" / "static" / "dashboard.html").read_text()
+    used = set(re.findall(r'\bt\("(dashboard\.[a-z_.]+)"', page))
+    used |= set(re.findall(r'data-t(?:-placeholder)?="(dashboard\.[a-z_.]+)"', page))
+    assert len(used) > 40 and sorted(used - bases["en"]) == []
+
+    source = ast.parse(Path(dashboard.__file__).read_text())
+    said = {
+        node.args[0].value
+        for node in ast.walk(source)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "exc"
+        and isinstance(node.args[0], ast.Constant)
+    }
+    said |= {"pack_refused", "load_refused", "return_refused", "print_failed", "print_delayed"}
+    events = {"short", "misscan", "weighed", "expired", "no_free_colour"}
+    kinds = events | {"pack_refused", "load_refused", "return_refused", "print_failed"}
+    kinds |= {"print_delayed", "device", "node", "duplicate", "refusal"}
+    statuses = {*dashboard.STAGE_OF_STATUS, *dashboard.PROBLEM_STATUSES, *dashboard.STAGES}
+    statuses |= {"returned", "unfulfilled", "pick", "wall", "pack", "dispatch"}
+    kpis = {
+        re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+        for name, _, _ in Kpis().table()
+        if not name.startswith("rate of return:")
+    }
+    refusals = set()
+    for path in (root / "agent").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", getattr(node.func, "id", None))
+                in ("rejected", "MessageRejected")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                refusals.add(node.args[0].value)
+    assert {"outbox_full", "wave_released", "too_large", "already_packed"} <= refusals
+    wanted = [f"dashboard.exc.{m}" for m in said]
+    wanted += [f"dashboard.kind.{k}" for k in kinds]
+    wanted += [f"dashboard.status.{s}" for s in statuses]
+    wanted += [f"dashboard.role.{r}" for r in ROLES]
+    wanted += [f"dashboard.kpi.{k}" for k in kpis] + ["dashboard.kpi.rate_of_return_for"]
+    wanted += [
+        f"dashboard.stage.{s}"
+        for s in ("late", "soon", "done", "stuck", *dashboard.STAGES)
+        if s not in ("packed", "shipped")
+    ]
+    for lang in ("en", "de", "pl"):
+        assert sorted(k for k in wanted if k not in bases[lang]) == [], lang
+        unsaid = [
+            r
+            for r in sorted(refusals)
+            if f"reason.{r}" not in bases[lang] and f"dashboard.reason.{r}" not in bases[lang]
+        ]
+        assert unsaid == [], lang

@@ -13,6 +13,7 @@ it), while the page itself never scrolls. Then an exception is acknowledged with
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from agent.i18n import catalogue, msg, render
 from agent.link.settings import BrokerConfig
 from agent.oms import NodeEvent, OmsClient
 from agent.oms.client import NodeView
@@ -146,6 +148,7 @@ def build_site(nodes: int, clock: Callable[[], int]) -> SiteView:
     ]
     cutoffs = {c: NOW + (i + 1) * 3_600_000 for i, c in enumerate(CARRIERS)}
     cutoffs["GLS Business"] = NOW - 600_000  # the GLS truck has left: its open orders are late
+    cutoffs["UPS Standard"] = NOW + 20 * 60_000  # UPS collects in 20 minutes: due soon
     fulfilment = Fulfilment(OrderFile.model_validate({"catalogue": catalogue, "orders": orders}))
     fulfilment.cutoffs = cutoffs
     fulfilment.plan(births)
@@ -248,17 +251,26 @@ def build_site(nodes: int, clock: Callable[[], int]) -> SiteView:
 
 
 def check_site(
-    page: Page, url: str, size: tuple[int, int], nodes: int, offline: int, shots: Path
+    page: Page,
+    url: str,
+    size: tuple[int, int],
+    nodes: int,
+    offline: int,
+    shots: Path,
+    language: str = "en",
 ) -> None:
     """The page at one size: totals, problems first, every row reachable."""
+    words = catalogue(language)
     width, height = size
     page.viewport(width, height)
-    page.wait_text("#totals", "nodes online")
+    online = render(msg("dashboard.nodes_online", online=nodes - offline, total=nodes), words)
+    page.wait_text("#totals", online)
     rows = page.evaluate("document.querySelectorAll('#node-rows tr').length")
     orders = page.evaluate("document.querySelectorAll('#order-rows tr').length")
     assert rows == nodes and orders == 500, (rows, orders)
     totals = page.evaluate("document.getElementById('totals').innerText")
-    assert totals.startswith(f"{nodes - offline}/{nodes} nodes online · {offline} offline"), totals
+    gone = render(msg("dashboard.nodes_offline", n=offline), words, language)
+    assert totals.startswith(f"{online} · {gone}"), totals
     # Problems first and marked: the offline nodes, the shared id, then the device trouble.
     marked = page.evaluate(
         "[...document.querySelectorAll('#node-rows tr')].map(r => r.dataset.problem || '')"
@@ -268,12 +280,35 @@ def check_site(
     assert sorted(set(firsts)) == ["device", "duplicate id", "offline"]
     pack2 = page.wait_text('#node-rows tr[data-node="pack-02"]', "scanner:")
     assert FAULT in pack2.replace("\n", " ")  # all its words, wrapped, none cut
-    # Orders: carrier and cut-off; GLS's is past, so its open orders are marked late.
-    late = page.evaluate("document.querySelectorAll('#order-rows tr[data-late]').length")
-    assert late == 125, late
+    # Orders: carrier and cut-off; GLS's is past, so its open orders are marked late, and
+    # UPS collects within the half hour: its orders are due soon. Both right after the
+    # problems (the unrouted), late first: a warehouse's most urgent fact.
+    dues = page.evaluate(
+        "[...document.querySelectorAll('#order-rows tr')].map(r => "
+        "[r.classList.contains('problem'), r.dataset.due || ''])"
+    )
+    assert [d for _, d in dues].count("late") == 125, dues
+    assert [d for _, d in dues].count("soon") == 125, dues
+    rank = [(not problem, {"late": 0, "soon": 1}.get(due, 2)) for problem, due in dues]
+    assert rank == sorted(rank) and rank[-1] == (True, 2)
+    late_row = page.evaluate(
+        "document.querySelector('#order-rows tr[data-due=late] td:nth-child(4)').innerText"
+    )
+    assert "GLS Business" in late_row and words["dashboard.cutoff_late"] in late_row, late_row
+    soon_row = page.evaluate(
+        "document.querySelector('#order-rows tr[data-due=soon] td:nth-child(4)').innerText"
+    )
+    assert "UPS Standard" in soon_row and render(
+        msg("dashboard.cutoff_soon", min=18), words, language
+    ) in soon_row.replace("\n", " "), soon_row
+    boxes = page.evaluate(
+        "[...document.querySelectorAll('#stages .stage')].map(d => d.dataset.stage + "
+        "'=' + d.querySelector('b').innerText)"
+    )
+    assert "late=125" in boxes and "soon=125" in boxes, boxes
     queued = page.evaluate(
         "[...document.querySelectorAll('#order-rows tr')].filter(r => "
-        "r.children[1].innerText === 'queued').length"
+        f"r.children[1].innerText === {json.dumps(words['dashboard.queued'])}).length"
     )
     assert queued == 50, queued  # 60 at packing, 10 of them started by a packer
     assert page.evaluate("document.querySelectorAll('#kpi-rows tr').length") >= 20
@@ -284,7 +319,7 @@ def check_site(
     page.screenshot(shots / f"site{nodes}-{width}x{height}-scrolled.png")
 
 
-def acknowledge_one(page: Page) -> None:
+def acknowledge_one(page: Page, words: dict[str, str]) -> None:
     """Type a name, click the first Acknowledge: the row says who and when, the count drops."""
     before = page.evaluate("document.getElementById('open-exceptions').innerText")
     page.evaluate(
@@ -296,8 +331,9 @@ def acknowledge_one(page: Page) -> None:
         " b.scrollIntoView({block: 'nearest'}); return b.dataset.ack; })()"
     )
     page.click(f'#exception-list button[data-ack="{target}"]')
-    text = page.wait_text(f'#exception-list li[data-id="{target}"]', "by Maria")
-    assert "acknowledged" in text
+    by = words["dashboard.acked_by"].split("{name}")[0].split("}")[-1] + "Maria"  # " by Maria"
+    text = page.wait_text(f'#exception-list li[data-id="{target}"]', by.strip())
+    assert words["dashboard.acked_by"].split(" {time}")[0] in text
     assert (
         page.evaluate(
             f"document.querySelector('#exception-list li[data-id=\"{target}\"]').className"
@@ -309,8 +345,11 @@ def acknowledge_one(page: Page) -> None:
 
 
 @needs_chromium
-@pytest.mark.parametrize("nodes", [26, 100])
-def test_every_row_is_reachable_at_tv_and_tablet_sizes(tmp_path: Path, nodes: int) -> None:
+@pytest.mark.parametrize(("nodes", "language"), [(26, "en"), (100, "en"), (26, "de")])
+def test_every_row_is_reachable_at_tv_and_tablet_sizes(
+    tmp_path: Path, nodes: int, language: str
+) -> None:
+    """Both sizes, every row; in German too: the same page, its words from de.json."""
     now = [NOW]
     view = build_site(nodes, lambda: now[0])
     state = view.snapshot()
@@ -319,9 +358,10 @@ def test_every_row_is_reachable_at_tv_and_tablet_sizes(tmp_path: Path, nodes: in
     back = "zone-011"
     view.oms.nodes[back].online = True
     now[0] += 120_000
+    words = catalogue(language)
 
     async def scenario() -> None:
-        web = await serve_dashboard(view, "127.0.0.1", 0)
+        web = await serve_dashboard(view, "127.0.0.1", 0, language=language)
         try:
             await asyncio.to_thread(in_browser, f"http://127.0.0.1:{web.port}/")
         finally:
@@ -332,15 +372,142 @@ def test_every_row_is_reachable_at_tv_and_tablet_sizes(tmp_path: Path, nodes: in
             page.open(url)
             for width, height in SIZES:
                 run_size(page, url, width, height)
-            acknowledge_one(page)
-            page.screenshot(tmp_path / f"site{nodes}-acknowledged.png")
+            if language != "en":
+                said_in(page, language)
+            acknowledge_one(page, words)
+            page.screenshot(tmp_path / f"site{nodes}-{language}-acknowledged.png")
 
     def run_size(page: Page, url: str, width: int, height: int) -> None:
         offline = 1 if nodes == 26 else 4  # one of those the site was built with is back
-        check_site(page, url, (width, height), nodes, offline, tmp_path)
+        check_site(page, url, (width, height), nodes, offline, tmp_path, language)
         cleared = page.evaluate(
             "[...document.querySelectorAll('#exception-list li.cleared')].map(l => l.innerText)"
         )
-        assert any("offline" in c and "cleared" in c for c in cleared), cleared
+        gone = words["dashboard.exc.offline"]
+        done = words["dashboard.cleared"].split(" {time}")[0]
+        assert any(gone in c and done in c for c in cleared), cleared
 
     asyncio.run(scenario())
+
+
+def said_in(page: Page, language: str) -> None:
+    """The page in another language: its headings, codes and exceptions in its words, no
+    English word of the dashboard's left where the catalogue has its own."""
+    words = catalogue(language)
+    assert page.evaluate("document.documentElement.lang") == language
+    heading = page.evaluate("document.querySelector('#nodes h2').innerText")
+    assert heading.lower() == words["dashboard.nodes"].lower()
+    text = page.evaluate("document.body.innerText")
+    kinds = page.evaluate(
+        "[...document.querySelectorAll('#exception-list .kind')].map(k => k.innerText)"
+    )
+    assert words["dashboard.kind.short"] in kinds and "SHORT" not in kinds, kinds
+    # A reason code as the language's words: the short picks' "empty" shelf.
+    assert f"({words['reason.empty']})" in text
+    assert "(location empty)" not in text and "empty)" not in text
+    stages = page.evaluate("document.getElementById('stages').innerText")
+    assert words["dashboard.stage.late"] in stages and words["dashboard.stage.pick"] in stages
+    kpis = page.evaluate("[...document.querySelectorAll('#kpi-rows tr')].map(r => r.innerText)")
+    assert any(k.startswith(words["dashboard.kpi.lines_picked"]) for k in kpis), kpis
+    roles = page.evaluate(
+        "document.querySelector('#node-rows tr[data-node=\"pack-01\"] td:nth-child(2)').innerText"
+    )
+    assert roles == words["dashboard.role.pack"], roles
+
+
+def _wait(page: Page, expression: str, timeout: float = 15) -> Any:
+    import time
+
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{expression} stayed {value!r}")
+
+
+ARCHIVE_IDS = (
+    "[...document.querySelectorAll('#order-rows tr[data-order]')].map(r => r.dataset.order)"
+)
+
+
+@needs_chromium
+def test_older_finished_orders_are_a_more_away_page_by_page_and_by_search(
+    tmp_path: Path,
+) -> None:
+    """A site log of 640 orders, 40 open: the page holds the open ones and the 200 latest
+    finished, and a "more" row for the 400 others; pressing it pages through every order
+    of the log, highest first, each once and each reachable on the page; a search finds
+    orders by the beginning of their id; "back to live" returns to the live list."""
+    from agent.oms.site.board import LogBoard, log_view
+    from agent.oms.site.log import SqliteLog
+    from agent.oms.site.service import HeadNotifier
+    from tests.test_site_dashboard_e2e import births, shipped_orders
+
+    store = SqliteLog(tmp_path / "site.db")
+    store.append(births())
+    store.append(shipped_orders(640, open_=40))
+    oms = OmsClient(BrokerConfig(urls=["mqtt://127.0.0.1:1"]), "dc1")
+    board = LogBoard(log_view(oms, store), store, HeadNotifier())
+    everything = [f"SO-{n:04d}" for n in range(639, -1, -1)]
+
+    def in_browser(url: str) -> None:
+        with browser() as page:
+            page.open(url)
+            page.viewport(1280, 800)
+            live = _wait(page, "document.querySelectorAll('#order-rows tr[data-order]').length")
+            assert live == 240, live
+            more = page.wait_text("#more-orders", "400")
+            assert more.startswith("400 older finished orders"), more
+            assert page.evaluate(REACHABLE)["problems"] == []
+            page.screenshot(tmp_path / "live-with-more.png")
+
+            page.click("#more-orders")
+            _wait(page, f"{ARCHIVE_IDS}[0] === 'SO-0639'")
+            seen: list[str] = []
+            for number in range(1, 20):
+                ids = page.evaluate(ARCHIVE_IDS)
+                assert len(ids) == (50 if number < 13 else 40), (number, len(ids))
+                seen += ids
+                for width, height in SIZES:
+                    if number in (1, 13):  # the first page and the last, at both sizes
+                        page.viewport(width, height)
+                        result = page.evaluate(REACHABLE)
+                        assert result["problems"] == [], result
+                        page.screenshot(tmp_path / f"older-{number}-{width}x{height}.png")
+                if page.evaluate("document.getElementById('order-next').hidden"):
+                    break
+                page.click("#order-next")
+                _wait(page, f"{ARCHIVE_IDS}[0] !== {json.dumps(ids[0])}")
+            assert seen == everything  # every order of the log, each once, highest first
+
+            page.click("#order-first")
+            _wait(page, f"{ARCHIVE_IDS}[0] === 'SO-0639'")
+            page.click("#order-live")
+            _wait(page, "document.querySelectorAll('#order-rows tr[data-order]').length === 240")
+            assert page.evaluate("document.getElementById('order-nav').hidden")
+
+            page.evaluate(
+                "(() => { const f = document.getElementById('order-find'); f.value = 'SO-001';"
+                " f.dispatchEvent(new Event('input')); })()"
+            )
+            _wait(page, f"{ARCHIVE_IDS}.length === 10")
+            assert page.evaluate(ARCHIVE_IDS) == [f"SO-001{n}" for n in range(9, -1, -1)]
+            assert "SO-001" in page.evaluate("document.getElementById('order-what').innerText")
+            shipped = page.evaluate(
+                "document.querySelector('#order-rows tr[data-order=\"SO-0012\"]').innerText"
+            )
+            assert "shipped" in shipped and "pack-1" in shipped, shipped
+            page.screenshot(tmp_path / "found.png")
+
+    async def scenario() -> None:
+        web = await board.start("127.0.0.1", 0)
+        try:
+            await asyncio.to_thread(in_browser, f"http://127.0.0.1:{web.port}/")
+        finally:
+            await board.close()
+
+    asyncio.run(scenario())
+    store.close()

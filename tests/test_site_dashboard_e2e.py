@@ -234,7 +234,11 @@ def test_a_view_replayed_from_the_log_keeps_times_acknowledgements_and_clearings
         assert (offline["at"], offline["cleared_at"]) == (T0 + 5_000, T0 + 60_000)
         refused = next(x for x in first["exceptions"] if x["kind"] == "refusal")
         assert (refused["node"], refused["at"]) == ("zone-a", T0 + 70_000)
-        assert refused["text"] == "refused cancel: task_done"
+        assert refused["text"] == "refused cancel: task done"  # a code no catalogue has: spaced
+        assert refused["message"] == {
+            "id": "dashboard.exc.refusal",
+            "params": {"command": "cancel", "reason": {"id": "reason.task_done", "params": {}}},
+        }
         short = next(x for x in first["exceptions"] if x["kind"] == "short")
         await one.acknowledge(short["id"], "Maria")
         with pytest.raises(KeyError):
@@ -245,6 +249,179 @@ def test_a_view_replayed_from_the_log_keeps_times_acknowledgements_and_clearings
         assert essence(again) == essence(one.view.snapshot())
         (acked,) = [x for x in again["exceptions"] if x["acked_by"]]
         assert acked["kind"] == "short" and acked["acked_by"] == "Maria"
+
+    asyncio.run(scenario())
+    store.close()
+
+
+def shipped_orders(count: int, open_: int) -> list[NewEvent]:
+    """``count`` orders picked at zone-a, all but the last ``open_`` packed and shipped."""
+    out = []
+    seqs = {"zone-a": 0, "pack-1": 0}
+    for n in range(count):
+        order = f"SO-{n:04d}"
+        at = T0 + 100_000 + n * 10_000
+        feed = [("zone-a", "picked", {"order": order, "task": f"{order}-1", "picked": 1})]
+        if n < count - open_:
+            feed += [
+                ("pack-1", "packed", {"order": order, "units": 1}),
+                ("pack-1", "shipped", {"order": order, "at": at + 2_000}),
+            ]
+        for i, (node, name, body) in enumerate(feed):
+            seqs[node] += 1
+            store = "s-a" if node == "zone-a" else "s-p"
+            out.append(NewEvent(node, store, seqs[node], name, at + i * 1000, body, order))
+    return out
+
+
+def test_the_view_keeps_open_orders_and_the_latest_finished_and_the_log_has_the_rest(
+    tmp_path: Path,
+) -> None:
+    """A log of 40 orders, 3 open: the view holds 3 open and 5 finished; the page's order
+    search pages through all 40 from the log, finds some by their ids' beginning, and an old
+    order that comes back (a customer return) is open again."""
+    import asyncio
+
+    from agent.link.settings import BrokerConfig
+    from agent.oms import OmsClient
+    from agent.oms.site.board import LogBoard, log_view
+    from agent.oms.site.service import HeadNotifier
+
+    store = SqliteLog(tmp_path / "site.db")
+    store.append(births())
+    store.append(shipped_orders(40, open_=3))
+    oms = OmsClient(BrokerConfig(urls=["mqtt://127.0.0.1:1"]), "dc1")
+    view = log_view(oms, store)
+    view.done_kept = 5
+    board = LogBoard(view, store, HeadNotifier())
+
+    def get(url: str) -> dict[str, Any]:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            result: dict[str, Any] = json.loads(reply.read())
+            return result
+
+    async def scenario() -> None:
+        web = await board.start("127.0.0.1", 0)
+        base = f"http://127.0.0.1:{web.port}/api/"
+        try:
+            assert (len(view.orders), len(view.finished), view.done_older) == (3, 5, 32)
+            state = await asyncio.to_thread(get, base + "state")
+            shown = [o["order"] for o in state["orders"]]
+            assert shown[:3] == ["SO-0037", "SO-0038", "SO-0039"]  # open first
+            assert shown[3:] == [f"SO-00{n}" for n in range(32, 37)]  # the latest finished
+            assert (state["orders_total"], state["orders_done"], state["orders_older"]) == (
+                40,
+                37,
+                32,
+            )
+            # Every order is reachable from the log, page by page, highest id first.
+            seen: list[str] = []
+            after = ""
+            while True:
+                page = await asyncio.to_thread(get, base + f"orders?limit=7{after}")
+                seen += [o["order"] for o in page["orders"]]
+                if page["next"] is None:
+                    break
+                after = f"&before={page['next']}"
+            assert seen == [f"SO-{n:04d}" for n in range(39, -1, -1)]
+            old = await asyncio.to_thread(get, base + "orders?q=SO-001")
+            rows = {o["order"]: o for o in old["orders"]}
+            assert sorted(rows) == [f"SO-001{n}" for n in range(10)]
+            assert rows["SO-0012"]["stage"] == "shipped" and rows["SO-0012"]["done"]
+            assert rows["SO-0012"]["where"] == "pack-1"
+            assert (await asyncio.to_thread(get, base + "orders?q=SO-0038"))["orders"][0][
+                "done"
+            ] is False
+
+            # SO-0002 left the view long ago; a customer sends it back: it is open again.
+            back = {"order": "SO-0002", "rma": "R-1"}
+            await asyncio.to_thread(
+                store.append, [NewEvent("returns-1", "s-r", 1, "return_opened", T0 + 10**6, back)]
+            )
+            board.head.notify(await asyncio.to_thread(store.head))
+            await asyncio.wait_for(_until(lambda: "SO-0002" in view.orders), 10)
+            await asyncio.sleep(0.3)  # the page's data is rebuilt at most every 0.15 s
+            state = await asyncio.to_thread(get, base + "state")
+            rows = {o["order"]: o for o in state["orders"]}
+            assert rows["SO-0002"]["stage"] == "returns" and not rows["SO-0002"]["done"]
+        finally:
+            await board.close()
+
+    asyncio.run(scenario())
+    store.close()
+
+
+async def _until(check: Any) -> None:
+    import asyncio
+
+    while not check():
+        await asyncio.sleep(0.02)
+
+
+def test_orders_show_the_router_s_carrier_and_cut_off_and_those_near_or_past_it_come_first(
+    tmp_path: Path,
+) -> None:
+    """The log's ``orders`` table (the router's word) joins the events: each order's carrier
+    and cut-off; one past its cut-off and not at the dock is late, one within the window is
+    due soon, and both are listed right after the problems; an order the router could not
+    route (no event ever names it) is a problem; a change in the table reaches the page."""
+    import asyncio
+
+    from agent.link.settings import BrokerConfig
+    from agent.oms import OmsClient
+    from agent.oms.site.board import LogBoard, log_view
+    from agent.oms.site.log import OrderRow
+    from agent.oms.site.service import HeadNotifier
+
+    now = T0 + 10 * 3_600_000
+    store = SqliteLog(tmp_path / "site.db")
+    store.append(births())
+    store.append(shipped_orders(6, open_=4))  # SO-0000, SO-0001 shipped; SO-0002..5 picking
+
+    def row(order: str, status: str, carrier: str | None, cutoff: int | None) -> OrderRow:
+        body = {"order": order, "lines": [{"sku": "SKU-1", "qty": 1}]}
+        return OrderRow(order, "W1", status, "", body, carrier, cutoff)
+
+    store.set_orders(
+        [
+            row("SO-0001", "shipped", "DHL", now - 3_600_000),  # gone: its cut-off no matter
+            row("SO-0002", "picking", "DHL", now - 600_000),  # past: late
+            row("SO-0003", "picking", "UPS", now + 900_000),  # in 15 min: due soon
+            row("SO-0004", "picking", "GLS", now + 3 * 3_600_000),  # later: nothing to flag
+            row("SO-0009", "unrouted", None, None),  # never reached a node
+        ]
+    )
+    oms = OmsClient(BrokerConfig(urls=["mqtt://127.0.0.1:1"]), "dc1")
+    view = log_view(oms, store)
+    view.clock = lambda: now
+    board = LogBoard(view, store, HeadNotifier())
+
+    async def scenario() -> None:
+        await board.catch_up()
+        state = view.snapshot()
+        rows = {o["order"]: o for o in state["orders"]}
+        assert [o["order"] for o in state["orders"]][:3] == ["SO-0009", "SO-0002", "SO-0003"]
+        assert rows["SO-0009"]["problem"] and rows["SO-0009"]["label"] == "unrouted"
+        assert (rows["SO-0002"]["carrier"], rows["SO-0002"]["cutoff"], rows["SO-0002"]["due"]) == (
+            "DHL",
+            now - 600_000,
+            "late",
+        )
+        assert (rows["SO-0003"]["carrier"], rows["SO-0003"]["due"]) == ("UPS", "soon")
+        assert (rows["SO-0004"]["carrier"], rows["SO-0004"]["due"]) == ("GLS", None)
+        assert rows["SO-0001"]["done"] and rows["SO-0001"]["due"] is None
+        assert (state["orders_late"], state["orders_due_soon"]) == (1, 1)
+
+        # The router routes SO-0009 after all, and SO-0002's parcel is loaded: no longer late.
+        store.set_orders([row("SO-0009", "picking", None, None)])
+        store.set_orders([row("SO-0002", "dispatching", "DHL", now - 600_000)])
+        await board.catch_up()
+        rows = {o["order"]: o for o in view.snapshot()["orders"]}
+        assert not rows["SO-0009"]["problem"] and rows["SO-0009"]["stage"] == "pick"
+        assert rows["SO-0002"]["stage"] == "dispatch" and rows["SO-0002"]["due"] is None
+        # The log's page of orders says the same for an order the view no longer holds.
+        found = {f.order: f for f in view.history.find(None, "SO-000", 10)} if view.history else {}
+        assert found["SO-0004"].facts is not None and found["SO-0004"].facts.carrier == "GLS"
 
     asyncio.run(scenario())
     store.close()

@@ -76,6 +76,16 @@ def register(commands: Any, sim: Any) -> None:
     )
     serve.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
     serve.add_argument("--record", type=Path, help="append every event to this JSON-lines file")
+    serve.add_argument(
+        "--log",
+        type=Path,
+        help="the site log it keeps (SQLite; default: $XDG_STATE_HOME or ~/.local/state, "
+        "zone-agent/oms-serve-SITE.db): what the page shows survives a restart",
+    )
+    serve.add_argument(
+        "--language", help="the page's words: en, de, pl (default: the site file's, else en)"
+    )
+    serve.add_argument("--messages", type=Path, help="a site's JSON file of words (agent.i18n)")
     serve.set_defaults(func=_checked(cmd_serve))
     kpi = sub.add_parser("kpi", help="the KPI table from a recording")
     kpi.add_argument("file", type=Path)
@@ -182,12 +192,14 @@ def _resolve_broker(args: argparse.Namespace) -> None:
         if args.site is not None and args.site != config.site:
             raise ConfigError(str(args.site_file), "site", f"is {config.site}, not {args.site}")
         args.site = config.site
+        args.site_config = config
         args.broker_config = config.broker
         args.client_base = config.client_id
         args.broker = ", ".join(config.broker.urls)
         return
     if args.site is None:
         raise ConfigError("<command line>", "--site", "required (or give --site-file)")
+    args.site_config = None
     args.broker = args.broker or _default_broker()
     try:
         args.broker_config = BrokerConfig(urls=[args.broker])
@@ -266,53 +278,129 @@ async def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve the dashboard until Ctrl-C (or ``--seconds``); route ``--orders`` if given."""
-    from agent.errors import ConfigError
-    from agent.oms import event_record
-    from agent.oms.dashboard import SiteView, serve_dashboard
-    from agent.oms.fulfilment import Fulfilment, drive, read_order_file
+def default_log(site: str) -> Path:
+    """Where ``oms serve`` keeps its site log unless ``--log`` says: the user's state dir."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "zone-agent" / f"oms-serve-{site}.db"
 
-    fulfilment = None
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the dashboard until Ctrl-C (or ``--seconds``); route ``--orders`` if given.
+
+    A thin front over the site service (``agent.oms.site``): its events, births and
+    acknowledgements go to a SQLite site log first, and the page is the one ``site serve
+    --dashboard-port`` serves, built from that log, so a restart shows what it showed.
+    """
+    import signal
+
+    from pydantic import ValidationError
+
+    from agent.errors import AgentError
+    from agent.oms.fulfilment import read_order_file
+    from agent.oms.site.board import board_for
+    from agent.oms.site.log import SqliteLog
+    from agent.oms.site.service import LeadershipLost, SiteService
+    from agent.oms.site.settings import DashboardConfig, LogConfig, SiteConfig
+
+    orders = None
     if args.orders is not None:
         try:
-            fulfilment = Fulfilment(read_order_file(args.orders), wave=args.wave)
+            orders = read_order_file(args.orders)
         except ConfigError as exc:
             for field_, reason in exc.problems:
                 print(f"{exc.file}: {field_}: {reason}", file=sys.stderr)
             return EXIT_USAGE
-    out = args.record.open("a") if args.record else None
+    site: SiteConfig = args.site_config or SiteConfig(site=args.site)
+    try:
+        dashboard = DashboardConfig(
+            language=args.language or site.dashboard.language,
+            messages=args.messages or site.dashboard.messages,
+        )
+    except ValidationError as exc:
+        print(f"zone-agent: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return EXIT_USAGE
+    path = args.log or default_log(args.site)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = SqliteLog(path)
+    except (OSError, AgentError) as exc:
+        print(f"zone-agent: the site log {path}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    broker = args.broker_config.model_copy(update={"client_id": f"{args.client_base}-serve"})
+    config = site.model_copy(
+        update={"broker": broker, "dashboard": dashboard, "log": LogConfig(path=path)}
+    )
+    service = SiteService(config, store, acknowledge=args.ack)
+    board = board_for(service, stuck_after_s=args.stuck_after)
+    try:
+        web = await board.start(args.bind, args.port)
+    except OSError as exc:
+        print(f"zone-agent: cannot listen on {args.bind}:{args.port}: {exc}", file=sys.stderr)
+        store.close()
+        return EXIT_FAILURE
+    print(f"dashboard on http://{args.bind}:{web.port}/ (metrics on /metrics)", flush=True)
+    print(f"site log: {path}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    extra = []
+    if orders is not None:
+        extra.append(asyncio.create_task(_route(service, orders, args.wave)))
+    if args.record is not None:
+        extra.append(asyncio.create_task(_record(service, args.record)))
+    if args.seconds is not None:
+        loop.call_later(args.seconds, stop.set)
+    code = EXIT_OK
+    try:
+        await service.run(stop)
+    except LoginRefused:
+        raise  # exit 2, said by _checked
+    except (LeadershipLost, AgentError) as exc:
+        print(f"zone-agent: stopping: {exc}", file=sys.stderr)
+        code = EXIT_FAILURE
+    finally:
+        for task in extra:
+            task.cancel()
+        await asyncio.gather(*extra, return_exceptions=True)
+        await board.close()
+        store.close()
+    return code
 
-    async with _client(args, auto_ack=args.ack) as oms:
-        view = SiteView(oms, fulfilment, stuck_after_s=args.stuck_after)
 
-        def on_event(event: Any) -> None:
-            view.on_event(event)
-            if out is not None:
-                out.write(event_record(event))
-                out.flush()
+async def _route(service: Any, orders: Any, wave: str) -> None:
+    """Route an order file once the service leads: once per log, not again at a restart."""
+    await service.active.wait()
+    await asyncio.sleep(2.0)  # retained births arrive right after subscribing
+    first = orders.orders[0].order if orders.orders else None
+    if first is not None and await asyncio.to_thread(service.log.order, first) is not None:
+        print(f"the orders of {wave} are in the site log already: not routed again", flush=True)
+        return
+    routed = await service.submit_wave(wave, orders)
+    print(f"routed {len(routed)} orders as wave {wave}", flush=True)
 
-        try:
-            web = await serve_dashboard(view, args.bind, args.port)
-        except OSError as exc:
-            print(f"zone-agent: cannot listen on {args.bind}:{args.port}: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
-        print(f"dashboard on http://{args.bind}:{web.port}/ (metrics on /metrics)", flush=True)
-        try:
-            async with asyncio.timeout(args.seconds):
-                if fulfilment is not None:
-                    await oms.wait_connected()
-                    await asyncio.sleep(2.0)  # retained births arrive right after subscribing
-                    await drive(oms, fulfilment, on_event=on_event, on_send=view.on_reply)
-                while True:
-                    on_event(await oms.events.get())
-        except TimeoutError:
-            pass
-        finally:
-            await web.close()
-            if out is not None:
-                out.close()
-    return EXIT_OK
+
+async def _record(service: Any, path: Path) -> None:
+    """Append every node event logged from now on to ``path``, as ``oms watch --record``."""
+    store, head = service.log, service.head
+    cursor = await asyncio.to_thread(store.head)
+    with path.open("a") as out:
+        while True:
+            await head.wait(cursor, 1.0)
+            entries = await asyncio.to_thread(store.read, cursor, 2000)
+            for entry in entries:
+                if entry.seq is not None:
+                    record = {
+                        "node": entry.node,
+                        "name": entry.name,
+                        "seq": entry.seq,
+                        "ts": entry.ts,
+                        "body": json.loads(entry.body),
+                    }
+                    out.write(json.dumps(record) + "\n")
+            out.flush()
+            if entries:
+                cursor = entries[-1].id
 
 
 def cmd_kpi(args: argparse.Namespace) -> int:

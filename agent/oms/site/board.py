@@ -1,21 +1,26 @@
-"""The supervisor dashboard served by the site service, built from its durable log.
+"""The supervisor dashboard built from a site log: the site service's and ``oms serve``'s.
 
 ``zone-agent site serve SITE_FILE --dashboard-port 8900`` serves the page of
-``agent.oms.dashboard`` (docs/dashboard.md) beside the API. Its ``SiteView`` is fed from
-the log, not from the broker: at start every entry is replayed in log order (the nodes'
+``agent.oms.dashboard`` (docs/dashboard.md) beside the API; ``zone-agent oms serve`` runs the
+service's core on a SQLite log of its own and serves the same page. Its ``SiteView`` is fed
+from the log, not from the broker: at start every entry is replayed in log order (the nodes'
 births and offline messages, which the service logs with ``seq`` null, rebuild the fleet;
 every node event goes through ``SiteView.on_event`` as it did live), and then it follows
-the log as it grows. So a restarted service, or the standby that took over, shows the same
-orders, exceptions (from events, with the times the events carried) and KPIs as before.
-Births are judged as they come in the log (a node offline, a device down, and when that
-cleared, at the logged times), so the exceptions of conditions come back too.
+the log as it grows, and the ``orders`` table by its rows' ``updated`` (each order's status,
+carrier and cut-off as the router wrote it). The view keeps the open orders and the latest
+finished ones; ``LogHistory`` reads any other order from the log when the page asks. So a
+restarted service, or the standby that took over, shows the same orders, exceptions (from
+events, with the times the events carried) and KPIs as before. Births are judged as they
+come in the log (a node offline, a device down, and when that cleared, at the logged
+times), so the exceptions of conditions come back too.
 
 An acknowledgement is kept in the log before the page shows it: an ``acknowledged`` entry
 (``seq`` null, the service's own, like ``online``; ``body.exception`` is the exception's
 stable key, ``body.by`` who) that the replay applies in its place. Only the active
 instance writes one; the standby's page answers 503.
 
-The page listens on 127.0.0.1 only: it has no login (the API's tokens do not cover it).
+The site service's page listens on 127.0.0.1 only: it has no login (the API's tokens do
+not cover it); ``oms serve --bind`` chooses.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from pydantic import ValidationError
 
 from agent.errors import LinkUnavailable
 from agent.oms.client import NodeEvent, NodeView, OmsClient
-from agent.oms.dashboard import SiteView, serve_dashboard
+from agent.oms.dashboard import FoundOrder, OrderFacts, SiteView, seen_from, serve_dashboard
 from agent.oms.fulfilment import Send
 from agent.oms.site.log import NewEvent
 from agent.wire.messages import COMMANDS, Envelope, Reply, State
@@ -136,6 +141,45 @@ def _birth(oms: OmsClient, entry: Entry, body: dict[str, Any]) -> None:
         view.store = state.store or entry.store or view.store
 
 
+@dataclass(frozen=True, slots=True)
+class LogHistory:
+    """Every order of a site log, for the dashboard's search and its older finished orders.
+
+    An order is in the log when an event names it or it was submitted (the ``orders``
+    table); its stage and times come from its events as ``SiteView.on_event`` reads them,
+    its status, words and carrier from the ``orders`` table.
+    """
+
+    store: SqlLog
+
+    def find(self, before: str | None, prefix: str, limit: int) -> list[FoundOrder]:
+        """``agent.oms.dashboard.OrderHistory.find`` over the log (blocking)."""
+        ids = self.store.order_ids(before, prefix, limit)
+        events = self.store.order_events(ids)
+        rows = self.store.orders_by_id(ids)
+        found = []
+        for order in ids:
+            seen, started = seen_from(events.get(order, ()))
+            row = rows.get(order)
+            found.append(FoundOrder(order, seen, started, None if row is None else facts_of(row)))
+        return found
+
+
+def facts_of(row: Mapping[str, Any]) -> OrderFacts:
+    """An ``orders`` row (``SqlLog.orders_changed``) as the dashboard's ``OrderFacts``."""
+    return OrderFacts(
+        status=row["status"], detail=row["detail"], carrier=row["carrier"], cutoff=row["cutoff"]
+    )
+
+
+def log_view(oms: OmsClient, store: SqlLog) -> SiteView:
+    """A ``SiteView`` of a log: open orders and the latest finished ones in memory.
+
+    The other orders are read from the log (``LogHistory``) when the page asks.
+    """
+    return SiteView(oms, history=LogHistory(store))
+
+
 @dataclass(slots=True)
 class LogBoard:
     """A ``SiteView`` kept up to date from the log, and the page serving it."""
@@ -144,13 +188,21 @@ class LogBoard:
     store: SqlLog
     head: HeadNotifier
     service: SiteService | None = None
+    language: str = "en"
+    words: dict[str, str] | None = None
+    """The page's words (``agent.i18n.catalogue``); ``None``: the shipped ``language``."""
     cursor: int = 0
+    orders_at: tuple[int, str] = (0, "")
+    """(updated, id) of the last ``orders`` row read: the router's word on each order."""
     web: WebServer | None = None
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
     _reading: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     async def catch_up(self) -> int:
-        """Apply every entry after the cursor; returns how many."""
+        """Apply every entry after the cursor, then the router's newer order rows.
+
+        Returns how many entries.
+        """
         async with self._reading:  # the follower and an acknowledgement: each entry once
             return await self._catch_up()
 
@@ -164,11 +216,22 @@ class LogBoard:
                 self.cursor = entries[-1].id
                 applied += len(entries)
             if len(entries) < READ_BATCH:
+                break
+        while True:
+            rows = await asyncio.to_thread(self._changed_orders)
+            for row in rows:
+                self.view.set_facts(row["order"], facts_of(row))
+            if rows:
+                self.orders_at = (rows[-1]["updated"], rows[-1]["order"])
+            if len(rows) < READ_BATCH:
                 return applied
 
     def _read(self) -> tuple[list[Entry], dict[str, dict[str, Any]]]:
         entries = self.store.read(self.cursor, READ_BATCH)
         return entries, refused_commands(self.store, entries)
+
+    def _changed_orders(self) -> list[dict[str, Any]]:
+        return self.store.orders_changed(self.orders_at, READ_BATCH)
 
     async def follow(self) -> None:
         """Catch up whenever the log grows, until cancelled."""
@@ -180,6 +243,7 @@ class LogBoard:
     def _mirror_link(self) -> None:
         # The page's "OMS online" is the service's broker link (none while standing by).
         client = self.service.client if self.service is not None else None
+        self.view.link = client
         connected = self.view.oms.transport.connected
         if client is not None and client.transport.connected.is_set():
             connected.set()
@@ -190,7 +254,9 @@ class LogBoard:
         """Replay the log, then serve the page and follow the log."""
         replayed = await self.catch_up()
         log.info("dashboard: %d log entries replayed", replayed)
-        self.web = await serve_dashboard(self.view, bind, port, self.acknowledge)
+        self.web = await serve_dashboard(
+            self.view, bind, port, self.acknowledge, language=self.language, words=self.words
+        )
         self._task = asyncio.create_task(self.follow())
         return self.web
 
@@ -221,12 +287,21 @@ class LogBoard:
             await self.web.close()
 
 
-def board_for(service: SiteService) -> LogBoard:
+def board_for(service: SiteService, *, stuck_after_s: float | None = None) -> LogBoard:
     """The dashboard of a site service: its own view of the fleet, fed from the service's log.
 
     The ``OmsClient`` here never connects: it only holds the node views the log's births
-    rebuild, as the page expects them.
+    rebuild, as the page expects them. The page's words are the site file's ``[dashboard]``.
     """
     config = service.config
     oms = OmsClient(config.broker, config.site, client_id=f"{config.client_id}-board")
-    return LogBoard(SiteView(oms), service.log, service.head, service)
+    view = log_view(oms, service.log)
+    view.stuck_after_s = stuck_after_s
+    return LogBoard(
+        view,
+        service.log,
+        service.head,
+        service,
+        language=config.dashboard.language,
+        words=config.dashboard.words(),
+    )

@@ -87,6 +87,7 @@ CREATE TABLE IF NOT EXISTS orders (
     carrier TEXT,
     cutoff BIGINT
 );
+CREATE INDEX IF NOT EXISTS orders_updated ON orders (updated, id);
 CREATE TABLE IF NOT EXISTS webhooks (
     id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
@@ -433,6 +434,77 @@ class SqlLog:
             "SELECT node, store, MAX(seq) FROM events WHERE seq IS NOT NULL GROUP BY node, store"
         )
         return {(row[0], row[1]): int(row[2]) for row in rows}
+
+    def order_ids(self, before: str | None, prefix: str, limit: int) -> list[str]:
+        """Ids of orders the log knows (an event names it, or it was submitted).
+
+        Up to ``limit``, highest first: those starting with ``prefix`` and sorting before
+        ``before`` (``None``: from the highest). Each table is read along its index, from
+        ``before`` down to the prefix's range, so a page costs the same in any size of log.
+        """
+        found: set[str] = set()
+        for table, column in (("events", "order_id"), ("orders", "id")):
+            where = [f"{column} IS NOT NULL"]
+            args: list[Any] = []
+            if before is not None:
+                where.append(f"{column} < ?")
+                args.append(before)
+            if prefix:
+                where.append(f"{column} >= ?")
+                args.append(prefix)
+                if ord(prefix[-1]) < 0x10FFFF:  # the first id past every id with the prefix
+                    where.append(f"{column} < ?")
+                    args.append(prefix[:-1] + chr(ord(prefix[-1]) + 1))
+                where.append(f"substr({column}, 1, {len(prefix)}) = ?")
+                args.append(prefix)
+            rows = self._query(
+                f"SELECT DISTINCT {column} FROM {table} WHERE {' AND '.join(where)} "
+                f"ORDER BY {column} DESC LIMIT ?",
+                [*args, limit],
+            )
+            found.update(str(row[0]) for row in rows)
+        return sorted(found, reverse=True)[:limit]
+
+    def order_events(self, orders: Sequence[str]) -> dict[str, list[tuple[str, str, int]]]:
+        """The events naming each of ``orders``: ``(name, node, ts)`` each, in log order."""
+        out: dict[str, list[tuple[str, str, int]]] = {}
+        if not orders:
+            return out
+        rows = self._query(
+            "SELECT order_id, name, node, ts FROM events WHERE order_id IN ("
+            + ", ".join("?" for _ in orders)
+            + ") ORDER BY id",
+            list(orders),
+        )
+        for order, name, node, ts in rows:
+            out.setdefault(order, []).append((name, node, int(ts)))
+        return out
+
+    def orders_changed(
+        self, since: tuple[int, str] = (0, ""), limit: int = 5000
+    ) -> list[dict[str, Any]]:
+        """Orders written after ``since``: ``(updated, id)`` of the last one read.
+
+        In that order, along an index: the dashboard follows the router's statuses,
+        carriers and cut-offs by it.
+        """
+        updated, after = since
+        rows = self._query(
+            f"SELECT {_ORDER} FROM orders WHERE updated > ? OR (updated = ? AND id > ?) "
+            "ORDER BY updated, id LIMIT ?",
+            [updated, updated, after, limit],
+        )
+        return [_order(r) for r in rows]
+
+    def orders_by_id(self, orders: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The ``orders`` rows of these ids (without the order as submitted), by id."""
+        if not orders:
+            return {}
+        rows = self._query(
+            f"SELECT {_ORDER} FROM orders WHERE id IN (" + ", ".join("?" for _ in orders) + ")",
+            list(orders),
+        )
+        return {r[0]: _order(r) for r in rows}
 
     # --- idempotency -------------------------------------------------------------------
 

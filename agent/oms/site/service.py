@@ -88,11 +88,14 @@ class SiteService:
     Args:
         config: the site file.
         store: the log (``SqliteLog`` or ``PostgresLog``).
+        acknowledge: acknowledge the events it logs (``False``: it only watches, beside
+            the OMS that acknowledges: ``oms serve --no-ack``).
     """
 
-    def __init__(self, config: SiteConfig, store: SqlLog) -> None:
+    def __init__(self, config: SiteConfig, store: SqlLog, *, acknowledge: bool = True) -> None:
         self.config = config
         self.log = store
+        self.acknowledge = acknowledge
         self.role = "starting"
         self.head = HeadNotifier()
         self.client: OmsClient | None = None
@@ -135,7 +138,7 @@ class SiteService:
             config.site,
             client_id=config.client_id,
             auto_ack=False,
-            confirm_acks=True,
+            confirm_acks=self.acknowledge,
         )
         for (node, store), seq in (await asyncio.to_thread(self.log.positions)).items():
             client.seed(node, store or None, seq)
@@ -208,7 +211,8 @@ class SiteService:
                 key = (event.node, event.store)
                 tops[key] = max(tops.get(key, 0), event.envelope.seq or 0)
             for (node, store), seq in tops.items():
-                client.confirm(node, store, seq)
+                if self.acknowledge:
+                    client.confirm(node, store, seq)
             fresh = [i for i in ids if i is not None]
             self.logged += len(fresh)
             if fresh:

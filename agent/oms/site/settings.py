@@ -22,6 +22,10 @@
     [webhooks]
     allow_networks = ["10.20.0.0/16"]     # receivers on the LAN; elsewhere public https only
 
+    [dashboard]
+    language = "de"                     # the supervisor dashboard's words: en, de, pl
+    messages = "words.json"             # a site's words on top (agent.i18n), beside this file
+
 API tokens come from ``ZONE_AGENT_SITE_TOKENS`` (comma-separated), never from the file;
 the PostgreSQL password from ``PGPASSWORD`` (libpq reads it). Mistakes are reported as
 ``file:line: field: reason``, like a node file's.
@@ -41,6 +45,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from agent.config import ENV_PREFIX, Strict
 from agent.errors import ConfigError
+from agent.i18n import catalogue
 from agent.link.settings import BrokerConfig
 from agent.tomllines import field_path, key_lines, line_of
 from agent.wire.topics import check_segment
@@ -150,6 +155,27 @@ class WebhookConfig(Strict):
         return tuple(networks)
 
 
+class DashboardConfig(Strict):
+    """The supervisor dashboard's words (``site serve --dashboard-port``, ``oms serve``).
+
+    The same catalogues as the node screens (``agent/static/i18n``): ``language`` picks one,
+    ``messages`` names a site's JSON file that overrides words or adds a language
+    (:mod:`agent.i18n`); a path is taken from the site file's directory.
+    """
+
+    language: str = Field(default="en", description="en, de, pl or one of the messages file's")
+    messages: Path | None = None
+
+    @model_validator(mode="after")
+    def _words(self) -> DashboardConfig:
+        catalogue(self.language, self.messages)  # a ValueError names the language or file
+        return self
+
+    def words(self) -> dict[str, str]:
+        """The page's words: English, the language's, the site's."""
+        return catalogue(self.language, self.messages)
+
+
 class SiteConfig(Strict):
     """A whole site file."""
 
@@ -158,6 +184,7 @@ class SiteConfig(Strict):
     log: LogConfig = Field(default_factory=LogConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     tokens: tuple[str, ...] = ()
     """API tokens (from ``ZONE_AGENT_SITE_TOKENS`` only)."""
 
@@ -224,6 +251,10 @@ def load_site(path: str | Path, env: Mapping[str, str] | None = None) -> SiteCon
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), "(syntax)", str(exc)) from None
+    dashboard = raw.get("dashboard")
+    if isinstance(dashboard, dict) and isinstance(dashboard.get("messages"), str):
+        # A site's words file sits beside its site file, wherever the service starts.
+        raw["dashboard"] = dashboard | {"messages": str(path.parent / dashboard["messages"])}
     try:
         return parse_site(raw, str(path), env)
     except ConfigError as exc:
