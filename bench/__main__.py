@@ -652,6 +652,10 @@ class Bench:
             if name == "profile" and not (self.args.profile or self.args.only):
                 continue
             self.log(f"section {name}")
+            # Each figure's load average, since the machine may be shared (the press
+            # section's latencies moved 0.5 ms between runs of one tree at load 4-9).
+            load = [round(x, 2) for x in os.getloadavg()]
+            self.results.setdefault("section_load_average", {})[name] = load
             t = time.monotonic()
             await asyncio.wait_for(section(), 300)
             self.results.setdefault("section_seconds", {})[name] = round(time.monotonic() - t, 1)
