@@ -6,8 +6,11 @@ nodes, not the service. A ``FakeNode`` keeps what the service relies on and noth
 a retained birth (store, role, locations, last seq, outbox depth), events numbered by seq
 and kept until acknowledged (sent in ``batch`` messages, again from the acknowledged seq
 when the OMS asks with ``resend``), commands answered once per id with a ``reply`` event,
-and every pick task confirmed (``picked``) ``pick_after_s`` after it arrives. Each node
-has its own MQTT connection (``agent.link.connect.open_transport``).
+and every pick task confirmed (``picked``) ``pick_after_s`` after it arrives. Put walls,
+pack and dispatch stations (``role``) complete, pack and ship what they are sent at once.
+A node can hold its replies, or the work that follows them, until ``release()``; it keeps
+every command copy it received (``received``) and each command applied once (``applied``).
+Each node has its own MQTT connection (``agent.link.connect.open_transport``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class FakeNode:
         node: its name.
         locations: the slots it owns.
         pick_after_s: how long after a pick command each of its tasks is confirmed.
+        role: ``pick``; ``put_wall``, ``pack`` and ``dispatch`` do what ``FakeNode.work``
+            says (their locations: a wall's cubbies).
     """
 
     def __init__(
@@ -51,11 +56,19 @@ class FakeNode:
         locations: Sequence[str],
         *,
         pick_after_s: float = 0.0,
+        role: str = "pick",
     ) -> None:
         self.site = site
         self.node = node
+        self.role = role
         self.locations = list(locations)
         self.pick_after_s = pick_after_s
+        self.received: list[tuple[str, str]] = []  # every command copy: (name, id)
+        self.applied: dict[str, tuple[str, dict[str, Any]]] = {}  # id -> (name, body), once
+        self.hold_replies = False  # commands wait unanswered until release()
+        self.hold_work = False  # commands are answered; what follows waits until release()
+        self._held: list[tuple[str, str, dict[str, Any]]] = []
+        self._work: list[tuple[str, dict[str, Any]]] = []
         self.topics = NodeTopics(site, node)
         self.store = codec.new_id()
         self.seq = 0
@@ -63,6 +76,7 @@ class FakeNode:
         self.sent = 0
         self.outbox: dict[int, tuple[str, bytes]] = {}
         self.replies: dict[str, bytes] = {}  # command id -> its reply, for a resent command
+        self.sscc_serial = 0
         self.emitted_at: dict[int, float] = {}  # seq -> time.time() it was made (bench)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -104,7 +118,7 @@ class FakeNode:
         """Publish the retained birth."""
         state = State(
             online=True,
-            role="pick",
+            role=self.role,
             store=self.store,
             locations=self.locations,
             last_seq=self.seq,
@@ -176,14 +190,103 @@ class FakeNode:
         if name == "rebirth":
             asyncio.get_running_loop().create_task(self.birth())
             return
+        self.received.append((name, envelope.id))
         if envelope.id in self.replies:
             return  # applied once; its reply is in the outbox until acknowledged
-        reply = Reply(cmd=name, status="accepted")
-        self.emit("reply", reply.model_dump(exclude_defaults=True), corr=envelope.id)
         self.replies[envelope.id] = b""
+        self.applied[envelope.id] = (name, envelope.body)
+        if self.hold_replies:
+            self._held.append((name, envelope.id, envelope.body))
+        else:
+            self._answer(name, envelope.id, envelope.body)
+
+    def _answer(self, name: str, command_id: str, body: dict[str, Any]) -> None:
+        reply = Reply(cmd=name, status="accepted")
+        self.emit("reply", reply.model_dump(exclude_defaults=True), corr=command_id)
         if name == "pick":
-            command = PickCommand.model_validate(envelope.body)
+            command = PickCommand.model_validate(body)
             asyncio.get_running_loop().call_later(self.pick_after_s, self._picked, command)
+        elif self.hold_work:
+            self._work.append((name, body))
+        else:
+            self.work(name, body)
+
+    def release(self) -> None:
+        """Stop holding: answer the commands held, then do the work held."""
+        self.hold_replies = self.hold_work = False
+        held, self._held = self._held, []
+        for name, command_id, body in held:
+            self._answer(name, command_id, body)
+        work, self._work = self._work, []
+        for name, body in work:
+            self.work(name, body)
+
+    def work(self, name: str, body: dict[str, Any]) -> None:
+        """What a station does with an accepted command.
+
+        A put wall completes each order at once (``order_complete``), a pack station prints
+        and packs it (``label_printed`` with an SSCC, ``packed``), a dispatch station loads
+        each parcel (``shipped``).
+        """
+        at = now_ms()
+        if name == "put":
+            for order in body["orders"]:
+                units = sum(item["qty"] for item in order["items"])
+                self.emit(
+                    "order_complete",
+                    {"order": order["order"], "slot": order["slot"], "units": units, "at": at},
+                )
+        elif name == "pack":
+            order = body["order"]
+            self.sscc_serial += 1
+            sscc = f"3761042500{self.sscc_serial:08d}"
+            self.emit(
+                "label_printed",
+                {
+                    "order": order,
+                    "job_id": f"job-{self.sscc_serial}",
+                    "printer": "label",
+                    "source": "own",
+                    "sscc": sscc,
+                    "attempt": 1,
+                    "at": at,
+                },
+            )
+            units = sum(line["qty"] for line in body["lines"])
+            self.emit(
+                "packed",
+                {
+                    "order": order,
+                    "box": "B2",
+                    "box_suggested": "B2",
+                    "material": "",
+                    "units": units,
+                    "weight_g": 0.0,
+                    "expected_g": 0.0,
+                    "check": "pass",
+                    "express": bool(body.get("express", False)),
+                    "received_at": at,
+                    "started_at": at,
+                    "verified_at": at,
+                    "weighed_at": at,
+                    "labelled_at": at,
+                },
+            )
+        elif name == "load":
+            for parcel in body["parcels"]:
+                self.emit(
+                    "shipped",
+                    {
+                        "order": parcel["order"],
+                        "parcel": parcel.get("sscc") or parcel.get("tracking") or "",
+                        "sscc": parcel.get("sscc"),
+                        "carrier": parcel["carrier"],
+                        "manifest": f"{parcel['carrier']}-0001",
+                        "lane": "L1",
+                        "loaded_at": at,
+                        "at": at,
+                    },
+                )
 
     def _picked(self, command: PickCommand) -> None:
         for task in command.tasks:

@@ -972,3 +972,110 @@ def test_first_keeps_the_returns_of_the_orders_it_keeps() -> None:
     file = with_returns(order("O1", ("MUG", 1)), order("O2", ("TEE", 1)), returns=RETURNS)
     assert [r.rma for r in file.first(1).returns] == ["R-1"]
     assert [r.rma for r in file.first(3).returns] == ["R-1", "R-2"]
+
+
+# --- snapshot and restore ----------------------------------------------------------------
+
+BUSY_SITE = {
+    **WITH_RETURNS,
+    "wall": wall("W1"),  # one cubby: orders wait for it
+    "pack-2": station(),
+}
+
+
+def world(f: Fulfilment, start: list[Send], cut: int | None = None) -> tuple[list[Any], Any, int]:
+    """Play the nodes to the end: each command answered, then its events; the router is
+    swapped for one restored from a JSON round trip of its snapshot after ``cut`` steps.
+
+    Returns what the router did (every command it sent, in order), its final snapshot and
+    the number of steps.
+    """
+    queue = list(start)
+    out: list[Any] = []
+    steps = 0
+
+    def step(sends: list[Send]) -> None:
+        nonlocal f, steps
+        steps += 1
+        queue.extend(sends)
+        out.extend((s.node, s.command, s.order, s.body.model_dump()) for s in sends)
+        if steps == cut:
+            again = Fulfilment(f.file, dock_carriers=f.dock_carriers, cutoffs=f.cutoffs)
+            again.restore(json.loads(json.dumps(f.snapshot())))
+            f = again
+
+    while queue:
+        send = queue.pop(0)
+        body = send.body
+        if isinstance(body, PutCommand) and body.orders[0].order == "O2":
+            # The wall refuses its one cubby once: O2 goes on without the wall.
+            step(
+                f.on_reply(
+                    send,
+                    Reply(
+                        cmd="put",
+                        status="accepted",
+                        items=[ItemResult(id="O2", status="rejected", reason="slot_busy")],
+                    ),
+                )
+            )
+            continue
+        if isinstance(body, PickCommand):
+            rejected = [t.task for t in body.tasks if t.task == "O4-1"]
+            items = [
+                ItemResult(id=t, status="rejected", reason="unknown_location") for t in rejected
+            ]
+            step(f.on_reply(send, Reply(cmd=send.command, status="accepted", items=items)))
+            for task in body.tasks:
+                if task.task not in rejected:
+                    got = 0 if task.task == "O5-1" else task.qty
+                    step(f.on_event(send.node, "picked", {"task": task.task, "picked": got}))
+            continue
+        step(f.on_reply(send, Reply(cmd=send.command, status="accepted")))
+        if isinstance(body, PutCommand):
+            step(f.on_event(send.node, "order_complete", {"order": body.orders[0].order}))
+        elif isinstance(body, PackCommand):
+            sscc = f"37610425002123456{body.order[-1]}"
+            f.on_event(send.node, "label_printed", {"order": body.order, "sscc": sscc})
+            step(f.on_event(send.node, "packed", {"order": body.order}))
+        elif isinstance(body, LoadCommand):
+            order_id = body.parcels[0].order
+            step(f.on_event(send.node, "shipped", {"order": order_id, "manifest": "M1"}))
+        elif isinstance(body, RmaCommand):
+            step(f.on_event(send.node, "return_closed", {"rma": body.rmas[0].rma}))
+    assert f.done()
+    return out, f.snapshot(), steps
+
+
+def test_a_router_restored_from_its_snapshot_at_any_step_routes_as_the_one_that_ran_on() -> None:
+    file = with_returns(
+        order("O1", ("MUG", 1), ("TEE", 2), carrier="DPD", express=True),
+        order("O2", ("MUG", 1), ("BOOK", 1), carrier="DPD"),
+        order("O3", ("TEE", 1), ("BOOK", 2), carrier="DPD"),
+        order("O4", ("MUG", 1), ("TEE", 1)),  # a line the node refuses: refused, cancelled
+        order("O5", ("BOOK", 1)),  # nothing picked: unfulfilled
+        order("O6", ("TEE", 3), carrier_zpl=ZPL),  # no SSCC or tracking: not to the dock
+        {"order": "O7", "lines": [{"sku": "GLUE", "qty": 1, "location": "X9"}]},  # unrouted
+        returns=RETURNS,
+    )
+
+    def run(cut: int | None) -> tuple[list[Any], Any, int]:
+        f = Fulfilment(file, dock_carriers={"DPD"}, cutoffs={"DPD": 1_700_000_000_000})
+        return world(f, f.plan(BUSY_SITE), cut)
+
+    whole, last, steps = run(None)
+    commands = {c[1] for c in whole}
+    assert commands == {"cancel", "put", "pack", "load", "rma"}, commands
+    statuses = {k: v["status"] for k, v in last["orders"].items()}
+    assert statuses == {
+        "O1": "shipped",
+        "O2": "shipped",
+        "O3": "shipped",
+        "O4": "refused",
+        "O5": "unfulfilled",
+        "O6": "packed",
+        "O7": "unrouted",
+    }
+    assert last["problems"] and last["serial"] > 1
+    for cut in range(1, steps + 1):
+        assert run(cut) == (whole, last, steps), f"restored after step {cut}"

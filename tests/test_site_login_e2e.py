@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,10 @@ def test_the_right_password_from_the_environment_logs_in(
     try:
         site.start()
         site.wait_role("active")
+        # Active is the log's leadership: the broker link comes up on its own time.
+        deadline = time.monotonic() + 30
+        while "link up" not in site.text() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert "link up" in site.text() and SECRET not in site.text()
     finally:
         site.stop()

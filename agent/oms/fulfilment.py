@@ -95,6 +95,8 @@ FINAL: frozenset[str] = frozenset(
     {"packed", "shipped", "picked", "unfulfilled", "unrouted", "refused"}
 )
 ReturnStatus = Literal["waiting", "announced", "received", "refused", "no_station"]
+SNAPSHOT_VERSION = 1
+"""The layout of ``Fulfilment.snapshot()``: raise it with any change ``restore`` must tell."""
 CUBBY_PROBLEMS = frozenset({"slot_busy", "unknown_location"})
 """Put refusals that are about the cubby, not the order: another cubby is tried."""
 
@@ -662,6 +664,17 @@ class Fulfilment:
             return self._announce_returns(found)
         return []
 
+    def concerns(self, name: str, body: Any) -> bool:
+        """Whether a node event names a task, an order or a return of this router.
+
+        ``on_event`` leaves the router as it was for any other event.
+        """
+        if name in ("picked", "short", "expired"):
+            return str(field_of(body, "task")) in self._task_order
+        if name == "return_closed":
+            return str(field_of(body, "rma")) in self.returns
+        return str(field_of(body, "order")) in self.orders
+
     def carrier_of(self, order: Order) -> str:
         """The carrier of the order's parcel (the station's own label says Standard)."""
         return carrier_of(order)
@@ -823,6 +836,86 @@ class Fulfilment:
             carrier_label=carrier_label,
             label=label,
         )
+
+    # --- keeping it across a restart ---------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the router knows beyond its constructor's arguments, as plain JSON.
+
+        ``restore`` on a router made with the same arguments brings it back: the site
+        service keeps it in its log so that a restart or a takeover goes on routing.
+        """
+        orders = {}
+        for order_id, p in self.orders.items():
+            row: dict[str, Any] = {"status": p.status}
+            if f"{order_id}-1" in self._task_node:
+                # Its lines' pick nodes: the tasks ({order}-{n}) are made again from them.
+                lines = range(1, len(p.order.lines) + 1)
+                row["nodes"] = [self._task_node[f"{order_id}-{n}"] for n in lines]
+            if p.open_tasks:
+                row["open"] = sorted(p.open_tasks)
+            if p.picked:
+                row["picked"] = dict(p.picked)
+            for key in ("wall", "slot", "station", "sscc", "dock", "detail"):
+                if value := getattr(p, key):
+                    row[key] = value
+            orders[order_id] = row
+        return {
+            "v": SNAPSHOT_VERSION,
+            "orders": orders,
+            "returns": {
+                rma: {"status": r.status, "node": r.node, "detail": r.detail}
+                for rma, r in self.returns.items()
+            },
+            # Copies throughout: the service encodes it in another thread while routing on.
+            "docks": list(self._docks),
+            "returns_stations": list(self._returns_stations),
+            "stations": list(self._stations),
+            "serial": self._serial,
+            "cancelled": self._cancelled,
+            "problems": list(self.problems),
+            "walls": {wall: list(slots) for wall, slots in self._walls.items()},
+            "taken": [[wall, slot, order] for (wall, slot), order in self._taken.items()],
+            "waiting": list(self._waiting),
+        }
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Take the state of ``snapshot()`` (of a router made with the same arguments).
+
+        Raises:
+            ValueError: the snapshot is of another layout or does not fit the order file.
+        """
+        if data.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"router snapshot version {data.get('v')!r} is not {SNAPSHOT_VERSION}")
+        self._task_order, self._task_node = {}, {}
+        try:
+            for order_id, row in data["orders"].items():
+                p = self.orders[order_id]
+                p.status = row["status"]
+                p.open_tasks = set(row.get("open", ()))
+                p.picked = Counter({str(k): int(v) for k, v in row.get("picked", {}).items()})
+                p.wall, p.slot = row.get("wall"), row.get("slot")
+                p.station, p.sscc, p.dock = row.get("station"), row.get("sscc"), row.get("dock")
+                p.detail = row.get("detail", "")
+                if "nodes" in row:  # none: the order was not routed
+                    lines = zip(p.order.lines, row["nodes"], strict=True)
+                    for n, (line, node) in enumerate(lines, 1):
+                        self._task_order[f"{order_id}-{n}"] = (order_id, line.sku)
+                        self._task_node[f"{order_id}-{n}"] = node
+            for rma, row in data["returns"].items():
+                r = self.returns[rma]
+                r.status, r.node, r.detail = row["status"], row["node"], row["detail"]
+            self._docks = list(data["docks"])
+            self._returns_stations = list(data["returns_stations"])
+            self._stations = list(data["stations"])
+            self._serial = int(data["serial"])
+            self._cancelled = int(data["cancelled"])
+            self.problems = list(data["problems"])
+            self._walls = {wall: list(slots) for wall, slots in data["walls"].items()}
+            self._taken = {(wall, slot): order for wall, slot, order in data["taken"]}
+            self._waiting = list(data["waiting"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"router snapshot does not fit its order file: {exc!r}") from None
 
     # --- where things are --------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.oms.fulfilment import CatalogueItem, Order, OrderFile, ReturnEntry
 from agent.oms.site.log import Webhook, now_ms
-from agent.oms.site.service import LeadershipLost, SiteService
+from agent.oms.site.service import LeadershipLost, SiteService, WaveExists
 from agent.oms.site.urlguard import Refused, UrlGuard
 from agent.oms.site.webhooks import new_secret
 from agent.wire.messages import COMMANDS, Id, Reply
@@ -592,10 +592,18 @@ def build_app(service: SiteService) -> FastAPI:
         tags=["orders"],
         dependencies=auth,
         status_code=202,
-        responses={**WRITE_PROBLEMS, 202: {"model": WaveOut}},
+        responses={
+            **WRITE_PROBLEMS,
+            202: {"model": WaveOut},
+            409: {
+                "model": Problem,
+                "description": "the key was used with another body or is in use, or the wave "
+                "or an order was submitted before (wave_exists, order_exists)",
+            },
+        },
     )
     async def submit_wave(wave: WaveIn, request: Request, key: IdempotencyKey) -> JSONResponse:
-        """Route orders now (each order id once).
+        """Route orders now (each wave id and order id once).
 
         Pick waves go to the nodes owning the lines' locations, then wall, pack, dock and
         returns as their events come in (docs/orders.md has the order fields).
@@ -617,14 +625,19 @@ def build_app(service: SiteService) -> FastAPI:
                 )
             except ValidationError as exc:
                 raise ApiError(422, "invalid_wave", str(exc.errors()[0]["msg"])) from None
+            if await asyncio.to_thread(store.wave_exists, wave.wave):
+                raise ApiError(409, "wave_exists", f"wave {wave.wave!r} was submitted before")
             for order in orders.orders:
                 if await asyncio.to_thread(store.order, order.order) is not None:
                     raise ApiError(
                         409, "order_exists", f"order {order.order!r} was submitted before"
                     )
-            states = await service.submit_wave(
-                wave.wave, orders, dock_carriers=wave.dock_carriers, cutoffs=wave.cutoffs
-            )
+            try:
+                states = await service.submit_wave(
+                    wave.wave, orders, dock_carriers=wave.dock_carriers, cutoffs=wave.cutoffs
+                )
+            except WaveExists as exc:
+                raise ApiError(409, "wave_exists", str(exc)) from None
             return 202, {"wave": wave.wave, "orders": states}
 
         return await idempotent(request, key, produce)

@@ -3,10 +3,12 @@
 One ``events`` table holds every node event the service received, each once: ``(node,
 store, seq)`` is unique, and ``id`` (the log position) only grows, so a reader's cursor is
 the last ``id`` it has. Beside it: the answers given per ``Idempotency-Key``, the commands
-sent with their replies, the waves and orders submitted with each order's status, carrier
-and the carrier's cut-off, and the webhook endpoints with their cursors and delivery
-attempts. ``meta`` holds the layout's number (``SCHEMA_VERSION``): a log of an older release
-is brought up to date when it is opened, one of a newer release is refused.
+sent with their replies (a reply written in the same transaction as its event), the waves
+submitted with their routers' state (``agent.oms.site.routing``: what a restart restores),
+their orders with each order's status, carrier and the carrier's cut-off, and the webhook
+endpoints with their cursors and delivery attempts. ``meta`` holds the layout's number
+(``SCHEMA_VERSION``): a log of an older release is brought up to date when it is opened,
+one of a newer release is refused.
 
 Every write is one transaction committed with an fsync (SQLite ``synchronous=FULL`` in WAL
 mode; PostgreSQL's default ``synchronous_commit``) before the service acknowledges an event
@@ -26,20 +28,27 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.errors import StoreError
 from agent.oms.fulfilment import Order, carrier_of
+from agent.wire.codec import unpack_local
 
-SCHEMA_VERSION = 1
-"""The layout ``SCHEMA`` makes, kept in the ``meta`` table (key ``schema``). A log made
-before the number was kept holds none (0): its ``orders`` table lacks ``carrier`` and
-``cutoff``, which ``_create`` adds (the carrier filled in from the order as submitted; the
-cut-off was never kept, so it stays null). A log of a higher number was written by a newer
-release, and this one refuses to open it rather than guess at tables it does not know.
-Raise it with any change an older release could not read, and migrate in ``_create``."""
+SCHEMA_VERSION = 2
+"""The layout ``SCHEMA`` makes, kept in the ``meta`` table (key ``schema``). Raise it with
+any change an older release could not read, and bring older logs up in ``_upgrade``:
+
+* 0: a log made before the number was kept;
+* 1: ``orders.carrier`` and ``orders.cutoff`` (an older log's carrier is filled in from the
+  order as submitted; the cut-off was never kept, so it stays null);
+* 2: ``waves`` (each submitted wave with its router's state, so that routing survives a
+  restart and a takeover) and ``commands.wire`` (the body as sent, so that a command resent
+  after a restart is the same bytes, a carrier's label included).
+
+A log of a higher number was written by a newer release: this one refuses to open it rather
+than guess at tables it does not know."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -75,7 +84,20 @@ CREATE TABLE IF NOT EXISTS commands (
     body TEXT NOT NULL,
     created BIGINT NOT NULL,
     reply TEXT,
-    replied BIGINT
+    replied BIGINT,
+    wire {blob}
+);
+CREATE TABLE IF NOT EXISTS waves (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    dock_carriers TEXT,
+    cutoffs TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    salt TEXT NOT NULL,
+    position BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    saved BIGINT NOT NULL,
+    finished BIGINT
 );
 CREATE TABLE IF NOT EXISTS orders (
     id TEXT PRIMARY KEY,
@@ -88,6 +110,7 @@ CREATE TABLE IF NOT EXISTS orders (
     cutoff BIGINT
 );
 CREATE INDEX IF NOT EXISTS orders_updated ON orders (updated, id);
+CREATE INDEX IF NOT EXISTS orders_wave ON orders (wave);
 CREATE TABLE IF NOT EXISTS webhooks (
     id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
@@ -132,6 +155,9 @@ class NewEvent:
     body: dict[str, Any]
     order_id: str | None = None
     corr: str | None = None
+    reply: dict[str, Any] | None = None
+    """A reply to command ``corr``, as the ``commands`` table keeps it: written there in
+    the same transaction as the event (a reply the log has is never lost to its command)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +224,66 @@ class OrderRow:
     cutoff: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CommandRow:
+    """A command to keep before it is sent: ``body`` as JSON shows it, ``wire`` as sent."""
+
+    id: str
+    node: str
+    name: str
+    body: dict[str, Any]
+    wire: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaveRow:
+    """A submitted wave: its order file and options, and its router's state.
+
+    ``state`` is what the router had taken of the log up to ``position`` (the service's
+    snapshot); ``finished`` is set once every order and return ended and every command of
+    the wave was answered: such a wave is not restored.
+    """
+
+    id: str
+    body: dict[str, Any]
+    dock_carriers: list[str] | None
+    cutoffs: dict[str, int]
+    created: int
+    salt: str
+    position: int
+    state: dict[str, Any]
+    finished: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaveMark:
+    """How far a wave's router got.
+
+    ``state`` is ``None`` when only ``position`` moved: the router took events that changed
+    nothing since the state kept last.
+    """
+
+    id: str
+    position: int
+    state: dict[str, Any] | None
+    finished: int | None = None
+
+
+@dataclass(slots=True)
+class Routed:
+    """What one routing step keeps, in one transaction, before its commands are sent."""
+
+    replies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    commands: list[CommandRow] = field(default_factory=list)
+    orders: list[OrderRow] = field(default_factory=list)
+    waves: list[WaveMark] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.replies or self.commands or self.orders or self.waves)
+
+
 _ENTRY = "id, node, store, seq, name, ts, logged, order_id, corr, body"
+_WAVE = "id, body, dock_carriers, cutoffs, created, salt, position, state, finished"
 _ORDER = "id, wave, status, detail, updated, carrier, cutoff"
 _WEBHOOK = "id, url, secret, names, batch, enabled, cursor, failures, disabled_reason, created"
 
@@ -235,6 +320,7 @@ class SqlLog:
 
     placeholder = "?"
     serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    blob = "BLOB"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -280,7 +366,7 @@ class SqlLog:
         """Make the tables, or bring an older log's up to ``SCHEMA_VERSION``."""
         with self._lock:
             self._begin_schema()
-            for statement in SCHEMA.format(serial=self.serial).split(";"):
+            for statement in SCHEMA.format(serial=self.serial, blob=self.blob).split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
             rows = self._conn.execute(
@@ -335,6 +421,10 @@ class SqlLog:
                     self._sql("UPDATE orders SET carrier = ? WHERE id = ?"),
                     (carrier or None, order_id),
                 )
+        if "wire" not in self._columns("commands"):
+            # Schema 1 -> 2 (``waves`` is new: made above). Older commands keep only their
+            # JSON body, and are resent from it as before.
+            self._conn.execute(f"ALTER TABLE commands ADD COLUMN wire {self.blob}")
 
     def try_lead(self) -> bool:
         """Take the leadership of this log if it is free (see the subclasses)."""
@@ -370,6 +460,7 @@ class SqlLog:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
         )
         since = self._sql("SELECT id, node, store, seq FROM events WHERE id > ? ORDER BY id")
+        replied = self._sql(_replied("", {})[0])
         with self._lock:
             if self._conn is None:
                 raise StoreError("the site log is closed")
@@ -377,23 +468,18 @@ class SqlLog:
                 before = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
                 self._conn.cursor().executemany(insert, rows)
                 added = self._conn.execute(since, (before[0],)).fetchall()
+                out = _positions(events, added)
+                replies = [
+                    (_json(e.reply), logged, e.corr)
+                    for e, position in zip(events, out, strict=True)
+                    if position is not None and e.reply is not None and e.corr
+                ]
+                if replies:
+                    self._conn.cursor().executemany(replied, replies)
                 self._conn.commit()
             except Exception:
                 self._conn.rollback()
                 raise
-        # The single writer's rows come back in the order they went in: walk both.
-        out: list[int | None] = []
-        at = 0
-        for e in events:
-            if at < len(added) and (added[at][1], added[at][2], added[at][3]) == (
-                e.node,
-                e.store,
-                e.seq,
-            ):
-                out.append(int(added[at][0]))
-                at += 1
-            else:
-                out.append(None)
         return out
 
     def read(
@@ -528,35 +614,15 @@ class SqlLog:
 
     # --- commands and orders -----------------------------------------------------------
 
-    def add_command(self, command_id: str, node: str, name: str, body: dict[str, Any]) -> None:
+    def add_command(
+        self, command_id: str, node: str, name: str, body: dict[str, Any], wire: bytes | None = None
+    ) -> None:
         """Keep a command before it is sent (resent after a restart until it is answered)."""
-        self.add_commands([(command_id, node, name, body)])
-
-    def add_commands(self, commands: Sequence[tuple[str, str, str, dict[str, Any]]]) -> None:
-        """Keep commands, (id, node, name, body) each, in one transaction before sending."""
-        at = now_ms()
-        self._write(
-            (
-                "INSERT INTO commands (id, node, name, body, created) VALUES (?, ?, ?, ?, ?)",
-                (command_id, node, name, _json(body), at),
-            )
-            for command_id, node, name, body in commands
-        )
+        self._write([_command_insert(CommandRow(command_id, node, name, body, wire))])
 
     def command_replied(self, command_id: str, reply: dict[str, Any]) -> None:
         """Keep the node's reply to a command."""
-        self.commands_replied([(command_id, reply)])
-
-    def commands_replied(self, replies: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        """Keep the nodes' replies to commands, (command id, reply) each, in one transaction."""
-        at = now_ms()
-        self._write(
-            (
-                "UPDATE commands SET reply = ?, replied = ? WHERE id = ? AND reply IS NULL",
-                (_json(reply), at, command_id),
-            )
-            for command_id, reply in replies
-        )
+        self._write([_replied(command_id, reply)])
 
     def command(self, command_id: str) -> dict[str, Any] | None:
         """One command with its reply (``None``: not answered yet)."""
@@ -578,11 +644,110 @@ class SqlLog:
         }
 
     def unanswered(self) -> list[tuple[str, str, str, dict[str, Any]]]:
-        """Commands without a reply: (id, node, name, body), oldest first."""
+        """Commands without a reply: (id, node, name, body as sent), oldest first."""
         rows = self._query(
-            "SELECT id, node, name, body FROM commands WHERE reply IS NULL ORDER BY created"
+            "SELECT id, node, name, body, wire FROM commands WHERE reply IS NULL ORDER BY created"
         )
-        return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+        return [(r[0], r[1], r[2], _sent(r[3], r[4])) for r in rows]
+
+    def commands_sent(self, ids: Iterable[str]) -> dict[str, tuple[str, str, dict[str, Any]]]:
+        """Commands by id: (node, name, body as sent); ids not kept are left out."""
+        out: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        wanted = list(ids)
+        for at in range(0, len(wanted), 500):
+            chunk = wanted[at : at + 500]
+            rows = self._query(
+                "SELECT id, node, name, body, wire FROM commands WHERE id IN ("
+                + ", ".join("?" for _ in chunk)
+                + ")",
+                chunk,
+            )
+            out.update({r[0]: (r[1], r[2], _sent(r[3], r[4])) for r in rows})
+        return out
+
+    # --- waves -------------------------------------------------------------------------
+
+    def add_wave(
+        self, wave: WaveRow, commands: Sequence[CommandRow], orders: Iterable[OrderRow]
+    ) -> None:
+        """Keep a new wave, its first commands and its orders, in one transaction."""
+        self._write(
+            [
+                (
+                    f"INSERT INTO waves ({_WAVE}, saved) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        wave.id,
+                        _json(wave.body),
+                        None if wave.dock_carriers is None else _json(wave.dock_carriers),
+                        _json(wave.cutoffs),
+                        wave.created,
+                        wave.salt,
+                        wave.position,
+                        _json(wave.state),
+                        wave.finished,
+                        now_ms(),
+                    ),
+                ),
+                *(_command_insert(c) for c in commands),
+                *self._order_statements(orders),
+            ]
+        )
+
+    def wave_exists(self, wave_id: str) -> bool:
+        """Whether a wave of this id was submitted (finished or not)."""
+        return bool(self._query("SELECT 1 FROM waves WHERE id = ?", [wave_id]))
+
+    def open_waves(self) -> list[WaveRow]:
+        """Every wave not finished, oldest first."""
+        rows = self._query(f"SELECT {_WAVE} FROM waves WHERE finished IS NULL ORDER BY created, id")
+        return [
+            WaveRow(
+                r[0],
+                json.loads(r[1]),
+                None if r[2] is None else json.loads(r[2]),
+                json.loads(r[3]),
+                int(r[4]),
+                r[5],
+                int(r[6]),
+                json.loads(r[7]),
+                None if r[8] is None else int(r[8]),
+            )
+            for r in rows
+        ]
+
+    def order_states(self, wave_id: str) -> dict[str, tuple[str, str]]:
+        """The (status, detail) of each order of a wave as the ``orders`` table has it."""
+        rows = self._query("SELECT id, status, detail FROM orders WHERE wave = ?", [wave_id])
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def route(self, step: Routed) -> list[str]:
+        """Keep one routing step in one transaction; the ids of the commands new to the log.
+
+        A command already kept (a step taken again after a restart makes the same ids) is
+        left as it is: it was sent, or is sent again by ``unanswered``.
+        """
+        at = now_ms()
+        statements: list[tuple[str, Sequence[Any]]] = [
+            _replied(cid, reply) for cid, reply in step.replies
+        ]
+        statements += [_command_insert(c, fresh=True) for c in step.commands]
+        statements += self._order_statements(step.orders)
+        for mark in step.waves:
+            if mark.state is None:
+                statements.append(
+                    ("UPDATE waves SET position = ? WHERE id = ?", (mark.position, mark.id))
+                )
+            else:
+                statements.append(
+                    (
+                        "UPDATE waves SET position = ?, state = ?, saved = ?, finished = ? "
+                        "WHERE id = ?",
+                        (mark.position, _json(mark.state), at, mark.finished, mark.id),
+                    )
+                )
+        rows = self._write(statements)
+        first = len(step.replies)
+        return [r[0] for r in rows[first : first + len(step.commands)] if r is not None]
 
     def set_orders(self, orders: Iterable[OrderRow]) -> None:
         """Keep each order as the router sees it (in one transaction)."""
@@ -719,6 +884,50 @@ class SqlLog:
             }
             for r in rows
         ]
+
+
+def _positions(events: Sequence[NewEvent], added: Sequence[Any]) -> list[int | None]:
+    """Each event's position among the rows ``added`` (``None``: it was in the log)."""
+    # The single writer's rows come back in the order they went in: walk both.
+    out: list[int | None] = []
+    at = 0
+    for e in events:
+        if at < len(added) and (added[at][1], added[at][2], added[at][3]) == (
+            e.node,
+            e.store,
+            e.seq,
+        ):
+            out.append(int(added[at][0]))
+            at += 1
+        else:
+            out.append(None)
+    return out
+
+
+def _command_insert(command: CommandRow, *, fresh: bool = False) -> tuple[str, Sequence[Any]]:
+    # fresh: one already kept is left alone, and its id comes back only when it is new.
+    sql = "INSERT INTO commands (id, node, name, body, created, wire) VALUES (?, ?, ?, ?, ?, ?)"
+    if fresh:
+        sql += " ON CONFLICT DO NOTHING RETURNING id"
+    c = command
+    return sql, (c.id, c.node, c.name, _json(c.body), now_ms(), c.wire)
+
+
+def _replied(command_id: str, reply: dict[str, Any]) -> tuple[str, Sequence[Any]]:
+    return (
+        "UPDATE commands SET reply = ?, replied = ? WHERE id = ? AND reply IS NULL",
+        (_json(reply), now_ms(), command_id),
+    )
+
+
+def _sent(body: str, wire: bytes | None) -> dict[str, Any]:
+    """A kept command's body as it was sent: from ``wire`` when kept (bytes stay bytes)."""
+    if wire is not None:
+        decoded = unpack_local(bytes(wire))
+        if isinstance(decoded, dict):
+            return decoded
+    loaded: dict[str, Any] = json.loads(body)
+    return loaded
 
 
 def _json(value: Any) -> str:

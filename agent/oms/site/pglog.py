@@ -30,6 +30,7 @@ class PostgresLog(SqlLog):
 
     placeholder = "%s"
     serial = "BIGSERIAL PRIMARY KEY"
+    blob = "BYTEA"
 
     def __init__(self, dsn: str) -> None:
         super().__init__()

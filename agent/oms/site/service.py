@@ -10,28 +10,36 @@ While another instance leads (``try_lead``: an advisory lock in PostgreSQL, a fi
 beside a SQLite file) this one is the standby: it serves reads from the shared log and
 answers writes 503, and takes over the moment the lock is free.
 
-Orders submitted as waves are routed by ``agent.oms.fulfilment``, which is fed the events
-as they are logged; every status change of an order is written to the ``orders`` table.
-Every command (routed or raw) is kept before it is sent and sent again under the same id
-after a restart until its reply is logged.
+Orders submitted as waves are routed by ``agent.oms.fulfilment``, fed the node events and
+the replies to its commands from the log, in log order, after each batch is logged
+(``agent.oms.site.routing``); every status change of an order is written to the
+``orders`` table. Every command (routed or raw) is kept before it is sent and sent again
+under the same id after a restart until its reply is logged; a reply is written to its
+command in the same transaction as the reply event.
+
+What survives a restart, or the standby taking over: the log, the orders with their
+status, the commands with their replies, the Idempotency-Key answers, the webhooks with
+their cursors, and the routing of every wave not finished: each wave is kept with its
+router's state, and on becoming active the service restores them and replays the log
+after the state kept before it takes any new event. What does not: the reply futures of
+raw commands (a client waiting with ``wait`` reads ``GET /v1/commands/{id}`` instead).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import LoginRefused
 from agent.oms.client import NodeEvent, OmsClient
-from agent.oms.fulfilment import Fulfilment, OrderFile, Send
-from agent.oms.site.log import NewEvent, OrderRow, SqlLog, now_ms
+from agent.oms.fulfilment import OrderFile, Send
+from agent.oms.site.log import NewEvent, SqlLog, now_ms
+from agent.oms.site.routing import Routing, Step, command_row
 from agent.oms.site.settings import SiteConfig
 from agent.oms.site.webhooks import Dispatcher
 from agent.wire import codec
@@ -41,6 +49,11 @@ log = logging.getLogger("agent.oms.site")
 
 MAX_BATCH = 5000
 """Events appended in one transaction at most (a burst after a reconnect is larger)."""
+
+
+def _unwatched(future: asyncio.Future[Reply]) -> None:
+    """A command's reply future nobody awaits: routing takes replies from the log."""
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 class LeadershipLost(Exception):
@@ -73,13 +86,8 @@ class HeadNotifier:
         return False
 
 
-@dataclass(slots=True)
-class Wave:
-    """A submitted wave and its router."""
-
-    id: str
-    router: Fulfilment
-    saved: dict[str, tuple[str, str]] = field(default_factory=dict)
+class WaveExists(Exception):
+    """A wave of this id was submitted before (its id is taken for good)."""
 
 
 class SiteService:
@@ -100,12 +108,11 @@ class SiteService:
         self.head = HeadNotifier()
         self.client: OmsClient | None = None
         self.dispatcher = Dispatcher(store, config.webhooks, self.head)
-        self.waves: dict[str, Wave] = {}
+        self.routing = Routing(config.log.snapshot_s)
         self.active = asyncio.Event()
         self.logged = 0  # events appended since start
         self.lead_since: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[Any]] = set()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="site-log-writer")
 
     # --- lifecycle -------------------------------------------------------------------
@@ -145,15 +152,18 @@ class SiteService:
         self.head.notify(await asyncio.to_thread(self.log.head))
         await client.__aenter__()
         try:
-            for command_id, node, name, body in await asyncio.to_thread(self.log.unanswered):
+            unanswered = await asyncio.to_thread(self.log.unanswered)
+            await self._restore()
+            for command_id, node, name, body in unanswered:
                 if name in COMMANDS:
-                    self._keep(client.send(node, name, body, msg_id=command_id))
+                    _unwatched(client.send(node, name, body, msg_id=command_id))
             await self.dispatcher.start()
             self._tasks = [
                 asyncio.create_task(self._pump(client)),
                 asyncio.create_task(self._births(client)),
                 asyncio.create_task(self._keep_lead()),
                 asyncio.create_task(self._check_login(client)),
+                asyncio.create_task(self._snapshots()),
             ]
             self.active.set()
             stopping = asyncio.create_task(stop.wait())
@@ -164,6 +174,12 @@ class SiteService:
             for task in done:
                 if task is not stopping:
                     task.result()  # a failed pump or a lost lead ends the service
+            self.active.clear()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # A clean stop keeps every wave's router as it is: the next start replays less.
+            await self._keep_routing(Step(), force=True)
         finally:
             self.active.clear()
             for task in self._tasks:
@@ -172,15 +188,8 @@ class SiteService:
             await client.__aexit__(None, None, None)
 
     async def _shutdown(self) -> None:
-        for task in list(self._background):
-            task.cancel()
         await self.dispatcher.close()
         self._writer.shutdown(wait=True)
-
-    def _keep(self, awaitable: Any) -> None:
-        task = asyncio.ensure_future(awaitable)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def _check_login(self, client: OmsClient) -> None:
         while True:
@@ -217,14 +226,23 @@ class SiteService:
             self.logged += len(fresh)
             if fresh:
                 self.head.notify(max(fresh))
-            routed = [e for e, position in zip(batch, ids, strict=True) if position is not None]
-            if routed:
-                await self._route(routed)
+            step = Step()
+            for event, position in zip(batch, ids, strict=True):
+                if position is not None:
+                    envelope = event.envelope
+                    self.routing.take(
+                        position, event.node, event.name, envelope.body, envelope.corr, step
+                    )
+            await self._keep_routing(step)
 
     @staticmethod
     def _entry(event: NodeEvent) -> NewEvent:
         body = event.envelope.body
         order = body.get("order")
+        reply = None
+        if event.name == "reply" and event.envelope.corr:
+            with contextlib.suppress(ValueError):
+                reply = Reply.model_validate(body).model_dump(mode="json")
         return NewEvent(
             node=event.node,
             store=event.store or "",
@@ -234,6 +252,7 @@ class SiteService:
             body=body,
             order_id=order if isinstance(order, str) else None,
             corr=event.envelope.corr,
+            reply=reply,
         )
 
     async def _births(self, client: OmsClient) -> None:
@@ -273,108 +292,12 @@ class SiteService:
         self, node: str, name: str, body: Wire | dict[str, Any], command_id: str | None = None
     ) -> tuple[str, asyncio.Future[Reply]]:
         """Keep a command, then send it (resent until answered); its id and reply future."""
-        command_id = command_id or codec.new_id()
-        return command_id, (await self._send_kept([(command_id, node, name, body)]))[0]
-
-    async def _send_kept(
-        self, commands: Sequence[tuple[str, str, str, Wire | dict[str, Any]]]
-    ) -> list[asyncio.Future[Reply]]:
-        """Keep ``commands`` (id, node, name, body) in one transaction, then send each."""
         client = self.client
         if client is None or not self.active.is_set():
             raise LeadershipLost("this instance is not the active one")
-        rows = [
-            (
-                command_id,
-                node,
-                name,
-                body.model_dump(mode="json", exclude_defaults=True)
-                if isinstance(body, Wire)
-                else body,
-            )
-            for command_id, node, name, body in commands
-        ]
-        await asyncio.to_thread(self.log.add_commands, rows)
-        return [
-            client.send(node, name, body, msg_id=command_id)
-            for command_id, node, name, body in commands
-        ]
-
-    async def _route(self, events: Sequence[NodeEvent]) -> None:
-        """Feed a burst of freshly logged events to the routers: one write per kind per burst.
-
-        Per event, a command's reply and an order's status would each be a transaction (an
-        fsync) on the pump's path: the burst after a wave is thousands of events.
-        """
-        replies: list[tuple[str, dict[str, Any]]] = []
-        for event in events:
-            if event.name == "reply" and event.envelope.corr:
-                with contextlib.suppress(ValueError):
-                    reply = Reply.model_validate(event.envelope.body)
-                    replies.append((event.envelope.corr, reply.model_dump(mode="json")))
-        if replies:
-            await asyncio.to_thread(self.log.commands_replied, replies)
-        for wave in list(self.waves.values()):
-            sends: list[Send] = []
-            touched: set[str] = set()
-            for event in events:
-                made = wave.router.on_event(event.node, event.name, event.body)
-                sends.extend(made)
-                touched.update(s.order for s in made if s.order is not None)
-                order = event.envelope.body.get("order")
-                if isinstance(order, str) and order in wave.router.orders:
-                    touched.add(order)
-            await self._dispatch(wave, sends)
-            if touched:
-                await self._save_orders(wave, touched)
-
-    async def _dispatch(self, wave: Wave, sends: Sequence[Send]) -> None:
-        if not sends:
-            return
-        futures = await self._send_kept(
-            [(codec.new_id(), send.node, send.command, send.body) for send in sends]
-        )
-        for send, future in zip(sends, futures, strict=True):
-            future.add_done_callback(functools.partial(self._answered, wave, send))
-
-    def _answered(self, wave: Wave, send: Send, future: asyncio.Future[Reply]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return
-        self._keep(self._on_reply(wave, send, future.result()))
-
-    async def _on_reply(self, wave: Wave, send: Send, reply: Reply) -> None:
-        sends = wave.router.on_reply(send, reply)
-        await self._dispatch(wave, sends)
-        touched = {s.order for s in sends if s.order is not None}
-        if send.order is not None:
-            touched.add(send.order)
-        # A refused pick command may end any order it carried: look at all of them then.
-        clean = reply.status == "accepted" and not reply.items
-        await self._save_orders(wave, touched if clean else None)
-
-    async def _save_orders(self, wave: Wave, only: set[str] | None = None) -> None:
-        """Write the status of the orders that changed (of ``only``, when given)."""
-        changed = []
-        orders = wave.router.orders
-        for order_id in orders if only is None else only & orders.keys():
-            progress = orders[order_id]
-            now = (progress.status, progress.detail)
-            if wave.saved.get(order_id) != now:
-                wave.saved[order_id] = now
-                carrier = wave.router.carrier_of(progress.order) or None
-                changed.append(
-                    OrderRow(
-                        order_id,
-                        wave.id,
-                        now[0],
-                        now[1],
-                        progress.order.model_dump(mode="json", exclude_defaults=True),
-                        carrier,
-                        None if carrier is None else wave.router.cutoffs.get(carrier),
-                    )
-                )
-        if changed:
-            await asyncio.to_thread(self.log.set_orders, changed)
+        row = command_row(command_id or codec.new_id(), node, name, body)
+        await asyncio.to_thread(self.log.add_command, row.id, node, name, row.body, row.wire)
+        return row.id, client.send(node, name, body, msg_id=row.id)
 
     # --- waves -----------------------------------------------------------------------
 
@@ -386,40 +309,92 @@ class SiteService:
         dock_carriers: list[str] | None = None,
         cutoffs: dict[str, int] | None = None,
     ) -> list[dict[str, Any]]:
-        """Route a wave's orders now; each order's first status (``picking``, ``unrouted``)."""
+        """Route a wave's orders now; each order's first status (``picking``, ``unrouted``).
+
+        Raises:
+            WaveExists: a wave of ``wave_id`` was submitted before.
+        """
         client = self.client
         if client is None or not self.active.is_set():
             raise LeadershipLost("this instance is not the active one")
-        router = Fulfilment(orders, wave=wave_id, dock_carriers=dock_carriers, cutoffs=cutoffs)
-        wave = self.waves[wave_id] = Wave(wave_id, router)
+        taken = await asyncio.to_thread(self.log.wave_exists, wave_id)
+        if taken or wave_id in self.routing.waves:  # in routing: submitted, maybe not kept yet
+            raise WaveExists(f"wave {wave_id!r} was submitted before")
         births: dict[str, State] = {
             name: view.state for name, view in client.nodes.items() if view.state is not None
         }
-        plan = router.plan(births)
-        await self._save_orders(wave)
-        self._keep(self._run_plan(wave, plan))
+        wave, row, step, rows = self.routing.submit(
+            wave_id,
+            orders,
+            births,
+            dock_carriers=dock_carriers,
+            cutoffs=cutoffs,
+            salt=codec.new_id(),
+            now=time.monotonic(),
+        )
+        # In routing before the write is queued: the pump's later writes about the wave
+        # queue behind this one on the single writer thread.
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._writer, self.log.add_wave, row, step.routed.commands, rows
+            )
+        except BaseException:
+            self.routing.waves.pop(wave_id, None)
+            raise
+        self._send(client, step.sends)
         return [
             {"order": oid, "status": p.status, "detail": p.detail}
-            for oid, p in router.orders.items()
+            for oid, p in wave.router.orders.items()
         ]
 
-    async def _run_plan(self, wave: Wave, plan: list[Send]) -> None:
-        # Per node in order: begin, every pick batch, then release (as ``drive`` does); the
-        # nodes side by side: one after the other, 100 zones waited 100 round trips (each
-        # with an fsync'd command) before the last zone lit.
-        per_node: dict[str, list[Send]] = {}
-        for send in plan:
-            per_node.setdefault(send.node, []).append(send)
-        await asyncio.gather(*(self._run_node_plan(wave, sends) for sends in per_node.values()))
-        await self._save_orders(wave)
+    async def _keep_routing(self, step: Step, *, force: bool = False) -> int:
+        """Keep what a routing step led to (and the snapshots due), then send its commands.
 
-    async def _run_node_plan(self, wave: Wave, sends: list[Send]) -> None:
-        for send in sends:
-            _, future = await self.command(send.node, send.command, send.body)
-            reply = await future
-            await self._dispatch(wave, wave.router.on_reply(send, reply))
-            if reply.status != "accepted" or reply.items:
-                await self._save_orders(wave)  # refused lines end their orders
+        Returns how many of its commands were new to the log (the others were kept before
+        a restart: sent then, or resent by ``unanswered``).
+        """
+        # settle() and the write's submission to the single writer thread happen with no
+        # await between them, so the log keeps steps in the order they were taken.
+        finished = self.routing.settle(step, time.monotonic(), force=force)
+        if not step.routed:
+            return 0
+        loop = asyncio.get_running_loop()
+        fresh = await loop.run_in_executor(self._writer, self.log.route, step.routed)
+        for wave in finished:
+            log.info("wave %s finished: %s", wave.id, wave.counts())
+        if self.client is not None:
+            self._send(self.client, {cid: step.sends[cid] for cid in fresh if cid in step.sends})
+        return len(fresh)
+
+    async def _snapshots(self) -> None:
+        """Keep the waves' routers that changed and then went quiet (no batch to ride on)."""
+        while True:
+            await asyncio.sleep(self.config.log.snapshot_s)
+            await self._keep_routing(Step())
+
+    def _send(self, client: OmsClient, sends: Mapping[str, Send]) -> None:
+        for command_id, send in sends.items():
+            _unwatched(client.send(send.node, send.command, send.body, msg_id=command_id))
+
+    async def _restore(self) -> None:
+        """Rebuild every unfinished wave's router and feed it the log after its snapshot."""
+        started = time.monotonic()
+        step = Step()
+        waves, replayed = await asyncio.to_thread(self.routing.restore, self.log, step, started)
+        if not waves:
+            return
+        made = len(step.sends)
+        fresh = await self._keep_routing(step, force=True)
+        log.info(
+            "restored %d wave(s) in %.3f s: %d node event(s) replayed, which made %d "
+            "command(s), %d of them new to the log",
+            waves,
+            time.monotonic() - started,
+            replayed,
+            made,
+            fresh,
+        )
 
     # --- views -----------------------------------------------------------------------
 

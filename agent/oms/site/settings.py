@@ -63,6 +63,9 @@ class LogConfig(Strict):
     )
     lease_s: float = Field(default=2.0, gt=0.2, le=60)
     """How often the active instance proves it holds the leadership (PostgreSQL)."""
+    snapshot_s: float = Field(default=1.0, gt=0, le=3600)
+    """How often a wave's router is kept while it changes: after a restart or a takeover,
+    at most about this much of the log is replayed to it."""
 
     @field_validator("postgres")
     @classmethod
