@@ -266,6 +266,56 @@ def test_the_socket_error_filter_leaves_other_paho_errors_alone(
     assert levels["Caught exception in on_message"] == logging.ERROR
 
 
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="no mosquitto_passwd")
+@pytest.mark.parametrize("password", ["wrong", "right"])
+def test_a_stop_that_comes_with_the_connack_still_stops_the_transport(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, password: str
+) -> None:
+    """``run()`` cancelled in the loop iteration that takes the broker's CONNACK ends.
+
+    aiomqtt waits for CONNACK with ``asyncio.wait_for``, which on Python 3.11 answers a
+    cancel that comes once its future is done with that future's outcome. With a refusal the
+    transport took it for one more refused login and went on trying for ever, so ``oms watch``
+    with a wrong password hung in its shutdown (1 in 6 under load); with an accepting CONNACK
+    it went on to serve the session. paho's "Received CONNACK" log line comes right before it
+    hands over the CONNACK: a cancel there hits the window every time.
+    """
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "oms", "right"], check=True)
+    passwd.chmod(0o600)
+    extra = f"password_file {passwd}\nper_listener_settings false\nallow_anonymous false\n"
+    cancels: list[str] = []
+
+    async def scenario(url: str) -> bool:
+        transport = _transport([url], username="oms", password=password)
+        task = asyncio.create_task(transport.run())
+
+        class CancelAtConnack(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if record.getMessage().startswith("Received CONNACK") and not cancels:
+                    cancels.append(record.getMessage())
+                    task.cancel()
+
+        handler = CancelAtConnack()
+        logging.getLogger("agent.link.mqtt").addHandler(handler)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=10)
+        finally:
+            logging.getLogger("agent.link.mqtt").removeHandler(handler)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return task in done and task.cancelled()
+
+    with (
+        LocalBroker(tmp_path / "broker", extra_config=extra) as secured,
+        caplog.at_level(logging.DEBUG, "agent.link.mqtt"),
+    ):
+        stopped = asyncio.run(scenario(secured.url))
+    assert cancels, "no CONNACK seen"
+    assert stopped, "run() went on after being cancelled"
+
+
 @pytest.mark.skipif(
     shutil.which("nats-server", path="/usr/sbin:/usr/bin:/usr/local/bin") is None,
     reason="nats-server is not installed (make test installs Debian's nats-server)",

@@ -234,9 +234,16 @@ class MqttTransport:
             stage = _Stage()
             try:
                 async with client:
+                    if _stop_requested():  # the same, with an accepting CONNACK
+                        raise asyncio.CancelledError
                     stage.name = "session"
                     await self._serve(client, link, url, stage)
             except aiomqtt.MqttError as exc:
+                if _stop_requested():
+                    # Cancelled, but aiomqtt's wait_for (Python 3.11) answered the cancel
+                    # with the CONNACK that came in the same loop iteration: stop anyway,
+                    # or the owner's shutdown waits for this task for ever.
+                    raise asyncio.CancelledError from exc
                 if v5 and stage.name == "connect" and _refuses_v5(exc):
                     # Seen on NATS and RabbitMQ: MQTT 3.1.1 only. Say so once and go on
                     # with 3.1.1 at this URL at once (docs/operating.md).
@@ -708,6 +715,17 @@ class _Stage:
                 f"({self.detail}): {_describe(exc)}"
             )
         return f"cannot connect to {url}: {_describe(exc)}"
+
+
+def _stop_requested() -> bool:
+    """Whether the current task was cancelled, even if a wait inside it ate the cancel.
+
+    On Python 3.11, ``asyncio.wait_for`` (aiomqtt waits for CONNACK, SUBACK and PUBACK with
+    it) returns or raises its future's outcome when the cancel arrives after that future is
+    done: the ``CancelledError`` is gone, but the task's cancel count still says so.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _describe(exc: BaseException) -> str:
