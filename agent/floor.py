@@ -72,6 +72,7 @@ class DeviceFloor:
         self.simulators: dict[str, Simulator] = {}
         self._by_location: dict[str, Any] = {}
         self._shows: dict[str, str | None] = {}  # location -> Light.shows of what it shows
+        self._lighting: dict[str, str] = {}  # dark locations lighting up now -> what they show
         self._stack = contextlib.AsyncExitStack()
         self._inputs: asyncio.Queue[object] = asyncio.Queue()
         self._pumps: list[asyncio.Task[None]] = []
@@ -132,7 +133,15 @@ class DeviceFloor:
             if isinstance(event, ButtonPress) and event.shown is None:
                 # Bound here, as it comes out of the driver: what its slot shows now is
                 # what the picker saw, however long the press then waits to be handled.
-                event = replace(event, shown=self._shows.get(event.slot))
+                shown = self._shows.get(event.slot)
+                if not shown:
+                    # A dark slot being lit (the driver's pins change in a worker thread,
+                    # so the light can be on before ``apply`` returns): the press is for
+                    # what lights up, a press on a dark button stands for nothing else.
+                    # A slot changing from one line to another is not here: a press there
+                    # stays bound to what it showed before, and confirms nothing new.
+                    shown = self._lighting.get(event.slot, shown)
+                event = replace(event, shown=shown)
             self._inputs.put_nowait(event)
 
     def shown(self, location: str) -> str | None:
@@ -238,6 +247,12 @@ class DeviceFloor:
                 self._renders.add(task)
                 task.add_done_callback(self._renders.discard)
         for bar, bar_changes in changes.items():
+            lighting = {
+                location: now
+                for location, now in shows[bar].items()
+                if now and not self._shows.get(location)
+            }
+            self._lighting.update(lighting)
             try:
                 await bar.apply(bar_changes)
             except Exception as exc:  # noqa: BLE001 - one device must not stop the node
@@ -245,7 +260,11 @@ class DeviceFloor:
                 # What the slots show is not known now: presses there bind to nothing.
                 self._shows.update(dict.fromkeys(shows[bar]))
                 continue
-            self._shows.update(shows[bar])
+            else:
+                self._shows.update(shows[bar])
+            finally:
+                for location in lighting:
+                    self._lighting.pop(location, None)
         if zone:
             await self._show_zone(zone[-1])  # a step may turn the lamp off, then on
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from agent.app import device_context
 from agent.config import NodeConfig, parse_config
 from agent.floor import PACK_IDLE_POLL_S, DeviceFloor
-from agent.workflows.base import Print
-from devices.events import DeviceHealthChanged
+from agent.workflows.base import Light, Print
+from devices.events import ButtonPress, DeviceHealthChanged
 from devices.printers.base import Printer, PrintResult
 from devices.printers.sim import ZplSimulator
 from devices.printers.zpl import ZplPrinterConfig
@@ -122,3 +122,70 @@ def test_other_roles_keep_the_printers_idle_poll(tmp_path: Path) -> None:
             return label.config.idle_poll_s
 
     assert asyncio.run(scenario()) == 30.0
+
+
+def _shelf_config(tmp_path: Path) -> NodeConfig:
+    return parse_config(
+        {
+            "site": "dc1",
+            "node": "zone-9",
+            "role": "pick",
+            "state_dir": str(tmp_path / "state"),
+            "devices": [
+                {
+                    "name": "shelf",
+                    "kind": "gpio_slots",
+                    "double_press_s": 0,  # the test presses twice in quick succession
+                    "slots": [{"id": "A1", "led": 17, "confirm": 27}],
+                }
+            ],
+        },
+        "zone-9.toml",
+        env={},
+    )
+
+
+def test_a_press_as_a_dark_slot_lights_is_for_what_it_lights_a_press_as_it_changes_is_not(
+    tmp_path: Path,
+) -> None:
+    # The driver sets its pins in a worker thread: the LED is on (the picker sees it and
+    # presses) before ``apply`` returns. The light's ``apply`` is held open after the pins
+    # changed, the button pressed through its mock pin (the driver's real callback path).
+    async def run() -> list[object]:
+        config = _shelf_config(tmp_path)
+        async with DeviceFloor(config, device_context(True), simulate=True) as floor:
+            await floor.perform([Light("A1", None)])  # dark, as a node's lights are at start
+            bar = floor.devices["shelf"]
+            held, release = asyncio.Event(), asyncio.Event()
+            apply = bar.apply  # type: ignore[attr-defined]
+
+            async def slow_apply(changes: object) -> None:
+                await apply(changes)
+                held.set()
+                await release.wait()
+
+            bar.apply = slow_apply  # type: ignore[attr-defined]
+            inputs = floor.inputs()
+            got: list[object] = []
+            for shows in ("t1", "t2"):  # dark -> t1, then t1 -> t2
+                held.clear()
+                release.clear()
+                light = Light("A1", "bluish_green", qty=1, shows=shows)
+                performing = asyncio.create_task(floor.perform([light]))
+                holding = asyncio.create_task(held.wait())
+                await asyncio.wait([performing, holding], return_when=asyncio.FIRST_COMPLETED)
+                if performing.done():
+                    performing.result()  # raises what went wrong
+                await floor.simulators["shelf"].control("press", {"slot": "A1"})
+                while not isinstance(
+                    event := await asyncio.wait_for(anext(inputs), 5), ButtonPress
+                ):
+                    pass  # the device's health, from when it opened
+                got.append(event)
+                release.set()
+                await performing
+            return got
+
+    first, second = asyncio.run(run())
+    assert isinstance(first, ButtonPress) and first.shown == "t1"
+    assert isinstance(second, ButtonPress) and second.shown == "t1"  # not t2: never seen
