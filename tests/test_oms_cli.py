@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from agent.link.settings import BrokerConfig
+from agent.oms import OmsClient
 from agent.oms.demo.broker import LocalBroker
 from agent.oms.kpi import Kpis, percentile
 from devices.events import Button, ButtonPress
@@ -98,6 +101,21 @@ def test_kpis_of_the_dock_and_returns() -> None:
     assert empty["rate of return"] == empty["parcels loaded after cut-off"] == "-"
 
 
+def _picked_and_counted(record: Path, picks: int) -> bool:
+    """Whether ``record`` holds ``picks`` picked events and, after them, counters saying 0 open."""
+    if not record.exists():
+        return False
+    lines = record.read_text().split("\n")[:-1]  # whole lines only: the watch may be writing
+    events = [json.loads(line) for line in lines]
+    names = [e["name"] for e in events]
+    if names.count("picked") < picks:
+        return False
+    last_pick = max(i for i, name in enumerate(names) if name == "picked")
+    return any(
+        e["name"] == "counters" and e["body"].get("open_lines") == 0 for e in events[last_pick:]
+    )
+
+
 @pytest.mark.broker
 def test_dispatch_record_and_kpi_end_to_end(tmp_path: Path, broker: LocalBroker) -> None:
     record = tmp_path / "events.jsonl"
@@ -109,6 +127,10 @@ def test_dispatch_record_and_kpi_end_to_end(tmp_path: Path, broker: LocalBroker)
         async with node_in_process(path) as running:
             await asyncio.wait_for(running.node.online.wait(), 10)
             cli = [sys.executable, "-m", "agent.cli", "oms"]
+            # The watch runs until the picks and the counters after them are recorded (then
+            # SIGINT, its Ctrl-C); --seconds only bounds it. A fixed 6 s ran out under load
+            # before the events reached it, and its table showed no counters yet; and a
+            # watch that subscribed after the dispatch had acknowledged waited for ever.
             watch = await asyncio.create_subprocess_exec(
                 *cli,
                 "watch",
@@ -117,35 +139,57 @@ def test_dispatch_record_and_kpi_end_to_end(tmp_path: Path, broker: LocalBroker)
                 "--site",
                 "dc1",
                 "--seconds",
-                "6",
+                "120",
                 "--record",
                 str(record),
                 stdout=subprocess.PIPE,
                 env={**os.environ, "COLUMNS": "200"},
             )
-            done = await asyncio.create_subprocess_exec(
-                *cli,
-                "dispatch",
-                str(ORDERS),
-                "--broker",
-                broker.url,
-                "--site",
-                "dc1",
-                "--wait",
-                "1",
-                "--no-follow",
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-            out, err = await done.communicate()
-            assert done.returncode == 1  # one line's location belongs to no node
-            # EBY-3001 is not sent at all: half an order on the floor helps nobody
-            assert b"zone-a1: 3 lines in wave W1, 0 refused" in out
-            assert b"order EBY-3001 not sent: no online pick node owns SKU-999@Z9" in err
-            for slot in ("A1", "A2", "A3"):
-                running.node.submit_input(ButtonPress("shelf", slot, Button.CONFIRM))
-                await asyncio.sleep(0.1)
-            table = (await watch.communicate())[0].decode()
+            try:
+                # Dispatch once the watch follows the node (its first event recorded): an
+                # OMS that comes later gets only what nobody acknowledged before its birth.
+                async with asyncio.timeout(60):
+                    while not (record.exists() and record.read_text().endswith("\n")):
+                        assert watch.returncode is None, "the watch ended before any event"
+                        await asyncio.sleep(0.1)
+                done = await asyncio.create_subprocess_exec(
+                    *cli,
+                    "dispatch",
+                    str(ORDERS),
+                    "--broker",
+                    broker.url,
+                    "--site",
+                    "dc1",
+                    "--wait",
+                    "1",
+                    "--no-follow",
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+                out, err = await done.communicate()
+                assert done.returncode == 1  # one line's location belongs to no node
+                # EBY-3001 is not sent at all: half an order on the floor helps nobody
+                assert b"zone-a1: 3 lines in wave W1, 0 refused" in out
+                assert b"order EBY-3001 not sent: no online pick node owns SKU-999@Z9" in err
+                for slot in ("A1", "A2", "A3"):
+                    running.node.submit_input(ButtonPress("shelf", slot, Button.CONFIRM))
+                    await asyncio.sleep(0.1)
+                try:
+                    async with asyncio.timeout(90):
+                        while not _picked_and_counted(record, picks=3):
+                            assert watch.returncode is None, "the watch ended before the picks"
+                            await asyncio.sleep(0.2)
+                except TimeoutError:
+                    text = record.read_text() if record.exists() else ""
+                    seen = [line[:120] for line in text.splitlines()]
+                    pytest.fail(f"no 3 picks then 0 open lines recorded in 90 s: {seen}")
+                watch.send_signal(signal.SIGINT)
+                table = (await watch.communicate())[0].decode()
+            finally:
+                if watch.returncode is None:
+                    watch.kill()
+                    await watch.wait()
+            assert watch.returncode == 0
 
     asyncio.run(scenario())
     # The watch's last table: zone-a1 online with 0 open lines (its latest counters).
@@ -169,6 +213,40 @@ def test_dispatch_record_and_kpi_end_to_end(tmp_path: Path, broker: LocalBroker)
     )
     kpis = json.loads(out.stdout)
     assert kpis["lines picked"] == "3" and kpis["short-pick rate"] == "0.00 %"
+
+
+@pytest.mark.broker
+def test_an_oms_that_joins_after_another_acknowledged_gets_the_later_events(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
+    """Events another OMS acknowledged are gone from the node: a client that follows the
+    node later (``oms watch`` beside the site service) skips them, not waits for them for
+    ever (it delivered nothing at all, and ``oms watch`` showed no event)."""
+
+    async def scenario() -> tuple[int, list[int]]:
+        path = node_file(tmp_path, broker, extra="[settings]\ncounters_every_s = 1")
+        config = BrokerConfig(urls=[broker.url])
+        async with node_in_process(path) as running:
+            await asyncio.wait_for(running.node.online.wait(), 10)
+            async with OmsClient(config, "dc1", client_id="first") as first:
+                await first.wait_connected()
+                async with asyncio.timeout(30):
+                    while (
+                        first.nodes.get("zone-a1") is None or first.nodes["zone-a1"].delivered < 3
+                    ):
+                        await first.events.get()
+                    # ... and the node has taken the acknowledgement.
+                    while running.node.store.store.acked_seq < 3:
+                        await asyncio.sleep(0.05)
+            acked = running.node.store.store.acked_seq
+            async with OmsClient(config, "dc1", client_id="later") as later:
+                await later.wait_connected()
+                async with asyncio.timeout(30):
+                    seqs = [(await later.events.get()).envelope.seq or 0 for _ in range(3)]
+        return acked, seqs
+
+    acked, seqs = asyncio.run(scenario())
+    assert seqs == list(range(seqs[0], seqs[0] + 3)) and seqs[0] > acked >= 3
 
 
 @pytest.mark.broker

@@ -161,6 +161,10 @@ class OmsClient:
         confirm_acks: acknowledge only what the consumer ``confirm``-ed (the site service
             does, once the events are in its log): a crash between delivery and the log
             loses nothing, the node still holds every unconfirmed event.
+        skip_acked: take the events a node's birth says were acknowledged (by another OMS,
+            or by this client's earlier run) as delivered, instead of waiting for them: they
+            are gone from its outbox. The site service turns it off and calls ``skip_to``
+            itself, to log the gap.
     """
 
     def __init__(
@@ -173,8 +177,10 @@ class OmsClient:
         resend_max_s: float = 60.0,
         auto_ack: bool = True,
         confirm_acks: bool = False,
+        skip_acked: bool = True,
     ) -> None:
         register_all()
+        self.skip_acked = skip_acked
         self.confirm_acks = confirm_acks
         self.site = site
         self.resend_s = resend_s
@@ -301,6 +307,12 @@ class OmsClient:
             # (births are also fed by hand, in tests and tools).
             view.online_at = view.heard_at = time.monotonic()
             self._resend_wake.set()
+            if self.skip_acked and state.last_seq is not None and state.outbox is not None:
+                # Acknowledged by another OMS before we followed the node (an `oms watch`
+                # beside the site service): waiting for them would hold back every later event.
+                skipped = self.skip_to(node, state.store, state.last_seq - state.outbox)
+                if skipped:
+                    log.info("node %s: %d events acknowledged elsewhere, skipped", node, skipped)
         else:
             if view.boot is not None and envelope.boot != view.boot:
                 return  # a Will from an earlier boot, arriving late: not news

@@ -146,6 +146,7 @@ class SiteService:
             client_id=config.client_id,
             auto_ack=False,
             confirm_acks=self.acknowledge,
+            skip_acked=False,  # _births skips and logs the gap
         )
         for (node, store), seq in (await asyncio.to_thread(self.log.positions)).items():
             client.seed(node, store or None, seq)
