@@ -54,6 +54,30 @@ def _nearest_rank(values: list[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))]
 
 
+def _why_it_failed(run: subprocess.CompletedProcess[str], workdir: Path) -> str:
+    """The demo's own verdict first, then what its processes warned of, then the rest.
+
+    The demo prints what went wrong (its "!" lines, "not finished after", the orders table,
+    "waited in vain") before the "stopped ..." line, and each node's log tail after it; the
+    tail of stdout alone showed only the logs, and a node's warning (a press that confirmed
+    nothing) could be cut from its tail.
+    """
+    found = re.search(r"^stopped ", run.stdout, re.MULTILINE)
+    end = found.start() if found else len(run.stdout)
+    head, logs = run.stdout[:end], run.stdout[end:]
+    warned = [
+        f"{log.stem}: {line[:300]}"
+        for log in sorted(workdir.glob("*.log"))
+        for line in log.read_text(errors="replace").splitlines()
+        if " WARNING " in line or " ERROR " in line
+    ]
+    return (
+        f"exit {run.returncode}; the demo said:\n{head[-6000:]}\n--- warnings in the logs:\n"
+        + "\n".join(warned[-40:])
+        + f"\n--- then:\n{logs[-3000:]}\n--- stderr:\n{run.stderr[-2000:]}"
+    )
+
+
 def test_short_demo_kpis_match_the_events(tmp_path: Path) -> None:
     workdir, record, kpi_file = tmp_path / "site", tmp_path / "events.jsonl", tmp_path / "k.json"
     run = subprocess.run(
@@ -79,7 +103,7 @@ def test_short_demo_kpis_match_the_events(tmp_path: Path) -> None:
         timeout=240,
         cwd=ROOT,
     )
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert run.returncode == 0, _why_it_failed(run, workdir)
     assert (
         "stopped zone-a exit 0, zone-b exit 0, zone-c exit 0, wall-1 exit 0, pack-1 exit 0, "
         "dock-1 exit 0, "

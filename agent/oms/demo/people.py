@@ -91,6 +91,24 @@ async def wait_for(
         await asyncio.sleep(0.05)
 
 
+async def wait_lit(
+    control: Control,
+    location: str,
+    qty: int,
+    what: str,
+    incidents: Incidents,
+    timeout: float = WAIT_S,
+) -> None:
+    """Poll the node's lights until ``location`` shows ``qty``; note it when it never does."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while ((await control.lights()).get(location) or {}).get("qty") != qty:
+        if loop.time() > end:
+            incidents.stuck.append(what)
+            return
+        await asyncio.sleep(0.05)
+
+
 class Catalogue:
     """The catalogue as the people on the floor know it: what is where, and its codes."""
 
@@ -218,6 +236,11 @@ async def put_wall_operator(
         if pending is None:
             continue
         slot = workflow["orders"][pending["order"]]["slot"]
+        # A person presses the cubby that lights up, not the one the screen names: its light
+        # comes on once the node has stored the scan (slow under load), and a press on a
+        # cubby still dark confirms nothing (the node logs a stale press).
+        lit = f"put wall: cubby {slot} not lit"
+        await wait_lit(control, slot, pending["qty"], lit, incidents)
         await pace(1.0)
         await control.press("shelf", slot)
         await wait_for(

@@ -425,6 +425,12 @@ class Control:
         workflow: dict[str, Any] = state.get("workflow") or {}
         return workflow
 
+    async def lights(self) -> dict[str, Any]:
+        """What each light shows now, by location (``None``: dark)."""
+        state: dict[str, Any] = await self.get("/api/state")
+        lights: dict[str, Any] = state.get("lights") or {}
+        return lights
+
 
 __all__ = [
     "BINS",
