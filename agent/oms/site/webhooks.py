@@ -172,10 +172,16 @@ class Dispatcher:
         going = True
         try:
             while True:
-                # Read ahead: one query for many messages (the log's lock is shared with the
-                # writer, whose commits wait for the disk).
-                entries = await asyncio.to_thread(
-                    self.log.read, sent, max(hook.batch, READ_AHEAD), names=hook.names
+                # Read only when the log grew past what was sent (every read is a hop to a
+                # worker thread: with single events arriving it was several per event), and
+                # then ahead: one query for many messages.
+                head = self.head_changed.head
+                entries = (
+                    await asyncio.to_thread(
+                        self.log.read, sent, max(hook.batch, READ_AHEAD), names=hook.names
+                    )
+                    if head > sent
+                    else []
                 )
                 if not entries and window:
                     cursor, going = await self._settle(window, cursor, wait=True)
@@ -183,6 +189,8 @@ class Dispatcher:
                         break
                     continue
                 if not entries:
+                    # Nothing up to ``head`` is for this endpoint (filtered out): step over.
+                    cursor = sent = max(sent, head)
                     # Caught up: the cursor is written a second after the last write at the
                     # latest, not each time (a stream of single events catches up hundreds
                     # of times a second, and every write is an fsync).
@@ -193,11 +201,6 @@ class Dispatcher:
                     await self.head_changed.wait(
                         cursor, 15.0 if saved == cursor else max(0.01, 1.0 - since)
                     )
-                    # Filtered out or nothing new: step over what is there.
-                    if hook.names:
-                        head = await asyncio.to_thread(self.log.head)
-                        if not await asyncio.to_thread(self.log.read, cursor, 1, names=hook.names):
-                            cursor = sent = max(cursor, head)
                     continue
                 for start in range(0, len(entries), hook.batch):
                     chunk = entries[start : start + hook.batch]
