@@ -677,3 +677,59 @@ def test_every_word_of_the_dashboard_is_in_german_and_polish() -> None:
             if f"reason.{r}" not in bases[lang] and f"dashboard.reason.{r}" not in bases[lang]
         ]
         assert unsaid == [], lang
+
+
+def test_oms_serve_routes_its_order_file_once_per_log(tmp_path: Path, broker: LocalBroker) -> None:
+    """``oms serve --orders``: the wave is routed through the site log (the node gets its
+    picks, the page shows the orders), and a restart on the same log does not route it again."""
+    log = tmp_path / "serve.db"
+    orders = tmp_path / "orders.json"
+    orders.write_text(ORDERS.model_dump_json(exclude_defaults=True))
+    path = node_file(tmp_path, broker)
+
+    async def scenario() -> None:
+        async with node_in_process(path) as running:
+            await asyncio.wait_for(running.node.online.wait(), 10)
+            workflow: Any = running.node.workflow
+            for run in range(2):
+                proc, url = await asyncio.to_thread(
+                    start_serve, broker, log, "--orders", str(orders), "--wave", "W7"
+                )
+                try:
+                    state = await asyncio.to_thread(
+                        wait_json,
+                        url + "api/state",
+                        lambda s: {o["order"] for o in s["orders"]} >= {"o1", "o2", "o3"},
+                    )
+                    if run == 0:
+                        deadline = asyncio.get_running_loop().time() + 20
+                        while len(workflow.tasks) < 2:
+                            assert asyncio.get_running_loop().time() < deadline, workflow.tasks
+                            await asyncio.sleep(0.05)
+                        tasks = dict(workflow.tasks)
+                    # o3's GHOST is on no node's shelf: unrouted, a problem on the page.
+                    assert {o["order"]: o["status"] for o in state["orders"]}["o3"] == "unrouted"
+                    said = await asyncio.to_thread(read_until_line, proc, "routed")
+                finally:
+                    proc.terminate()
+                    out, _ = await asyncio.to_thread(proc.communicate, None, 20)
+                assert proc.returncode == 0, said + out
+                if run == 0:
+                    assert "routed 3 orders as wave W7" in said
+                else:
+                    assert "not routed again" in said and "routed 3 orders" not in said + out
+            assert sorted(t.location for t in tasks.values()) == ["A1", "A2"]
+            assert workflow.tasks.keys() == tasks.keys()  # no pick sent a second time
+
+    asyncio.run(scenario())
+
+
+def read_until_line(proc: subprocess.Popen[str], word: str) -> str:
+    """What ``proc`` prints up to and including the first line with ``word`` (or its end)."""
+    assert proc.stdout is not None
+    seen = ""
+    for line in proc.stdout:
+        seen += line
+        if word in line:
+            break
+    return seen
